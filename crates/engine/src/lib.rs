@@ -1,0 +1,1 @@
+//! zeta-engine (under construction).

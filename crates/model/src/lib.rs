@@ -1,0 +1,1 @@
+//! zeta-model (under construction).

@@ -1,0 +1,1 @@
+//! zeta-quant (under construction).

@@ -1,0 +1,1 @@
+//! zeta-sampler (under construction).

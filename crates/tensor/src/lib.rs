@@ -1,0 +1,1 @@
+//! zeta-tensor (under construction).
