@@ -1,1 +1,337 @@
-//! zeta-engine (under construction).
+//! zeta-engine: the public API — load a model (by path or models.lock name),
+//! open sessions with their own KV caches, generate streaming text.
+//!
+//! This is the one crate that picks a compute backend. Data flow:
+//!
+//! ```text
+//! name/path ──store──▶ GGUF file ──mmap──▶ Gguf ──▶ ModelConfig + weights (Model<B>)
+//!                                              └──▶ Tokenizer (+ chat template)
+//! prompt ──tokenize──▶ ids ──Session::generate──▶ Model::forward ──logits──▶ Sampler ──▶ id
+//!                                                   ▲ KV cache (State)             │
+//!                                                   └─────────── next id ◀─────────┘
+//! id ──StreamDecoder──▶ UTF-8 pieces ──StopMatcher──▶ text the caller may print
+//! ```
+//!
+//! ```no_run
+//! use zeta_engine::{Engine, LoadOptions, GenerateParams};
+//! let engine = Engine::load("smollm2-135m-instruct-q4_1", &LoadOptions::default())?;
+//! let mut session = engine.session(None)?;
+//! let prompt = engine.tokenize_prompt("The capital of France is")?;
+//! let mut generation = session.generate(&prompt, GenerateParams::default())?;
+//! for step in &mut generation {
+//!     print!("{}", step?.text);
+//! }
+//! # Ok::<(), zeta_engine::EngineError>(())
+//! ```
+
+pub mod chat;
+pub mod error;
+pub mod generate;
+pub mod perplexity;
+pub mod store;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use chat::{ChatMessage, ChatTemplate};
+pub use error::{EngineError, Result};
+pub use generate::{FinishReason, GenerateParams, Generation, Step, Timings};
+pub use perplexity::{PerplexityOptions, PerplexityResult};
+pub use zeta_model::tokenizer::Tokenizer;
+pub use zeta_model::{Arch, ModelConfig};
+pub use zeta_sampler::SamplerConfig;
+
+use zeta_gguf::Gguf;
+use zeta_model::{Model, State};
+use zeta_tensor::CpuBackend;
+
+/// Default context when none is asked for: the trained length, capped here.
+pub const DEFAULT_CTX_CAP: usize = 8192;
+
+/// Which compute backend runs the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendKind {
+    /// The multi-threaded CPU backend (always available).
+    #[default]
+    Cpu,
+    /// The wgpu backend (not implemented yet: loading with it is an error).
+    Gpu,
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = EngineError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "cpu" => Ok(Self::Cpu),
+            "gpu" | "wgpu" => Ok(Self::Gpu),
+            other => Err(EngineError::InvalidParameter(format!(
+                "unknown backend `{other}` (expected `cpu` or `gpu`)"
+            ))),
+        }
+    }
+}
+
+/// How to load a model.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Compute backend.
+    pub backend: BackendKind,
+    /// CPU threads (`None`: all available cores).
+    pub threads: Option<usize>,
+    /// Do not download a missing models.lock model (error instead).
+    pub offline: bool,
+}
+
+/// A loaded model: weights (memory-mapped), tokenizer and chat template.
+/// Sessions borrow it; any number of sessions can share one engine.
+pub struct Engine {
+    path: PathBuf,
+    gguf: Arc<Gguf>,
+    model: Model<CpuBackend>,
+    tokenizer: Tokenizer,
+    chat_template: Option<String>,
+    load_time: Duration,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("path", &self.path)
+            .field("arch", &self.model.config().arch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Loads a model by path or models.lock name (fetched and verified on
+    /// first use unless `opts.offline`).
+    pub fn load(name_or_path: &str, opts: &LoadOptions) -> Result<Self> {
+        Self::load_with_progress(name_or_path, opts, &mut |_| {})
+    }
+
+    /// [`Engine::load`] with a download progress callback.
+    pub fn load_with_progress(
+        name_or_path: &str,
+        opts: &LoadOptions,
+        progress: &mut dyn FnMut(store::Progress),
+    ) -> Result<Self> {
+        let path = store::resolve(name_or_path, !opts.offline, progress)?;
+        Self::load_path(&path, opts)
+    }
+
+    /// Loads a GGUF file from a path.
+    pub fn load_path(path: &Path, opts: &LoadOptions) -> Result<Self> {
+        let start = Instant::now();
+        if opts.backend != BackendKind::Cpu {
+            return Err(EngineError::BackendUnavailable("gpu".into()));
+        }
+        if opts.threads == Some(0) {
+            return Err(EngineError::InvalidParameter(
+                "threads must be at least 1".into(),
+            ));
+        }
+        let gguf = Arc::new(Gguf::open(path)?);
+        let tokenizer = Tokenizer::from_gguf(&gguf)?;
+        let backend = CpuBackend::new(opts.threads);
+        let model = Model::load(Arc::clone(&gguf), backend)?;
+        let chat_template = gguf
+            .get("tokenizer.chat_template")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned);
+        Ok(Self {
+            path: path.to_path_buf(),
+            gguf,
+            model,
+            tokenizer,
+            chat_template,
+            load_time: start.elapsed(),
+        })
+    }
+
+    /// The GGUF file the model came from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The parsed GGUF file.
+    pub fn gguf(&self) -> &Gguf {
+        &self.gguf
+    }
+
+    /// Hyper-parameters.
+    pub fn config(&self) -> &ModelConfig {
+        self.model.config()
+    }
+
+    /// The tokenizer built from the GGUF vocabulary.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Time spent in [`Engine::load_path`] (mapping, parsing, weight setup).
+    pub fn load_time(&self) -> Duration {
+        self.load_time
+    }
+
+    /// The default context for this model: its trained length capped at
+    /// [`DEFAULT_CTX_CAP`].
+    pub fn default_ctx(&self) -> usize {
+        self.config().n_ctx_train.clamp(1, DEFAULT_CTX_CAP)
+    }
+
+    /// Checks a requested context size against the trained length.
+    pub fn check_ctx(&self, n_ctx: Option<usize>) -> Result<usize> {
+        let max = self.config().n_ctx_train.max(1);
+        let n = n_ctx.unwrap_or_else(|| self.default_ctx());
+        if n == 0 || n > max {
+            return Err(EngineError::BadContext { requested: n, max });
+        }
+        Ok(n)
+    }
+
+    /// Bytes the KV cache takes for `n_ctx` tokens.
+    pub fn kv_cache_bytes(&self, n_ctx: usize) -> u64 {
+        self.config().kv_cache_bytes(n_ctx)
+    }
+
+    /// Tokenizes a plain prompt the way llama.cpp does by default: BOS when
+    /// the model's metadata asks for it, no special-token parsing.
+    pub fn tokenize_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self.tokenizer.encode(text, true, false)?)
+    }
+
+    /// The chat template: the GGUF's `tokenizer.chat_template`, or ChatML
+    /// when the file has none.
+    pub fn chat_template(&self) -> Result<ChatTemplate> {
+        let src = self.chat_template.as_deref();
+        ChatTemplate::new(src.unwrap_or(chat::CHATML_TEMPLATE), &self.tokenizer)
+    }
+
+    /// Renders `messages` with the chat template and tokenizes the result
+    /// (special tokens parsed; BOS added only if the template did not).
+    pub fn tokenize_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+        let text = self.chat_template()?.render(messages, true)?;
+        chat::tokenize_rendered(&self.tokenizer, &text)
+    }
+
+    /// Opens a session with its own KV cache of `n_ctx` tokens (default:
+    /// [`Engine::default_ctx`]).
+    pub fn session(&self, n_ctx: Option<usize>) -> Result<Session<'_>> {
+        let n_ctx = self.check_ctx(n_ctx)?;
+        let state = self.model.new_state(n_ctx)?;
+        Ok(Session {
+            engine: self,
+            state,
+            cached: Vec::new(),
+        })
+    }
+
+    pub(crate) fn model(&self) -> &Model<CpuBackend> {
+        &self.model
+    }
+}
+
+/// One conversation's state: a KV cache and the tokens it holds.
+pub struct Session<'e> {
+    engine: &'e Engine,
+    state: State<CpuBackend>,
+    /// The tokens whose keys/values are in the cache, in order.
+    cached: Vec<u32>,
+}
+
+impl std::fmt::Debug for Session<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("n_ctx", &self.state.n_ctx())
+            .field("cached", &self.cached.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'e> Session<'e> {
+    /// The engine this session runs on.
+    pub fn engine(&self) -> &'e Engine {
+        self.engine
+    }
+
+    /// Context size in tokens.
+    pub fn n_ctx(&self) -> usize {
+        self.state.n_ctx()
+    }
+
+    /// Tokens currently in the KV cache.
+    pub fn cached_tokens(&self) -> &[u32] {
+        &self.cached
+    }
+
+    /// Drops everything from the KV cache.
+    pub fn reset(&mut self) {
+        self.state.truncate(0);
+        self.cached.clear();
+    }
+
+    /// Starts generating after `prompt`. The longest prefix of `prompt`
+    /// already in the cache is reused (multi-turn chat costs only the new
+    /// tokens). The returned iterator yields one [`Step`] per token.
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        params: GenerateParams,
+    ) -> Result<Generation<'_, 'e>> {
+        Generation::new(self, prompt, params)
+    }
+
+    /// Runs `tokens` through the model appending them to the cache and
+    /// returns the logits of every position (`[tokens.len(), n_vocab]`).
+    /// Used by perplexity and tests.
+    pub fn eval_all(&mut self, tokens: &[u32]) -> Result<&[f32]> {
+        self.check_fits(tokens.len())?;
+        let logits =
+            self.engine
+                .model()
+                .forward(&mut self.state, tokens, zeta_model::Logits::All)?;
+        self.cached.extend_from_slice(tokens);
+        Ok(logits)
+    }
+
+    pub(crate) fn check_fits(&self, extra: usize) -> Result<()> {
+        let n_ctx = self.state.n_ctx();
+        let total = self.cached.len() + extra;
+        if total > n_ctx {
+            return Err(EngineError::PromptTooLong {
+                prompt: total,
+                n_ctx,
+                max: self.engine.config().n_ctx_train,
+            });
+        }
+        Ok(())
+    }
+
+    /// Makes the cache hold exactly `prompt[..keep]` where `keep` is the
+    /// common prefix with what is cached, leaving at least one prompt token
+    /// to evaluate (its logits are needed). Returns `keep`.
+    pub(crate) fn reuse_prefix(&mut self, prompt: &[u32]) -> usize {
+        let common = self
+            .cached
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let keep = common.min(prompt.len().saturating_sub(1));
+        self.state.truncate(keep);
+        self.cached.truncate(keep);
+        keep
+    }
+
+    /// Evaluates `tokens` and returns the last position's logits.
+    pub(crate) fn eval_last(&mut self, tokens: &[u32]) -> Result<&[f32]> {
+        self.check_fits(tokens.len())?;
+        let logits =
+            self.engine
+                .model()
+                .forward(&mut self.state, tokens, zeta_model::Logits::Last)?;
+        self.cached.extend_from_slice(tokens);
+        Ok(logits)
+    }
+}

@@ -1,7 +1,45 @@
-//! zeta-wgpu: the GPU backend over wgpu/WGSL (Metal, Vulkan, DX12).
+//! zeta-wgpu: the GPU layer of zeta over wgpu/WGSL (Vulkan, Metal, DX12).
 //!
-//! **Not implemented yet.** This crate is a skeleton so that the workspace
-//! has its final shape; it will implement `zeta_tensor`'s backend trait with
-//! fused WGSL kernels from `shaders/`. It is the only crate allowed to name
-//! `wgpu` or `naga`. Until it lands, `--backend gpu` is reported as
-//! unavailable by the engine.
+//! This crate is the only one that names `wgpu` (and, in tests, `naga`). It
+//! provides what a `zeta_tensor` backend needs underneath:
+//!
+//! - [`GpuContext`]: adapter choice (`ZETA_ADAPTER`), device with optional
+//!   features, [`GpuInfo`] for `zeta info --gpu`, typed errors ([`WgpuError`])
+//!   captured with error scopes, an uncaptured-error handler and a device-lost
+//!   callback.
+//! - [`GpuTensor`] (f32/f16/u32 storage buffers) and [`QuantMatrix`] (weights in
+//!   their GGUF block form, split at row boundaries into binding-sized
+//!   [`WeightPart`]s; see [`tensor`] for the layout).
+//! - [`pipeline`]: the WGSL sources from `shaders/`, their specialisations and
+//!   the pipeline cache.
+//! - [`ops`]: [`GpuBatch`] records kernels — fused dequantise+matvec for
+//!   F32/F16/BF16/Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q5_K/Q6_K, embedding lookup,
+//!   RMSNorm, RoPE (normal/NeoX), SwiGLU/GeGLU, residual add, softmax, argmax,
+//!   and decode attention (GQA, sliding window, f32/f16 KV, split-K).
+//!
+//! ```no_run
+//! # fn main() -> Result<(), zeta_wgpu::WgpuError> {
+//! use zeta_wgpu::{GpuContext, GpuDType};
+//! let ctx = GpuContext::new()?;
+//! let w = ctx.upload_matrix(zeta_wgpu::GgmlType::F32, 2, 3, bytemuck::cast_slice(&[1f32, 2., 3., 4., 5., 6.]))?;
+//! let x = ctx.upload_f32(&[1.0, 1.0, 1.0])?;
+//! let y = ctx.zeros(2, GpuDType::F32)?;
+//! let mut b = ctx.batch();
+//! b.matvec(&w, &x, &y)?;
+//! b.submit()?;
+//! assert_eq!(ctx.read_f32(&y)?, vec![6.0, 15.0]);
+//! # Ok(()) }
+//! ```
+
+pub mod context;
+pub mod error;
+pub mod ops;
+pub mod pipeline;
+pub mod tensor;
+
+pub use context::{GpuContext, GpuDeviceType, GpuInfo, GpuOptions, list_adapters};
+pub use error::{Result, WgpuError};
+pub use ops::{AttnParams, GpuBatch, MAX_HEAD_DIM, RopeMode, RopeParams};
+pub use pipeline::{GPU_TYPES, ShaderFile, ShaderVariant, shader_variants};
+pub use tensor::{GpuDType, GpuTensor, QuantMatrix, WeightPart};
+pub use zeta_gguf::GgmlType;

@@ -1,0 +1,477 @@
+//! The transformer: weights (uploaded once), per-session [`State`] (KV cache
+//! plus scratch buffers, allocated once) and the forward pass shared by all
+//! supported architectures. Read `llm_build_llama`, `llm_build_qwen2`,
+//! `llm_build_qwen3` and `llm_build_gemma3` in llama.cpp for the spec.
+//!
+//! Data flow of one batch of `n` tokens (shapes row-major, `[rows, cols]`):
+//! ```text
+//! x    [n, n_embd]   = token_embd[ids] (* sqrt(n_embd) for gemma3)
+//! per layer:
+//!   xb [n, n_embd]   = rms_norm(x) * attn_norm
+//!   q  [n, n_head*hd] = xb·wqᵀ (+bq)   k,v [n, n_head_kv*hd] = xb·wkᵀ, xb·wvᵀ (+bk,+bv)
+//!   q,k              = per-head rms_norm (qwen3, gemma3), RoPE at pos0..pos0+n
+//!   K/V cache rows pos0..pos0+n = k, v (f16)
+//!   att [n, n_head*hd] = causal GQA attention (sliding window on gemma3 SWA layers)
+//!   proj [n, n_embd]  = att·woᵀ (+bo) (gemma3: rms_norm * attn_post_norm)
+//!   x += proj
+//!   xb = rms_norm(x) * ffn_norm
+//!   gate, up [n, n_ff] = xb·w_gateᵀ, xb·w_upᵀ ;  gate = act(gate) * up
+//!   proj = gate·w_downᵀ (gemma3: rms_norm * ffn_post_norm) ; x += proj
+//! logits [n_out, n_vocab] = (rms_norm(x) * output_norm)·outputᵀ
+//! ```
+
+use std::sync::Arc;
+
+use zeta_gguf::Gguf;
+use zeta_tensor::{AttnParams, Backend, GluKind, RopeParams};
+
+use crate::config::{Arch, ModelConfig};
+use crate::error::ModelError;
+
+/// Tokens processed per internal micro-batch (bounds scratch memory).
+pub const UBATCH: usize = 512;
+/// Logit rows computed per output matmul (bounds the device logits buffer).
+const LOGITS_CHUNK: usize = 32;
+
+/// Which logits `forward` returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last token's logits: `[1, n_vocab]`.
+    Last,
+    /// Every token's logits: `[n_tokens, n_vocab]`.
+    All,
+}
+
+/// Weights of one transformer block.
+#[derive(Debug)]
+struct LayerWeights<B: Backend> {
+    attn_norm: B::Weight,              // [n_embd]
+    wq: B::Weight,                     // [n_embd, n_head*head_dim]      (ggml dims: cols, rows)
+    wk: B::Weight,                     // [n_embd, n_head_kv*head_dim]
+    wv: B::Weight,                     // [n_embd, n_head_kv*head_dim_v]
+    bq: Option<B::Weight>,             // [n_head*head_dim]      (qwen2)
+    bk: Option<B::Weight>,             // [n_head_kv*head_dim]   (qwen2)
+    bv: Option<B::Weight>,             // [n_head_kv*head_dim_v] (qwen2)
+    q_norm: Option<B::Weight>,         // [head_dim]             (qwen3, gemma3)
+    k_norm: Option<B::Weight>,         // [head_dim]             (qwen3, gemma3)
+    wo: B::Weight,                     // [n_head*head_dim_v, n_embd]
+    bo: Option<B::Weight>,             // [n_embd]
+    attn_post_norm: Option<B::Weight>, // [n_embd]               (gemma3)
+    ffn_norm: B::Weight,               // [n_embd]
+    ffn_gate: B::Weight,               // [n_embd, n_ff]
+    ffn_up: B::Weight,                 // [n_embd, n_ff]
+    ffn_down: B::Weight,               // [n_ff, n_embd]
+    ffn_post_norm: Option<B::Weight>,  // [n_embd]               (gemma3)
+}
+
+/// All weights.
+#[derive(Debug)]
+struct Weights<B: Backend> {
+    tok_embd: B::Weight,           // [n_embd, n_vocab]
+    output_norm: B::Weight,        // [n_embd]
+    output: Option<B::Weight>,     // [n_embd, n_vocab]; None = tied to tok_embd
+    output_b: Option<B::Weight>,   // [n_vocab] (qwen2, optional)
+    rope_freqs: Option<B::Weight>, // [n_rot/2] (llama3 rope scaling)
+    layers: Vec<LayerWeights<B>>,
+}
+
+/// A loaded model on backend `B`.
+#[derive(Debug)]
+pub struct Model<B: Backend> {
+    config: ModelConfig,
+    backend: B,
+    weights: Weights<B>,
+    /// Keeps the mapped file alive for backends that reference it.
+    _gguf: Arc<Gguf>,
+}
+
+/// Per-session state: KV cache and scratch buffers, allocated once.
+#[derive(Debug)]
+pub struct State<B: Backend> {
+    n_ctx: usize,
+    /// Tokens in the cache (next position).
+    pos: usize,
+    /// Micro-batch size the scratch buffers hold.
+    n_ub: usize,
+    k_cache: Vec<B::KvBuffer>, // per layer [n_ctx, n_head_kv*head_dim]   (f16)
+    v_cache: Vec<B::KvBuffer>, // per layer [n_ctx, n_head_kv*head_dim_v] (f16)
+    x: B::Buffer,              // [n_ub, n_embd] residual stream
+    xb: B::Buffer,             // [n_ub, n_embd] normed input of a sub-block
+    q: B::Buffer,              // [n_ub, n_head*head_dim]
+    k: B::Buffer,              // [n_ub, n_head_kv*head_dim]
+    v: B::Buffer,              // [n_ub, n_head_kv*head_dim_v]
+    att: B::Buffer,            // [n_ub, n_head*head_dim_v]
+    proj: B::Buffer,           // [n_ub, n_embd] sub-block output
+    gate: B::Buffer,           // [n_ub, n_ff]
+    up: B::Buffer,             // [n_ub, n_ff]
+    logits_dev: B::Buffer,     // [LOGITS_CHUNK, n_vocab]
+    logits: Vec<f32>,          // [n_out, n_vocab] on the host
+    /// Shape fingerprint of the model that created the state.
+    shape: (usize, usize, usize, usize),
+}
+
+impl<B: Backend> State<B> {
+    /// Number of tokens in the cache (position of the next token).
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    /// Context size (cache capacity in tokens).
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    /// Forgets cached tokens from `pos` on (no-op if `pos >= self.pos()`).
+    pub fn truncate(&mut self, pos: usize) {
+        self.pos = self.pos.min(pos);
+    }
+}
+
+/// Compares ggml dims ignoring trailing 1s.
+fn same_dims(a: &[u64], b: &[u64]) -> bool {
+    let trim = |d: &[u64]| -> Vec<u64> {
+        let mut v = d.to_vec();
+        while v.len() > 1 && v.last() == Some(&1) {
+            v.pop();
+        }
+        v
+    };
+    trim(a) == trim(b)
+}
+
+struct Loader<'a, B: Backend> {
+    gguf: &'a Arc<Gguf>,
+    backend: &'a B,
+}
+
+impl<B: Backend> Loader<'_, B> {
+    fn opt(&self, name: &str, dims: &[usize]) -> Result<Option<B::Weight>, ModelError> {
+        let Some(t) = self.gguf.tensor(name) else { return Ok(None) };
+        let expected: Vec<u64> = dims.iter().map(|&d| d as u64).collect();
+        if !same_dims(&t.dims, &expected) {
+            return Err(ModelError::BadShape {
+                name: name.to_string(),
+                expected,
+                found: t.dims.clone(),
+            });
+        }
+        Ok(Some(self.backend.upload_weight(self.gguf, name)?))
+    }
+
+    fn req(&self, name: &str, dims: &[usize]) -> Result<B::Weight, ModelError> {
+        self.opt(name, dims)?
+            .ok_or_else(|| ModelError::MissingTensor { name: name.to_string() })
+    }
+}
+
+impl<B: Backend> Model<B> {
+    /// Reads the config, checks every tensor's shape and uploads the weights.
+    pub fn load(gguf: Arc<Gguf>, backend: B) -> Result<Self, ModelError> {
+        let c = ModelConfig::from_gguf(&gguf)?;
+        let l = Loader {
+            gguf: &gguf,
+            backend: &backend,
+        };
+        let (e, v, ff) = (c.n_embd, c.n_vocab, c.n_ff);
+        let nq = c.n_head * c.head_dim;
+        let nk = c.n_head_kv * c.head_dim;
+        let nv = c.n_head_kv * c.head_dim_v;
+        let no = c.n_head * c.head_dim_v;
+        let tok_embd = l.req("token_embd.weight", &[e, v])?;
+        let output_norm = l.req("output_norm.weight", &[e])?;
+        let output = l.opt("output.weight", &[e, v])?;
+        let output_b = l.opt("output.bias", &[v])?;
+        let rope_freqs = if c.arch == Arch::Llama {
+            l.opt("rope_freqs.weight", &[c.n_rot / 2])?
+        } else {
+            None
+        };
+        let needs_qk_norm = matches!(c.arch, Arch::Qwen3 | Arch::Gemma3);
+        let gemma = c.arch == Arch::Gemma3;
+        let mut layers = Vec::with_capacity(c.n_layer);
+        for i in 0..c.n_layer {
+            let n = |s: &str| format!("blk.{i}.{s}");
+            if gguf.tensor(&n("attn_qkv.weight")).is_some() && gguf.tensor(&n("attn_q.weight")).is_none() {
+                return Err(ModelError::Unsupported(format!("fused {} tensor", n("attn_qkv.weight"))));
+            }
+            let qk_norm = |s: &str| -> Result<Option<B::Weight>, ModelError> {
+                if needs_qk_norm {
+                    l.req(&n(s), &[c.head_dim]).map(Some)
+                } else {
+                    Ok(None)
+                }
+            };
+            let post_norm = |s: &str| -> Result<Option<B::Weight>, ModelError> {
+                if gemma { l.req(&n(s), &[e]).map(Some) } else { Ok(None) }
+            };
+            layers.push(LayerWeights {
+                attn_norm: l.req(&n("attn_norm.weight"), &[e])?,
+                wq: l.req(&n("attn_q.weight"), &[e, nq])?,
+                wk: l.req(&n("attn_k.weight"), &[e, nk])?,
+                wv: l.req(&n("attn_v.weight"), &[e, nv])?,
+                bq: l.opt(&n("attn_q.bias"), &[nq])?,
+                bk: l.opt(&n("attn_k.bias"), &[nk])?,
+                bv: l.opt(&n("attn_v.bias"), &[nv])?,
+                q_norm: qk_norm("attn_q_norm.weight")?,
+                k_norm: qk_norm("attn_k_norm.weight")?,
+                wo: l.req(&n("attn_output.weight"), &[no, e])?,
+                bo: l.opt(&n("attn_output.bias"), &[e])?,
+                attn_post_norm: post_norm("post_attention_norm.weight")?,
+                ffn_norm: l.req(&n("ffn_norm.weight"), &[e])?,
+                ffn_gate: l.req(&n("ffn_gate.weight"), &[e, ff])?,
+                ffn_up: l.req(&n("ffn_up.weight"), &[e, ff])?,
+                ffn_down: l.req(&n("ffn_down.weight"), &[ff, e])?,
+                ffn_post_norm: post_norm("post_ffw_norm.weight")?,
+            });
+        }
+        let weights = Weights {
+            tok_embd,
+            output_norm,
+            output,
+            output_b,
+            rope_freqs,
+            layers,
+        };
+        Ok(Self {
+            config: c,
+            backend,
+            weights,
+            _gguf: gguf,
+        })
+    }
+
+    /// Hyperparameters.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    fn shape_key(&self) -> (usize, usize, usize, usize) {
+        let c = &self.config;
+        (c.n_layer, c.n_embd, c.n_head_kv * c.head_dim, c.n_vocab)
+    }
+
+    /// A fresh state with a KV cache of `n_ctx` positions (`1..=n_ctx_train`).
+    pub fn new_state(&self, n_ctx: usize) -> Result<State<B>, ModelError> {
+        let c = &self.config;
+        if n_ctx == 0 || n_ctx > c.n_ctx_train {
+            return Err(ModelError::BadContextSize {
+                requested: n_ctx,
+                max: c.n_ctx_train,
+            });
+        }
+        let b = &self.backend;
+        let n_ub = UBATCH.min(n_ctx);
+        let kd = c.n_head_kv * c.head_dim;
+        let vd = c.n_head_kv * c.head_dim_v;
+        let mul = |a: usize, b2: usize| {
+            a.checked_mul(b2)
+                .ok_or_else(|| ModelError::BadConfig(format!("buffer size {a} x {b2} overflows")))
+        };
+        let mut k_cache = Vec::with_capacity(c.n_layer);
+        let mut v_cache = Vec::with_capacity(c.n_layer);
+        for _ in 0..c.n_layer {
+            k_cache.push(b.alloc_kv(mul(n_ctx, kd)?)?);
+            v_cache.push(b.alloc_kv(mul(n_ctx, vd)?)?);
+        }
+        Ok(State {
+            n_ctx,
+            pos: 0,
+            n_ub,
+            k_cache,
+            v_cache,
+            x: b.alloc(mul(n_ub, c.n_embd)?)?,
+            xb: b.alloc(mul(n_ub, c.n_embd)?)?,
+            q: b.alloc(mul(n_ub, c.n_head * c.head_dim)?)?,
+            k: b.alloc(mul(n_ub, kd)?)?,
+            v: b.alloc(mul(n_ub, vd)?)?,
+            att: b.alloc(mul(n_ub, c.n_head * c.head_dim_v)?)?,
+            proj: b.alloc(mul(n_ub, c.n_embd)?)?,
+            gate: b.alloc(mul(n_ub, c.n_ff)?)?,
+            up: b.alloc(mul(n_ub, c.n_ff)?)?,
+            logits_dev: b.alloc(mul(LOGITS_CHUNK.min(n_ub), c.n_vocab)?)?,
+            logits: Vec::new(),
+            shape: self.shape_key(),
+        })
+    }
+
+    /// Runs `tokens` at positions `state.pos()..` and appends them to the
+    /// cache; returns logits row-major `[n_out, n_vocab]` where `n_out` is 1
+    /// ([`Logits::Last`]) or `tokens.len()` ([`Logits::All`]).
+    pub fn forward<'s>(
+        &self,
+        state: &'s mut State<B>,
+        tokens: &[u32],
+        logits: Logits,
+    ) -> Result<&'s [f32], ModelError> {
+        let c = &self.config;
+        if state.shape != self.shape_key() {
+            return Err(ModelError::StateMismatch);
+        }
+        if tokens.is_empty() {
+            return Err(ModelError::NoTokens);
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.n_vocab) {
+            return Err(ModelError::TokenOutOfRange {
+                token: bad,
+                n_vocab: c.n_vocab,
+            });
+        }
+        if state.pos + tokens.len() > state.n_ctx {
+            return Err(ModelError::ContextOverflow {
+                pos: state.pos,
+                n_tokens: tokens.len(),
+                n_ctx: state.n_ctx,
+            });
+        }
+        let n_out = match logits {
+            Logits::Last => 1,
+            Logits::All => tokens.len(),
+        };
+        let total = n_out
+            .checked_mul(c.n_vocab)
+            .ok_or_else(|| ModelError::BadConfig("logits size overflows".into()))?;
+        state.logits.clear();
+        state
+            .logits
+            .try_reserve_exact(total)
+            .map_err(|_| ModelError::Tensor(zeta_tensor::TensorError::Alloc { bytes: total as u128 * 4 }))?;
+        state.logits.resize(total, 0.0);
+
+        let n_chunks = tokens.len().div_ceil(state.n_ub);
+        for (ci, chunk) in tokens.chunks(state.n_ub).enumerate() {
+            let first = ci * state.n_ub;
+            let out = match logits {
+                Logits::All => Some((0..chunk.len(), first)),
+                Logits::Last if ci + 1 == n_chunks => Some((chunk.len() - 1..chunk.len(), 0)),
+                Logits::Last => None,
+            };
+            self.ubatch(state, chunk, out)?;
+            state.pos += chunk.len();
+        }
+        Ok(&state.logits[..total])
+    }
+
+    /// One micro-batch at `state.pos`. `out = Some((rows, dst_row))` computes
+    /// logits of batch rows `rows` into host rows starting at `dst_row`.
+    fn ubatch(
+        &self,
+        s: &mut State<B>,
+        ids: &[u32],
+        out: Option<(std::ops::Range<usize>, usize)>,
+    ) -> Result<(), ModelError> {
+        let c = &self.config;
+        let b = &self.backend;
+        let w = &self.weights;
+        let n = ids.len();
+        let pos0 = s.pos;
+        let e = c.n_embd;
+        let (hd, hdv) = (c.head_dim, c.head_dim_v);
+        let kd = c.n_head_kv * hd;
+        let vd = c.n_head_kv * hdv;
+
+        b.get_rows(&w.tok_embd, ids, &mut s.x)?;
+        if let Some(sc) = c.embd_scale {
+            b.scale(&mut s.x, n * e, sc)?;
+        }
+
+        for (il, lw) in w.layers.iter().enumerate() {
+            // --- attention ---
+            b.rms_norm(&s.x, &lw.attn_norm, &mut s.xb, n, c.rms_eps)?;
+            b.matmul(&lw.wq, &s.xb, &mut s.q, n)?;
+            b.matmul(&lw.wk, &s.xb, &mut s.k, n)?;
+            b.matmul(&lw.wv, &s.xb, &mut s.v, n)?;
+            if let Some(bq) = &lw.bq {
+                b.add_bias(&mut s.q, bq, n)?;
+            }
+            if let Some(bk) = &lw.bk {
+                b.add_bias(&mut s.k, bk, n)?;
+            }
+            if let Some(bv) = &lw.bv {
+                b.add_bias(&mut s.v, bv, n)?;
+            }
+            if let Some(qn) = &lw.q_norm {
+                b.rms_norm_inplace(&mut s.q, qn, n * c.n_head, c.rms_eps)?;
+            }
+            if let Some(kn) = &lw.k_norm {
+                b.rms_norm_inplace(&mut s.k, kn, n * c.n_head_kv, c.rms_eps)?;
+            }
+            let swa = c.is_swa(il);
+            let rope = RopeParams {
+                kind: c.rope_kind,
+                n_dims: c.n_rot,
+                freq_base: if swa { c.rope_freq_base_swa } else { c.rope_freq_base },
+                freq_scale: if swa { c.rope_freq_scale_swa } else { c.rope_freq_scale },
+            };
+            b.rope(&mut s.q, n, c.n_head, hd, pos0, &rope, w.rope_freqs.as_ref())?;
+            b.rope(&mut s.k, n, c.n_head_kv, hd, pos0, &rope, w.rope_freqs.as_ref())?;
+            if let Some(qs) = c.q_prescale {
+                b.scale(&mut s.q, n * c.n_head * hd, qs)?;
+            }
+            b.store_kv(&s.k, &mut s.k_cache[il], n, kd, pos0)?;
+            b.store_kv(&s.v, &mut s.v_cache[il], n, vd, pos0)?;
+            let ap = AttnParams {
+                n_tokens: n,
+                pos0,
+                n_head: c.n_head,
+                n_head_kv: c.n_head_kv,
+                head_dim_k: hd,
+                head_dim_v: hdv,
+                scale: c.kq_scale,
+                window: if swa { Some(c.n_swa) } else { None },
+            };
+            b.attention(&s.q, &s.k_cache[il], &s.v_cache[il], &mut s.att, &ap)?;
+            b.matmul(&lw.wo, &s.att, &mut s.proj, n)?;
+            if let Some(bo) = &lw.bo {
+                b.add_bias(&mut s.proj, bo, n)?;
+            }
+            if let Some(pn) = &lw.attn_post_norm {
+                b.rms_norm_inplace(&mut s.proj, pn, n, c.rms_eps)?;
+            }
+            b.add(&mut s.x, &s.proj, n * e)?;
+
+            // --- feed-forward ---
+            b.rms_norm(&s.x, &lw.ffn_norm, &mut s.xb, n, c.rms_eps)?;
+            b.matmul(&lw.ffn_gate, &s.xb, &mut s.gate, n)?;
+            b.matmul(&lw.ffn_up, &s.xb, &mut s.up, n)?;
+            let act = if c.arch == Arch::Gemma3 { GluKind::GeGlu } else { GluKind::SwiGlu };
+            b.glu(&mut s.gate, &s.up, n * c.n_ff, act)?;
+            b.matmul(&lw.ffn_down, &s.gate, &mut s.proj, n)?;
+            if let Some(pn) = &lw.ffn_post_norm {
+                b.rms_norm_inplace(&mut s.proj, pn, n, c.rms_eps)?;
+            }
+            b.add(&mut s.x, &s.proj, n * e)?;
+        }
+
+        let Some((rows, dst_row)) = out else { return Ok(()) };
+        // Final norm of the requested rows into xb[0..], then logits in chunks.
+        let n_rows = rows.len();
+        b.copy(&s.x, rows.start * e, &mut s.proj, 0, n_rows * e)?;
+        b.rms_norm(&s.proj, &w.output_norm, &mut s.xb, n_rows, c.rms_eps)?;
+        let output = w.output.as_ref().unwrap_or(&w.tok_embd);
+        let nv = c.n_vocab;
+        let chunk = LOGITS_CHUNK.min(s.n_ub);
+        let mut r = 0;
+        while r < n_rows {
+            let m = chunk.min(n_rows - r);
+            b.copy(&s.xb, r * e, &mut s.proj, 0, m * e)?;
+            b.matmul(output, &s.proj, &mut s.logits_dev, m)?;
+            if let Some(ob) = &w.output_b {
+                b.add_bias(&mut s.logits_dev, ob, m)?;
+            }
+            let dst = &mut s.logits[(dst_row + r) * nv..(dst_row + r + m) * nv];
+            b.read(&s.logits_dev, 0, dst)?;
+            if let Some(cap) = c.final_logit_softcap {
+                for v in dst.iter_mut() {
+                    *v = (*v / cap).tanh() * cap;
+                }
+            }
+            r += m;
+        }
+        Ok(())
+    }
+}

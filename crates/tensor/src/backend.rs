@@ -1,0 +1,198 @@
+//! The [`Backend`] trait: one method per op, explicit shapes, caller-owned
+//! buffers.
+//!
+//! Conventions shared by every op:
+//! - A `Buffer` is a flat f32 array on the backend's device. Matrices are
+//!   row-major: an activation `[n_tokens, dim]` stores token `t` at
+//!   `t*dim .. (t+1)*dim`. Ops use a buffer's leading elements and check that
+//!   it is large enough, so one buffer sized for the largest batch serves all.
+//! - A `Weight` is a GGUF tensor with ggml dims `[cols, rows]` (`dims[0]` is
+//!   the row length). `matmul` computes `out[t, r] = Σ_k w[r, k] · x[t, k]`.
+//! - A `KvBuffer` is a per-layer K or V cache `[n_ctx, n_head_kv*head_dim]`
+//!   stored as f16 (llama.cpp's default cache type).
+
+use std::sync::Arc;
+
+use zeta_gguf::{GgmlType, Gguf};
+
+use crate::error::TensorError;
+
+/// Order in which RoPE pairs dimensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeKind {
+    /// ggml rope type 0 (llama): rotates adjacent pairs `(2i, 2i+1)`.
+    Normal,
+    /// ggml rope type 2 (GPT-NeoX, Qwen, Gemma): rotates `(i, i + n_dims/2)`.
+    Neox,
+}
+
+/// Rotary position embedding parameters for one layer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RopeParams {
+    /// Pairing order.
+    pub kind: RopeKind,
+    /// Number of leading dimensions of each head that are rotated (even).
+    pub n_dims: usize,
+    /// Frequency base θ (`rope.freq_base`).
+    pub freq_base: f32,
+    /// Linear position scale (`1 / rope.scaling.factor`, 1.0 when unscaled).
+    pub freq_scale: f32,
+}
+
+/// Gated-linear-unit activation applied to the gate half.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GluKind {
+    /// `silu(gate) * up` (llama, Qwen).
+    SwiGlu,
+    /// `gelu_tanh(gate) * up` (Gemma), with ggml's f16 GELU table semantics.
+    GeGlu,
+}
+
+/// Shapes and options of one causal attention call.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttnParams {
+    /// Query tokens in this batch; token `t` is at position `pos0 + t`.
+    pub n_tokens: usize,
+    /// Position of the first query token; the cache holds `pos0 + n_tokens` valid rows.
+    pub pos0: usize,
+    /// Query heads.
+    pub n_head: usize,
+    /// Key/value heads (`n_head` must be a multiple; query head `h` reads kv head `h / (n_head/n_head_kv)`).
+    pub n_head_kv: usize,
+    /// Key (and query) head size.
+    pub head_dim_k: usize,
+    /// Value head size.
+    pub head_dim_v: usize,
+    /// Multiplier of `q·k` before the softmax.
+    pub scale: f32,
+    /// Sliding window: query at `p` sees key at `q` only when `p - q < window`.
+    pub window: Option<usize>,
+}
+
+/// A compute backend. See the module docs for buffer conventions.
+pub trait Backend: Send + Sync + std::fmt::Debug {
+    /// A flat f32 device buffer.
+    type Buffer: Send + std::fmt::Debug;
+    /// A flat f16 device buffer used for the KV cache.
+    type KvBuffer: Send + std::fmt::Debug;
+    /// A model weight resident on (or referenced by) the device.
+    type Weight: Send + Sync + std::fmt::Debug;
+
+    /// Short backend name for logs (`"cpu"`).
+    fn name(&self) -> &'static str;
+
+    /// Makes the GGUF tensor `name` available to ops. The CPU backend keeps a
+    /// reference into the mapped file (no copy) for matrices.
+    fn upload_weight(&self, gguf: &Arc<Gguf>, name: &str) -> Result<Self::Weight, TensorError>;
+
+    /// ggml dims of a weight (`[cols, rows]`, or `[n]` for vectors).
+    fn weight_dims(&self, w: &Self::Weight) -> Vec<u64>;
+
+    /// Element type of a weight.
+    fn weight_type(&self, w: &Self::Weight) -> GgmlType;
+
+    /// A zero-filled f32 buffer of `len` elements.
+    fn alloc(&self, len: usize) -> Result<Self::Buffer, TensorError>;
+
+    /// A zero-filled f16 buffer of `len` elements.
+    fn alloc_kv(&self, len: usize) -> Result<Self::KvBuffer, TensorError>;
+
+    /// Copies `data` into `buf[offset..]`.
+    fn write(&self, buf: &mut Self::Buffer, offset: usize, data: &[f32]) -> Result<(), TensorError>;
+
+    /// Copies `buf[offset .. offset+out.len()]` into `out`.
+    fn read(&self, buf: &Self::Buffer, offset: usize, out: &mut [f32]) -> Result<(), TensorError>;
+
+    /// `dst[dst_off .. dst_off+n] = src[src_off .. src_off+n]`.
+    fn copy(
+        &self,
+        src: &Self::Buffer,
+        src_off: usize,
+        dst: &mut Self::Buffer,
+        dst_off: usize,
+        n: usize,
+    ) -> Result<(), TensorError>;
+
+    /// Embedding lookup: `out[t, :] = table[ids[t], :]` (one row dequantized per id).
+    fn get_rows(&self, table: &Self::Weight, ids: &[u32], out: &mut Self::Buffer) -> Result<(), TensorError>;
+
+    /// `out[t, r] = Σ_k w[r, k] · x[t, k]` for `t < n_tokens`; `x` is `[n_tokens, cols]`,
+    /// `out` is `[n_tokens, rows]`.
+    fn matmul(
+        &self,
+        w: &Self::Weight,
+        x: &Self::Buffer,
+        out: &mut Self::Buffer,
+        n_tokens: usize,
+    ) -> Result<(), TensorError>;
+
+    /// `x[i, :] += bias` for `i < n_rows`; the row length is the bias length.
+    fn add_bias(&self, x: &mut Self::Buffer, bias: &Self::Weight, n_rows: usize) -> Result<(), TensorError>;
+
+    /// RMSNorm of each of `n_rows` rows (row length = weight length):
+    /// `out = x / sqrt(mean(x²) + eps) * w`.
+    fn rms_norm(
+        &self,
+        x: &Self::Buffer,
+        w: &Self::Weight,
+        out: &mut Self::Buffer,
+        n_rows: usize,
+        eps: f32,
+    ) -> Result<(), TensorError>;
+
+    /// In-place [`Backend::rms_norm`] (used for per-head q/k norms and post-norms).
+    fn rms_norm_inplace(
+        &self,
+        x: &mut Self::Buffer,
+        w: &Self::Weight,
+        n_rows: usize,
+        eps: f32,
+    ) -> Result<(), TensorError>;
+
+    /// `a[i] += b[i]` for `i < n`.
+    fn add(&self, a: &mut Self::Buffer, b: &Self::Buffer, n: usize) -> Result<(), TensorError>;
+
+    /// `x[i] *= s` for `i < n`.
+    fn scale(&self, x: &mut Self::Buffer, n: usize, s: f32) -> Result<(), TensorError>;
+
+    /// RoPE in place on `x = [n_tokens, n_heads, head_dim]`; token `t` is at
+    /// position `pos0 + t`. `freq_factors` (llama3 `rope_freqs`, `[n_dims/2]`)
+    /// divide the per-pair angles.
+    #[allow(clippy::too_many_arguments)]
+    fn rope(
+        &self,
+        x: &mut Self::Buffer,
+        n_tokens: usize,
+        n_heads: usize,
+        head_dim: usize,
+        pos0: usize,
+        params: &RopeParams,
+        freq_factors: Option<&Self::Weight>,
+    ) -> Result<(), TensorError>;
+
+    /// Gated activation in place: `gate[i] = act(gate[i]) * up[i]` for `i < n`.
+    fn glu(&self, gate: &mut Self::Buffer, up: &Self::Buffer, n: usize, kind: GluKind) -> Result<(), TensorError>;
+
+    /// Stores `n_tokens` rows of `src` (`[n_tokens, row_len]`) as f16 into
+    /// cache rows `pos0 .. pos0+n_tokens` of `dst` (`[n_ctx, row_len]`).
+    fn store_kv(
+        &self,
+        src: &Self::Buffer,
+        dst: &mut Self::KvBuffer,
+        n_tokens: usize,
+        row_len: usize,
+        pos0: usize,
+    ) -> Result<(), TensorError>;
+
+    /// Causal multi-head attention with grouped-query heads:
+    /// `q = [n_tokens, n_head, head_dim_k]`, caches `[n_ctx, n_head_kv*head_dim]`,
+    /// `out = [n_tokens, n_head, head_dim_v]`.
+    fn attention(
+        &self,
+        q: &Self::Buffer,
+        k_cache: &Self::KvBuffer,
+        v_cache: &Self::KvBuffer,
+        out: &mut Self::Buffer,
+        params: &AttnParams,
+    ) -> Result<(), TensorError>;
+}

@@ -1,0 +1,133 @@
+//! Quantized matrix × activations, the way ggml's CPU `mul_mat` does it:
+//! each activation row is converted once to the weight type's
+//! `vec_dot_type` (Q8_0 / Q8_1 / Q8_K / F16 / BF16 / F32), then every output
+//! element is one `vec_dot` of a weight row with an activation row.
+//!
+//! Loop order: weight rows outer, tokens inner, so a weight row is read from
+//! memory once per batch. Threads take contiguous token ranges (prompt
+//! processing) or contiguous weight-row ranges (one token).
+
+use half::{bf16, f16};
+use zeta_gguf::GgmlType;
+
+use super::kernels::{DotFn, fast_kernel};
+use super::{CpuBackend, CpuWeight};
+use crate::error::TensorError;
+
+/// How one weight row is dotted with one activation row.
+#[derive(Clone, Copy)]
+enum Kernel {
+    /// A specialised kernel of [`super::kernels`].
+    Fast(DotFn),
+    /// `zeta_quant::vec_dot` (reference) for types without a fast kernel.
+    Reference(GgmlType),
+}
+
+impl Kernel {
+    #[inline]
+    fn dot(self, w: &[u8], a: &[u8], n: usize) -> f32 {
+        match self {
+            Kernel::Fast(f) => f(w, a, n),
+            // Validated once before the loops (see `matmul`), so this cannot fail.
+            Kernel::Reference(ty) => zeta_quant::vec_dot(ty, w, a, n).unwrap_or(f32::NAN),
+        }
+    }
+}
+
+/// Converts one f32 activation row to `ty` (the weight's `vec_dot_type`).
+pub(crate) fn quantize_act(ty: GgmlType, x: &[f32], dst: &mut [u8]) -> Result<(), TensorError> {
+    match ty {
+        GgmlType::F32 => {
+            for (d, v) in dst.chunks_exact_mut(4).zip(x) {
+                d.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        GgmlType::F16 => {
+            for (d, v) in dst.chunks_exact_mut(2).zip(x) {
+                d.copy_from_slice(&f16::from_f32(*v).to_bits().to_le_bytes());
+            }
+        }
+        GgmlType::BF16 => {
+            for (d, v) in dst.chunks_exact_mut(2).zip(x) {
+                d.copy_from_slice(&bf16::from_f32(*v).to_bits().to_le_bytes());
+            }
+        }
+        _ => zeta_quant::quantize(ty, x, dst)?,
+    }
+    Ok(())
+}
+
+/// `out[t*rows + r] = w[r] · x[t]` for `t < n_tokens` (sizes checked by the caller).
+pub(crate) fn matmul(
+    be: &CpuBackend,
+    w: &CpuWeight,
+    x: &[f32],
+    out: &mut [f32],
+    n_tokens: usize,
+    scratch: &mut Vec<u8>,
+) -> Result<(), TensorError> {
+    let (m, k) = (w.rows, w.cols);
+    if n_tokens == 0 || m == 0 {
+        return Ok(());
+    }
+    let wty = w.ty;
+    let aty = match wty {
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => wty,
+        _ => zeta_quant::vec_dot_type(wty),
+    };
+    let kernel = match fast_kernel(wty) {
+        Some(f) => Kernel::Fast(f),
+        None => Kernel::Reference(wty),
+    };
+    let arb = aty
+        .row_bytes(k as u64)
+        .and_then(|b| usize::try_from(b).ok())
+        .ok_or_else(|| {
+            TensorError::shape(
+                "matmul",
+                format!("row length {k} does not fit {aty} blocks (weight type {wty})"),
+            )
+        })?;
+    let need = arb.checked_mul(n_tokens).ok_or(TensorError::Alloc { bytes: u128::MAX })?;
+    if scratch.len() < need {
+        scratch
+            .try_reserve(need - scratch.len())
+            .map_err(|_| TensorError::Alloc { bytes: need as u128 })?;
+        scratch.resize(need, 0);
+    }
+    let act = &mut scratch[..need];
+    for (t, dst) in act.chunks_exact_mut(arb).enumerate() {
+        quantize_act(aty, &x[t * k..(t + 1) * k], dst)?;
+    }
+    let act = &*act;
+    let wb = w.bytes();
+    let rb = w.row_bytes;
+    if let Kernel::Reference(ty) = kernel {
+        // Surface type errors once instead of per element.
+        zeta_quant::vec_dot(ty, &wb[..rb], &act[..arb], k)?;
+    }
+    let work = m * k * n_tokens;
+    if n_tokens >= be.threads() && n_tokens > 1 {
+        be.par_units(&mut out[..n_tokens * m], m, n_tokens, work, |t0, part| {
+            let nt = part.len() / m;
+            for r in 0..m {
+                let wrow = &wb[r * rb..(r + 1) * rb];
+                for tt in 0..nt {
+                    let t = t0 + tt;
+                    part[tt * m + r] = kernel.dot(wrow, &act[t * arb..(t + 1) * arb], k);
+                }
+            }
+        });
+    } else {
+        for t in 0..n_tokens {
+            let arow = &act[t * arb..(t + 1) * arb];
+            be.par_units(&mut out[t * m..(t + 1) * m], 1, m, m * k, |r0, part| {
+                for (i, o) in part.iter_mut().enumerate() {
+                    let r = r0 + i;
+                    *o = kernel.dot(&wb[r * rb..(r + 1) * rb], arow, k);
+                }
+            });
+        }
+    }
+    Ok(())
+}

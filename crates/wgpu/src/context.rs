@@ -1,0 +1,387 @@
+//! Device setup: adapter choice, device creation, error capture, [`GpuInfo`].
+//!
+//! [`GpuContext::new`] enumerates every adapter wgpu can see, ranks them
+//! (discrete > integrated > virtual > other > software/CPU; native APIs before
+//! GL) and picks the best, or the first whose name contains the `ZETA_ADAPTER`
+//! environment variable (case-insensitive) / [`GpuOptions::adapter`]. The
+//! device is requested with the adapter's own limits and with `SHADER_F16`,
+//! `SUBGROUP` and `TIMESTAMP_QUERY` only when the adapter offers them; if that
+//! request fails it is retried with default limits and no optional features.
+//!
+//! Errors never panic: an uncaptured-error handler records asynchronous errors
+//! and a device-lost callback records loss; [`GpuContext::check`] turns them
+//! into [`WgpuError`]s and every op/read-back calls it.
+
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Result, WgpuError};
+use crate::pipeline::PipelineCache;
+
+/// The largest buffer part bound as one storage binding. Kept below 2^31 so
+/// that byte offsets computed in the shaders fit a `u32`.
+const MAX_PART_BYTES: u64 = (1 << 31) - 4;
+
+/// What kind of adapter this is (wgpu's `DeviceType`, without naming wgpu).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GpuDeviceType {
+    /// A discrete GPU.
+    Discrete,
+    /// A GPU integrated with the CPU.
+    Integrated,
+    /// A virtualised GPU.
+    Virtual,
+    /// A software rasteriser running on the CPU (lavapipe, llvmpipe, WARP).
+    Cpu,
+    /// Anything else.
+    Other,
+}
+
+impl GpuDeviceType {
+    fn from_wgpu(t: wgpu::DeviceType) -> Self {
+        match t {
+            wgpu::DeviceType::DiscreteGpu => Self::Discrete,
+            wgpu::DeviceType::IntegratedGpu => Self::Integrated,
+            wgpu::DeviceType::VirtualGpu => Self::Virtual,
+            wgpu::DeviceType::Cpu => Self::Cpu,
+            wgpu::DeviceType::Other => Self::Other,
+        }
+    }
+
+    /// Preference rank, higher is better.
+    fn rank(self) -> u32 {
+        match self {
+            Self::Discrete => 4,
+            Self::Integrated => 3,
+            Self::Virtual => 2,
+            Self::Other => 1,
+            Self::Cpu => 0,
+        }
+    }
+}
+
+/// Description of an adapter/device for `zeta info --gpu`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuInfo {
+    /// Adapter name, e.g. "llvmpipe (LLVM 15.0.6, 256 bits)".
+    pub name: String,
+    /// Graphics API: "vulkan", "metal", "dx12", "gl".
+    pub backend: String,
+    /// Device type.
+    pub device_type: GpuDeviceType,
+    /// PCI vendor id (0 if unknown).
+    pub vendor: u32,
+    /// PCI device id (0 if unknown).
+    pub device_id: u32,
+    /// Driver name.
+    pub driver: String,
+    /// Driver version/details.
+    pub driver_info: String,
+    /// Optional features that are enabled (of "shader-f16", "subgroup", "timestamp-query").
+    pub features: Vec<String>,
+    /// Largest storage-buffer binding in bytes.
+    pub max_storage_buffer_binding_size: u64,
+    /// Largest buffer in bytes.
+    pub max_buffer_size: u64,
+    /// Workgroup (shared) memory per workgroup in bytes.
+    pub max_compute_workgroup_storage_size: u32,
+    /// Invocations per workgroup.
+    pub max_compute_invocations_per_workgroup: u32,
+    /// Workgroups per dispatch dimension.
+    pub max_compute_workgroups_per_dimension: u32,
+    /// Storage buffers per shader stage.
+    pub max_storage_buffers_per_shader_stage: u32,
+    /// Smallest and largest subgroup size the adapter reports.
+    pub subgroup_size: (u32, u32),
+}
+
+impl std::fmt::Display for GpuInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "adapter:   {} ({:?}, {})", self.name, self.device_type, self.backend)?;
+        writeln!(f, "driver:    {} {}", self.driver, self.driver_info)?;
+        writeln!(f, "features:  {}", self.features.join(", "))?;
+        writeln!(
+            f,
+            "limits:    binding {} MiB, buffer {} MiB, shared {} KiB, {} invocations/wg, subgroup {}..{}",
+            self.max_storage_buffer_binding_size >> 20,
+            self.max_buffer_size >> 20,
+            self.max_compute_workgroup_storage_size >> 10,
+            self.max_compute_invocations_per_workgroup,
+            self.subgroup_size.0,
+            self.subgroup_size.1
+        )
+    }
+}
+
+/// Options for [`GpuContext::with_options`].
+#[derive(Debug, Clone, Default)]
+pub struct GpuOptions {
+    /// Case-insensitive substring of the adapter name to use. `None`: the
+    /// best-ranked adapter (or `ZETA_ADAPTER` when [`GpuContext::new`] is used).
+    pub adapter: Option<String>,
+    /// Do not request the optional features (SHADER_F16, SUBGROUP,
+    /// TIMESTAMP_QUERY) even when present.
+    pub no_optional_features: bool,
+}
+
+/// A wgpu device and queue plus everything the kernels need: the pipeline
+/// cache, the split size for large weights and the captured-error state.
+pub struct GpuContext {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    pub(crate) pipelines: PipelineCache,
+    info: GpuInfo,
+    /// Largest buffer part (bytes) a weight is split into.
+    pub(crate) max_part_bytes: u64,
+    pub(crate) max_workgroups: u32,
+    errors: Arc<Mutex<Vec<String>>>,
+    lost: Arc<Mutex<Option<String>>>,
+}
+
+impl std::fmt::Debug for GpuContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuContext")
+            .field("info", &self.info)
+            .field("max_part_bytes", &self.max_part_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Vulkan, Metal and DX12 by default; `WGPU_BACKEND` (wgpu's own variable,
+/// e.g. `gl`) overrides.
+fn new_instance() -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    if std::env::var_os("WGPU_BACKEND").is_none() || desc.backends.is_empty() {
+        desc.backends = wgpu::Backends::PRIMARY;
+    }
+    wgpu::Instance::new(desc)
+}
+
+fn backend_rank(b: wgpu::Backend) -> u32 {
+    match b {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 1,
+        _ => 0,
+    }
+}
+
+fn info_of(adapter: &wgpu::Adapter, features: wgpu::Features, limits: &wgpu::Limits) -> GpuInfo {
+    let a = adapter.get_info();
+    let mut names = Vec::new();
+    if features.contains(wgpu::Features::SHADER_F16) {
+        names.push("shader-f16".to_string());
+    }
+    if features.contains(wgpu::Features::SUBGROUP) {
+        names.push("subgroup".to_string());
+    }
+    if features.contains(wgpu::Features::TIMESTAMP_QUERY) {
+        names.push("timestamp-query".to_string());
+    }
+    GpuInfo {
+        name: a.name,
+        backend: a.backend.to_string(),
+        device_type: GpuDeviceType::from_wgpu(a.device_type),
+        vendor: a.vendor,
+        device_id: a.device,
+        driver: a.driver,
+        driver_info: a.driver_info,
+        features: names,
+        max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
+        max_buffer_size: limits.max_buffer_size,
+        max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
+        max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
+        max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
+        max_storage_buffers_per_shader_stage: limits.max_storage_buffers_per_shader_stage,
+        subgroup_size: (a.subgroup_min_size, a.subgroup_max_size),
+    }
+}
+
+/// Describes every adapter wgpu can see (with the adapter's own limits and
+/// the optional features it offers), best first.
+pub fn list_adapters() -> Vec<GpuInfo> {
+    let instance = new_instance();
+    let adapters = ranked_adapters(&instance);
+    adapters
+        .iter()
+        .map(|a| info_of(a, a.features() & optional_features(), &a.limits()))
+        .collect()
+}
+
+fn optional_features() -> wgpu::Features {
+    wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY
+}
+
+fn ranked_adapters(instance: &wgpu::Instance) -> Vec<wgpu::Adapter> {
+    let mut adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+    adapters.sort_by_key(|a| {
+        let i = a.get_info();
+        std::cmp::Reverse((
+            GpuDeviceType::from_wgpu(i.device_type).rank(),
+            backend_rank(i.backend),
+        ))
+    });
+    adapters
+}
+
+impl GpuContext {
+    /// Opens the best adapter, or the one named by the `ZETA_ADAPTER`
+    /// environment variable (a case-insensitive name substring).
+    pub fn new() -> Result<Self> {
+        let adapter = std::env::var("ZETA_ADAPTER").ok().filter(|s| !s.is_empty());
+        Self::with_options(&GpuOptions {
+            adapter,
+            ..GpuOptions::default()
+        })
+    }
+
+    /// Opens an adapter as described by `opts`.
+    pub fn with_options(opts: &GpuOptions) -> Result<Self> {
+        let instance = new_instance();
+        let adapters = ranked_adapters(&instance);
+        let adapter = match &opts.adapter {
+            Some(want) => {
+                let w = want.to_lowercase();
+                adapters
+                    .into_iter()
+                    .find(|a| a.get_info().name.to_lowercase().contains(&w))
+            }
+            None => adapters.into_iter().next(),
+        };
+        let adapter = adapter.ok_or_else(|| WgpuError::NoAdapter {
+            wanted: opts.adapter.clone(),
+        })?;
+        Self::from_adapter(adapter, opts.no_optional_features)
+    }
+
+    fn from_adapter(adapter: wgpu::Adapter, no_optional: bool) -> Result<Self> {
+        let name = adapter.get_info().name;
+        let wanted = if no_optional {
+            wgpu::Features::empty()
+        } else {
+            adapter.features() & optional_features()
+        };
+        let full = wgpu::DeviceDescriptor {
+            label: Some("zeta"),
+            required_features: wanted,
+            required_limits: adapter.limits(),
+            ..Default::default()
+        };
+        let (device, queue) = match pollster::block_on(adapter.request_device(&full)) {
+            Ok(dq) => dq,
+            Err(first) => {
+                // Fallback: default limits (clamped to the adapter), no optional features.
+                let fallback = wgpu::DeviceDescriptor {
+                    label: Some("zeta"),
+                    required_features: wgpu::Features::empty(),
+                    required_limits: wgpu::Limits::default().or_worse_values_from(&adapter.limits()),
+                    ..Default::default()
+                };
+                pollster::block_on(adapter.request_device(&fallback)).map_err(|e| {
+                    WgpuError::RequestDevice {
+                        adapter: name.clone(),
+                        message: format!("{first}; fallback: {e}"),
+                    }
+                })?
+            }
+        };
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let lost = Arc::new(Mutex::new(None));
+        {
+            let errors = Arc::clone(&errors);
+            device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+                if let Ok(mut v) = errors.lock() {
+                    v.push(e.to_string());
+                }
+            }));
+            let lost = Arc::clone(&lost);
+            device.set_device_lost_callback(move |reason, msg| {
+                if let Ok(mut l) = lost.lock() {
+                    *l = Some(format!("{reason:?}: {msg}"));
+                }
+            });
+        }
+        let limits = device.limits();
+        let info = info_of(&adapter, device.features(), &limits);
+        let max_part_bytes = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size)
+            .min(MAX_PART_BYTES)
+            & !3;
+        Ok(Self {
+            device,
+            queue,
+            pipelines: PipelineCache::default(),
+            info,
+            max_part_bytes,
+            max_workgroups: limits.max_compute_workgroups_per_dimension.max(1),
+            errors,
+            lost,
+        })
+    }
+
+    /// The adapter/device description.
+    pub fn info(&self) -> &GpuInfo {
+        &self.info
+    }
+
+    /// Whether the device has `SHADER_F16` enabled.
+    pub fn has_shader_f16(&self) -> bool {
+        self.device.features().contains(wgpu::Features::SHADER_F16)
+    }
+
+    /// Whether the device has `SUBGROUP` enabled.
+    pub fn has_subgroups(&self) -> bool {
+        self.device.features().contains(wgpu::Features::SUBGROUP)
+    }
+
+    /// Largest part (bytes) one weight buffer is split into (the storage
+    /// binding limit, 4-byte aligned, below 2 GiB).
+    pub fn max_part_bytes(&self) -> u64 {
+        self.max_part_bytes
+    }
+
+    /// Returns (and clears) any asynchronous error or device loss recorded
+    /// since the last check.
+    pub fn check(&self) -> Result<()> {
+        if let Ok(l) = self.lost.lock()
+            && let Some(msg) = l.as_ref()
+        {
+            return Err(WgpuError::DeviceLost(msg.clone()));
+        }
+        if let Ok(mut v) = self.errors.lock()
+            && !v.is_empty()
+        {
+            let msg = v.join("; ");
+            v.clear();
+            return Err(WgpuError::Gpu(msg));
+        }
+        Ok(())
+    }
+
+    /// Runs `f` inside validation and out-of-memory error scopes; an error
+    /// captured there becomes `on_err(message, is_oom)`.
+    pub(crate) fn scoped<T>(
+        &self,
+        f: impl FnOnce() -> T,
+        on_err: impl FnOnce(String, bool) -> WgpuError,
+    ) -> Result<T> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let val = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let out = f();
+        let v = pollster::block_on(val.pop());
+        let o = pollster::block_on(oom.pop());
+        if let Some(e) = o {
+            return Err(on_err(e.to_string(), true));
+        }
+        if let Some(e) = v {
+            return Err(on_err(e.to_string(), false));
+        }
+        Ok(out)
+    }
+
+    /// Blocks until all submitted work has finished.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| WgpuError::Gpu(e.to_string()))?;
+        self.check()
+    }
+}

@@ -1,0 +1,386 @@
+//! GPU buffers: activations ([`GpuTensor`]) and quantised weights
+//! ([`QuantMatrix`]), upload and read-back.
+//!
+//! # Weight layout
+//! A weight `W: [n_rows, n_cols]` (GGUF `dims = [n_cols, n_rows, ...]`) is
+//! uploaded as its raw GGUF bytes, row after row, never expanded to f32: a row
+//! is `n_cols / block_size` blocks of `type_size` bytes. Shaders read the bytes
+//! through `array<u32>` with byte-offset arithmetic, so the buffer is padded
+//! with zeros to a multiple of 4 bytes.
+//!
+//! # Splitting
+//! A storage binding is limited (`max_storage_buffer_binding_size`: 128 MiB on
+//! lavapipe, often 2-4 GiB on discrete GPUs), while e.g. Gemma 3's 262144×640
+//! token table is ~178 MB. A weight is therefore stored as one or more
+//! [`WeightPart`]s, split at row boundaries: part `i` holds rows
+//! `first_row .. first_row + n_rows`, at most `max_part_bytes` bytes, each in its
+//! own buffer whose byte 0 is the part's first row. The kernels are dispatched
+//! once per part with the part's row offset (see `ops`), so callers never see
+//! the split.
+
+use zeta_gguf::{GgmlType, TensorInfo};
+
+use crate::context::GpuContext;
+use crate::error::{Result, WgpuError, shape};
+use crate::pipeline::deq_fn;
+
+/// Element type of a [`GpuTensor`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GpuDType {
+    /// 32-bit float.
+    F32,
+    /// 16-bit float, two per 32-bit word (KV caches).
+    F16,
+    /// 32-bit unsigned integer (token ids, positions).
+    U32,
+}
+
+impl GpuDType {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            Self::F16 => 2,
+            Self::F32 | Self::U32 => 4,
+        }
+    }
+}
+
+/// A dense vector/matrix on the GPU (storage buffer, 4-byte padded).
+#[derive(Debug, Clone)]
+pub struct GpuTensor {
+    pub(crate) buffer: wgpu::Buffer,
+    len: usize,
+    dtype: GpuDType,
+}
+
+impl GpuTensor {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Element type.
+    pub fn dtype(&self) -> GpuDType {
+        self.dtype
+    }
+
+    /// Size of the underlying buffer in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        self.buffer.size()
+    }
+}
+
+/// One row range of a split weight, in its own buffer.
+#[derive(Debug, Clone)]
+pub struct WeightPart {
+    pub(crate) buffer: wgpu::Buffer,
+    /// Index of the part's first row in the whole matrix.
+    pub first_row: u64,
+    /// Rows in this part.
+    pub n_rows: u64,
+}
+
+/// A quantised weight matrix `[n_rows, n_cols]` in GGUF block form, split in
+/// row ranges of at most the binding limit.
+#[derive(Debug, Clone)]
+pub struct QuantMatrix {
+    ty: GgmlType,
+    n_rows: u64,
+    n_cols: u64,
+    row_bytes: u64,
+    parts: Vec<WeightPart>,
+}
+
+impl QuantMatrix {
+    /// Block type.
+    pub fn ggml_type(&self) -> GgmlType {
+        self.ty
+    }
+    /// Rows (output features).
+    pub fn n_rows(&self) -> u64 {
+        self.n_rows
+    }
+    /// Columns (input features / row length).
+    pub fn n_cols(&self) -> u64 {
+        self.n_cols
+    }
+    /// Bytes per row.
+    pub fn row_bytes(&self) -> u64 {
+        self.row_bytes
+    }
+    /// The row-range parts (one unless the tensor exceeds the binding limit).
+    pub fn parts(&self) -> &[WeightPart] {
+        &self.parts
+    }
+    /// Total bytes on the GPU (including padding).
+    pub fn size_bytes(&self) -> u64 {
+        self.parts.iter().map(|p| p.buffer.size()).sum()
+    }
+}
+
+fn pad4(n: u64) -> u64 {
+    n.div_ceil(4).max(1) * 4
+}
+
+impl GpuContext {
+    /// Creates a storage buffer of `size` bytes (rounded up to 4), capturing
+    /// out-of-memory and validation errors.
+    pub(crate) fn create_storage(&self, what: &str, size: u64, extra: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
+        let size = pad4(size);
+        let limit = self.device.limits().max_buffer_size;
+        if size > limit {
+            return Err(WgpuError::OutOfMemory {
+                what: what.to_string(),
+                needed_bytes: size,
+                limit_bytes: Some(limit),
+            });
+        }
+        self.scoped(
+            || {
+                self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(what),
+                    size,
+                    usage: wgpu::BufferUsages::STORAGE
+                        | wgpu::BufferUsages::COPY_DST
+                        | wgpu::BufferUsages::COPY_SRC
+                        | extra,
+                    mapped_at_creation: false,
+                })
+            },
+            |message, oom| {
+                if oom {
+                    WgpuError::OutOfMemory {
+                        what: what.to_string(),
+                        needed_bytes: size,
+                        limit_bytes: None,
+                    }
+                } else {
+                    WgpuError::Gpu(message)
+                }
+            },
+        )
+    }
+
+    /// Writes `bytes` at `offset` (4-aligned) into `buffer`, zero-padding the tail to 4 bytes.
+    fn write_padded(&self, buffer: &wgpu::Buffer, offset: u64, bytes: &[u8]) {
+        let whole = bytes.len() / 4 * 4;
+        if whole > 0 {
+            self.queue.write_buffer(buffer, offset, &bytes[..whole]);
+        }
+        if whole < bytes.len() {
+            let mut tail = [0u8; 4];
+            tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
+            self.queue.write_buffer(buffer, offset + whole as u64, &tail);
+        }
+    }
+
+    fn tensor_from_bytes(&self, what: &str, bytes: &[u8], len: usize, dtype: GpuDType) -> Result<GpuTensor> {
+        let buffer = self.create_storage(what, bytes.len() as u64, wgpu::BufferUsages::empty())?;
+        self.write_padded(&buffer, 0, bytes);
+        Ok(GpuTensor { buffer, len, dtype })
+    }
+
+    /// Uploads f32 values.
+    pub fn upload_f32(&self, data: &[f32]) -> Result<GpuTensor> {
+        self.tensor_from_bytes("f32", bytemuck::cast_slice(data), data.len(), GpuDType::F32)
+    }
+
+    /// Uploads f16 values (packed two per word).
+    pub fn upload_f16(&self, data: &[half::f16]) -> Result<GpuTensor> {
+        let bits: Vec<u16> = data.iter().map(|v| v.to_bits()).collect();
+        self.tensor_from_bytes("f16", bytemuck::cast_slice(&bits), data.len(), GpuDType::F16)
+    }
+
+    /// Uploads u32 values (token ids, positions).
+    pub fn upload_u32(&self, data: &[u32]) -> Result<GpuTensor> {
+        self.tensor_from_bytes("u32", bytemuck::cast_slice(data), data.len(), GpuDType::U32)
+    }
+
+    /// A zero-filled tensor of `len` elements.
+    pub fn zeros(&self, len: usize, dtype: GpuDType) -> Result<GpuTensor> {
+        let bytes = (len as u64).checked_mul(dtype.size() as u64).ok_or_else(|| shape("zeros", "size overflow"))?;
+        let buffer = self.create_storage("zeros", bytes, wgpu::BufferUsages::empty())?;
+        Ok(GpuTensor { buffer, len, dtype })
+    }
+
+    /// Overwrites f32 elements `offset ..` of `t` (e.g. a KV-cache row).
+    pub fn write_f32(&self, t: &GpuTensor, offset: usize, data: &[f32]) -> Result<()> {
+        check_write(t, GpuDType::F32, offset, data.len())?;
+        self.write_padded(&t.buffer, offset as u64 * 4, bytemuck::cast_slice(data));
+        Ok(())
+    }
+
+    /// Overwrites f16 elements `offset ..` of `t`; `offset` and `data.len()`
+    /// must be even (whole words).
+    pub fn write_f16(&self, t: &GpuTensor, offset: usize, data: &[half::f16]) -> Result<()> {
+        check_write(t, GpuDType::F16, offset, data.len())?;
+        if offset % 2 != 0 || data.len() % 2 != 0 {
+            return Err(shape("write_f16", "offset and length must be even"));
+        }
+        let bits: Vec<u16> = data.iter().map(|v| v.to_bits()).collect();
+        self.write_padded(&t.buffer, offset as u64 * 2, bytemuck::cast_slice(&bits));
+        Ok(())
+    }
+
+    /// Uploads a weight `[n_rows, n_cols]` of type `ty` from its raw GGUF
+    /// bytes, split at row boundaries into parts of at most
+    /// [`GpuContext::max_part_bytes`].
+    pub fn upload_matrix(&self, ty: GgmlType, n_rows: u64, n_cols: u64, bytes: &[u8]) -> Result<QuantMatrix> {
+        self.upload_matrix_split(ty, n_rows, n_cols, bytes, self.max_part_bytes)
+    }
+
+    /// Uploads a GGUF tensor (`dims[0]` = row length, the product of the other
+    /// dims = rows) from its data bytes.
+    pub fn upload_tensor(&self, info: &TensorInfo, bytes: &[u8]) -> Result<QuantMatrix> {
+        let n_cols = info.dims.first().copied().unwrap_or(1);
+        let n_rows = info
+            .dims
+            .iter()
+            .skip(1)
+            .try_fold(1u64, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| shape("upload_tensor", format!("{}: dims overflow", info.name)))?;
+        self.upload_matrix(info.ggml_type, n_rows, n_cols, bytes)
+    }
+
+    /// [`upload_matrix`](Self::upload_matrix) with an explicit part-size limit
+    /// (capped at the device's), e.g. to test splitting with small tensors.
+    pub fn upload_matrix_split(
+        &self,
+        ty: GgmlType,
+        n_rows: u64,
+        n_cols: u64,
+        bytes: &[u8],
+        max_part_bytes: u64,
+    ) -> Result<QuantMatrix> {
+        const OP: &str = "upload_matrix";
+        if deq_fn(ty).is_none() {
+            return Err(WgpuError::UnsupportedType(ty));
+        }
+        let row_bytes = ty
+            .row_bytes(n_cols)
+            .ok_or_else(|| shape(OP, format!("{n_cols} columns is not a whole number of {} blocks", ty.name())))?;
+        if n_cols == 0 || n_rows == 0 || n_cols > u32::MAX as u64 || n_rows > u32::MAX as u64 {
+            return Err(shape(OP, format!("bad shape [{n_rows}, {n_cols}]")));
+        }
+        let total = row_bytes.checked_mul(n_rows).ok_or_else(|| shape(OP, "size overflow"))?;
+        if bytes.len() as u64 != total {
+            return Err(shape(OP, format!("[{n_rows}, {n_cols}] {} needs {total} bytes, got {}", ty.name(), bytes.len())));
+        }
+        let limit = max_part_bytes.min(self.max_part_bytes);
+        let rows_per_part = (limit / row_bytes).min(n_rows);
+        if rows_per_part == 0 {
+            return Err(WgpuError::OutOfMemory {
+                what: "one weight row".to_string(),
+                needed_bytes: row_bytes,
+                limit_bytes: Some(limit),
+            });
+        }
+        let mut parts = Vec::new();
+        let mut first = 0u64;
+        while first < n_rows {
+            let rows = rows_per_part.min(n_rows - first);
+            // Both in range: rows * row_bytes <= total == bytes.len().
+            let start = (first * row_bytes) as usize;
+            let end = ((first + rows) * row_bytes) as usize;
+            let buffer = self.create_storage("weight part", (end - start) as u64, wgpu::BufferUsages::empty())?;
+            self.write_padded(&buffer, 0, &bytes[start..end]);
+            parts.push(WeightPart {
+                buffer,
+                first_row: first,
+                n_rows: rows,
+            });
+            first += rows;
+        }
+        self.check()?;
+        Ok(QuantMatrix {
+            ty,
+            n_rows,
+            n_cols,
+            row_bytes,
+            parts,
+        })
+    }
+
+    /// Copies a buffer back to the CPU (blocking).
+    pub(crate) fn read_bytes(&self, buffer: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
+        let size = pad4(size);
+        let staging = self.scoped(
+            || {
+                self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("read-back"),
+                    size,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            },
+            |m, _| WgpuError::ReadBack(m),
+        )?;
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("read-back") });
+        enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
+        self.queue.submit([enc.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| WgpuError::ReadBack(e.to_string()))?;
+        self.check()?;
+        match rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(WgpuError::ReadBack(e.to_string())),
+            Err(_) => return Err(WgpuError::ReadBack("map callback dropped".to_string())),
+        }
+        let out = {
+            let view = staging
+                .get_mapped_range(..)
+                .map_err(|e| WgpuError::ReadBack(e.to_string()))?;
+            view.to_vec()
+        };
+        staging.unmap();
+        Ok(out)
+    }
+
+    /// Reads an f32 tensor back.
+    pub fn read_f32(&self, t: &GpuTensor) -> Result<Vec<f32>> {
+        if t.dtype != GpuDType::F32 {
+            return Err(shape("read_f32", format!("tensor is {:?}", t.dtype)));
+        }
+        let bytes = self.read_bytes(&t.buffer, t.len as u64 * 4)?;
+        Ok(bytes
+            .chunks_exact(4)
+            .take(t.len)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+
+    /// Reads a u32 tensor back.
+    pub fn read_u32(&self, t: &GpuTensor) -> Result<Vec<u32>> {
+        if t.dtype != GpuDType::U32 {
+            return Err(shape("read_u32", format!("tensor is {:?}", t.dtype)));
+        }
+        let bytes = self.read_bytes(&t.buffer, t.len as u64 * 4)?;
+        Ok(bytes
+            .chunks_exact(4)
+            .take(t.len)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+}
+
+fn check_write(t: &GpuTensor, want: GpuDType, offset: usize, n: usize) -> Result<()> {
+    if t.dtype != want {
+        return Err(shape("write", format!("tensor is {:?}, data is {want:?}", t.dtype)));
+    }
+    match offset.checked_add(n) {
+        Some(end) if end <= t.len => Ok(()),
+        _ => Err(shape("write", format!("{offset}+{n} exceeds {} elements", t.len))),
+    }
+}

@@ -1,0 +1,483 @@
+//! Per-op tests on the default adapter (lavapipe in CI) against CPU references:
+//! `zeta_quant::dequantize` for the weight formats and naive f64 loops for the
+//! rest, on random inputs of awkward sizes (like ggml's test-backend-ops).
+//! Outputs are poisoned with NaN first, so an unwritten element fails.
+//! Limits: NMSE <= 1e-7 for elementwise/norm ops, <= 5e-4 for matvec and
+//! attention. Without an adapter the tests print `SKIP` and pass, unless
+//! `ZETA_REQUIRE_GPU=1`.
+#![allow(clippy::unwrap_used)]
+
+use half::f16;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use zeta_quant::{GgmlType, dequantize, quantize};
+use zeta_wgpu::{AttnParams, GpuContext, GpuDType, RopeMode, RopeParams, WgpuError};
+
+fn ctx() -> Option<GpuContext> {
+    match GpuContext::new() {
+        Ok(c) => Some(c),
+        Err(WgpuError::NoAdapter { .. }) => {
+            if std::env::var("ZETA_REQUIRE_GPU").as_deref() == Ok("1") {
+                panic!("ZETA_REQUIRE_GPU=1 but no GPU adapter was found");
+            }
+            println!("SKIP: no GPU adapter (install mesa-vulkan-drivers for lavapipe)");
+            None
+        }
+        Err(e) => panic!("GPU setup failed: {e}"),
+    }
+}
+
+fn rand_vec(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.gen_range(-1.0f32..1.0) * scale).collect()
+}
+
+/// Normalised mean squared error; panics on NaN/inf in `got`.
+fn nmse(got: &[f32], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let mut num = 0.0;
+    let mut den = 0.0;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!(g.is_finite(), "element {i} is {g} (want {w})");
+        num += (g as f64 - w).powi(2);
+        den += w * w;
+    }
+    if den == 0.0 { num } else { num / den }
+}
+
+fn poison(ctx: &GpuContext, n: usize) -> zeta_wgpu::GpuTensor {
+    ctx.upload_f32(&vec![f32::NAN; n]).unwrap()
+}
+
+/// Raw bytes of `w` ([rows, cols] f32) in type `ty`.
+fn encode(ty: GgmlType, w: &[f32]) -> Vec<u8> {
+    match ty {
+        GgmlType::F32 => bytemuck::cast_slice(w).to_vec(),
+        GgmlType::F16 => w.iter().flat_map(|v| f16::from_f32(*v).to_bits().to_le_bytes()).collect(),
+        GgmlType::BF16 => w
+            .iter()
+            .flat_map(|v| half::bf16::from_f32(*v).to_bits().to_le_bytes())
+            .collect(),
+        _ => {
+            let mut out = vec![0u8; ty.row_bytes(w.len() as u64).unwrap() as usize];
+            quantize(ty, w, &mut out).unwrap();
+            out
+        }
+    }
+}
+
+fn decode(ty: GgmlType, bytes: &[u8], n: usize) -> Vec<f32> {
+    let mut out = vec![0f32; n];
+    match ty {
+        GgmlType::BF16 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = half::bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32();
+            }
+        }
+        _ => dequantize(ty, bytes, &mut out).unwrap(),
+    }
+    out
+}
+
+fn matvec_case(ctx: &GpuContext, ty: GgmlType, n_rows: usize, n_cols: usize, split: Option<u64>, seed: u64) -> f64 {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let w = rand_vec(&mut rng, n_rows * n_cols, 1.0);
+    let x = rand_vec(&mut rng, n_cols, 1.0);
+    let bytes = encode(ty, &w);
+    let wd = decode(ty, &bytes, n_rows * n_cols);
+    let want: Vec<f64> = (0..n_rows)
+        .map(|r| (0..n_cols).map(|c| wd[r * n_cols + c] as f64 * x[c] as f64).sum())
+        .collect();
+    let m = match split {
+        Some(s) => ctx.upload_matrix_split(ty, n_rows as u64, n_cols as u64, &bytes, s).unwrap(),
+        None => ctx.upload_matrix(ty, n_rows as u64, n_cols as u64, &bytes).unwrap(),
+    };
+    let xg = ctx.upload_f32(&x).unwrap();
+    let y = poison(ctx, n_rows);
+    let mut b = ctx.batch();
+    b.matvec(&m, &xg, &y).unwrap();
+    b.submit().unwrap();
+    let got = ctx.read_f32(&y).unwrap();
+    nmse(&got, &want)
+}
+
+#[test]
+fn matvec_all_types() {
+    let Some(ctx) = ctx() else { return };
+    println!("adapter: {}", ctx.info().name);
+    let cases: &[(GgmlType, usize)] = &[
+        (GgmlType::F32, 101),
+        (GgmlType::F16, 101),
+        (GgmlType::BF16, 77),
+        (GgmlType::Q4_0, 224),
+        (GgmlType::Q4_1, 224),
+        (GgmlType::Q5_0, 224),
+        (GgmlType::Q5_1, 224),
+        (GgmlType::Q8_0, 224),
+        (GgmlType::Q4_K, 768),
+        (GgmlType::Q5_K, 768),
+        (GgmlType::Q6_K, 768),
+    ];
+    for (i, &(ty, n_cols)) in cases.iter().enumerate() {
+        let e = matvec_case(&ctx, ty, 37, n_cols, None, 100 + i as u64);
+        println!("matvec {:<5} [37, {n_cols}] NMSE {e:.3e}", ty.name());
+        assert!(e <= 5e-4, "{} NMSE {e}", ty.name());
+        // The kernel computes exactly the dequantised product: far below the bound.
+        assert!(e <= 1e-9, "{} NMSE {e} (dequantisation mismatch?)", ty.name());
+    }
+}
+
+#[test]
+fn matvec_split_weights() {
+    let Some(ctx) = ctx() else { return };
+    for (ty, n_cols) in [(GgmlType::Q8_0, 224usize), (GgmlType::Q6_K, 512), (GgmlType::F16, 99)] {
+        let row_bytes = ty.row_bytes(n_cols as u64).unwrap();
+        let limit = 5 * row_bytes + 3;
+        let bytes = vec![0u8; (row_bytes * 37) as usize];
+        let m = ctx.upload_matrix_split(ty, 37, n_cols as u64, &bytes, limit).unwrap();
+        assert_eq!(m.parts().len(), 8, "{}", ty.name());
+        assert_eq!(m.parts()[7].first_row, 35);
+        assert_eq!(m.parts()[7].n_rows, 2);
+        let e = matvec_case(&ctx, ty, 37, n_cols, Some(limit), 7);
+        println!("matvec split {:<5} 8 parts NMSE {e:.3e}", ty.name());
+        assert!(e <= 1e-9, "{} split NMSE {e}", ty.name());
+    }
+}
+
+#[test]
+fn embedding_lookup() {
+    let Some(ctx) = ctx() else { return };
+    let mut rng = StdRng::seed_from_u64(3);
+    for (ty, n_cols, split) in [
+        (GgmlType::Q8_0, 96usize, None),
+        (GgmlType::Q6_K, 256, Some(3)),
+        (GgmlType::Q4_K, 512, Some(4)),
+        (GgmlType::Q5_0, 64, Some(2)),
+        (GgmlType::F32, 45, Some(5)),
+    ] {
+        let n_rows = 23usize;
+        let w = rand_vec(&mut rng, n_rows * n_cols, 1.0);
+        let bytes = encode(ty, &w);
+        let wd = decode(ty, &bytes, n_rows * n_cols);
+        let row_bytes = ty.row_bytes(n_cols as u64).unwrap();
+        let m = match split {
+            Some(r) => ctx.upload_matrix_split(ty, n_rows as u64, n_cols as u64, &bytes, r * row_bytes).unwrap(),
+            None => ctx.upload_matrix(ty, n_rows as u64, n_cols as u64, &bytes).unwrap(),
+        };
+        let ids = [0u32, 22, 5, 5, 17, 999, 3];
+        let want: Vec<f64> = ids
+            .iter()
+            .flat_map(|&id| {
+                (0..n_cols).map(move |c| if (id as usize) < n_rows { id as usize * n_cols + c } else { usize::MAX })
+            })
+            .map(|i| if i == usize::MAX { 0.0 } else { wd[i] as f64 })
+            .collect();
+        let idg = ctx.upload_u32(&ids).unwrap();
+        let out = poison(&ctx, ids.len() * n_cols);
+        let mut b = ctx.batch();
+        b.embed(&m, &idg, &out).unwrap();
+        b.submit().unwrap();
+        let e = nmse(&ctx.read_f32(&out).unwrap(), &want);
+        println!("embed {:<5} parts {} NMSE {e:.3e}", ty.name(), m.parts().len());
+        assert!(e <= 1e-12, "{} NMSE {e}", ty.name());
+    }
+}
+
+#[test]
+fn rms_norm() {
+    let Some(ctx) = ctx() else { return };
+    let mut rng = StdRng::seed_from_u64(4);
+    let (rows, cols) = (5usize, 333usize);
+    let x = rand_vec(&mut rng, rows * cols, 3.0);
+    let w = rand_vec(&mut rng, cols, 1.0);
+    let eps = 1e-6f32;
+    let mut want = Vec::new();
+    for r in 0..rows {
+        let row = &x[r * cols..(r + 1) * cols];
+        let ms: f64 = row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / cols as f64;
+        let s = 1.0 / (ms + eps as f64).sqrt();
+        want.extend(row.iter().zip(&w).map(|(&v, &g)| v as f64 * s * g as f64));
+    }
+    let (xg, wg, y) = (ctx.upload_f32(&x).unwrap(), ctx.upload_f32(&w).unwrap(), poison(&ctx, rows * cols));
+    let mut b = ctx.batch();
+    b.rms_norm(&xg, &wg, &y, cols as u32, eps).unwrap();
+    b.submit().unwrap();
+    let e = nmse(&ctx.read_f32(&y).unwrap(), &want);
+    println!("rms_norm NMSE {e:.3e}");
+    assert!(e <= 1e-7);
+}
+
+fn rope_ref(x: &[f32], pos: &[u32], p: &RopeParams) -> Vec<f64> {
+    let (hd, nh) = (p.head_dim as usize, p.n_heads as usize);
+    let n_rot = p.n_rot as usize;
+    let mut y: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+    for (t, &ps) in pos.iter().enumerate() {
+        for h in 0..nh {
+            let base = (t * nh + h) * hd;
+            for i in 0..n_rot / 2 {
+                let theta = ps as f64 * p.freq_scale as f64 * (p.freq_base as f64).powf(-2.0 * i as f64 / n_rot as f64);
+                let (a, b) = match p.mode {
+                    RopeMode::Normal => (2 * i, 2 * i + 1),
+                    RopeMode::Neox => (i, i + n_rot / 2),
+                };
+                let (x0, x1) = (x[base + a] as f64, x[base + b] as f64);
+                y[base + a] = x0 * theta.cos() - x1 * theta.sin();
+                y[base + b] = x0 * theta.sin() + x1 * theta.cos();
+            }
+        }
+    }
+    y
+}
+
+#[test]
+fn rope_normal_and_neox() {
+    let Some(ctx) = ctx() else { return };
+    let mut rng = StdRng::seed_from_u64(5);
+    for mode in [RopeMode::Normal, RopeMode::Neox] {
+        for (head_dim, n_rot) in [(64u32, 64u32), (80, 32), (6, 6)] {
+            let p = RopeParams {
+                head_dim,
+                n_heads: 3,
+                n_tokens: 4,
+                n_rot,
+                mode,
+                freq_base: 10000.0,
+                freq_scale: 0.5,
+            };
+            let n = (head_dim * 3 * 4) as usize;
+            let x = rand_vec(&mut rng, n, 2.0);
+            let pos = [0u32, 7, 100, 513];
+            let want = rope_ref(&x, &pos, &p);
+            let (xg, pg, y) = (ctx.upload_f32(&x).unwrap(), ctx.upload_u32(&pos).unwrap(), poison(&ctx, n));
+            let mut b = ctx.batch();
+            b.rope(&xg, &pg, &y, &p).unwrap();
+            b.submit().unwrap();
+            let e = nmse(&ctx.read_f32(&y).unwrap(), &want);
+            println!("rope {mode:?} head_dim {head_dim} n_rot {n_rot} NMSE {e:.3e}");
+            assert!(e <= 1e-7, "rope {mode:?} {head_dim}/{n_rot}: {e}");
+        }
+    }
+}
+
+#[test]
+fn gated_activations_and_add() {
+    let Some(ctx) = ctx() else { return };
+    let mut rng = StdRng::seed_from_u64(6);
+    let n = 1037;
+    let g = rand_vec(&mut rng, n, 6.0);
+    let u = rand_vec(&mut rng, n, 2.0);
+    let (gg, ug) = (ctx.upload_f32(&g).unwrap(), ctx.upload_f32(&u).unwrap());
+    let silu = |x: f64| x / (1.0 + (-x).exp());
+    let gelu = |x: f64| 0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh());
+    for name in ["swiglu", "geglu", "add"] {
+        let want: Vec<f64> = g
+            .iter()
+            .zip(&u)
+            .map(|(&a, &b)| {
+                let (a, b) = (a as f64, b as f64);
+                match name {
+                    "swiglu" => silu(a) * b,
+                    "geglu" => gelu(a) * b,
+                    _ => a + b,
+                }
+            })
+            .collect();
+        let out = poison(&ctx, n);
+        let mut b = ctx.batch();
+        match name {
+            "swiglu" => b.swiglu(&gg, &ug, &out).unwrap(),
+            "geglu" => b.geglu(&gg, &ug, &out).unwrap(),
+            _ => b.add(&gg, &ug, &out).unwrap(),
+        }
+        b.submit().unwrap();
+        let e = nmse(&ctx.read_f32(&out).unwrap(), &want);
+        println!("{name} NMSE {e:.3e}");
+        assert!(e <= 1e-7, "{name}: {e}");
+    }
+}
+
+#[test]
+fn softmax_rows() {
+    let Some(ctx) = ctx() else { return };
+    let mut rng = StdRng::seed_from_u64(7);
+    let (rows, cols) = (3usize, 1001usize);
+    let x = rand_vec(&mut rng, rows * cols, 10.0);
+    let scale = 0.7f32;
+    let mut want = Vec::new();
+    for r in 0..rows {
+        let row: Vec<f64> = x[r * cols..(r + 1) * cols].iter().map(|&v| v as f64 * scale as f64).collect();
+        let m = row.iter().cloned().fold(f64::MIN, f64::max);
+        let s: f64 = row.iter().map(|v| (v - m).exp()).sum();
+        want.extend(row.iter().map(|v| (v - m).exp() / s));
+    }
+    let (xg, y) = (ctx.upload_f32(&x).unwrap(), poison(&ctx, rows * cols));
+    let mut b = ctx.batch();
+    b.softmax(&xg, &y, cols as u32, scale).unwrap();
+    b.submit().unwrap();
+    let e = nmse(&ctx.read_f32(&y).unwrap(), &want);
+    println!("softmax NMSE {e:.3e}");
+    assert!(e <= 1e-7);
+}
+
+#[test]
+fn argmax_token() {
+    let Some(ctx) = ctx() else { return };
+    let mut rng = StdRng::seed_from_u64(8);
+    let n = 262_147;
+    let mut x = rand_vec(&mut rng, n, 5.0);
+    x[12_345] = 50.0;
+    x[200_000] = 50.0; // tie: the smaller index wins
+    x[7] = f32::NAN; // ignored
+    let xg = ctx.upload_f32(&x).unwrap();
+    assert_eq!(ctx.argmax_u32(&xg).unwrap(), 12_345);
+    let y = ctx.upload_f32(&[-3.0, f32::NAN, -1.0, -2.0, f32::NEG_INFINITY]).unwrap();
+    assert_eq!(ctx.argmax_u32(&y).unwrap(), 2);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attn_ref(q: &[f32], k: &[f32], v: &[f32], p: &AttnParams) -> Vec<f64> {
+    let (hd, nh, nkv) = (p.head_dim as usize, p.n_head as usize, p.n_kv_head as usize);
+    let stride = nkv * hd;
+    let start = if p.window > 0 { (p.n_kv as usize).saturating_sub(p.window as usize) } else { 0 };
+    let mut out = vec![0.0; nh * hd];
+    for h in 0..nh {
+        let kvh = h / (nh / nkv);
+        let scores: Vec<f64> = (start..p.n_kv as usize)
+            .map(|t| {
+                let mut s: f64 = (0..hd).map(|d| q[h * hd + d] as f64 * k[t * stride + kvh * hd + d] as f64).sum();
+                s *= p.scale as f64;
+                if p.softcap > 0.0 {
+                    s = p.softcap as f64 * (s / p.softcap as f64).tanh();
+                }
+                s
+            })
+            .collect();
+        let m = scores.iter().cloned().fold(f64::MIN, f64::max);
+        let e: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
+        let sum: f64 = e.iter().sum();
+        for d in 0..hd {
+            out[h * hd + d] = e
+                .iter()
+                .enumerate()
+                .map(|(j, w)| w * v[(start + j) * stride + kvh * hd + d] as f64)
+                .sum::<f64>()
+                / sum;
+        }
+    }
+    out
+}
+
+#[test]
+fn attention_decode_gqa_window_f16() {
+    let Some(ctx) = ctx() else { return };
+    let mut rng = StdRng::seed_from_u64(9);
+    for (f16kv, head_dim, n_kv, window, softcap) in [
+        (false, 64u32, 600u32, 0u32, 0.0f32),
+        (true, 64, 600, 0, 0.0),
+        (false, 80, 517, 300, 0.0),
+        (true, 256, 1, 0, 0.0),
+        (false, 32, 260, 0, 5.0),
+    ] {
+        let p = AttnParams {
+            head_dim,
+            n_head: 4,
+            n_kv_head: 2,
+            n_kv,
+            window,
+            scale: 1.0 / (head_dim as f32).sqrt(),
+            softcap,
+        };
+        let ctx_len = n_kv as usize + 3; // cache capacity larger than the valid part
+        let kv_n = ctx_len * 2 * head_dim as usize;
+        let q = rand_vec(&mut rng, 4 * head_dim as usize, 2.0);
+        let mut k = rand_vec(&mut rng, kv_n, 2.0);
+        let mut v = rand_vec(&mut rng, kv_n, 1.0);
+        if f16kv {
+            for t in k.iter_mut().chain(v.iter_mut()) {
+                *t = f16::from_f32(*t).to_f32();
+            }
+        }
+        let want = attn_ref(&q, &k, &v, &p);
+        let (kg, vg) = if f16kv {
+            let kh: Vec<f16> = k.iter().map(|&x| f16::from_f32(x)).collect();
+            let vh: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+            (ctx.upload_f16(&kh).unwrap(), ctx.upload_f16(&vh).unwrap())
+        } else {
+            (ctx.upload_f32(&k).unwrap(), ctx.upload_f32(&v).unwrap())
+        };
+        assert_eq!(kg.dtype(), if f16kv { GpuDType::F16 } else { GpuDType::F32 });
+        let qg = ctx.upload_f32(&q).unwrap();
+        let out = poison(&ctx, q.len());
+        let mut b = ctx.batch();
+        b.attention_decode(&qg, &kg, &vg, &out, &p).unwrap();
+        b.submit().unwrap();
+        let e = nmse(&ctx.read_f32(&out).unwrap(), &want);
+        println!("attention f16={f16kv} head_dim {head_dim} n_kv {n_kv} window {window} softcap {softcap} NMSE {e:.3e}");
+        assert!(e <= 5e-4, "attention: {e}");
+        assert!(e <= 1e-8, "attention: {e}");
+    }
+}
+
+#[test]
+fn shape_errors_are_typed() {
+    let Some(ctx) = ctx() else { return };
+    let x = ctx.upload_f32(&[1.0; 10]).unwrap();
+    let y = ctx.zeros(4, GpuDType::F32).unwrap();
+    let w = ctx.upload_matrix(GgmlType::F32, 4, 12, &[0u8; 4 * 12 * 4]).unwrap();
+    let mut b = ctx.batch();
+    assert!(matches!(b.matvec(&w, &x, &y), Err(WgpuError::Shape { .. })));
+    assert!(matches!(b.add(&x, &x, &x), Err(WgpuError::Shape { .. })));
+    assert!(matches!(
+        ctx.upload_matrix(GgmlType::Q2_K, 1, 256, &[0u8; 84]),
+        Err(WgpuError::UnsupportedType(GgmlType::Q2_K))
+    ));
+    assert!(matches!(
+        ctx.upload_matrix(GgmlType::Q8_0, 1, 33, &[0u8; 34]),
+        Err(WgpuError::Shape { .. })
+    ));
+    assert!(matches!(
+        ctx.upload_matrix(GgmlType::Q8_0, 2, 32, &[0u8; 34]),
+        Err(WgpuError::Shape { .. })
+    ));
+    assert!(matches!(
+        ctx.upload_matrix_split(GgmlType::Q8_0, 2, 64, &[0u8; 136], 40),
+        Err(WgpuError::OutOfMemory { .. })
+    ));
+    b.submit().unwrap();
+}
+
+#[test]
+fn info_and_adapter_selection() {
+    let Some(ctx) = ctx() else { return };
+    let info = ctx.info();
+    println!("{info}");
+    assert!(!info.name.is_empty());
+    assert!(info.max_storage_buffer_binding_size >= 128 << 20);
+    assert!(ctx.max_part_bytes() <= info.max_storage_buffer_binding_size);
+    assert!(!zeta_wgpu::list_adapters().is_empty());
+    let by_name = GpuContext::with_options(&zeta_wgpu::GpuOptions {
+        adapter: Some(info.name.to_uppercase()),
+        no_optional_features: true,
+    })
+    .unwrap();
+    assert_eq!(by_name.info().name, info.name);
+    assert!(by_name.info().features.is_empty());
+    let missing = GpuContext::with_options(&zeta_wgpu::GpuOptions {
+        adapter: Some("no such adapter 1234".into()),
+        no_optional_features: false,
+    });
+    assert!(matches!(missing, Err(WgpuError::NoAdapter { .. })));
+}
+
+#[test]
+fn pipelines_are_cached() {
+    let Some(ctx) = ctx() else { return };
+    let x = ctx.upload_f32(&[1.0, 2.0, 3.0]).unwrap();
+    let y = ctx.zeros(3, GpuDType::F32).unwrap();
+    let mut b = ctx.batch();
+    b.add(&x, &x, &y).unwrap();
+    let n = ctx.cached_pipelines();
+    b.add(&x, &x, &y).unwrap();
+    b.submit().unwrap();
+    assert_eq!(ctx.cached_pipelines(), n);
+    assert_eq!(ctx.read_f32(&y).unwrap(), vec![2.0, 4.0, 6.0]);
+}

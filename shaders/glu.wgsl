@@ -1,0 +1,43 @@
+// glu.wgsl — fused gated activations, out = act(gate) * up, elementwise.
+//
+// gate, up, out: [n] f32. Entry points: `swiglu` (act = silu) and `geglu`
+// (act = gelu, tanh approximation as in ggml).
+// 2-D grid: index = gid.x + gid.y * row_len, for n > 65535 * 256.
+
+struct Params {
+    n: u32,
+    row_len: u32,    // invocations per grid row (grid_x * 256)
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<storage, read> GATE: array<f32>;
+@group(0) @binding(1) var<storage, read> UP: array<f32>;
+@group(0) @binding(2) var<storage, read_write> OUT: array<f32>;
+@group(0) @binding(3) var<uniform> P: Params;
+
+fn silu(x: f32) -> f32 {
+    return x / (1.0 + exp(-x));
+}
+
+fn gelu_tanh(x: f32) -> f32 {
+    let k = 0.7978845608028654; // sqrt(2/pi)
+    let u = clamp(k * x * (1.0 + 0.044715 * x * x), -15.0, 15.0);
+    return 0.5 * x * (1.0 + tanh(u));
+}
+
+@compute @workgroup_size(256)
+fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * P.row_len;
+    if (i < P.n) {
+        OUT[i] = silu(GATE[i]) * UP[i];
+    }
+}
+
+@compute @workgroup_size(256)
+fn geglu(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * P.row_len;
+    if (i < P.n) {
+        OUT[i] = gelu_tanh(GATE[i]) * UP[i];
+    }
+}

@@ -1,0 +1,233 @@
+// quant.wgsl — byte access into `array<u32>` storage and per-type dequantisation
+// of one 32-element "unit" of a row (shared by matvec.wgsl and embed.wgsl).
+//
+// The including shader must declare:
+//   @group(0) @binding(0) var<storage, read> W: array<u32>;   // raw GGUF row bytes
+//   var<private> dq: array<f32, 32>;                             // unit output
+// Blocks are 18/20/22/24/34/144/176/210 bytes, so they are not 4-byte aligned:
+// every field is read with byte-offset arithmetic. All f16 fields sit at even
+// offsets, so a 16-bit read never straddles two words.
+
+fn rd_u8(off: u32) -> u32 {
+    return (W[off >> 2u] >> ((off & 3u) * 8u)) & 0xffu;
+}
+
+fn rd_u16(off: u32) -> u32 {
+    // `off` is even: the halfword lies inside one word.
+    return (W[off >> 2u] >> ((off & 2u) * 8u)) & 0xffffu;
+}
+
+fn rd_f16(off: u32) -> f32 {
+    return unpack2x16float(rd_u16(off)).x;
+}
+
+// 32-bit little-endian read at an even (not necessarily 4-aligned) offset.
+fn rd_u32(off: u32) -> u32 {
+    let i = off >> 2u;
+    if ((off & 3u) == 0u) {
+        return W[i];
+    }
+    return (W[i] >> 16u) | (W[i + 1u] << 16u);
+}
+
+// Four consecutive bytes as a vec4 of their values (even offset).
+fn rd_4b(off: u32) -> vec4<u32> {
+    let v = rd_u32(off);
+    return vec4<u32>(v & 0xffu, (v >> 8u) & 0xffu, (v >> 16u) & 0xffu, v >> 24u);
+}
+
+// ---- plain float rows: unit = 32 consecutive elements, tail zero-filled ----
+
+fn deq_f32(row_base: u32, unit: u32, n_cols: u32) {
+    for (var l = 0u; l < 32u; l++) {
+        let e = unit * 32u + l;
+        if (e < n_cols) {
+            dq[l] = bitcast<f32>(W[(row_base >> 2u) + e]);
+        } else {
+            dq[l] = 0.0;
+        }
+    }
+}
+
+fn deq_f16(row_base: u32, unit: u32, n_cols: u32) {
+    for (var l = 0u; l < 32u; l++) {
+        let e = unit * 32u + l;
+        if (e < n_cols) {
+            dq[l] = rd_f16(row_base + 2u * e);
+        } else {
+            dq[l] = 0.0;
+        }
+    }
+}
+
+fn deq_bf16(row_base: u32, unit: u32, n_cols: u32) {
+    for (var l = 0u; l < 32u; l++) {
+        let e = unit * 32u + l;
+        if (e < n_cols) {
+            dq[l] = bitcast<f32>(rd_u16(row_base + 2u * e) << 16u);
+        } else {
+            dq[l] = 0.0;
+        }
+    }
+}
+
+// ---- 32-element blocks: unit == block ----
+
+// Q4_0 (18 B): d:f16 @0, qs[16] @2; x[j] = (lo(qs[j]) - 8) d, x[j+16] = (hi(qs[j]) - 8) d.
+fn deq_q4_0(row_base: u32, unit: u32, n_cols: u32) {
+    let b = row_base + unit * 18u;
+    let d = rd_f16(b);
+    for (var j = 0u; j < 16u; j += 4u) {
+        let q = rd_4b(b + 2u + j);
+        for (var k = 0u; k < 4u; k++) {
+            dq[j + k] = (f32(q[k] & 0xfu) - 8.0) * d;
+            dq[j + k + 16u] = (f32(q[k] >> 4u) - 8.0) * d;
+        }
+    }
+}
+
+// Q4_1 (20 B): d @0, m @2, qs[16] @4; x = q d + m.
+fn deq_q4_1(row_base: u32, unit: u32, n_cols: u32) {
+    let b = row_base + unit * 20u;
+    let d = rd_f16(b);
+    let m = rd_f16(b + 2u);
+    for (var j = 0u; j < 16u; j += 4u) {
+        let q = rd_4b(b + 4u + j);
+        for (var k = 0u; k < 4u; k++) {
+            dq[j + k] = f32(q[k] & 0xfu) * d + m;
+            dq[j + k + 16u] = f32(q[k] >> 4u) * d + m;
+        }
+    }
+}
+
+// Q5_0 (22 B): d @0, qh:u32 @2, qs[16] @6; bit j of qh is the 5th bit of x[j].
+fn deq_q5_0(row_base: u32, unit: u32, n_cols: u32) {
+    let b = row_base + unit * 22u;
+    let d = rd_f16(b);
+    let qh = rd_u32(b + 2u);
+    for (var j = 0u; j < 16u; j += 4u) {
+        let q = rd_4b(b + 6u + j);
+        for (var k = 0u; k < 4u; k++) {
+            let i = j + k;
+            let h0 = ((qh >> i) << 4u) & 0x10u;
+            let h1 = (qh >> (i + 12u)) & 0x10u;
+            dq[i] = (f32((q[k] & 0xfu) | h0) - 16.0) * d;
+            dq[i + 16u] = (f32((q[k] >> 4u) | h1) - 16.0) * d;
+        }
+    }
+}
+
+// Q5_1 (24 B): d @0, m @2, qh @4, qs[16] @8; x = q d + m.
+fn deq_q5_1(row_base: u32, unit: u32, n_cols: u32) {
+    let b = row_base + unit * 24u;
+    let d = rd_f16(b);
+    let m = rd_f16(b + 2u);
+    let qh = W[(b + 4u) >> 2u];
+    for (var j = 0u; j < 16u; j += 4u) {
+        let q = W[(b + 8u + j) >> 2u];
+        for (var k = 0u; k < 4u; k++) {
+            let i = j + k;
+            let byte = (q >> (8u * k)) & 0xffu;
+            let h0 = ((qh >> i) << 4u) & 0x10u;
+            let h1 = (qh >> (i + 12u)) & 0x10u;
+            dq[i] = f32((byte & 0xfu) | h0) * d + m;
+            dq[i + 16u] = f32((byte >> 4u) | h1) * d + m;
+        }
+    }
+}
+
+// Q8_0 (34 B): d @0, qs[32]:i8 @2.
+fn deq_q8_0(row_base: u32, unit: u32, n_cols: u32) {
+    let b = row_base + unit * 34u;
+    let d = rd_f16(b);
+    for (var j = 0u; j < 32u; j += 4u) {
+        let v = rd_u32(b + 2u + j);
+        for (var k = 0u; k < 4u; k++) {
+            let s = bitcast<i32>(v << (24u - 8u * k)) >> 24u;
+            dq[j + k] = f32(s) * d;
+        }
+    }
+}
+
+// ---- 256-element super-blocks: 8 units per block ----
+
+// 6-bit scale and min number `j` (0..8) from the 12 packed bytes at `sc`.
+fn scale_min_k4(sc: u32, j: u32) -> vec2<f32> {
+    if (j < 4u) {
+        return vec2<f32>(f32(rd_u8(sc + j) & 63u), f32(rd_u8(sc + j + 4u) & 63u));
+    }
+    let a = rd_u8(sc + j + 4u);
+    let dd = (a & 0xfu) | ((rd_u8(sc + j - 4u) >> 6u) << 4u);
+    let mm = (a >> 4u) | ((rd_u8(sc + j) >> 6u) << 4u);
+    return vec2<f32>(f32(dd), f32(mm));
+}
+
+// Q4_K (144 B): d @0, dmin @2, scales[12] @4, qs[128] @16.
+// Unit s: bytes qs[32*(s/2) ..][0..32], low nibble if s even else high.
+fn deq_q4_k(row_base: u32, unit: u32, n_cols: u32) {
+    let b = row_base + (unit / 8u) * 144u;
+    let s = unit % 8u;
+    let d = rd_f16(b);
+    let dmin = rd_f16(b + 2u);
+    let sm = scale_min_k4(b + 4u, s);
+    let d1 = d * sm.x;
+    let m1 = dmin * sm.y;
+    let shift = (s & 1u) * 4u;
+    let qb = b + 16u + 32u * (s / 2u);
+    for (var l = 0u; l < 32u; l += 4u) {
+        let v = W[(qb + l) >> 2u];
+        for (var k = 0u; k < 4u; k++) {
+            let q = (v >> (8u * k + shift)) & 0xfu;
+            dq[l + k] = d1 * f32(q) - m1;
+        }
+    }
+}
+
+// Q5_K (176 B): d @0, dmin @2, scales[12] @4, qh[32] @16, qs[128] @48.
+// Unit s: nibbles as Q4_K, fifth bit = bit s of qh[l].
+fn deq_q5_k(row_base: u32, unit: u32, n_cols: u32) {
+    let b = row_base + (unit / 8u) * 176u;
+    let s = unit % 8u;
+    let d = rd_f16(b);
+    let dmin = rd_f16(b + 2u);
+    let sm = scale_min_k4(b + 4u, s);
+    let d1 = d * sm.x;
+    let m1 = dmin * sm.y;
+    let shift = (s & 1u) * 4u;
+    let qb = b + 48u + 32u * (s / 2u);
+    for (var l = 0u; l < 32u; l += 4u) {
+        let v = W[(qb + l) >> 2u];
+        let h = W[(b + 16u + l) >> 2u];
+        for (var k = 0u; k < 4u; k++) {
+            let q = (v >> (8u * k + shift)) & 0xfu;
+            let hb = (h >> (8u * k + s)) & 1u;
+            dq[l + k] = d1 * f32(q + 16u * hb) - m1;
+        }
+    }
+}
+
+// Q6_K (210 B): ql[128] @0, qh[64] @128, scales[16]:i8 @192, d:f16 @208.
+// Unit s: half h = s/4, quarter r = s%4; ql byte h*64 + l + 32*(r&1), nibble
+// low if r<2; 2 high bits at qh[h*32 + l] >> 2r; scale sc[h*8 + l/16 + 2r].
+fn deq_q6_k(row_base: u32, unit: u32, n_cols: u32) {
+    let b = row_base + (unit / 8u) * 210u;
+    let s = unit % 8u;
+    let h = s / 4u;
+    let r = s % 4u;
+    let d = rd_f16(b + 208u);
+    let qlb = b + h * 64u + 32u * (r & 1u);
+    let qhb = b + 128u + h * 32u;
+    let nshift = select(0u, 4u, r >= 2u);
+    let sc0 = f32(bitcast<i32>(rd_u8(b + 192u + h * 8u + 2u * r) << 24u) >> 24u) * d;
+    let sc1 = f32(bitcast<i32>(rd_u8(b + 192u + h * 8u + 1u + 2u * r) << 24u) >> 24u) * d;
+    for (var l = 0u; l < 32u; l += 2u) {
+        let lo = rd_u16(qlb + l);
+        let hi = rd_u16(qhb + l);
+        for (var k = 0u; k < 2u; k++) {
+            let ql = (lo >> (8u * k + nshift)) & 0xfu;
+            let qh = (hi >> (8u * k + 2u * r)) & 3u;
+            let q = f32(i32(ql | (qh << 4u)) - 32);
+            dq[l + k] = select(sc0, sc1, l >= 16u) * q;
+        }
+    }
+}
