@@ -1,37 +1,40 @@
-// attn_decode.wgsl — attention of one query token over a KV cache
+// attn_decode.wgsl — attention of n_q consecutive query tokens (1 when
+// decoding, a causal block when prefilling) over a KV cache
 // (split-K "flash-decoding": phase `chunk` then phase `combine`).
 //
-// q:   [n_head, head_dim] f32
-// K,V: [n_ctx, n_kv_head, head_dim] as f32 or f16 (KV_IS_F16), read from
+// q:   [n_q, n_head, head_dim] f32; query i sits at position n_kv - n_q + i
+//      and sees positions < n_kv_i = n_kv - n_q + i + 1 (causal)
+// K,V: [n_ctx, n_kv_head, head_dim] (V: head_dim_v) as f32 or f16 (KV_IS_F16), read from
 //      `array<u32>`; f16 pairs are packed two per word.
-// out: [n_head, head_dim] f32
-// Attended positions: [start, n_kv) with start = max(0, n_kv - window) when a
-// sliding window is set, else 0. Grouped-query: head h reads kv head
-// h / (n_head / n_kv_head).
-// Phase `chunk`: workgroup (c, h) handles positions start + c*256 .. +256 and
-// writes its unnormalised output and (max, sum) to scratch.
-// Phase `combine`: workgroup h rescales and sums the chunks.
+// out: [n_q, n_head, head_dim_v] f32
+// Attended positions of query i: [start_i, n_kv_i) with
+// start_i = max(0, n_kv_i - window) when a sliding window is set, else 0.
+// Grouped-query: head h reads kv head h / (n_head / n_kv_head).
+// Phase `chunk`: workgroup (c, h, i) handles positions start_i + c*256 .. +256
+// and writes its unnormalised output and (max, sum) to scratch (an empty
+// chunk writes max = -3e38, sum = 0).
+// Phase `combine`: workgroup (h, i) rescales and sums the chunks.
 
 struct Params {
     head_dim: u32,
     n_head: u32,
     n_kv_head: u32,
-    n_kv: u32,       // valid cache positions (query position + 1)
-    start: u32,      // first attended position
+    n_kv: u32,       // valid cache positions (last query position + 1)
+    window: u32,     // sliding window, 0 = none
     n_chunks: u32,
     kv_stride: u32,  // elements between consecutive positions (n_kv_head * head_dim)
-    _pad0: u32,
+    n_q: u32,        // query tokens
     scale: f32,      // usually 1 / sqrt(head_dim)
     softcap: f32,    // 0 = off, else s = softcap * tanh(s / softcap)
-    _pad1: u32,
-    _pad2: u32,
+    head_dim_v: u32, // value head size (may differ from head_dim)
+    v_stride: u32,   // n_kv_head * head_dim_v
 }
 
 @group(0) @binding(0) var<storage, read> Q: array<f32>;
 @group(0) @binding(1) var<storage, read> K: array<u32>;
 @group(0) @binding(2) var<storage, read> V: array<u32>;
-@group(0) @binding(3) var<storage, read_write> PART_O: array<f32>;  // [n_head, n_chunks, head_dim]
-@group(0) @binding(4) var<storage, read_write> PART_ML: array<f32>; // [n_head, n_chunks, 2]
+@group(0) @binding(3) var<storage, read_write> PART_O: array<f32>;  // [n_q, n_head, n_chunks, head_dim_v]
+@group(0) @binding(4) var<storage, read_write> PART_ML: array<f32>; // [n_q, n_head, n_chunks, 2]
 @group(0) @binding(5) var<uniform> P: Params;
 @group(0) @binding(6) var<storage, read_write> OUT: array<f32>;
 
@@ -44,11 +47,27 @@ var<workgroup> qs: array<f32, MAX_HEAD_DIM>;
 var<workgroup> probs: array<f32, WG>;
 var<workgroup> red: array<f32, WG>;
 
+// IEEE half (low 16 bits of h) to f32, exactly, with integer ops only
+// (unpack2x16float needs a capability some targets lack).
+fn f16_to_f32(h: u32) -> f32 {
+    let sign = (h & 0x8000u) << 16u;
+    let e = (h >> 10u) & 0x1fu;
+    let m = h & 0x3ffu;
+    if (e == 0u) {
+        let v = f32(m) * 5.9604644775390625e-8; // m * 2^-24 (zero or subnormal)
+        return select(v, -v, sign != 0u);
+    }
+    if (e == 31u) {
+        return bitcast<f32>(sign | 0x7f800000u | (m << 13u));
+    }
+    return bitcast<f32>(sign | ((e + 112u) << 23u) | (m << 13u));
+}
+
 fn load_kv(is_v: bool, i: u32) -> f32 {
     if (KV_F16) {
         var w: u32;
         if (is_v) { w = V[i >> 1u]; } else { w = K[i >> 1u]; }
-        return unpack2x16float(w)[i & 1u];
+        return f16_to_f32(w >> ((i & 1u) * 16u));
     }
     if (is_v) {
         return bitcast<f32>(V[i]);
@@ -60,15 +79,19 @@ fn load_kv(is_v: bool, i: u32) -> f32 {
 fn chunk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
     let c = wid.x;
     let h = wid.y;
+    let qi = wid.z;
     let kvh = h / (P.n_head / P.n_kv_head);
+    let qh = qi * P.n_head + h; // (query, head) index
     for (var d = tid; d < P.head_dim; d += WG) {
-        qs[d] = Q[h * P.head_dim + d];
+        qs[d] = Q[qh * P.head_dim + d];
     }
     workgroupBarrier();
 
-    let first = P.start + c * WG;
+    let n_kv = P.n_kv - P.n_q + qi + 1u;
+    let start = select(0u, n_kv - min(n_kv, P.window), P.window > 0u);
+    let first = start + c * WG;
     let pos = first + tid;
-    let valid = pos < P.n_kv;
+    let valid = pos < n_kv;
     var s = NEG_BIG;
     if (valid) {
         let kb = pos * P.kv_stride + kvh * P.head_dim;
@@ -104,25 +127,26 @@ fn chunk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
         }
         workgroupBarrier();
     }
-    let cnt = min(WG, P.n_kv - first);
-    let ob = (h * P.n_chunks + c) * P.head_dim;
-    for (var d = tid; d < P.head_dim; d += WG) {
+    let cnt = select(0u, min(WG, n_kv - first), first < n_kv);
+    let slot = qh * P.n_chunks + c;
+    let ob = slot * P.head_dim_v;
+    for (var d = tid; d < P.head_dim_v; d += WG) {
         var acc = 0.0;
         for (var j = 0u; j < cnt; j++) {
-            acc += probs[j] * load_kv(true, (first + j) * P.kv_stride + kvh * P.head_dim + d);
+            acc += probs[j] * load_kv(true, (first + j) * P.v_stride + kvh * P.head_dim_v + d);
         }
         PART_O[ob + d] = acc;
     }
     if (tid == 0u) {
-        PART_ML[(h * P.n_chunks + c) * 2u] = m;
-        PART_ML[(h * P.n_chunks + c) * 2u + 1u] = red[0];
+        PART_ML[slot * 2u] = m;
+        PART_ML[slot * 2u + 1u] = red[0];
     }
 }
 
 @compute @workgroup_size(WG)
 fn combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-    let h = wid.x;
-    let mb = h * P.n_chunks * 2u;
+    let qh = wid.y * P.n_head + wid.x; // (query, head) index
+    let mb = qh * P.n_chunks * 2u;
     var mx = NEG_BIG;
     for (var c = 0u; c < P.n_chunks; c++) {
         mx = max(mx, PART_ML[mb + 2u * c]);
@@ -132,11 +156,11 @@ fn combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
         l += exp(PART_ML[mb + 2u * c] - mx) * PART_ML[mb + 2u * c + 1u];
     }
     let inv = 1.0 / l;
-    for (var d = tid; d < P.head_dim; d += WG) {
+    for (var d = tid; d < P.head_dim_v; d += WG) {
         var acc = 0.0;
         for (var c = 0u; c < P.n_chunks; c++) {
-            acc += exp(PART_ML[mb + 2u * c] - mx) * PART_O[(h * P.n_chunks + c) * P.head_dim + d];
+            acc += exp(PART_ML[mb + 2u * c] - mx) * PART_O[(qh * P.n_chunks + c) * P.head_dim_v + d];
         }
-        OUT[h * P.head_dim + d] = acc * inv;
+        OUT[qh * P.head_dim_v + d] = acc * inv;
     }
 }

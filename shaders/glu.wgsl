@@ -1,7 +1,8 @@
 // glu.wgsl — fused gated activations, out = act(gate) * up, elementwise.
 //
 // gate, up, out: [n] f32. Entry points: `swiglu` (act = silu) and `geglu`
-// (act = gelu, tanh approximation as in ggml).
+// (act = gelu, tanh approximation, computed in f32 like ggml's GPU backends),
+// and in-place `swiglu_assign` / `geglu_assign` (out = act(out) * up).
 // 2-D grid: index = gid.x + gid.y * row_len, for n > 65535 * 256.
 
 struct Params {
@@ -39,5 +40,21 @@ fn geglu(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = gid.x + gid.y * P.row_len;
     if (i < P.n) {
         OUT[i] = gelu_tanh(GATE[i]) * UP[i];
+    }
+}
+
+@compute @workgroup_size(256)
+fn swiglu_assign(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * P.row_len;
+    if (i < P.n) {
+        OUT[i] = silu(OUT[i]) * UP[i];
+    }
+}
+
+@compute @workgroup_size(256)
+fn geglu_assign(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * P.row_len;
+    if (i < P.n) {
+        OUT[i] = gelu_tanh(OUT[i]) * UP[i];
     }
 }

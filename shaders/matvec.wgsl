@@ -3,8 +3,10 @@
 // W: [n_rows, n_cols] in its GGUF block format (one part of a possibly split
 // tensor: rows row_offset .. row_offset + rows), x: [n_cols] f32, y: [n_rows] f32.
 // One workgroup per row; each invocation dequantises 32-element units
-// `tid, tid + WG, ...` of the row and dots them with x; a shared-memory tree
-// reduction sums the partials. `deq_TYPE` is substituted by the host.
+// `tid, tid + WG, ...` of the row and dots them with x (`row_dot`). The entry
+// point comes from matvec_reduce_wg.wgsl (shared-memory tree reduction) or
+// matvec_reduce_sg.wgsl (subgroupAdd, only when the device has SUBGROUP).
+// `deq_TYPE` is substituted by the host.
 
 struct Params {
     n_cols: u32,     // elements per row
@@ -24,41 +26,26 @@ struct Params {
 
 const WG: u32 = 64u;
 var<private> dq: array<f32, 32>;
-var<workgroup> partial: array<f32, WG>;
 
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-    let row = wid.x + wid.y * P.grid_x;
-    let in_range = row < P.rows;
+// Partial dot product of row `row` (of this part) with x, over units tid, tid+WG, ...
+fn row_dot(row: u32, tid: u32) -> f32 {
+    let row_base = row * P.row_bytes;
     var acc = 0.0;
-    if (in_range) {
-        let row_base = row * P.row_bytes;
-        for (var u = tid; u < P.n_units; u += WG) {
-            deq_TYPE(row_base, u, P.n_cols);
-            let xb = u * 32u;
-            var s = 0.0;
-            if (xb + 32u <= P.n_cols) {
-                for (var l = 0u; l < 32u; l += 4u) {
-                    let xv = vec4<f32>(X[xb + l], X[xb + l + 1u], X[xb + l + 2u], X[xb + l + 3u]);
-                    s += dot(vec4<f32>(dq[l], dq[l + 1u], dq[l + 2u], dq[l + 3u]), xv);
-                }
-            } else {
-                for (var l = 0u; xb + l < P.n_cols; l++) {
-                    s += dq[l] * X[xb + l];
-                }
+    for (var u = tid; u < P.n_units; u += WG) {
+        deq_TYPE(row_base, u, P.n_cols);
+        let xb = u * 32u;
+        var s = 0.0;
+        if (xb + 32u <= P.n_cols) {
+            for (var l = 0u; l < 32u; l += 4u) {
+                let xv = vec4<f32>(X[xb + l], X[xb + l + 1u], X[xb + l + 2u], X[xb + l + 3u]);
+                s += dot(vec4<f32>(dq[l], dq[l + 1u], dq[l + 2u], dq[l + 3u]), xv);
             }
-            acc += s;
+        } else {
+            for (var l = 0u; xb + l < P.n_cols; l++) {
+                s += dq[l] * X[xb + l];
+            }
         }
+        acc += s;
     }
-    partial[tid] = acc;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-        if (tid < stride) {
-            partial[tid] += partial[tid + stride];
-        }
-        workgroupBarrier();
-    }
-    if (in_range && tid == 0u) {
-        Y[P.row_offset + row] = partial[0];
-    }
+    return acc;
 }

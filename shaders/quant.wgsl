@@ -17,8 +17,24 @@ fn rd_u16(off: u32) -> u32 {
     return (W[off >> 2u] >> ((off & 2u) * 8u)) & 0xffffu;
 }
 
+// IEEE half (low 16 bits of h) to f32, exactly, with integer ops only
+// (unpack2x16float needs a capability some targets lack).
+fn f16_to_f32(h: u32) -> f32 {
+    let sign = (h & 0x8000u) << 16u;
+    let e = (h >> 10u) & 0x1fu;
+    let m = h & 0x3ffu;
+    if (e == 0u) {
+        let v = f32(m) * 5.9604644775390625e-8; // m * 2^-24 (zero or subnormal)
+        return select(v, -v, sign != 0u);
+    }
+    if (e == 31u) {
+        return bitcast<f32>(sign | 0x7f800000u | (m << 13u));
+    }
+    return bitcast<f32>(sign | ((e + 112u) << 23u) | (m << 13u));
+}
+
 fn rd_f16(off: u32) -> f32 {
-    return unpack2x16float(rd_u16(off)).x;
+    return f16_to_f32(rd_u16(off));
 }
 
 // 32-bit little-endian read at an even (not necessarily 4-aligned) offset.

@@ -44,7 +44,8 @@ fn rewrite(g: &Gguf) -> Vec<u8> {
             .expect("a parsed tensor must be writable");
     }
     let mut out = Vec::new();
-    w.write_to(&mut out).expect("a parsed file must be writable");
+    w.write_to(&mut out)
+        .expect("a parsed file must be writable");
     out
 }
 
@@ -71,7 +72,10 @@ fuzz_target!(|data: &[u8]| {
         acc ^= t.n_elements() ^ t.row_len();
         acc ^= d.iter().map(|&b| u64::from(b)).sum::<u64>();
         assert!(g.tensor(&t.name).is_some());
-        assert_eq!(g.tensor_data_by_name(&t.name).map(<[u8]>::len).ok(), Some(d.len()));
+        assert_eq!(
+            g.tensor_data_by_name(&t.name).map(<[u8]>::len).ok(),
+            Some(d.len())
+        );
     }
     std::hint::black_box(acc);
 

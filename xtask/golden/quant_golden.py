@@ -6,7 +6,7 @@ How to run (from the repository root):
     python3 xtask/golden/quant_golden.py [--ggml-lib /work/ref/build/bin/libggml-base.so]
                                          [--models ~/.cache/zeta/models] [--out crates/quant/tests/golden]
 
-Needs: Python 3.9+, numpy, the `gguf` PyPI package (numpy reference (de)quantizers and GGUFReader), and
+Needs: Python 3.9+, a C compiler (`cc`), the llama.cpp source tree (--llama-cpp), numpy, the `gguf` PyPI package (numpy reference (de)quantizers and GGUFReader), and
 llama.cpp's libggml-base.so (the reference build, see xtask/golden/build_llama_cpp.sh and /work/ref/README.txt).
 libggml is the authority: its `dequantize_row_*` / `quantize_row_*_ref` functions (ggml-quants.c, compiled
 without -march, i.e. plain SSE2 float arithmetic and no FMA contraction) produce the expected values via ctypes.
@@ -19,6 +19,12 @@ Outputs (deterministic, seeded):
                        n_bytes block bytes, n_elements little-endian f32.
   quant_<type>.bin     random f32 rows and ggml's reference quantization.  Layout: b"ZQQ1", u32 type id,
                        u32 n_elements, u32 n_bytes, n_elements little-endian f32, n_bytes block bytes.
+  dot_<type>.bin       vec_dot golden: random weight rows (scale fields sane) · activation rows quantized with
+                       ggml's quantize_row_<vec_dot_type>_ref, and the f32 result of ggml's generic C kernel
+                       `ggml_vec_dot_<w>_<a>_generic` (ggml-cpu/quants.c compiled here by `cc -O2 -ffp-contract=off`
+                       without -march flags, i.e. the plain C semantics with no FMA contraction; needs a C compiler).
+                       Layout: b"ZQD1", u32 weight type id, u32 n per row, u32 n_rows, u32 weight bytes per row,
+                       u32 activation bytes per row, weight rows, activation rows, n_rows little-endian f32.
   real_tensors.tsv     for every tensor of the real models (if present): model, tensor, type, n_elements,
                        sha256 of the little-endian f32 dequantized data (ggml dequantize_row_*).
   manifest.tsv         kind, type, file, n_elements, source, numpy agreement.
@@ -29,7 +35,9 @@ import ctypes
 import hashlib
 import os
 import struct
+import subprocess
 import sys
+import tempfile
 
 import numpy as np
 
@@ -61,7 +69,18 @@ F16_FIELDS = {
 DEQUANT_TYPES = ["f32", "f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q8_1",
                  "q2_K", "q3_K", "q4_K", "q5_K", "q6_K", "q8_K", "iq4_nl", "iq4_xs"]
 QUANT_TYPES = ["f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q8_1",
-               "q2_K", "q3_K", "q4_K", "q5_K", "q6_K", "q8_K"]
+               "q2_K", "q3_K", "q4_K", "q5_K", "q6_K", "q8_K", "iq4_nl", "iq4_xs"]
+# weight type -> activation type (ggml's vec_dot_type) for the generic dot kernels
+DOT_TYPES = {
+    "q4_0": "q8_0", "q4_1": "q8_1", "q5_0": "q8_0", "q5_1": "q8_1", "q8_0": "q8_0", "iq4_nl": "q8_0",
+    "q2_K": "q8_K", "q3_K": "q8_K", "q4_K": "q8_K", "q5_K": "q8_K", "q6_K": "q8_K", "iq4_xs": "q8_K",
+}
+SHIM_C = r"""
+#include <stdint.h>
+float ggml_table_f32_f16[1 << 16];
+float ggml_fp16_to_fp32(uint16_t);
+void zq_init(void) { for (int i = 0; i < (1 << 16); i++) ggml_table_f32_f16[i] = ggml_fp16_to_fp32((uint16_t)i); }
+"""
 MODELS = ["SmolLM2-135M-Instruct.Q4_1.gguf", "gemma-3-270m-q4_k_m.gguf"]
 
 
@@ -96,6 +115,36 @@ class Ggml:
         name = {"f16": "ggml_fp32_to_fp16_row", "bf16": "ggml_fp32_to_bf16_row_ref"}.get(ty, f"quantize_row_{ty}_ref")
         self._fn(name)(x.ctypes.data, out.ctypes.data, n)
         return out.tobytes()
+
+
+class GenericDot:
+    """ggml-cpu/quants.c compiled without arch flags and without FP contraction: the generic C dot kernels."""
+
+    def __init__(self, ggml_lib, src_root, workdir):
+        libdir = os.path.dirname(os.path.abspath(ggml_lib))
+        shim = os.path.join(workdir, "shim.c")
+        with open(shim, "w") as f:
+            f.write(SHIM_C)
+        so = os.path.join(workdir, "libzq_generic.so")
+        ggml = os.path.join(src_root, "ggml")
+        cmd = ["cc", "-O2", "-ffp-contract=off", "-std=gnu11", "-fPIC", "-shared", "-D_GNU_SOURCE",
+               f"-I{ggml}/src", f"-I{ggml}/src/ggml-cpu", f"-I{ggml}/include",
+               f"{ggml}/src/ggml-cpu/quants.c", shim, "-o", so,
+               f"-L{libdir}", "-lggml-base", "-lm", f"-Wl,-rpath,{libdir}"]
+        subprocess.run(cmd, check=True)
+        self.lib = ctypes.CDLL(so)
+        self.lib.zq_init()
+
+    def dot(self, wt, at, w: bytes, a: bytes, n: int) -> float:
+        f = getattr(self.lib, f"ggml_vec_dot_{wt}_{at}_generic")
+        f.restype = None
+        f.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_float), ctypes.c_size_t, ctypes.c_void_p,
+                      ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        wb = np.frombuffer(w, dtype=np.uint8).copy()
+        ab = np.frombuffer(a, dtype=np.uint8).copy()
+        out = ctypes.c_float(0.0)
+        f(n, ctypes.byref(out), 0, wb.ctypes.data, 0, ab.ctypes.data, 0, 1)
+        return out.value
 
 
 def numpy_qtype(ty):
@@ -155,6 +204,16 @@ def random_blocks(ty, rng):
     return raw.tobytes(), nblocks * bs
 
 
+def random_blocks_n(ty, rng, n):
+    """Random blocks of `ty` for exactly n elements (scale fields sane)."""
+    bs, ts = LAYOUT[ty]
+    nblocks = n // bs
+    raw = rng.integers(0, 256, (nblocks, ts), dtype=np.uint8)
+    for off in F16_FIELDS.get(ty, []):
+        raw[:, off:off + 2] = sane_f16(rng, nblocks).view(np.uint8).reshape(nblocks, 2)
+    return raw.tobytes(), n
+
+
 def random_rows(ty, rng):
     bs, _ = LAYOUT[ty]
     nblocks = 128 if bs <= 32 else 32
@@ -173,7 +232,8 @@ def random_rows(ty, rng):
         elif k == 4:  # test-quantize-fns style
             off = rng.integers(0, 1000)
             x[i] = (0.1 + 2 * np.cos(np.arange(bs) + off)).astype(np.float32)
-    x[0] = 0.0  # an all-zero block
+    # An all-zero block, except for iq4_nl: ggml packs stale (uninitialised) levels under a zero scale there.
+    x[0] = 0.0 if ty != "iq4_nl" else 1e-3
     x[1] = 0.75  # a constant block
     return x.reshape(-1)
 
@@ -201,6 +261,7 @@ def main():
     ap.add_argument("--ggml-lib", default="/work/ref/build/bin/libggml-base.so")
     ap.add_argument("--models", default=os.environ.get("ZETA_MODELS", os.path.expanduser("~/.cache/zeta/models")))
     ap.add_argument("--out", default="crates/quant/tests/golden")
+    ap.add_argument("--llama-cpp", default="/work/ref/llama.cpp", help="llama.cpp source tree (for ggml-cpu/quants.c)")
     ap.add_argument("--skip-models", action="store_true")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
@@ -236,6 +297,30 @@ def main():
         path = write_quant(args.out, ty, x, data)
         manifest.append(("quant", ty, os.path.basename(path), x.size, "libggml", agree))
         print(f"quant   {ty:7s} n={x.size:6d} source=libggml numpy={agree}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        gen = GenericDot(args.ggml_lib, args.llama_cpp, tmp)
+        for i, (wt, at) in enumerate(DOT_TYPES.items()):
+            rng = np.random.default_rng(3000 + i)
+            n, rows = 1024, 32
+            ws, as_, res = [], [], []
+            for r in range(rows):
+                if r % 4 == 3 and wt not in ("iq4_nl", "iq4_xs"):
+                    w = ggml.quantize(wt, random_rows(wt, rng)[:n])
+                else:
+                    w, _ = random_blocks_n(wt, rng, n)
+                a = ggml.quantize(at, (rng.standard_normal(n) * np.exp(rng.uniform(-3, 3))).astype(np.float32))
+                ws.append(w)
+                as_.append(a)
+                res.append(gen.dot(wt, at, w, a, n))
+            path = os.path.join(args.out, f"dot_{wt}.bin")
+            with open(path, "wb") as f:
+                f.write(b"ZQD1" + struct.pack("<IIIII", T[wt], n, rows, len(ws[0]), len(as_[0])))
+                f.write(b"".join(ws))
+                f.write(b"".join(as_))
+                f.write(np.array(res, dtype="<f4").tobytes())
+            manifest.append(("dot", wt, os.path.basename(path), n * rows, f"ggml_vec_dot_{wt}_{at}_generic", "-"))
+            print(f"dot     {wt:7s} x {at} rows={rows} n={n}")
 
     with open(os.path.join(args.out, "manifest.tsv"), "w") as f:
         f.write("kind\ttype\tfile\tn_elements\tsource\tnumpy\n")

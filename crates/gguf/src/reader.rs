@@ -47,6 +47,12 @@ pub const MAX_TENSOR_NAME_LEN: usize = 63;
 /// Key holding the alignment.
 pub const ALIGNMENT_KEY: &str = "general.alignment";
 
+/// Most elements reserved up front for a count read from the file (counts
+/// are already bounded by the remaining bytes; this also bounds the
+/// transient reservations of nested arrays). Larger collections grow as
+/// their elements are actually parsed.
+const MAX_PREALLOC: usize = 1 << 16;
+
 /// Fewest bytes a key/value pair occupies: key length u64 + 1 key byte + type u32 + 1 value byte.
 const MIN_KV_SIZE: u64 = 8 + 1 + 4 + 1;
 /// Fewest bytes a tensor info occupies: name length u64 + 1 name byte + n_dims u32 + 1 dim u64 + type u32 + offset u64.
@@ -509,21 +515,21 @@ impl<'a> Cursor<'a> {
             ValueType::Bool => {
                 let start = self.offset();
                 let bytes = self.take(n as u64, W)?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for (i, &b) in bytes.iter().enumerate() {
                     v.push(bool_from(b, start + i as u64)?);
                 }
                 Array::Bool(v)
             }
             ValueType::String => {
-                let mut v = Vec::with_capacity(n);
+                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(self.string("string array element")?);
                 }
                 Array::String(v)
             }
             ValueType::Array => {
-                let mut v = Vec::with_capacity(n);
+                let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     v.push(self.array_value(depth + 1)?);
                 }
@@ -569,7 +575,10 @@ pub(crate) fn check_tensor(name: &str, dims: &[u64], ty: GgmlType) -> Result<u64
                 index: i as u32,
             });
         }
-        n = n.checked_mul(d).filter(|&n| n <= i64::MAX as u64).ok_or_else(overflow)?;
+        n = n
+            .checked_mul(d)
+            .filter(|&n| n <= i64::MAX as u64)
+            .ok_or_else(overflow)?;
     }
     let row_len = dims[0];
     let block_size = ty.block_size() as u64;
@@ -652,8 +661,8 @@ fn parse(buf: &[u8]) -> Result<Parsed, GgufError> {
     let n_tensors = n_tensors as usize;
     let n_kv = n_kv as usize;
 
-    let mut metadata = Vec::with_capacity(n_kv);
-    let mut key_index = HashMap::with_capacity(n_kv);
+    let mut metadata = Vec::with_capacity(n_kv.min(MAX_PREALLOC));
+    let mut key_index = HashMap::with_capacity(n_kv.min(MAX_PREALLOC));
     for i in 0..n_kv {
         let offset = c.offset();
         let key = c.string("metadata key")?;
@@ -676,8 +685,8 @@ fn parse(buf: &[u8]) -> Result<Parsed, GgufError> {
         None => DEFAULT_ALIGNMENT,
     };
 
-    let mut tensors: Vec<TensorInfo> = Vec::with_capacity(n_tensors);
-    let mut tensor_index = HashMap::with_capacity(n_tensors);
+    let mut tensors: Vec<TensorInfo> = Vec::with_capacity(n_tensors.min(MAX_PREALLOC));
+    let mut tensor_index = HashMap::with_capacity(n_tensors.min(MAX_PREALLOC));
     for i in 0..n_tensors {
         let name_offset = c.offset();
         let name = c.string("tensor name")?;
@@ -768,7 +777,9 @@ fn parse(buf: &[u8]) -> Result<Parsed, GgufError> {
             n_bytes: t.n_bytes,
             file_len,
         };
-        let start = data_offset.checked_add(t.offset).ok_or_else(out_of_bounds)?;
+        let start = data_offset
+            .checked_add(t.offset)
+            .ok_or_else(out_of_bounds)?;
         let end = start.checked_add(t.n_bytes).ok_or_else(out_of_bounds)?;
         if end > file_len {
             return Err(out_of_bounds());

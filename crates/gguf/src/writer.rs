@@ -20,14 +20,14 @@ use std::collections::HashSet;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use crate::TensorInfo;
 use crate::error::GgufError;
 use crate::reader::{
-    align_up, check_alignment, check_tensor, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC,
-    MAX_ARRAY_DEPTH,
+    ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_ARRAY_DEPTH, align_up, check_alignment,
+    check_tensor,
 };
 use crate::types::GgmlType;
 use crate::value::{Array, Value};
-use crate::TensorInfo;
 
 /// Callback that writes tensor `index`'s `info.n_bytes` bytes of data.
 pub type FillFn<'a> = dyn FnMut(usize, &TensorInfo, &mut dyn Write) -> io::Result<()> + 'a;
@@ -249,12 +249,10 @@ impl GgufWriter {
                 .map_err(file_err(&tmp))?;
             let mut bw = io::BufWriter::with_capacity(1 << 20, file);
             self.write_impl(&mut bw, fill)?;
-            let file = bw
-                .into_inner()
-                .map_err(|e| GgufError::File {
-                    path: tmp.clone(),
-                    source: e.into_error(),
-                })?;
+            let file = bw.into_inner().map_err(|e| GgufError::File {
+                path: tmp.clone(),
+                source: e.into_error(),
+            })?;
             file.sync_all().map_err(file_err(&tmp))?;
             drop(file);
             std::fs::rename(&tmp, path).map_err(file_err(path))
@@ -308,9 +306,8 @@ impl GgufWriter {
             h.extend_from_slice(&t.ggml_type.id().to_le_bytes());
             h.extend_from_slice(&t.offset.to_le_bytes());
         }
-        let padded = align_up(h.len() as u64, alignment).ok_or(GgufError::TooLarge {
-            what: "header",
-        })?;
+        let padded =
+            align_up(h.len() as u64, alignment).ok_or(GgufError::TooLarge { what: "header" })?;
         h.resize(
             usize::try_from(padded).map_err(|_| GgufError::TooLarge { what: "header" })?,
             0,
@@ -332,14 +329,18 @@ impl GgufWriter {
                         overrun: 0,
                     };
                     let r = f(i, info, &mut cw);
-                    if cw.overrun > 0 || cw.written != info.n_bytes {
-                        return Err(GgufError::DataSizeMismatch {
-                            tensor: info.name.clone(),
-                            expected: info.n_bytes,
-                            got: cw.written + cw.overrun,
-                        });
+                    let mismatch = GgufError::DataSizeMismatch {
+                        tensor: info.name.clone(),
+                        expected: info.n_bytes,
+                        got: cw.written.saturating_add(cw.overrun),
+                    };
+                    if cw.overrun > 0 {
+                        return Err(mismatch);
                     }
                     r?;
+                    if cw.written != info.n_bytes {
+                        return Err(mismatch);
+                    }
                 }
                 (None, None) => {
                     return Err(GgufError::MissingTensorData {

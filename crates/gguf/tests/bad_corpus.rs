@@ -117,33 +117,97 @@ fn bad_cases() -> Vec<Case> {
         r.u32(U8).u64(0).0
     };
     vec![
-        case!("empty", vec![], Truncated { offset: 0, what: "magic", .. }),
-        case!("bad_magic", Raw(b"GGUG".to_vec()).u32(3).u64(0).u64(0).0, BadMagic { found: [b'G', b'G', b'U', b'G'] }),
-        case!("magic_only", b"GGUF".to_vec(), Truncated { offset: 4, what: "version", .. }),
-        case!("version_0", Raw::header(0, 0, 0).0, UnsupportedVersion { version: 0 }),
-        case!("version_1", Raw::header(1, 0, 0).0, UnsupportedVersion { version: 1 }),
-        case!("version_4", Raw::header(4, 0, 0).0, UnsupportedVersion { version: 4 }),
-        case!("version_big_endian", Raw::header(0x0300_0000, 0, 0).0, UnsupportedVersion { version: 0x0300_0000 }),
+        case!(
+            "empty",
+            vec![],
+            Truncated {
+                offset: 0,
+                what: "magic",
+                ..
+            }
+        ),
+        case!(
+            "bad_magic",
+            Raw(b"GGUG".to_vec()).u32(3).u64(0).u64(0).0,
+            BadMagic {
+                found: [b'G', b'G', b'U', b'G']
+            }
+        ),
+        case!(
+            "magic_only",
+            b"GGUF".to_vec(),
+            Truncated {
+                offset: 4,
+                what: "version",
+                ..
+            }
+        ),
+        case!(
+            "version_0",
+            Raw::header(0, 0, 0).0,
+            UnsupportedVersion { version: 0 }
+        ),
+        case!(
+            "version_1",
+            Raw::header(1, 0, 0).0,
+            UnsupportedVersion { version: 1 }
+        ),
+        case!(
+            "version_4",
+            Raw::header(4, 0, 0).0,
+            UnsupportedVersion { version: 4 }
+        ),
+        case!(
+            "version_big_endian",
+            Raw::header(0x0300_0000, 0, 0).0,
+            UnsupportedVersion {
+                version: 0x0300_0000
+            }
+        ),
         case!(
             "truncated_counts",
             Raw(b"GGUF".to_vec()).u32(3).u64(0).u32(0).0,
-            Truncated { offset: 16, what: "metadata count", .. }
+            Truncated {
+                offset: 16,
+                what: "metadata count",
+                ..
+            }
         ),
-        case!("tensor_count_huge", Raw::header(3, u64::MAX, 0).0, CountTooLarge { offset: 8, what: "tensor", .. }),
+        case!(
+            "tensor_count_huge",
+            Raw::header(3, u64::MAX, 0).0,
+            CountTooLarge {
+                offset: 8,
+                what: "tensor",
+                ..
+            }
+        ),
         case!(
             "kv_count_huge",
             Raw::header(3, 0, 1 << 40).zeros(100).0,
-            CountTooLarge { offset: 16, what: "metadata key/value", .. }
+            CountTooLarge {
+                offset: 16,
+                what: "metadata key/value",
+                ..
+            }
         ),
         case!(
             "truncated_kv_value",
             Raw::header(3, 0, 1).str("key").u32(U64).u32(0).0,
-            Truncated { offset: 39, what: "metadata value", .. }
+            Truncated {
+                offset: 39,
+                what: "metadata value",
+                ..
+            }
         ),
         case!(
             "key_len_past_end",
             Raw::header(3, 0, 1).u64(1000).zeros(10).0,
-            StringTooLong { offset: 24, len: 1000, remaining: 10 }
+            StringTooLong {
+                offset: 24,
+                len: 1000,
+                remaining: 10
+            }
         ),
         case!(
             "key_len_u64_max",
@@ -152,30 +216,87 @@ fn bad_cases() -> Vec<Case> {
         ),
         case!(
             "string_value_past_end",
-            Raw::header(3, 0, 1).str("k").u32(STRING).u64(500).bytes(b"abc").0,
-            StringTooLong { offset: 37, len: 500, remaining: 3 }
+            Raw::header(3, 0, 1)
+                .str("k")
+                .u32(STRING)
+                .u64(500)
+                .bytes(b"abc")
+                .0,
+            StringTooLong {
+                offset: 37,
+                len: 500,
+                remaining: 3
+            }
         ),
         case!(
             "array_len_past_end",
-            Raw::header(3, 0, 1).str("k").u32(ARRAY).u32(U32).u64(1000).zeros(8).0,
-            ArrayTooLong { offset: 37, len: 1000, elem: "u32", .. }
+            Raw::header(3, 0, 1)
+                .str("k")
+                .u32(ARRAY)
+                .u32(U32)
+                .u64(1000)
+                .zeros(8)
+                .0,
+            ArrayTooLong {
+                offset: 37,
+                len: 1000,
+                elem: "u32",
+                ..
+            }
         ),
         case!(
             "string_array_len_past_end",
-            Raw::header(3, 0, 1).str("k").u32(ARRAY).u32(STRING).u64(10).zeros(40).0,
-            ArrayTooLong { len: 10, elem: "string", min_elem_size: 8, remaining: 40, .. }
+            Raw::header(3, 0, 1)
+                .str("k")
+                .u32(ARRAY)
+                .u32(STRING)
+                .u64(10)
+                .zeros(40)
+                .0,
+            ArrayTooLong {
+                len: 10,
+                elem: "string",
+                min_elem_size: 8,
+                remaining: 40,
+                ..
+            }
         ),
         case!(
             "array_count_u64_max",
-            Raw::header(3, 0, 1).str("k").u32(ARRAY).u32(U8).u64(u64::MAX).zeros(8).0,
+            Raw::header(3, 0, 1)
+                .str("k")
+                .u32(ARRAY)
+                .u32(U8)
+                .u64(u64::MAX)
+                .zeros(8)
+                .0,
             ArrayTooLong { len: u64::MAX, .. }
         ),
         case!(
             "array_of_arrays_len_past_end",
-            Raw::header(3, 0, 1).str("k").u32(ARRAY).u32(ARRAY).u64(3).u32(U8).u64(0).0,
-            ArrayTooLong { elem: "array", len: 3, .. }
+            Raw::header(3, 0, 1)
+                .str("k")
+                .u32(ARRAY)
+                .u32(ARRAY)
+                .u64(3)
+                .u32(U8)
+                .u64(0)
+                .0,
+            ArrayTooLong {
+                elem: "array",
+                len: 3,
+                ..
+            }
         ),
-        case!("nesting_too_deep", deep, NestingTooDeep { depth: 9, limit: 8, .. }),
+        case!(
+            "nesting_too_deep",
+            deep,
+            NestingTooDeep {
+                depth: 9,
+                limit: 8,
+                ..
+            }
+        ),
         case!(
             "unknown_value_type",
             Raw::header(3, 0, 1).str("k").u32(13).u32(0).0,
@@ -188,28 +309,63 @@ fn bad_cases() -> Vec<Case> {
         ),
         case!(
             "unknown_array_elem_type",
-            Raw::header(3, 0, 1).str("k").u32(ARRAY).u32(200).u64(1).zeros(8).0,
-            UnknownValueType { offset: 37, id: 200 }
+            Raw::header(3, 0, 1)
+                .str("k")
+                .u32(ARRAY)
+                .u32(200)
+                .u64(1)
+                .zeros(8)
+                .0,
+            UnknownValueType {
+                offset: 37,
+                id: 200
+            }
         ),
         case!(
             "invalid_bool",
             Raw::header(3, 0, 1).str("k").u32(BOOL).u8(2).0,
-            InvalidBool { offset: 37, byte: 2 }
+            InvalidBool {
+                offset: 37,
+                byte: 2
+            }
         ),
         case!(
             "invalid_bool_in_array",
-            Raw::header(3, 0, 1).str("k").u32(ARRAY).u32(BOOL).u64(3).bytes(&[1, 0, 7]).0,
-            InvalidBool { offset: 51, byte: 7 }
+            Raw::header(3, 0, 1)
+                .str("k")
+                .u32(ARRAY)
+                .u32(BOOL)
+                .u64(3)
+                .bytes(&[1, 0, 7])
+                .0,
+            InvalidBool {
+                offset: 51,
+                byte: 7
+            }
         ),
         case!(
             "invalid_utf8_key",
-            Raw::header(3, 0, 1).str_bytes(&[b'a', 0xff, 0xfe]).u32(U8).u8(0).0,
-            InvalidUtf8 { offset: 24, valid_up_to: 1 }
+            Raw::header(3, 0, 1)
+                .str_bytes(&[b'a', 0xff, 0xfe])
+                .u32(U8)
+                .u8(0)
+                .0,
+            InvalidUtf8 {
+                offset: 24,
+                valid_up_to: 1
+            }
         ),
         case!(
             "invalid_utf8_value",
-            Raw::header(3, 0, 1).str("k").u32(STRING).str_bytes(b"ab\xc3").0,
-            InvalidUtf8 { offset: 37, valid_up_to: 2 }
+            Raw::header(3, 0, 1)
+                .str("k")
+                .u32(STRING)
+                .str_bytes(b"ab\xc3")
+                .0,
+            InvalidUtf8 {
+                offset: 37,
+                valid_up_to: 2
+            }
         ),
         case!(
             "invalid_utf8_tensor_name",
@@ -218,9 +374,16 @@ fn bad_cases() -> Vec<Case> {
                 r = r.u32(F32_T).u64(0);
                 r.pad(32).zeros(16).0
             },
-            InvalidUtf8 { offset: 24, valid_up_to: 0 }
+            InvalidUtf8 {
+                offset: 24,
+                valid_up_to: 0
+            }
         ),
-        case!("empty_key", Raw::header(3, 0, 1).str("").u32(U8).u8(0).zeros(8).0, EmptyKey { offset: Some(24) }),
+        case!(
+            "empty_key",
+            Raw::header(3, 0, 1).str("").u32(U8).u8(0).zeros(8).0,
+            EmptyKey { offset: Some(24) }
+        ),
         case!(
             "duplicate_key",
             Raw::header(3, 0, 2).kv_u32("k", 1).kv_u32("k", 2).0,
@@ -239,12 +402,19 @@ fn bad_cases() -> Vec<Case> {
         case!(
             "alignment_too_large",
             aligned_file(Raw::default().kv_u32("general.alignment", 1 << 21)),
-            BadAlignment { alignment: 2097152, .. }
+            BadAlignment {
+                alignment: 2097152,
+                ..
+            }
         ),
         case!(
             "alignment_wrong_type",
             aligned_file(Raw::default().str("general.alignment").u32(U64).u64(32)),
-            WrongType { expected: "u32", found: "u64", .. }
+            WrongType {
+                expected: "u32",
+                found: "u64",
+                ..
+            }
         ),
         case!(
             "empty_tensor_name",
@@ -254,27 +424,55 @@ fn bad_cases() -> Vec<Case> {
         case!(
             "tensor_name_too_long",
             tensors_file(&[(&"n".repeat(64), &[4], F32_T, 0)], 16),
-            TensorNameTooLong { len: 64, limit: 63, .. }
+            TensorNameTooLong {
+                len: 64,
+                limit: 63,
+                ..
+            }
         ),
         case!(
             "duplicate_tensor",
             tensors_file(&[("t", &[4], F32_T, 0), ("t", &[4], F32_T, 32)], 64),
             DuplicateTensor { .. }
         ),
-        case!("zero_n_dims", tensors_file(&[("t", &[], F32_T, 0)], 16), BadDims { n_dims: 0, .. }),
-        case!("five_dims", tensors_file(&[("t", &[1, 1, 1, 1, 1], F32_T, 0)], 16), BadDims { n_dims: 5, .. }),
-        case!("zero_dim", tensors_file(&[("t", &[4, 0, 2], F32_T, 0)], 16), ZeroDim { index: 1, .. }),
+        case!(
+            "zero_n_dims",
+            tensors_file(&[("t", &[], F32_T, 0)], 16),
+            BadDims { n_dims: 0, .. }
+        ),
+        case!(
+            "five_dims",
+            tensors_file(&[("t", &[1, 1, 1, 1, 1], F32_T, 0)], 16),
+            BadDims { n_dims: 5, .. }
+        ),
+        case!(
+            "zero_dim",
+            tensors_file(&[("t", &[4, 0, 2], F32_T, 0)], 16),
+            ZeroDim { index: 1, .. }
+        ),
         case!(
             "dim_product_overflow",
             tensors_file(&[("t", &[1 << 32, 1 << 32], F32_T, 0)], 16),
             DimOverflow { .. }
         ),
-        case!("dim_above_i64_max", tensors_file(&[("t", &[1 << 63], 24, 0)], 16), DimOverflow { .. }),
-        case!("bytes_overflow", tensors_file(&[("t", &[1 << 62], F32_T, 0)], 16), DimOverflow { .. }),
+        case!(
+            "dim_above_i64_max",
+            tensors_file(&[("t", &[1 << 63], 24, 0)], 16),
+            DimOverflow { .. }
+        ),
+        case!(
+            "bytes_overflow",
+            tensors_file(&[("t", &[1 << 62], F32_T, 0)], 16),
+            DimOverflow { .. }
+        ),
         case!(
             "unknown_ggml_type_removed",
             tensors_file(&[("t", &[32], 4, 0)], 32),
-            UnknownGgmlType { id: 4, offset: 45, .. }
+            UnknownGgmlType {
+                id: 4,
+                offset: 45,
+                ..
+            }
         ),
         case!(
             "unknown_ggml_type_large",
@@ -284,42 +482,71 @@ fn bad_cases() -> Vec<Case> {
         case!(
             "row_not_block_multiple",
             tensors_file(&[("t", &[33, 2], Q4_0_T, 0)], 64),
-            RowNotBlockMultiple { row_len: 33, block_size: 32, .. }
+            RowNotBlockMultiple {
+                row_len: 33,
+                block_size: 32,
+                ..
+            }
         ),
         case!(
             "misaligned_offset",
             tensors_file(&[("a", &[4], F32_T, 0), ("b", &[4], F32_T, 16)], 64),
-            MisalignedOffset { offset: 16, alignment: 32, .. }
+            MisalignedOffset {
+                offset: 16,
+                alignment: 32,
+                ..
+            }
         ),
         case!(
             "overlapping_tensors",
             tensors_file(&[("a", &[16], F32_T, 0), ("b", &[4], F32_T, 32)], 96),
-            OverlappingTensors { offset: 32, previous_end: 64, .. }
+            OverlappingTensors {
+                offset: 32,
+                previous_end: 64,
+                ..
+            }
         ),
         case!(
             "out_of_order_tensors",
             tensors_file(&[("a", &[4], F32_T, 32), ("b", &[4], F32_T, 0)], 64),
-            OverlappingTensors { offset: 0, previous_end: 48, .. }
+            OverlappingTensors {
+                offset: 0,
+                previous_end: 48,
+                ..
+            }
         ),
         case!(
             "tensor_data_past_end",
             tensors_file(&[("t", &[4], F32_T, 0)], 8),
-            TensorOutOfBounds { start: 64, n_bytes: 16, file_len: 72, .. }
+            TensorOutOfBounds {
+                start: 64,
+                n_bytes: 16,
+                file_len: 72,
+                ..
+            }
         ),
         case!(
             "tensor_offset_huge",
-            tensors_file(&[("t", &[4], F32_T, u64::MAX & !31)], 16),
+            tensors_file(&[("t", &[4], F32_T, !31u64)], 16),
             TensorOutOfBounds { .. }
         ),
         case!(
             "truncated_before_data",
             Raw::header(3, 1, 0).tensor("t", &[4], F32_T, 0).0,
-            Truncated { offset: 57, what: "padding before tensor data", .. }
+            Truncated {
+                offset: 57,
+                what: "padding before tensor data",
+                ..
+            }
         ),
         case!(
             "truncated_tensor_info",
             Raw::header(3, 1, 0).str(&"t".repeat(20)).u32(1).u64(4).0,
-            Truncated { offset: 64, what: "tensor type", .. }
+            Truncated {
+                offset: 64,
+                what: "tensor type",
+                ..
+            }
         ),
     ]
 }
@@ -344,12 +571,21 @@ fn good_cases() -> Vec<(&'static str, Vec<u8>)> {
         .add_kv("u64", Value::U64(4))
         .add_kv("i64", Value::I64(-4))
         .add_kv("f64", Value::F64(-0.5))
-        .add_kv("tokens", Value::Array(Array::String(vec!["a".into(), "é".into()])))
+        .add_kv(
+            "tokens",
+            Value::Array(Array::String(vec!["a".into(), "é".into()])),
+        )
         .add_kv("scores", Value::Array(Array::F32(vec![0.0, -1.0])))
         .add_kv("types", Value::Array(Array::I32(vec![1, 2])));
-    small.add_tensor("f32", &[4, 2], GgmlType::F32, (0..32).collect()).unwrap();
-    small.add_tensor("q4_0", &[32], GgmlType::Q4_0, vec![1; 18]).unwrap();
-    small.add_tensor("q4_k", &[256], GgmlType::Q4_K, vec![2; 144]).unwrap();
+    small
+        .add_tensor("f32", &[4, 2], GgmlType::F32, (0..32).collect())
+        .unwrap();
+    small
+        .add_tensor("q4_0", &[32], GgmlType::Q4_0, vec![1; 18])
+        .unwrap();
+    small
+        .add_tensor("q4_k", &[256], GgmlType::Q4_K, vec![2; 144])
+        .unwrap();
 
     let mut v2 = small.clone().with_version(2);
     v2.add_kv("general.alignment", Value::U32(64));
@@ -360,7 +596,9 @@ fn good_cases() -> Vec<(&'static str, Vec<u8>)> {
     }
     let mut nested = GgufWriter::new();
     nested.add_kv("deep", Value::Array(deep));
-    nested.add_tensor("x", &[1, 1, 1, 1], GgmlType::I8, vec![9]).unwrap();
+    nested
+        .add_tensor("x", &[1, 1, 1, 1], GgmlType::I8, vec![9])
+        .unwrap();
 
     vec![
         ("minimal", bytes(&GgufWriter::new())),
@@ -371,7 +609,9 @@ fn good_cases() -> Vec<(&'static str, Vec<u8>)> {
 }
 
 fn corpus_dir(sub: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join(sub)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(sub)
 }
 
 fn regen() -> bool {
@@ -385,7 +625,10 @@ fn committed(dir: &Path, name: &str, bytes: &[u8]) -> Vec<u8> {
         std::fs::write(&path, bytes).unwrap();
     }
     let on_disk = std::fs::read(&path).unwrap_or_else(|e| {
-        panic!("{}: {e}; regenerate with ZETA_REGEN_CORPUS=1", path.display())
+        panic!(
+            "{}: {e}; regenerate with ZETA_REGEN_CORPUS=1",
+            path.display()
+        )
     });
     assert!(
         on_disk == bytes,
@@ -406,23 +649,41 @@ fn bad_files_fail_with_their_specific_error() {
         assert!(names.insert(case.name), "duplicate case {}", case.name);
         let bytes = committed(&dir, case.name, &case.bytes);
         let err = Gguf::from_bytes(bytes).expect_err(case.name);
-        assert!((case.check)(&err), "{}: unexpected error {err:?}", case.name);
+        assert!(
+            (case.check)(&err),
+            "{}: unexpected error {err:?}",
+            case.name
+        );
         let msg = err.to_string();
         assert!(!msg.contains('\n') && msg.starts_with("gguf: "), "{msg}");
         // The memory-mapped path reports the same error.
         let err2 = Gguf::open(dir.join(format!("{}.gguf", case.name))).expect_err(case.name);
         assert_eq!(err2.to_string(), msg);
-        variants.insert(format!("{err:?}").split([' ', '(']).next().unwrap_or("").to_owned());
+        variants.insert(
+            format!("{err:?}")
+                .split([' ', '('])
+                .next()
+                .unwrap_or("")
+                .to_owned(),
+        );
         // A case must not also match the other cases' patterns by accident
         // (each asserts a distinct condition); at least check it isn't a bare I/O error.
         assert!(!matches!(err, GgufError::Io(_) | GgufError::File { .. }));
     }
-    assert!(variants.len() >= 25, "only {} distinct variants: {variants:?}", variants.len());
+    assert!(
+        variants.len() >= 25,
+        "only {} distinct variants: {variants:?}",
+        variants.len()
+    );
     // Every committed bad file is a known case.
     for entry in std::fs::read_dir(&dir).unwrap() {
         let p = entry.unwrap().path();
         let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
-        assert!(names.contains(stem.as_str()), "unknown file in tests/bad: {}", p.display());
+        assert!(
+            names.contains(stem.as_str()),
+            "unknown file in tests/bad: {}",
+            p.display()
+        );
     }
 }
 

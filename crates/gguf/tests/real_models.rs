@@ -20,7 +20,10 @@ fn model(name: &str) -> Option<PathBuf> {
         return Some(path);
     }
     if std::env::var("ZETA_REQUIRE_MODELS").as_deref() == Ok("1") {
-        panic!("model {} is missing and ZETA_REQUIRE_MODELS=1", path.display());
+        panic!(
+            "model {} is missing and ZETA_REQUIRE_MODELS=1",
+            path.display()
+        );
     }
     eprintln!("SKIP: model {} not found (set ZETA_MODELS)", path.display());
     None
@@ -73,12 +76,18 @@ fn smollm2_reads_and_round_trips() {
     })
     .unwrap();
     // The file was written by ggml; our writer reproduces it exactly.
-    assert!(out == g.as_bytes(), "rewrite differs from the original file");
+    assert!(
+        out == g.as_bytes(),
+        "rewrite differs from the original file"
+    );
     let g2 = Gguf::from_bytes(out).unwrap();
     assert_eq!(g2.metadata(), g.metadata());
     assert_eq!(g2.tensors().len(), g.tensors().len());
     for (a, b) in g.tensors().iter().zip(g2.tensors()) {
-        assert_eq!((&a.name, &a.dims, a.ggml_type, a.n_bytes), (&b.name, &b.dims, b.ggml_type, b.n_bytes));
+        assert_eq!(
+            (&a.name, &a.dims, a.ggml_type, a.n_bytes),
+            (&b.name, &b.dims, b.ggml_type, b.n_bytes)
+        );
         assert_eq!(g.tensor_data(a), g2.tensor_data(b), "{}", a.name);
     }
 }

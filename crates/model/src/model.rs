@@ -409,6 +409,8 @@ impl<B: Backend> Model<B> {
             };
             b.rope(&mut s.q, n, c.n_head, hd, pos0, &rope, w.rope_freqs.as_ref())?;
             b.rope(&mut s.k, n, c.n_head_kv, hd, pos0, &rope, w.rope_freqs.as_ref())?;
+            dbg_dump(b, &format!("Qcur-{il}"), &s.q, n * c.n_head * hd);
+            dbg_dump(b, &format!("Kcur-{il}"), &s.k, n * kd);
             if let Some(qs) = c.q_prescale {
                 b.scale(&mut s.q, n * c.n_head * hd, qs)?;
             }
@@ -425,7 +427,11 @@ impl<B: Backend> Model<B> {
                 window: if swa { Some(c.n_swa) } else { None },
             };
             b.attention(&s.q, &s.k_cache[il], &s.v_cache[il], &mut s.att, &ap)?;
+            dbg_dump(b, &format!("attn_norm-{il}"), &s.xb, e);
+            dbg_dump(b, &format!("Vcur-{il}"), &s.v, vd);
+            dbg_dump(b, &format!("kqv_out-{il}"), &s.att, n * c.n_head * hdv);
             b.matmul(&lw.wo, &s.att, &mut s.proj, n)?;
+            dbg_dump(b, &format!("attn_out-{il}"), &s.proj, n * e);
             if let Some(bo) = &lw.bo {
                 b.add_bias(&mut s.proj, bo, n)?;
             }
@@ -433,18 +439,25 @@ impl<B: Backend> Model<B> {
                 b.rms_norm_inplace(&mut s.proj, pn, n, c.rms_eps)?;
             }
             b.add(&mut s.x, &s.proj, n * e)?;
+            dbg_dump(b, &format!("ffn_inp-{il}"), &s.x, e);
+            dbg_dump(b, &format!("ffn_norm-{il}"), &s.xb, e);
 
             // --- feed-forward ---
             b.rms_norm(&s.x, &lw.ffn_norm, &mut s.xb, n, c.rms_eps)?;
             b.matmul(&lw.ffn_gate, &s.xb, &mut s.gate, n)?;
             b.matmul(&lw.ffn_up, &s.xb, &mut s.up, n)?;
             let act = if c.arch == Arch::Gemma3 { GluKind::GeGlu } else { GluKind::SwiGlu };
-            b.glu(&mut s.gate, &s.up, n * c.n_ff, act)?;
+            dbg_dump(b, &format!("ffn_gate-{il}"), &s.gate, c.n_ff);
+            dbg_dump(b, &format!("ffn_up-{il}"), &s.up, c.n_ff);
+            b.glu(&mut s.gate, &s.up, n, c.n_ff, act)?;
+            dbg_dump(b, &format!("ffn_swiglu-{il}"), &s.gate, c.n_ff);
             b.matmul(&lw.ffn_down, &s.gate, &mut s.proj, n)?;
             if let Some(pn) = &lw.ffn_post_norm {
                 b.rms_norm_inplace(&mut s.proj, pn, n, c.rms_eps)?;
             }
+            dbg_dump(b, &format!("ffn_out-{il}"), &s.proj, e);
             b.add(&mut s.x, &s.proj, n * e)?;
+            dbg_dump(b, &format!("l_out-{il}"), &s.x, n * e);
         }
 
         let Some((rows, dst_row)) = out else { return Ok(()) };
@@ -474,4 +487,14 @@ impl<B: Backend> Model<B> {
         }
         Ok(())
     }
+}
+
+fn dbg_dump<B: Backend>(b: &B, name: &str, buf: &B::Buffer, n: usize) {
+    if std::env::var_os("ZETA_DUMP").is_none() {
+        return;
+    }
+    let mut v = vec![0f32; n];
+    let _ = b.read(buf, 0, &mut v);
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let _ = std::fs::write(format!("/tmp/zeta_dump/{name}.f32"), bytes);
 }

@@ -32,3 +32,11 @@ fn smol() {
 fn gemma() {
     run("gemma-3-270m-q4_k_m.gguf", &[2, 818, 5279, 529, 7001, 563, 9079, 236761, 669, 5279, 529, 9405, 563]);
 }
+#[test]
+fn smol1() {
+    run("SmolLM2-135M-Instruct.Q4_1.gguf", &[504]);
+}
+#[test]
+fn smol3() {
+    run("SmolLM2-135M-Instruct.Q4_1.gguf", &[504, 3575, 282]);
+}

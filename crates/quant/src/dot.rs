@@ -7,6 +7,10 @@
 //! The activation row is quantized to [`vec_dot_type`] of the weight type
 //! first (Q8_0, Q8_1 or Q8_K; see [`crate::quantize`]).
 
+// The loops mirror ggml's index arithmetic one to one, which keeps them
+// checkable against the C reference; iterator rewrites would obscure that.
+#![allow(clippy::needless_range_loop)]
+
 use crate::QuantError;
 use crate::blocks::*;
 use crate::dequant::{bf16_to_f32, check_len};
@@ -269,8 +273,10 @@ fn lanes(a: &[i8; QK_K], q8: &[i8; QK_K], group: usize, scale: impl Fn(usize) ->
         .enumerate()
     {
         let s = scale(g);
-        for (k, (&av, &qv)) in ag.iter().zip(qg).enumerate() {
-            aux32[k % 8] += s * (qv as i32 * av as i32);
+        for (a8, q8) in ag.chunks_exact(8).zip(qg.chunks_exact(8)) {
+            for l in 0..8 {
+                aux32[l] += s * (q8[l] as i32 * a8[l] as i32);
+            }
         }
     }
     aux32

@@ -18,11 +18,11 @@ mod quantize;
 pub use dequant::{bf16_to_f32, can_dequantize, dequantize};
 pub use dot::{can_vec_dot, vec_dot, vec_dot_type};
 pub use quantize::{
-    can_quantize, f32_to_bf16, quantize, quantize_block_q2_k, quantize_block_q3_k,
-    quantize_block_q4_0, quantize_block_q4_1, quantize_block_q4_k, quantize_block_q5_0,
-    quantize_block_q5_1, quantize_block_q5_k, quantize_block_q6_k, quantize_block_q8_0,
-    quantize_block_q8_1, quantize_block_q8_k, quantize_row_q8_0, quantize_row_q8_1,
-    quantize_row_q8_k,
+    can_quantize, f32_to_bf16, quantize, quantize_block_iq4_nl, quantize_block_iq4_xs,
+    quantize_block_q2_k, quantize_block_q3_k, quantize_block_q4_0, quantize_block_q4_1,
+    quantize_block_q4_k, quantize_block_q5_0, quantize_block_q5_1, quantize_block_q5_k,
+    quantize_block_q6_k, quantize_block_q8_0, quantize_block_q8_1, quantize_block_q8_k,
+    quantize_row_q8_0, quantize_row_q8_1, quantize_row_q8_k,
 };
 pub use zeta_gguf::{GgmlType, QK_K};
 

@@ -1,12 +1,17 @@
 //! Reference quantizers f32 → blocks, with the semantics of ggml's
 //! `quantize_row_*_ref` (ggml-quants.c): the same scale search
 //! (`make_qkx2_quants` for Q2_K/Q4_K/Q5_K, `make_qx_quants` for Q6_K,
-//! `make_q3_quants` for Q3_K), the same rounding (`roundf`, truncating casts,
+//! `make_q3_quants` for Q3_K, `quantize_row_iq4_nl_impl` without importance
+//! weights for IQ4_NL/IQ4_XS), the same rounding (`roundf`, truncating casts,
 //! and `nearest_int`'s add-1.5·2²³ trick) and the same float operation order,
 //! so that the output bytes match ggml's for finite inputs.
 //!
 //! F32, F16 and BF16 "quantize" by conversion (round-to-nearest-even, ggml's
 //! `GGML_FP32_TO_FP16` / `GGML_FP32_TO_BF16`).
+
+// The loops mirror ggml's index arithmetic one to one, which keeps them
+// checkable against the C reference; iterator rewrites would obscure that.
+#![allow(clippy::needless_range_loop)]
 
 use crate::QuantError;
 use crate::blocks::*;
@@ -37,6 +42,8 @@ pub fn can_quantize(ty: GgmlType) -> bool {
             | Q5_K
             | Q6_K
             | Q8_K
+            | IQ4_NL
+            | IQ4_XS
     )
 }
 
@@ -77,6 +84,8 @@ pub fn quantize(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantEr
         Q5_K => run(src, dst, quantize_block_q5_k),
         Q6_K => run(src, dst, quantize_block_q6_k),
         Q8_K => run(src, dst, quantize_block_q8_k),
+        IQ4_NL => run(src, dst, quantize_block_iq4_nl),
+        IQ4_XS => run(src, dst, quantize_block_iq4_xs),
         _ => return Err(QuantError::Unsupported { ty, op: "quantize" }),
     }
     Ok(())
@@ -130,7 +139,7 @@ pub(crate) fn nearest_int(fval: f32) -> i32 {
 /// give `i32::MIN`), so that out-of-range inputs behave like the reference.
 #[inline]
 fn c_trunc(f: f32) -> i32 {
-    if f.is_nan() || f >= 2_147_483_648.0 || f < -2_147_483_648.0 {
+    if !(-2_147_483_648.0..2_147_483_648.0).contains(&f) {
         i32::MIN
     } else {
         f as i32
@@ -887,4 +896,218 @@ pub fn quantize_block_q6_k(x: &[f32; QK_K]) -> BlockQ6K {
         }
     }
     y
+}
+
+/// ggml's `best_index_int8`: index of the level in `values` (ascending) closest to `x`.
+#[inline]
+fn best_index_int8(values: &[i8; 16], x: f32) -> usize {
+    if x <= values[0] as f32 {
+        return 0;
+    }
+    if x >= values[15] as f32 {
+        return 15;
+    }
+    let (mut ml, mut mu) = (0usize, 15usize);
+    while mu - ml > 1 {
+        let mav = (ml + mu) / 2;
+        if x < values[mav] as f32 {
+            mu = mav;
+        } else {
+            ml = mav;
+        }
+    }
+    if x - (values[mu - 1] as f32) < values[mu] as f32 - x {
+        mu - 1
+    } else {
+        mu
+    }
+}
+
+/// The per-32-element search of ggml's `quantize_row_iq4_nl_impl` (no
+/// importance weights: weight = x²). Writes level indices to `lb` and returns
+/// the group scale, or `None` for an all-zero group (levels left untouched).
+fn iq4_group(xb: &[f32], ntry: i32, lb: &mut [u8]) -> Option<f32> {
+    let values = &KVALUES_IQ4NL;
+    let (amax, max) = abs_max(xb);
+    if amax < GROUP_MAX_EPS {
+        return None;
+    }
+    let v0 = values[0] as f32;
+    let mut d = if ntry > 0 { -max / v0 } else { max / v0 };
+    let mut id = 1.0 / d;
+    let mut sumqx = 0.0f32;
+    let mut sumq2 = 0.0f32;
+    for (j, &xj) in xb.iter().enumerate() {
+        let l = best_index_int8(values, id * xj);
+        lb[j] = l as u8;
+        let q = values[l] as f32;
+        let w = xj * xj;
+        sumqx += w * q * xj;
+        sumq2 += w * q * q;
+    }
+    d = if sumq2 > 0.0 { sumqx / sumq2 } else { 0.0 };
+    let mut best = d * sumqx;
+    for itry in -ntry..=ntry {
+        id = (itry + values[0] as i32) as f32 / max;
+        sumqx = 0.0;
+        sumq2 = 0.0;
+        for &xj in xb {
+            let l = best_index_int8(values, id * xj);
+            let q = values[l] as f32;
+            let w = xj * xj;
+            sumqx += w * q * xj;
+            sumq2 += w * q * q;
+        }
+        if sumq2 > 0.0 && sumqx * sumqx > best * sumq2 {
+            d = sumqx / sumq2;
+            best = d * sumqx;
+        }
+    }
+    Some(d)
+}
+
+/// ggml's `quantize_row_iq4_nl_ref` for one block. (For an all-zero block ggml
+/// packs stale levels from the previous block under a zero scale; here the
+/// levels are index 0. Both dequantize to zeros.)
+pub fn quantize_block_iq4_nl(x: &[f32; 32]) -> BlockIQ4NL {
+    let mut l = [0u8; 32];
+    let d = iq4_group(x, -1, &mut l).unwrap_or(0.0);
+    let mut qs = [0u8; 16];
+    for j in 0..16 {
+        qs[j] = l[j] | (l[16 + j] << 4);
+    }
+    BlockIQ4NL {
+        d: f16::from_f32(d),
+        qs,
+    }
+}
+
+/// ggml's `quantize_row_iq4_xs_ref` for one block (no importance weights).
+pub fn quantize_block_iq4_xs(x: &[f32; QK_K]) -> BlockIQ4XS {
+    let values = &KVALUES_IQ4NL;
+    let mut l = [0u8; QK_K];
+    let mut scales = [0f32; QK_K / 32];
+    let mut max_scale = 0.0f32;
+    let mut amax_scale = 0.0f32;
+    for ib in 0..QK_K / 32 {
+        let xb = &x[32 * ib..32 * ib + 32];
+        match iq4_group(xb, 7, &mut l[32 * ib..32 * ib + 32]) {
+            None => scales[ib] = 0.0,
+            Some(d) => {
+                scales[ib] = d;
+                if d.abs() > amax_scale {
+                    amax_scale = d.abs();
+                    max_scale = d;
+                }
+            }
+        }
+    }
+    let d = -max_scale / 32.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let mut scales_h = 0u16;
+    let mut scales_l = [0u8; QK_K / 64];
+    for ib in 0..QK_K / 32 {
+        let li = nearest_int(id * scales[ib]).clamp(-32, 31);
+        let dl = d * li as f32;
+        let idl = if dl != 0.0 { 1.0 / dl } else { 0.0 };
+        for j in 0..32 {
+            l[32 * ib + j] = best_index_int8(values, idl * x[32 * ib + j]) as u8;
+        }
+        let li = (li + 32) as u8;
+        let (l_l, l_h) = (li & 0xF, li >> 4);
+        if ib % 2 == 0 {
+            scales_l[ib / 2] = l_l;
+        } else {
+            scales_l[ib / 2] |= l_l << 4;
+        }
+        scales_h |= (l_h as u16) << (2 * (ib % 8));
+    }
+    let mut qs = [0u8; QK_K / 2];
+    for i in 0..QK_K / 32 {
+        for j in 0..16 {
+            qs[16 * i + j] = l[32 * i + j] | (l[32 * i + 16 + j] << 4);
+        }
+    }
+    BlockIQ4XS {
+        d: f16::from_f32(d),
+        scales_h,
+        scales_l,
+        qs,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_int_rounds_half_to_even_like_ggml() {
+        for (x, want) in [
+            (0.5f32, 0),
+            (1.5, 2),
+            (2.5, 2),
+            (-0.5, 0),
+            (-1.5, -2),
+            (3.49, 3),
+            (-3.51, -4),
+            (4_194_303.0, 4_194_303),
+            (-4_194_303.0, -4_194_303),
+        ] {
+            assert_eq!(nearest_int(x), want, "{x}");
+        }
+    }
+
+    #[test]
+    fn c_trunc_truncates_toward_zero_and_saturates_like_cvttss2si() {
+        assert_eq!(c_trunc(8.99), 8);
+        assert_eq!(c_trunc(-8.99), -8);
+        assert_eq!(c_trunc(f32::NAN), i32::MIN);
+        assert_eq!(c_trunc(3e9), i32::MIN);
+    }
+
+    #[test]
+    fn bf16_rounding_matches_ggml() {
+        assert_eq!(f32_to_bf16(1.0), 0x3f80);
+        // 1 + 2^-8 is a tie between 0x3f80 and 0x3f81: round to even.
+        assert_eq!(f32_to_bf16(f32::from_bits(0x3f80_8000)), 0x3f80);
+        assert_eq!(f32_to_bf16(f32::from_bits(0x3f81_8000)), 0x3f82);
+        assert_eq!(f32_to_bf16(f32::from_bits(0x7f80_0001)), 0x7fc0);
+        assert_eq!(f32_to_bf16(f32::INFINITY), 0x7f80);
+    }
+
+    #[test]
+    fn best_index_picks_nearest_level() {
+        let v = &KVALUES_IQ4NL;
+        assert_eq!(best_index_int8(v, -200.0), 0);
+        assert_eq!(best_index_int8(v, 200.0), 15);
+        assert_eq!(best_index_int8(v, 0.0), 8);
+        assert_eq!(best_index_int8(v, -4.6), 7);
+        assert_eq!(best_index_int8(v, 112.0), 15);
+    }
+
+    #[test]
+    fn q4k_scale_packing_round_trips() {
+        let mut rng = 12345u32;
+        for _ in 0..100 {
+            let mut sc = [0u8; 12];
+            let mut want = [(0u8, 0u8); 8];
+            for (j, w) in want.iter_mut().enumerate() {
+                rng = rng.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                let ls = ((rng >> 8) & 63) as u8;
+                let lm = ((rng >> 16) & 63) as u8;
+                *w = (ls, lm);
+                if j < 4 {
+                    sc[j] = ls;
+                    sc[j + 4] = lm;
+                } else {
+                    sc[j + 4] = (ls & 0xF) | ((lm & 0xF) << 4);
+                    sc[j - 4] |= (ls >> 4) << 6;
+                    sc[j] |= (lm >> 4) << 6;
+                }
+            }
+            for (j, w) in want.iter().enumerate() {
+                assert_eq!(scale_min_k4(j, &sc), *w);
+            }
+        }
+    }
 }

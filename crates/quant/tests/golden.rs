@@ -84,7 +84,7 @@ fn quantize_matches_ggml_reference_quantizers() {
     let all = files("quant_");
     assert_eq!(
         all.len(),
-        14,
+        16,
         "expected one golden file per quantizable type"
     );
     for path in all {
@@ -108,5 +108,41 @@ fn quantize_matches_ggml_reference_quantizers() {
         let mut shifted = vec![0u8; expected.len() + 1];
         quantize(ty, &x, &mut shifted[1..]).unwrap();
         assert_eq!(&shifted[1..], &expected[..], "{ty} (unaligned dst)");
+    }
+}
+
+#[test]
+fn vec_dot_matches_ggml_generic_kernels_bit_for_bit() {
+    let all = files("dot_");
+    assert_eq!(
+        all.len(),
+        12,
+        "expected one golden file per quantized weight type"
+    );
+    for path in all {
+        let raw = std::fs::read(&path).unwrap();
+        assert_eq!(&raw[0..4], b"ZQD1");
+        let u = |o: usize| u32::from_le_bytes(raw[o..o + 4].try_into().unwrap()) as usize;
+        let wt = GgmlType::from_id(u(4) as u32).unwrap();
+        let (n, rows, wrow, arow) = (u(8), u(12), u(16), u(20));
+        let body = &raw[24..];
+        assert_eq!(body.len(), rows * (wrow + arow + 4));
+        let (w, rest) = body.split_at(rows * wrow);
+        let (a, res) = rest.split_at(rows * arow);
+        for r in 0..rows {
+            let want = f32::from_le_bytes(res[4 * r..4 * r + 4].try_into().unwrap());
+            let got = zeta_quant::vec_dot(
+                wt,
+                &w[r * wrow..(r + 1) * wrow],
+                &a[r * arow..(r + 1) * arow],
+                n,
+            )
+            .unwrap();
+            assert_eq!(
+                got.to_bits(),
+                want.to_bits(),
+                "{wt}: row {r}: vec_dot {got:e}, ggml generic {want:e}"
+            );
+        }
     }
 }

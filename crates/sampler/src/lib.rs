@@ -9,7 +9,8 @@
 //! (llama.cpp's DRY, top-n-sigma, XTC, mirostat and dynamic temperature are not implemented).
 //! Temperature 0 is greedy (argmax, ties → lowest token id). Randomness comes from a seeded
 //! xoshiro256** PRNG: the same seed and inputs give the same tokens, but the stream is not
-//! bit-compatible with llama.cpp's `std::mt19937`.
+//! bit-compatible with llama.cpp's `std::mt19937`. The candidate sets and probabilities the chain
+//! produces are checked against llama.cpp's own samplers (`tests/llama_cpp_golden.rs`).
 //!
 //! ```
 //! use zeta_sampler::{Sampler, SamplerConfig, StopMatcher};

@@ -75,7 +75,8 @@ impl Sampler {
     }
 
     /// Records `token` in the penalty window (keeps the last `penalty_last_n` tokens). Call it for
-    /// prompt tokens and for every generated token.
+    /// prompt tokens and for every generated token. A no-op when the penalties are disabled
+    /// (`penalty_last_n == 0`, or repeat 1 / presence 0 / frequency 0).
     pub fn accept(&mut self, token: u32) {
         if !self.cfg.penalties_enabled() {
             return;

@@ -170,8 +170,16 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         freq_factors: Option<&Self::Weight>,
     ) -> Result<(), TensorError>;
 
-    /// Gated activation in place: `gate[i] = act(gate[i]) * up[i]` for `i < n`.
-    fn glu(&self, gate: &mut Self::Buffer, up: &Self::Buffer, n: usize, kind: GluKind) -> Result<(), TensorError>;
+    /// Gated activation in place on `n_rows` rows of `n_cols`:
+    /// `gate[i] = act(gate[i]) * up[i]`.
+    fn glu(
+        &self,
+        gate: &mut Self::Buffer,
+        up: &Self::Buffer,
+        n_rows: usize,
+        n_cols: usize,
+        kind: GluKind,
+    ) -> Result<(), TensorError>;
 
     /// Stores `n_tokens` rows of `src` (`[n_tokens, row_len]`) as f16 into
     /// cache rows `pos0 .. pos0+n_tokens` of `dst` (`[n_ctx, row_len]`).

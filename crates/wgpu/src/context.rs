@@ -96,7 +96,11 @@ pub struct GpuInfo {
 
 impl std::fmt::Display for GpuInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "adapter:   {} ({:?}, {})", self.name, self.device_type, self.backend)?;
+        writeln!(
+            f,
+            "adapter:   {} ({:?}, {})",
+            self.name, self.device_type, self.backend
+        )?;
         writeln!(f, "driver:    {} {}", self.driver, self.driver_info)?;
         writeln!(f, "features:  {}", self.features.join(", "))?;
         writeln!(
@@ -133,6 +137,7 @@ pub struct GpuContext {
     /// Largest buffer part (bytes) a weight is split into.
     pub(crate) max_part_bytes: u64,
     pub(crate) max_workgroups: u32,
+    use_subgroups: bool,
     errors: Arc<Mutex<Vec<String>>>,
     lost: Arc<Mutex<Option<String>>>,
 }
@@ -271,7 +276,8 @@ impl GpuContext {
                 let fallback = wgpu::DeviceDescriptor {
                     label: Some("zeta"),
                     required_features: wgpu::Features::empty(),
-                    required_limits: wgpu::Limits::default().or_worse_values_from(&adapter.limits()),
+                    required_limits: wgpu::Limits::default()
+                        .or_worse_values_from(&adapter.limits()),
                     ..Default::default()
                 };
                 pollster::block_on(adapter.request_device(&fallback)).map_err(|e| {
@@ -300,6 +306,9 @@ impl GpuContext {
         }
         let limits = device.limits();
         let info = info_of(&adapter, device.features(), &limits);
+        let use_subgroups = device.features().contains(wgpu::Features::SUBGROUP)
+            && info.subgroup_size.0 >= 4
+            && std::env::var("ZETA_GPU_NO_SUBGROUPS").as_deref() != Ok("1");
         let max_part_bytes = limits
             .max_storage_buffer_binding_size
             .min(limits.max_buffer_size)
@@ -312,6 +321,7 @@ impl GpuContext {
             info,
             max_part_bytes,
             max_workgroups: limits.max_compute_workgroups_per_dimension.max(1),
+            use_subgroups,
             errors,
             lost,
         })
@@ -330,6 +340,12 @@ impl GpuContext {
     /// Whether the device has `SUBGROUP` enabled.
     pub fn has_subgroups(&self) -> bool {
         self.device.features().contains(wgpu::Features::SUBGROUP)
+    }
+
+    /// Whether matvec uses the subgroup reduction: SUBGROUP enabled and a
+    /// subgroup size of at least 4 (`ZETA_GPU_NO_SUBGROUPS=1` turns it off).
+    pub fn use_subgroups(&self) -> bool {
+        self.use_subgroups
     }
 
     /// Largest part (bytes) one weight buffer is split into (the storage

@@ -39,7 +39,7 @@ pub mod tensor;
 
 pub use context::{GpuContext, GpuDeviceType, GpuInfo, GpuOptions, list_adapters};
 pub use error::{Result, WgpuError};
-pub use ops::{AttnParams, GpuBatch, MAX_HEAD_DIM, RopeMode, RopeParams};
+pub use ops::{AttnParams, GluOp, GpuBatch, MAX_HEAD_DIM, RopeMode, RopeParams};
 pub use pipeline::{GPU_TYPES, ShaderFile, ShaderVariant, shader_variants};
 pub use tensor::{GpuDType, GpuTensor, QuantMatrix, WeightPart};
 pub use zeta_gguf::GgmlType;

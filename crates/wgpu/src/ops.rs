@@ -9,18 +9,23 @@
 //! Shapes (row-major, f32 unless noted):
 //! - matvec: W `[n_rows, n_cols]` (any of `pipeline::GPU_TYPES`), x `[n_cols]`, y `[n_rows]`
 //! - embed: table `[n_vocab, n_cols]`, ids `[n_tokens]` u32, out `[n_tokens, n_cols]`
-//! - rms_norm: x, y `[n_rows, n_cols]`, w `[n_cols]`
-//! - rope: x, y `[n_tokens, n_heads, head_dim]`, pos `[n_tokens]` u32
-//! - swiglu/geglu/add: `[n]`
+//! - rms_norm(_inplace): x, y `[n_rows, n_cols]`, w `[n_cols]`
+//! - rope: x, y `[n_tokens, n_heads, head_dim]`, pos `[n_tokens]` u32; rope_inplace: positions pos0.., optional freq factors `[n_rot/2]`
+//! - glu(_inplace), add(_inplace), mul, scale(_inplace): first `n` elements; add_bias: x `[n_rows, row_len]`, bias `[row_len]`
 //! - softmax: x, y `[n_rows, n_cols]`
 //! - argmax: x `[n]`, out `[1]` u32
-//! - attention_decode: q/out `[n_head, head_dim]`, K/V `[n_ctx, n_kv_head, head_dim]` f32 or f16
+//! - copy: f32/u32 ranges; store: src `[n]` f32 into dst `[offset .. offset + n]` (f32: buffer copy, f16: converting kernel)
+//! - attention_decode: q `[n_head, head_dim]`, out `[n_head, head_dim_v]`; attention (prefill): q `[n_q, n_head, head_dim]`,
+//!   out `[n_q, n_head, head_dim_v]`; K `[n_ctx, n_kv_head, head_dim]`, V `[n_ctx, n_kv_head, head_dim_v]`, f32 or f16
+//!
+//! Buffers may be larger than an op needs: ops use their leading elements
+//! (as `zeta_tensor`'s backend conventions require) and check sizes.
 
 use wgpu::util::DeviceExt;
 
 use crate::context::GpuContext;
 use crate::error::{Result, WgpuError, shape};
-use crate::pipeline::{ShaderVariant, attn_variant, files, quant_variant};
+use crate::pipeline::{ShaderFile, ShaderVariant, attn_variant, files, matvec_variant, quant_variant};
 use crate::tensor::{GpuDType, GpuTensor, QuantMatrix};
 
 /// RoPE element order.
@@ -51,11 +56,22 @@ pub struct RopeParams {
     pub freq_scale: f32,
 }
 
-/// Parameters of [`GpuBatch::attention_decode`].
+/// Gated activation of [`GpuBatch::glu`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GluOp {
+    /// silu(gate) * up.
+    SwiGlu,
+    /// gelu_tanh(gate) * up (computed in f32, like ggml's GPU backends).
+    GeGlu,
+}
+
+/// Parameters of [`GpuBatch::attention_decode`] / [`GpuBatch::attention`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AttnParams {
-    /// Elements per head.
+    /// Query/key elements per head.
     pub head_dim: u32,
+    /// Value elements per head (usually `head_dim`).
+    pub head_dim_v: u32,
     /// Query heads.
     pub n_head: u32,
     /// KV heads (divides n_head).
@@ -96,10 +112,16 @@ fn words_to_bytes(words: &[u32]) -> Vec<u8> {
 
 fn want(op: &'static str, t: &GpuTensor, name: &str, dtype: GpuDType, min_len: u64) -> Result<()> {
     if t.dtype() != dtype {
-        return Err(shape(op, format!("{name} is {:?}, expected {dtype:?}", t.dtype())));
+        return Err(shape(
+            op,
+            format!("{name} is {:?}, expected {dtype:?}", t.dtype()),
+        ));
     }
     if (t.len() as u64) < min_len {
-        return Err(shape(op, format!("{name} has {} elements, needs {min_len}", t.len())));
+        return Err(shape(
+            op,
+            format!("{name} has {} elements, needs {min_len}", t.len()),
+        ));
     }
     Ok(())
 }
@@ -118,7 +140,9 @@ impl GpuContext {
             ctx: self,
             encoder: self
                 .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("zeta batch") }),
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("zeta batch"),
+                }),
         }
     }
 
@@ -126,10 +150,12 @@ impl GpuContext {
     pub fn argmax_u32(&self, logits: &GpuTensor) -> Result<u32> {
         let out = self.zeros(1, GpuDType::U32)?;
         let mut b = self.batch();
-        b.argmax(logits, &out)?;
+        b.argmax(logits, logits.len(), &out)?;
         b.submit()?;
         let v = self.read_u32(&out)?;
-        v.first().copied().ok_or_else(|| WgpuError::ReadBack("empty argmax".to_string()))
+        v.first()
+            .copied()
+            .ok_or_else(|| WgpuError::ReadBack("empty argmax".to_string()))
     }
 }
 
@@ -140,7 +166,10 @@ impl GpuBatch<'_> {
         let x = groups.clamp(1, max);
         let y = groups.div_ceil(x).max(1);
         if y > max {
-            return Err(shape(op, format!("{groups} workgroups exceed the dispatch limit")));
+            return Err(shape(
+                op,
+                format!("{groups} workgroups exceed the dispatch limit"),
+            ));
         }
         Ok((x as u32, y as u32))
     }
@@ -159,11 +188,13 @@ impl GpuBatch<'_> {
         let pipeline = ctx.pipeline(variant)?;
         let bind_group = ctx.scoped(
             || {
-                let ubuf = ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some("params"),
-                    contents: &words_to_bytes(params),
-                    usage: wgpu::BufferUsages::UNIFORM,
-                });
+                let ubuf = ctx
+                    .device
+                    .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                        label: Some("params"),
+                        contents: &words_to_bytes(params),
+                        usage: wgpu::BufferUsages::UNIFORM,
+                    });
                 let mut entries: Vec<wgpu::BindGroupEntry<'_>> = bindings
                     .iter()
                     .map(|(b, buf)| wgpu::BindGroupEntry {
@@ -183,10 +214,12 @@ impl GpuBatch<'_> {
             },
             |m, _| WgpuError::Gpu(format!("{}: {m}", variant.label())),
         )?;
-        let mut pass = self.encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some(variant.file.name),
-            timestamp_writes: None,
-        });
+        let mut pass = self
+            .encoder
+            .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(variant.file.name),
+                timestamp_writes: None,
+            });
         pass.set_pipeline(&pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(groups.0, groups.1, groups.2);
@@ -222,7 +255,7 @@ impl GpuBatch<'_> {
         want(OP, x, "x", GpuDType::F32, w.n_cols())?;
         want(OP, y, "y", GpuDType::F32, w.n_rows())?;
         distinct(OP, y, &[x])?;
-        let variant = quant_variant(files::MATVEC, w.ggml_type())?;
+        let variant = matvec_variant(w.ggml_type(), self.ctx.use_subgroups())?;
         let n_cols = w.n_cols() as u32;
         for part in w.parts() {
             let (gx, gy) = self.grid(OP, part.n_rows)?;
@@ -245,6 +278,54 @@ impl GpuBatch<'_> {
         Ok(())
     }
 
+    /// Prefill: Y `[n_tok, n_rows]` = X `[n_tok, n_cols]` W^T, dequantising W
+    /// once per 8 tokens; one dispatch per weight part.
+    pub fn matmul(
+        &mut self,
+        w: &QuantMatrix,
+        x: &GpuTensor,
+        y: &GpuTensor,
+        n_tok: u32,
+    ) -> Result<()> {
+        const OP: &str = "matmul";
+        if n_tok == 0 {
+            return Err(shape(OP, "no tokens"));
+        }
+        want(OP, x, "x", GpuDType::F32, n_tok as u64 * w.n_cols())?;
+        want(OP, y, "y", GpuDType::F32, n_tok as u64 * w.n_rows())?;
+        distinct(OP, y, &[x])?;
+        let variant = quant_variant(files::MATMUL, w.ggml_type())?;
+        let n_cols = w.n_cols() as u32;
+        let blocks = n_tok.div_ceil(8);
+        if blocks > self.ctx.max_workgroups {
+            return Err(shape(
+                OP,
+                format!("{n_tok} tokens exceed the dispatch limit"),
+            ));
+        }
+        for part in w.parts() {
+            let (gx, gy) = self.grid(OP, part.n_rows)?;
+            let params = [
+                n_cols,
+                n_cols.div_ceil(32),
+                w.row_bytes() as u32,
+                part.n_rows as u32,
+                part.first_row as u32,
+                gx,
+                n_tok,
+                w.n_rows() as u32,
+            ];
+            self.dispatch(
+                &variant,
+                &[(0, &part.buffer), (1, &x.buffer), (2, &y.buffer)],
+                3,
+                &params,
+                (gx, gy, blocks),
+            )?;
+        }
+        Ok(())
+    }
+
     /// out[t] = table[ids[t]] dequantised; ids >= n_rows give zeros.
     pub fn embed(&mut self, table: &QuantMatrix, ids: &GpuTensor, out: &GpuTensor) -> Result<()> {
         const OP: &str = "embed";
@@ -255,7 +336,10 @@ impl GpuBatch<'_> {
         let n_cols = table.n_cols() as u32;
         let n_units = n_cols.div_ceil(32);
         if n_tokens > self.ctx.max_workgroups as u64 {
-            return Err(shape(OP, format!("{n_tokens} tokens exceed the dispatch limit")));
+            return Err(shape(
+                OP,
+                format!("{n_tokens} tokens exceed the dispatch limit"),
+            ));
         }
         for part in table.parts() {
             let params = [
@@ -278,51 +362,107 @@ impl GpuBatch<'_> {
         Ok(())
     }
 
-    /// y = x / sqrt(mean(x^2) + eps) * w, per row of `n_cols`.
-    pub fn rms_norm(&mut self, x: &GpuTensor, w: &GpuTensor, y: &GpuTensor, n_cols: u32, eps: f32) -> Result<()> {
+    /// y = x / sqrt(mean(x^2) + eps) * w for `n_rows` rows of `n_cols`
+    /// elements (`w`: `[n_cols]`).
+    pub fn rms_norm(&mut self, x: &GpuTensor, w: &GpuTensor, y: &GpuTensor, n_rows: u32, n_cols: u32, eps: f32) -> Result<()> {
         const OP: &str = "rms_norm";
-        if n_cols == 0 || x.len() % n_cols as usize != 0 {
-            return Err(shape(OP, format!("x has {} elements, not rows of {n_cols}", x.len())));
-        }
-        let n_rows = (x.len() / n_cols as usize) as u64;
-        want(OP, x, "x", GpuDType::F32, 1)?;
+        let n = self.rows_check(OP, n_rows, n_cols)?;
+        want(OP, x, "x", GpuDType::F32, n)?;
         want(OP, w, "w", GpuDType::F32, n_cols as u64)?;
-        want(OP, y, "y", GpuDType::F32, x.len() as u64)?;
+        want(OP, y, "y", GpuDType::F32, n)?;
         distinct(OP, y, &[x, w])?;
-        if n_rows > self.ctx.max_workgroups as u64 {
-            return Err(shape(OP, "too many rows for one dispatch"));
-        }
         self.dispatch(
             &ShaderVariant::plain(files::RMSNORM, "main"),
             &[(0, &x.buffer), (1, &w.buffer), (2, &y.buffer)],
             3,
-            &[n_cols, n_rows as u32, eps.to_bits()],
-            (n_rows as u32, 1, 1),
+            &[n_cols, n_rows, eps.to_bits()],
+            (n_rows, 1, 1),
         )
     }
 
-    /// Rotary position embedding, out of place.
-    pub fn rope(&mut self, x: &GpuTensor, pos: &GpuTensor, y: &GpuTensor, p: &RopeParams) -> Result<()> {
-        const OP: &str = "rope";
-        if p.head_dim == 0 || p.head_dim % 2 != 0 || p.n_rot % 2 != 0 || p.n_rot == 0 || p.n_rot > p.head_dim {
-            return Err(shape(OP, format!("head_dim {} / n_rot {} must be even, 0 < n_rot <= head_dim", p.head_dim, p.n_rot)));
-        }
-        let n = p.head_dim as u64 * p.n_heads as u64 * p.n_tokens as u64;
+    /// In-place [`rms_norm`](Self::rms_norm) of `x`.
+    pub fn rms_norm_inplace(&mut self, x: &GpuTensor, w: &GpuTensor, n_rows: u32, n_cols: u32, eps: f32) -> Result<()> {
+        const OP: &str = "rms_norm_inplace";
+        let n = self.rows_check(OP, n_rows, n_cols)?;
         want(OP, x, "x", GpuDType::F32, n)?;
-        want(OP, y, "y", GpuDType::F32, n)?;
-        want(OP, pos, "pos", GpuDType::U32, p.n_tokens as u64)?;
-        distinct(OP, y, &[x])?;
-        let max = self.ctx.max_workgroups;
-        if p.n_heads > max || p.n_tokens > max {
-            return Err(shape(OP, "too many heads/tokens for one dispatch"));
+        want(OP, w, "w", GpuDType::F32, n_cols as u64)?;
+        distinct(OP, x, &[w])?;
+        self.dispatch(
+            &ShaderVariant::plain(files::RMSNORM, "inplace"),
+            &[(1, &w.buffer), (4, &x.buffer)],
+            3,
+            &[n_cols, n_rows, eps.to_bits()],
+            (n_rows, 1, 1),
+        )
+    }
+
+    fn rows_check(&self, op: &'static str, n_rows: u32, n_cols: u32) -> Result<u64> {
+        if n_rows == 0 || n_cols == 0 {
+            return Err(shape(op, format!("[{n_rows}, {n_cols}] is empty")));
         }
-        let mode = match p.mode {
+        if n_rows > self.ctx.max_workgroups {
+            return Err(shape(op, format!("{n_rows} rows exceed the dispatch limit")));
+        }
+        Ok(n_rows as u64 * n_cols as u64)
+    }
+
+    fn rope_check(&self, op: &'static str, x: &GpuTensor, p: &RopeParams) -> Result<u32> {
+        if p.head_dim == 0 || p.head_dim % 2 != 0 || p.n_rot % 2 != 0 || p.n_rot == 0 || p.n_rot > p.head_dim {
+            return Err(shape(op, format!("head_dim {} / n_rot {} must be even, 0 < n_rot <= head_dim", p.head_dim, p.n_rot)));
+        }
+        let max = self.ctx.max_workgroups;
+        if p.n_heads == 0 || p.n_tokens == 0 || p.n_heads > max || p.n_tokens > max {
+            return Err(shape(op, "heads/tokens empty or beyond the dispatch limit"));
+        }
+        want(op, x, "x", GpuDType::F32, p.head_dim as u64 * p.n_heads as u64 * p.n_tokens as u64)?;
+        Ok(match p.mode {
             RopeMode::Normal => 0,
             RopeMode::Neox => 2,
-        };
+        })
+    }
+
+    /// Rotary position embedding, out of place; token `t` at position `pos[t]`.
+    pub fn rope(&mut self, x: &GpuTensor, pos: &GpuTensor, y: &GpuTensor, p: &RopeParams) -> Result<()> {
+        const OP: &str = "rope";
+        let mode = self.rope_check(OP, x, p)?;
+        want(OP, y, "y", GpuDType::F32, p.head_dim as u64 * p.n_heads as u64 * p.n_tokens as u64)?;
+        want(OP, pos, "pos", GpuDType::U32, p.n_tokens as u64)?;
+        distinct(OP, y, &[x])?;
+        // FF is unused (has_ff = 0) but bound: the entry point's layout has it.
         self.dispatch(
             &ShaderVariant::plain(files::ROPE, "main"),
-            &[(0, &x.buffer), (1, &pos.buffer), (2, &y.buffer)],
+            &[(0, &x.buffer), (1, &pos.buffer), (2, &y.buffer), (5, &x.buffer)],
+            3,
+            &[p.head_dim, p.n_heads, p.n_tokens, p.n_rot, mode, p.freq_base.to_bits(), p.freq_scale.to_bits(), 0, 0],
+            ((p.head_dim / 2).div_ceil(64), p.n_heads, p.n_tokens),
+        )
+    }
+
+    /// Rotary position embedding in place; token `t` at position `pos0 + t`.
+    /// `freq_factors` (llama3 `rope_freqs`, `[n_rot/2]`) divide the per-pair
+    /// frequencies.
+    pub fn rope_inplace(&mut self, x: &GpuTensor, pos0: u32, p: &RopeParams, freq_factors: Option<&GpuTensor>) -> Result<()> {
+        const OP: &str = "rope_inplace";
+        let mode = self.rope_check(OP, x, p)?;
+        if p.n_tokens.checked_add(pos0).is_none() {
+            return Err(shape(OP, "position overflow"));
+        }
+        if let Some(f) = freq_factors {
+            want(OP, f, "freq_factors", GpuDType::F32, p.n_rot as u64 / 2)?;
+            distinct(OP, x, &[f])?;
+        }
+        // Without factors the read-only binding still needs a buffer (not x).
+        let dummy;
+        let ff_buf = match freq_factors {
+            Some(f) => &f.buffer,
+            None => {
+                dummy = self.ctx.zeros(1, GpuDType::F32)?;
+                &dummy.buffer
+            }
+        };
+        self.dispatch(
+            &ShaderVariant::plain(files::ROPE, "inplace"),
+            &[(4, &x.buffer), (5, ff_buf)],
             3,
             &[
                 p.head_dim,
@@ -332,121 +472,277 @@ impl GpuBatch<'_> {
                 mode,
                 p.freq_base.to_bits(),
                 p.freq_scale.to_bits(),
+                pos0,
+                u32::from(freq_factors.is_some()),
             ],
             ((p.head_dim / 2).div_ceil(64), p.n_heads, p.n_tokens),
         )
     }
 
-    fn elementwise(&mut self, op: &'static str, entry: &'static str, file: crate::pipeline::ShaderFile, a: &GpuTensor, b: &GpuTensor, out: &GpuTensor) -> Result<()> {
-        let n = a.len() as u64;
-        want(op, a, "a", GpuDType::F32, 1)?;
-        want(op, b, "b", GpuDType::F32, n)?;
-        want(op, out, "out", GpuDType::F32, n)?;
-        distinct(op, out, &[a, b])?;
-        let (gx, gy) = self.grid(op, n.div_ceil(256))?;
+    /// One elementwise dispatch of entry `entry` over `n` elements; `bind`
+    /// lists the (binding, tensor) pairs it uses (binding 2 is the output).
+    #[allow(clippy::too_many_arguments)]
+    fn elementwise(
+        &mut self,
+        op: &'static str,
+        file: ShaderFile,
+        entry: &'static str,
+        bind: &[(u32, &GpuTensor)],
+        n: usize,
+        s: f32,
+        m: u32,
+    ) -> Result<()> {
+        for (b, t) in bind {
+            want(op, t, if *b == 2 { "out" } else { "input" }, GpuDType::F32, n as u64)?;
+        }
+        if let Some((_, out)) = bind.iter().find(|(b, _)| *b == 2) {
+            let inputs: Vec<&GpuTensor> = bind.iter().filter(|(b, _)| *b != 2).map(|(_, t)| *t).collect();
+            distinct(op, out, &inputs)?;
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let n32 = u32::try_from(n).map_err(|_| shape(op, "more than 2^32 elements"))?;
+        let (gx, gy) = self.grid(op, (n as u64).div_ceil(256))?;
+        let buffers: Vec<(u32, &wgpu::Buffer)> = bind.iter().map(|(b, t)| (*b, &t.buffer)).collect();
+        self.dispatch(&ShaderVariant::plain(file, entry), &buffers, 3, &[n32, gx * 256, s.to_bits(), m], (gx, gy, 1))
+    }
+
+    /// out = act(gate) * up over `n` elements.
+    pub fn glu(&mut self, gate: &GpuTensor, up: &GpuTensor, out: &GpuTensor, n: usize, kind: GluOp) -> Result<()> {
+        let entry = match kind {
+            GluOp::SwiGlu => "swiglu",
+            GluOp::GeGlu => "geglu",
+        };
+        self.elementwise(entry, files::GLU, entry, &[(0, gate), (1, up), (2, out)], n, 0.0, 0)
+    }
+
+    /// gate = act(gate) * up over `n` elements, in place.
+    pub fn glu_inplace(&mut self, gate: &GpuTensor, up: &GpuTensor, n: usize, kind: GluOp) -> Result<()> {
+        let entry = match kind {
+            GluOp::SwiGlu => "swiglu_assign",
+            GluOp::GeGlu => "geglu_assign",
+        };
+        self.elementwise(entry, files::GLU, entry, &[(1, up), (2, gate)], n, 0.0, 0)
+    }
+
+    /// out = a + b over `n` elements.
+    pub fn add(&mut self, a: &GpuTensor, b: &GpuTensor, out: &GpuTensor, n: usize) -> Result<()> {
+        self.elementwise("add", files::ADD, "main", &[(0, a), (1, b), (2, out)], n, 0.0, 0)
+    }
+
+    /// a += b over `n` elements (residual add in place).
+    pub fn add_inplace(&mut self, a: &GpuTensor, b: &GpuTensor, n: usize) -> Result<()> {
+        self.elementwise("add_inplace", files::ADD, "add_assign", &[(1, b), (2, a)], n, 0.0, 0)
+    }
+
+    /// x[r, :] += bias for `n_rows` rows of `row_len` elements.
+    pub fn add_bias(&mut self, x: &GpuTensor, bias: &GpuTensor, n_rows: usize, row_len: usize) -> Result<()> {
+        const OP: &str = "add_bias";
+        let m = u32::try_from(row_len).map_err(|_| shape(OP, "row too long"))?;
+        if m == 0 {
+            return Err(shape(OP, "empty rows"));
+        }
+        want(OP, bias, "bias", GpuDType::F32, row_len as u64)?;
+        let n = n_rows.checked_mul(row_len).ok_or_else(|| shape(OP, "size overflow"))?;
+        want(OP, x, "x", GpuDType::F32, n as u64)?;
+        distinct(OP, x, &[bias])?;
+        if n == 0 {
+            return Ok(());
+        }
+        let n32 = u32::try_from(n).map_err(|_| shape(OP, "more than 2^32 elements"))?;
+        let (gx, gy) = self.grid(OP, (n as u64).div_ceil(256))?;
         self.dispatch(
-            &ShaderVariant::plain(file, entry),
-            &[(0, &a.buffer), (1, &b.buffer), (2, &out.buffer)],
+            &ShaderVariant::plain(files::ADD, "add_rows"),
+            &[(1, &bias.buffer), (2, &x.buffer)],
             3,
-            &[n as u32, gx * 256],
+            &[n32, gx * 256, 0, m],
             (gx, gy, 1),
         )
     }
 
-    /// out = silu(gate) * up.
-    pub fn swiglu(&mut self, gate: &GpuTensor, up: &GpuTensor, out: &GpuTensor) -> Result<()> {
-        self.elementwise("swiglu", "swiglu", files::GLU, gate, up, out)
+    /// out = a * b over `n` elements.
+    pub fn mul(&mut self, a: &GpuTensor, b: &GpuTensor, out: &GpuTensor, n: usize) -> Result<()> {
+        self.elementwise("mul", files::ADD, "mul", &[(0, a), (1, b), (2, out)], n, 0.0, 0)
     }
 
-    /// out = gelu_tanh(gate) * up.
-    pub fn geglu(&mut self, gate: &GpuTensor, up: &GpuTensor, out: &GpuTensor) -> Result<()> {
-        self.elementwise("geglu", "geglu", files::GLU, gate, up, out)
+    /// out = x * s over `n` elements (e.g. Gemma's embedding scale).
+    pub fn scale(&mut self, x: &GpuTensor, s: f32, out: &GpuTensor, n: usize) -> Result<()> {
+        self.elementwise("scale", files::ADD, "scale", &[(0, x), (2, out)], n, s, 0)
     }
 
-    /// out = a + b (residual add).
-    pub fn add(&mut self, a: &GpuTensor, b: &GpuTensor, out: &GpuTensor) -> Result<()> {
-        self.elementwise("add", "main", files::ADD, a, b, out)
+    /// x *= s over `n` elements, in place.
+    pub fn scale_inplace(&mut self, x: &GpuTensor, s: f32, n: usize) -> Result<()> {
+        self.elementwise("scale_inplace", files::ADD, "scale_assign", &[(2, x)], n, s, 0)
     }
 
-    /// y = softmax(scale * x) per row of `n_cols`.
-    pub fn softmax(&mut self, x: &GpuTensor, y: &GpuTensor, n_cols: u32, scale: f32) -> Result<()> {
+    /// y = softmax(scale * x) for `n_rows` rows of `n_cols`.
+    pub fn softmax(&mut self, x: &GpuTensor, y: &GpuTensor, n_rows: u32, n_cols: u32, scale: f32) -> Result<()> {
         const OP: &str = "softmax";
-        if n_cols == 0 || x.len() % n_cols as usize != 0 {
-            return Err(shape(OP, format!("x has {} elements, not rows of {n_cols}", x.len())));
-        }
-        let n_rows = (x.len() / n_cols as usize) as u64;
-        want(OP, x, "x", GpuDType::F32, 1)?;
-        want(OP, y, "y", GpuDType::F32, x.len() as u64)?;
+        let n = self.rows_check(OP, n_rows, n_cols)?;
+        want(OP, x, "x", GpuDType::F32, n)?;
+        want(OP, y, "y", GpuDType::F32, n)?;
         distinct(OP, y, &[x])?;
-        if n_rows > self.ctx.max_workgroups as u64 {
-            return Err(shape(OP, "too many rows for one dispatch"));
-        }
         self.dispatch(
             &ShaderVariant::plain(files::SOFTMAX, "main"),
             &[(0, &x.buffer), (1, &y.buffer)],
             2,
-            &[n_cols, n_rows as u32, scale.to_bits()],
-            (n_rows as u32, 1, 1),
+            &[n_cols, n_rows, scale.to_bits()],
+            (n_rows, 1, 1),
         )
     }
 
-    /// out[0] = index of the largest finite-or-infinite (non-NaN) x, smallest on ties.
-    pub fn argmax(&mut self, x: &GpuTensor, out: &GpuTensor) -> Result<()> {
+    /// out[0] = index of the largest non-NaN value among x[..n], smallest on ties.
+    pub fn argmax(&mut self, x: &GpuTensor, n: usize, out: &GpuTensor) -> Result<()> {
         const OP: &str = "argmax";
-        want(OP, x, "x", GpuDType::F32, 1)?;
+        if n == 0 {
+            return Err(shape(OP, "no values"));
+        }
+        want(OP, x, "x", GpuDType::F32, n as u64)?;
         want(OP, out, "out", GpuDType::U32, 1)?;
-        self.dispatch(
-            &ShaderVariant::plain(files::ARGMAX, "main"),
-            &[(0, &x.buffer), (1, &out.buffer)],
-            2,
-            &[x.len() as u32],
-            (1, 1, 1),
-        )
+        let n32 = u32::try_from(n).map_err(|_| shape(OP, "more than 2^32 values"))?;
+        self.dispatch(&ShaderVariant::plain(files::ARGMAX, "main"), &[(0, &x.buffer), (1, &out.buffer)], 2, &[n32], (1, 1, 1))
     }
 
-    /// Attention of one query over the KV cache (split-K flash-decoding).
-    pub fn attention_decode(&mut self, q: &GpuTensor, k: &GpuTensor, v: &GpuTensor, out: &GpuTensor, p: &AttnParams) -> Result<()> {
-        const OP: &str = "attention_decode";
-        if p.head_dim == 0 || p.head_dim > MAX_HEAD_DIM {
-            return Err(shape(OP, format!("head_dim {} not in 1..={MAX_HEAD_DIM}", p.head_dim)));
+    /// dst[dst_off .. dst_off + n] = src[src_off .. src_off + n] (both f32 or both u32).
+    pub fn copy(&mut self, src: &GpuTensor, src_off: usize, dst: &GpuTensor, dst_off: usize, n: usize) -> Result<()> {
+        const OP: &str = "copy";
+        if src.dtype() != dst.dtype() || src.dtype() == GpuDType::F16 {
+            return Err(shape(OP, "src and dst must both be f32 or both u32"));
+        }
+        let (Some(se), Some(de)) = (src_off.checked_add(n), dst_off.checked_add(n)) else {
+            return Err(shape(OP, "range overflow"));
+        };
+        if se > src.len() || de > dst.len() {
+            return Err(shape(OP, "range out of bounds"));
+        }
+        if src.buffer == dst.buffer && src_off.max(dst_off) < src_off.min(dst_off) + n {
+            return Err(shape(OP, "overlapping copy"));
+        }
+        if n > 0 {
+            self.encoder.copy_buffer_to_buffer(&src.buffer, src_off as u64 * 4, &dst.buffer, dst_off as u64 * 4, Some(n as u64 * 4));
+        }
+        Ok(())
+    }
+
+    /// dst[offset .. offset + n] = src[..n], converting to f16 when dst is f16
+    /// (KV-cache append; any offset). f32 destinations use a buffer copy.
+    pub fn store(&mut self, src: &GpuTensor, n: usize, dst: &GpuTensor, offset: usize) -> Result<()> {
+        const OP: &str = "store";
+        want(OP, src, "src", GpuDType::F32, n as u64)?;
+        let end = offset.checked_add(n).ok_or_else(|| shape(OP, "offset overflow"))?;
+        if end > dst.len() {
+            return Err(shape(OP, format!("{offset}+{n} exceeds {} elements", dst.len())));
+        }
+        distinct(OP, dst, &[src])?;
+        if n == 0 {
+            return Ok(());
+        }
+        match dst.dtype() {
+            GpuDType::F32 => self.copy(src, 0, dst, offset, n),
+            GpuDType::F16 => {
+                let first_word = offset / 2;
+                let n_words = (end.div_ceil(2) - first_word) as u64;
+                let (gx, gy) = self.grid(OP, n_words.div_ceil(256))?;
+                if gy > 1 || end > u32::MAX as usize {
+                    return Err(shape(OP, "too many elements for one dispatch"));
+                }
+                self.dispatch(
+                    &ShaderVariant::plain(files::KV_STORE, "main"),
+                    &[(0, &src.buffer), (1, &dst.buffer)],
+                    2,
+                    &[n as u32, offset as u32, first_word as u32, n_words as u32],
+                    (gx, 1, 1),
+                )
+            }
+            GpuDType::U32 => Err(shape(OP, "dst must be f32 or f16")),
+        }
+    }
+
+    /// Attention of one query over the KV cache (split-K flash-decoding):
+    /// q/out `[n_head, head_dim]`, the query at position `p.n_kv - 1`.
+    pub fn attention_decode(
+        &mut self,
+        q: &GpuTensor,
+        k: &GpuTensor,
+        v: &GpuTensor,
+        out: &GpuTensor,
+        p: &AttnParams,
+    ) -> Result<()> {
+        self.attention(q, k, v, out, p, 1)
+    }
+
+    /// Causal attention of `n_q` consecutive queries (prefill): q/out
+    /// `[n_q, n_head, head_dim]`, query `i` at position `p.n_kv - n_q + i`
+    /// attending to positions `<= ` its own (and within `p.window`). The K/V
+    /// rows of all `n_q` tokens must already be in the cache.
+    pub fn attention(
+        &mut self,
+        q: &GpuTensor,
+        k: &GpuTensor,
+        v: &GpuTensor,
+        out: &GpuTensor,
+        p: &AttnParams,
+        n_q: u32,
+    ) -> Result<()> {
+        const OP: &str = "attention";
+        if p.head_dim == 0 || p.head_dim > MAX_HEAD_DIM || p.head_dim_v == 0 {
+            return Err(shape(OP, format!("head_dim {} not in 1..={MAX_HEAD_DIM} (or head_dim_v 0)", p.head_dim)));
         }
         if p.n_head == 0 || p.n_kv_head == 0 || p.n_head % p.n_kv_head != 0 || p.n_kv == 0 {
-            return Err(shape(OP, format!("n_head {} / n_kv_head {} / n_kv {}", p.n_head, p.n_kv_head, p.n_kv)));
+            return Err(shape(
+                OP,
+                format!(
+                    "n_head {} / n_kv_head {} / n_kv {}",
+                    p.n_head, p.n_kv_head, p.n_kv
+                ),
+            ));
+        }
+        if n_q == 0 || n_q > p.n_kv {
+            return Err(shape(OP, format!("n_q {n_q} not in 1..={}", p.n_kv)));
         }
         let kv_stride = p.n_kv_head as u64 * p.head_dim as u64;
         let kv_len = kv_stride * p.n_kv as u64;
-        if kv_len > u32::MAX as u64 {
+        let v_stride = p.n_kv_head as u64 * p.head_dim_v as u64;
+        let v_len = v_stride * p.n_kv as u64;
+        if kv_len > u32::MAX as u64 || v_len > u32::MAX as u64 {
             return Err(shape(OP, "KV cache too large for 32-bit indexing"));
         }
         let kv_dtype = k.dtype();
         if kv_dtype == GpuDType::U32 {
             return Err(shape(OP, "K/V must be f32 or f16"));
         }
-        want(OP, q, "q", GpuDType::F32, p.n_head as u64 * p.head_dim as u64)?;
-        want(OP, out, "out", GpuDType::F32, p.n_head as u64 * p.head_dim as u64)?;
+        let q_len = n_q as u64 * p.n_head as u64 * p.head_dim as u64;
+        let out_len = n_q as u64 * p.n_head as u64 * p.head_dim_v as u64;
+        want(OP, q, "q", GpuDType::F32, q_len)?;
+        want(OP, out, "out", GpuDType::F32, out_len)?;
         want(OP, k, "k", kv_dtype, kv_len)?;
-        want(OP, v, "v", kv_dtype, kv_len)?;
+        want(OP, v, "v", kv_dtype, v_len)?;
         distinct(OP, out, &[q, k, v])?;
-        let start = if p.window > 0 { p.n_kv.saturating_sub(p.window) } else { 0 };
-        let n_chunks = (p.n_kv - start).div_ceil(ATTN_CHUNK);
+        // The longest attended range is the last query's.
+        let longest = if p.window > 0 { p.n_kv.min(p.window) } else { p.n_kv };
+        let n_chunks = longest.div_ceil(ATTN_CHUNK);
         let max = self.ctx.max_workgroups;
-        if n_chunks > max || p.n_head > max {
-            return Err(shape(OP, "too many chunks/heads for one dispatch"));
+        if n_chunks > max || p.n_head > max || n_q > max {
+            return Err(shape(OP, "too many chunks/heads/queries for one dispatch"));
         }
-        let scratch_o = self.ctx.zeros(p.n_head as usize * n_chunks as usize * p.head_dim as usize, GpuDType::F32)?;
-        let scratch_ml = self.ctx.zeros(p.n_head as usize * n_chunks as usize * 2, GpuDType::F32)?;
+        let slots = n_q as usize * p.n_head as usize * n_chunks as usize;
+        let scratch_o = self.ctx.zeros(slots * p.head_dim_v as usize, GpuDType::F32)?;
+        let scratch_ml = self.ctx.zeros(slots * 2, GpuDType::F32)?;
         let f16 = kv_dtype == GpuDType::F16;
         let params = [
             p.head_dim,
             p.n_head,
             p.n_kv_head,
             p.n_kv,
-            start,
+            p.window,
             n_chunks,
             kv_stride as u32,
-            0,
+            n_q,
             p.scale.to_bits(),
             p.softcap.to_bits(),
+            p.head_dim_v,
+            v_stride as u32,
         ];
         self.dispatch(
             &attn_variant("chunk", f16),
@@ -459,14 +755,18 @@ impl GpuBatch<'_> {
             ],
             5,
             &params,
-            (n_chunks, p.n_head, 1),
+            (n_chunks, p.n_head, n_q),
         )?;
         self.dispatch(
             &attn_variant("combine", f16),
-            &[(3, &scratch_o.buffer), (4, &scratch_ml.buffer), (6, &out.buffer)],
+            &[
+                (3, &scratch_o.buffer),
+                (4, &scratch_ml.buffer),
+                (6, &out.buffer),
+            ],
             5,
             &params,
-            (p.n_head, 1, 1),
+            (p.n_head, n_q, 1),
         )
     }
 }

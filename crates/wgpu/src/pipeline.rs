@@ -1,10 +1,13 @@
 //! WGSL sources, their specialisations and the compute-pipeline cache.
 //!
 //! Shaders live in the repository's `shaders/` directory and are compiled in
-//! with `include_str!`. A [`ShaderVariant`] is a shader, an entry point and a
-//! list of text substitutions (`deq_TYPE` → `deq_q4_k`, `KV_IS_F16` →
-//! `true`); matvec/embedding shaders are prefixed with `quant.wgsl` (byte
-//! access + per-type dequantisation). [`shader_variants`] lists every
+//! with `include_str!`. A [`ShaderVariant`] is a shader, an optional suffix
+//! file, an entry point and a list of text substitutions (`deq_TYPE` →
+//! `deq_q4_k`, `KV_IS_F16` → `true`); matvec/matmul/embedding shaders are
+//! prefixed with `quant.wgsl` (byte access + per-type dequantisation), and
+//! matvec takes its entry point from a suffix: `matvec_reduce_wg.wgsl`
+//! (shared memory, everywhere) or `matvec_reduce_sg.wgsl` (subgroupAdd, only
+//! on devices with the SUBGROUP feature). [`shader_variants`] lists every
 //! specialisation the ops can ask for, so the portability test can check
 //! each one with naga. Pipelines are created once per
 //! (shader, entry point, substitutions) key and cached in the context.
@@ -45,6 +48,9 @@ macro_rules! shader {
 pub mod files {
     use super::ShaderFile;
     shader!(MATVEC, "matvec", true);
+    shader!(MATVEC_REDUCE_WG, "matvec_reduce_wg", false);
+    shader!(MATVEC_REDUCE_SG, "matvec_reduce_sg", false);
+    shader!(MATMUL, "matmul", true);
     shader!(EMBED, "embed", true);
     shader!(RMSNORM, "rmsnorm", false);
     shader!(ROPE, "rope", false);
@@ -53,6 +59,7 @@ pub mod files {
     shader!(SOFTMAX, "softmax", false);
     shader!(ARGMAX, "argmax", false);
     shader!(ATTN_DECODE, "attn_decode", false);
+    shader!(KV_STORE, "kv_store", false);
 }
 
 /// One specialisation of a shader: the pipeline-cache key.
@@ -60,6 +67,8 @@ pub mod files {
 pub struct ShaderVariant {
     /// The shader file.
     pub file: ShaderFile,
+    /// A file appended after it (matvec's reduction/entry point).
+    pub suffix: Option<ShaderFile>,
     /// Entry point.
     pub entry: &'static str,
     /// Text substitutions `(token, replacement)`, applied in order.
@@ -71,9 +80,15 @@ impl ShaderVariant {
     pub fn plain(file: ShaderFile, entry: &'static str) -> Self {
         Self {
             file,
+            suffix: None,
             entry,
             defines: Vec::new(),
         }
+    }
+
+    /// Whether the variant uses subgroup operations (device feature SUBGROUP).
+    pub fn needs_subgroups(&self) -> bool {
+        self.suffix == Some(files::MATVEC_REDUCE_SG)
     }
 
     /// The complete WGSL text of this variant.
@@ -84,6 +99,10 @@ impl ShaderVariant {
             s.push('\n');
         }
         s.push_str(self.file.source);
+        if let Some(suffix) = self.suffix {
+            s.push('\n');
+            s.push_str(suffix.source);
+        }
         for (token, rep) in &self.defines {
             s = s.replace(token, rep);
         }
@@ -97,7 +116,11 @@ impl ShaderVariant {
             .iter()
             .map(|(t, r)| format!("{t}={r}"))
             .collect();
-        format!("{}:{}[{}]", self.file.name, self.entry, d.join(","))
+        let suffix = self
+            .suffix
+            .map(|f| format!("+{}", f.name))
+            .unwrap_or_default();
+        format!("{}{suffix}:{}[{}]", self.file.name, self.entry, d.join(","))
     }
 }
 
@@ -138,14 +161,26 @@ pub(crate) fn quant_variant(file: ShaderFile, ty: GgmlType) -> Result<ShaderVari
     let f = deq_fn(ty).ok_or(WgpuError::UnsupportedType(ty))?;
     Ok(ShaderVariant {
         file,
+        suffix: None,
         entry: "main",
         defines: vec![("deq_TYPE", f)],
     })
 }
 
+pub(crate) fn matvec_variant(ty: GgmlType, subgroups: bool) -> Result<ShaderVariant> {
+    let mut v = quant_variant(files::MATVEC, ty)?;
+    v.suffix = Some(if subgroups {
+        files::MATVEC_REDUCE_SG
+    } else {
+        files::MATVEC_REDUCE_WG
+    });
+    Ok(v)
+}
+
 pub(crate) fn attn_variant(entry: &'static str, f16: bool) -> ShaderVariant {
     ShaderVariant {
         file: files::ATTN_DECODE,
+        suffix: None,
         entry,
         defines: vec![("KV_IS_F16", if f16 { "true" } else { "false" })],
     }
@@ -155,19 +190,30 @@ pub(crate) fn attn_variant(entry: &'static str, f16: bool) -> ShaderVariant {
 pub fn shader_variants() -> Vec<ShaderVariant> {
     let mut v = Vec::new();
     for ty in GPU_TYPES {
-        for file in [files::MATVEC, files::EMBED] {
+        for sg in [false, true] {
+            if let Ok(x) = matvec_variant(ty, sg) {
+                v.push(x);
+            }
+        }
+        for file in [files::MATMUL, files::EMBED] {
             if let Ok(x) = quant_variant(file, ty) {
                 v.push(x);
             }
         }
     }
-    v.push(ShaderVariant::plain(files::RMSNORM, "main"));
-    v.push(ShaderVariant::plain(files::ROPE, "main"));
-    v.push(ShaderVariant::plain(files::GLU, "swiglu"));
-    v.push(ShaderVariant::plain(files::GLU, "geglu"));
-    v.push(ShaderVariant::plain(files::ADD, "main"));
+    for (file, entries) in [
+        (files::RMSNORM, &["main", "inplace"][..]),
+        (files::ROPE, &["main", "inplace"][..]),
+        (files::GLU, &["swiglu", "geglu", "swiglu_assign", "geglu_assign"][..]),
+        (files::ADD, &["main", "mul", "scale", "add_assign", "add_rows", "scale_assign"][..]),
+    ] {
+        for e in entries {
+            v.push(ShaderVariant::plain(file, e));
+        }
+    }
     v.push(ShaderVariant::plain(files::SOFTMAX, "main"));
     v.push(ShaderVariant::plain(files::ARGMAX, "main"));
+    v.push(ShaderVariant::plain(files::KV_STORE, "main"));
     for f16 in [false, true] {
         v.push(attn_variant("chunk", f16));
         v.push(attn_variant("combine", f16));
@@ -232,5 +278,65 @@ impl GpuContext {
     /// Number of compiled pipelines in the cache.
     pub fn cached_pipelines(&self) -> usize {
         self.pipelines.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::context::GpuContext;
+
+    fn ctx() -> Option<GpuContext> {
+        match GpuContext::new() {
+            Ok(c) => Some(c),
+            Err(WgpuError::NoAdapter { .. }) => {
+                assert_ne!(
+                    std::env::var("ZETA_REQUIRE_GPU").as_deref(),
+                    Ok("1"),
+                    "no GPU adapter"
+                );
+                println!("SKIP: no GPU adapter");
+                None
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn broken_shader_is_a_typed_error_not_a_panic() {
+        let Some(ctx) = ctx() else { return };
+        let broken = ShaderFile {
+            name: "broken",
+            source: "@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }",
+            with_quant: false,
+        };
+        let err = ctx
+            .pipeline(&ShaderVariant::plain(broken, "main"))
+            .unwrap_err();
+        assert!(
+            matches!(err, WgpuError::Shader { ref shader, .. } if shader == "broken"),
+            "{err}"
+        );
+        let missing_entry = ctx.pipeline(&ShaderVariant::plain(files::ADD, "nope"));
+        assert!(matches!(missing_entry, Err(WgpuError::Shader { .. })));
+        // Nothing leaked into the uncaptured-error handler, the device still works.
+        ctx.check().unwrap();
+        assert!(
+            ctx.pipeline(&ShaderVariant::plain(files::ADD, "main"))
+                .is_ok()
+        );
+        assert_eq!(ctx.cached_pipelines(), 1);
+    }
+
+    #[test]
+    fn device_loss_is_reported() {
+        let Some(ctx) = ctx() else { return };
+        ctx.device.destroy();
+        let _ = ctx.device.poll(wgpu::PollType::Poll);
+        let x = ctx.upload_f32(&[1.0]);
+        let r = x.and_then(|x| ctx.read_f32(&x));
+        assert!(r.is_err(), "read after destroy succeeded");
+        println!("after destroy: {}", r.unwrap_err());
     }
 }

@@ -130,7 +130,12 @@ fn pad4(n: u64) -> u64 {
 impl GpuContext {
     /// Creates a storage buffer of `size` bytes (rounded up to 4), capturing
     /// out-of-memory and validation errors.
-    pub(crate) fn create_storage(&self, what: &str, size: u64, extra: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
+    pub(crate) fn create_storage(
+        &self,
+        what: &str,
+        size: u64,
+        extra: wgpu::BufferUsages,
+    ) -> Result<wgpu::Buffer> {
         let size = pad4(size);
         let limit = self.device.limits().max_buffer_size;
         if size > limit {
@@ -175,11 +180,18 @@ impl GpuContext {
         if whole < bytes.len() {
             let mut tail = [0u8; 4];
             tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
-            self.queue.write_buffer(buffer, offset + whole as u64, &tail);
+            self.queue
+                .write_buffer(buffer, offset + whole as u64, &tail);
         }
     }
 
-    fn tensor_from_bytes(&self, what: &str, bytes: &[u8], len: usize, dtype: GpuDType) -> Result<GpuTensor> {
+    fn tensor_from_bytes(
+        &self,
+        what: &str,
+        bytes: &[u8],
+        len: usize,
+        dtype: GpuDType,
+    ) -> Result<GpuTensor> {
         let buffer = self.create_storage(what, bytes.len() as u64, wgpu::BufferUsages::empty())?;
         self.write_padded(&buffer, 0, bytes);
         Ok(GpuTensor { buffer, len, dtype })
@@ -193,7 +205,12 @@ impl GpuContext {
     /// Uploads f16 values (packed two per word).
     pub fn upload_f16(&self, data: &[half::f16]) -> Result<GpuTensor> {
         let bits: Vec<u16> = data.iter().map(|v| v.to_bits()).collect();
-        self.tensor_from_bytes("f16", bytemuck::cast_slice(&bits), data.len(), GpuDType::F16)
+        self.tensor_from_bytes(
+            "f16",
+            bytemuck::cast_slice(&bits),
+            data.len(),
+            GpuDType::F16,
+        )
     }
 
     /// Uploads u32 values (token ids, positions).
@@ -203,7 +220,9 @@ impl GpuContext {
 
     /// A zero-filled tensor of `len` elements.
     pub fn zeros(&self, len: usize, dtype: GpuDType) -> Result<GpuTensor> {
-        let bytes = (len as u64).checked_mul(dtype.size() as u64).ok_or_else(|| shape("zeros", "size overflow"))?;
+        let bytes = (len as u64)
+            .checked_mul(dtype.size() as u64)
+            .ok_or_else(|| shape("zeros", "size overflow"))?;
         let buffer = self.create_storage("zeros", bytes, wgpu::BufferUsages::empty())?;
         Ok(GpuTensor { buffer, len, dtype })
     }
@@ -230,7 +249,13 @@ impl GpuContext {
     /// Uploads a weight `[n_rows, n_cols]` of type `ty` from its raw GGUF
     /// bytes, split at row boundaries into parts of at most
     /// [`GpuContext::max_part_bytes`].
-    pub fn upload_matrix(&self, ty: GgmlType, n_rows: u64, n_cols: u64, bytes: &[u8]) -> Result<QuantMatrix> {
+    pub fn upload_matrix(
+        &self,
+        ty: GgmlType,
+        n_rows: u64,
+        n_cols: u64,
+        bytes: &[u8],
+    ) -> Result<QuantMatrix> {
         self.upload_matrix_split(ty, n_rows, n_cols, bytes, self.max_part_bytes)
     }
 
@@ -261,15 +286,30 @@ impl GpuContext {
         if deq_fn(ty).is_none() {
             return Err(WgpuError::UnsupportedType(ty));
         }
-        let row_bytes = ty
-            .row_bytes(n_cols)
-            .ok_or_else(|| shape(OP, format!("{n_cols} columns is not a whole number of {} blocks", ty.name())))?;
+        let row_bytes = ty.row_bytes(n_cols).ok_or_else(|| {
+            shape(
+                OP,
+                format!(
+                    "{n_cols} columns is not a whole number of {} blocks",
+                    ty.name()
+                ),
+            )
+        })?;
         if n_cols == 0 || n_rows == 0 || n_cols > u32::MAX as u64 || n_rows > u32::MAX as u64 {
             return Err(shape(OP, format!("bad shape [{n_rows}, {n_cols}]")));
         }
-        let total = row_bytes.checked_mul(n_rows).ok_or_else(|| shape(OP, "size overflow"))?;
+        let total = row_bytes
+            .checked_mul(n_rows)
+            .ok_or_else(|| shape(OP, "size overflow"))?;
         if bytes.len() as u64 != total {
-            return Err(shape(OP, format!("[{n_rows}, {n_cols}] {} needs {total} bytes, got {}", ty.name(), bytes.len())));
+            return Err(shape(
+                OP,
+                format!(
+                    "[{n_rows}, {n_cols}] {} needs {total} bytes, got {}",
+                    ty.name(),
+                    bytes.len()
+                ),
+            ));
         }
         let limit = max_part_bytes.min(self.max_part_bytes);
         let rows_per_part = (limit / row_bytes).min(n_rows);
@@ -287,7 +327,11 @@ impl GpuContext {
             // Both in range: rows * row_bytes <= total == bytes.len().
             let start = (first * row_bytes) as usize;
             let end = ((first + rows) * row_bytes) as usize;
-            let buffer = self.create_storage("weight part", (end - start) as u64, wgpu::BufferUsages::empty())?;
+            let buffer = self.create_storage(
+                "weight part",
+                (end - start) as u64,
+                wgpu::BufferUsages::empty(),
+            )?;
             self.write_padded(&buffer, 0, &bytes[start..end]);
             parts.push(WeightPart {
                 buffer,
@@ -322,7 +366,9 @@ impl GpuContext {
         )?;
         let mut enc = self
             .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("read-back") });
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("read-back"),
+            });
         enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
         self.queue.submit([enc.finish()]);
         let (tx, rx) = std::sync::mpsc::channel();
@@ -346,6 +392,14 @@ impl GpuContext {
         };
         staging.unmap();
         Ok(out)
+    }
+
+    /// Reads any tensor back as its raw little-endian bytes (f16: 2 per element).
+    pub fn read_raw(&self, t: &GpuTensor) -> Result<Vec<u8>> {
+        let n = t.len * t.dtype.size();
+        let mut bytes = self.read_bytes(&t.buffer, n as u64)?;
+        bytes.truncate(n);
+        Ok(bytes)
     }
 
     /// Reads an f32 tensor back.
@@ -377,10 +431,16 @@ impl GpuContext {
 
 fn check_write(t: &GpuTensor, want: GpuDType, offset: usize, n: usize) -> Result<()> {
     if t.dtype != want {
-        return Err(shape("write", format!("tensor is {:?}, data is {want:?}", t.dtype)));
+        return Err(shape(
+            "write",
+            format!("tensor is {:?}, data is {want:?}", t.dtype),
+        ));
     }
     match offset.checked_add(n) {
         Some(end) if end <= t.len => Ok(()),
-        _ => Err(shape("write", format!("{offset}+{n} exceeds {} elements", t.len))),
+        _ => Err(shape(
+            "write",
+            format!("{offset}+{n} exceeds {} elements", t.len),
+        )),
     }
 }

@@ -28,7 +28,9 @@ fn ctx() -> Option<GpuContext> {
 }
 
 fn rand_vec(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
-    (0..n).map(|_| rng.gen_range(-1.0f32..1.0) * scale).collect()
+    (0..n)
+        .map(|_| rng.gen_range(-1.0f32..1.0) * scale)
+        .collect()
 }
 
 /// Normalised mean squared error; panics on NaN/inf in `got`.
@@ -52,7 +54,10 @@ fn poison(ctx: &GpuContext, n: usize) -> zeta_wgpu::GpuTensor {
 fn encode(ty: GgmlType, w: &[f32]) -> Vec<u8> {
     match ty {
         GgmlType::F32 => bytemuck::cast_slice(w).to_vec(),
-        GgmlType::F16 => w.iter().flat_map(|v| f16::from_f32(*v).to_bits().to_le_bytes()).collect(),
+        GgmlType::F16 => w
+            .iter()
+            .flat_map(|v| f16::from_f32(*v).to_bits().to_le_bytes())
+            .collect(),
         GgmlType::BF16 => w
             .iter()
             .flat_map(|v| half::bf16::from_f32(*v).to_bits().to_le_bytes())
@@ -78,18 +83,33 @@ fn decode(ty: GgmlType, bytes: &[u8], n: usize) -> Vec<f32> {
     out
 }
 
-fn matvec_case(ctx: &GpuContext, ty: GgmlType, n_rows: usize, n_cols: usize, split: Option<u64>, seed: u64) -> f64 {
+fn matvec_case(
+    ctx: &GpuContext,
+    ty: GgmlType,
+    n_rows: usize,
+    n_cols: usize,
+    split: Option<u64>,
+    seed: u64,
+) -> f64 {
     let mut rng = StdRng::seed_from_u64(seed);
     let w = rand_vec(&mut rng, n_rows * n_cols, 1.0);
     let x = rand_vec(&mut rng, n_cols, 1.0);
     let bytes = encode(ty, &w);
     let wd = decode(ty, &bytes, n_rows * n_cols);
     let want: Vec<f64> = (0..n_rows)
-        .map(|r| (0..n_cols).map(|c| wd[r * n_cols + c] as f64 * x[c] as f64).sum())
+        .map(|r| {
+            (0..n_cols)
+                .map(|c| wd[r * n_cols + c] as f64 * x[c] as f64)
+                .sum()
+        })
         .collect();
     let m = match split {
-        Some(s) => ctx.upload_matrix_split(ty, n_rows as u64, n_cols as u64, &bytes, s).unwrap(),
-        None => ctx.upload_matrix(ty, n_rows as u64, n_cols as u64, &bytes).unwrap(),
+        Some(s) => ctx
+            .upload_matrix_split(ty, n_rows as u64, n_cols as u64, &bytes, s)
+            .unwrap(),
+        None => ctx
+            .upload_matrix(ty, n_rows as u64, n_cols as u64, &bytes)
+            .unwrap(),
     };
     let xg = ctx.upload_f32(&x).unwrap();
     let y = poison(ctx, n_rows);
@@ -122,18 +142,221 @@ fn matvec_all_types() {
         println!("matvec {:<5} [37, {n_cols}] NMSE {e:.3e}", ty.name());
         assert!(e <= 5e-4, "{} NMSE {e}", ty.name());
         // The kernel computes exactly the dequantised product: far below the bound.
-        assert!(e <= 1e-9, "{} NMSE {e} (dequantisation mismatch?)", ty.name());
+        assert!(
+            e <= 1e-9,
+            "{} NMSE {e} (dequantisation mismatch?)",
+            ty.name()
+        );
     }
+}
+
+#[test]
+fn matvec_shared_memory_reduction_path() {
+    // A device without optional features uses matvec_reduce_wg; the default
+    // device on lavapipe (SUBGROUP present) uses matvec_reduce_sg.
+    let Some(def) = ctx() else { return };
+    println!("default context uses subgroups: {}", def.use_subgroups());
+    let plain = GpuContext::with_options(&zeta_wgpu::GpuOptions {
+        adapter: Some(def.info().name.clone()),
+        no_optional_features: true,
+    })
+    .unwrap();
+    assert!(!plain.use_subgroups());
+    for (i, (ty, n_cols)) in [
+        (GgmlType::Q4_K, 512usize),
+        (GgmlType::Q5_1, 96),
+        (GgmlType::F16, 33),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for (name, c) in [("default", &def), ("plain", &plain)] {
+            let e = matvec_case(c, ty, 70_001 % 97, n_cols, None, 40 + i as u64);
+            println!("matvec {name} {:<5} NMSE {e:.3e}", ty.name());
+            assert!(e <= 1e-9, "{name} {} NMSE {e}", ty.name());
+        }
+    }
+}
+
+#[test]
+fn matmul_prefill() {
+    let Some(ctx) = ctx() else { return };
+    let mut rng = StdRng::seed_from_u64(11);
+    for (ty, n_rows, n_cols, n_tok, split) in [
+        (GgmlType::Q4_0, 19usize, 96usize, 13usize, None),
+        (GgmlType::Q6_K, 21, 512, 8, Some(4u64)),
+        (GgmlType::F16, 5, 45, 1, None),
+        (GgmlType::Q8_0, 33, 64, 17, Some(10)),
+    ] {
+        let w = rand_vec(&mut rng, n_rows * n_cols, 1.0);
+        let x = rand_vec(&mut rng, n_tok * n_cols, 1.0);
+        let bytes = encode(ty, &w);
+        let wd = decode(ty, &bytes, n_rows * n_cols);
+        let mut want = vec![0f64; n_tok * n_rows];
+        for t in 0..n_tok {
+            for r in 0..n_rows {
+                want[t * n_rows + r] = (0..n_cols)
+                    .map(|c| wd[r * n_cols + c] as f64 * x[t * n_cols + c] as f64)
+                    .sum();
+            }
+        }
+        let row_bytes = ty.row_bytes(n_cols as u64).unwrap();
+        let m = match split {
+            Some(r) => ctx
+                .upload_matrix_split(ty, n_rows as u64, n_cols as u64, &bytes, r * row_bytes)
+                .unwrap(),
+            None => ctx
+                .upload_matrix(ty, n_rows as u64, n_cols as u64, &bytes)
+                .unwrap(),
+        };
+        let xg = ctx.upload_f32(&x).unwrap();
+        let y = poison(&ctx, n_tok * n_rows);
+        let mut b = ctx.batch();
+        b.matmul(&m, &xg, &y, n_tok as u32).unwrap();
+        b.submit().unwrap();
+        let e = nmse(&ctx.read_f32(&y).unwrap(), &want);
+        println!(
+            "matmul {:<5} [{n_tok}x{n_cols}]·[{n_rows}x{n_cols}]^T parts {} NMSE {e:.3e}",
+            ty.name(),
+            m.parts().len()
+        );
+        assert!(e <= 1e-9, "{} NMSE {e}", ty.name());
+    }
+}
+
+#[test]
+fn f16_special_values_decode_exactly() {
+    let Some(ctx) = ctx() else { return };
+    let vals: Vec<f16> = [
+        0x0000u16, 0x8000, 0x0001, 0x83ff, 0x0400, 0x3c00, 0xc000, 0x7bff, 0xfbff, 0x7c00, 0xfc00,
+        0x3555,
+    ]
+    .into_iter()
+    .map(f16::from_bits)
+    .collect();
+    let n_cols = vals.len();
+    let bytes: Vec<u8> = vals
+        .iter()
+        .flat_map(|v| v.to_bits().to_le_bytes())
+        .collect();
+    let m = ctx
+        .upload_matrix(GgmlType::F16, 1, n_cols as u64, &bytes)
+        .unwrap();
+    let ids = ctx.upload_u32(&[0]).unwrap();
+    let out = poison(&ctx, n_cols);
+    let mut b = ctx.batch();
+    b.embed(&m, &ids, &out).unwrap();
+    b.submit().unwrap();
+    let got = ctx.read_f32(&out).unwrap();
+    for (g, v) in got.iter().zip(&vals) {
+        assert_eq!(g.to_bits(), v.to_f32().to_bits(), "{v:?}: got {g}");
+    }
+}
+
+#[test]
+fn store_into_f16_and_f32_caches() {
+    let Some(ctx) = ctx() else { return };
+    let mut rng = StdRng::seed_from_u64(12);
+    let mut src = rand_vec(&mut rng, 301, 70000.0);
+    let specials = [
+        0.0f32,
+        -0.0,
+        1e-8,
+        -3e-8,
+        6e-8,
+        2.98e-8,
+        65504.0,
+        65519.0,
+        65520.0,
+        1e9,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        1.0 + 1.0 / 1024.0,
+        1.0 + 1.0 / 2048.0,
+        1.0 + 3.0 / 4096.0,
+        6.1e-5,
+    ];
+    src[..specials.len()].copy_from_slice(&specials);
+    for v in src.iter_mut().skip(specials.len()).step_by(3) {
+        *v *= 1e-6; // small and subnormal halves
+    }
+    let srcg = ctx.upload_f32(&src).unwrap();
+    for offset in [0usize, 7, 100] {
+        let len = offset + src.len() + 5;
+        let init: Vec<f16> = (0..len).map(|i| f16::from_f32(i as f32)).collect();
+        let dst = ctx.upload_f16(&init).unwrap();
+        let dst32 = ctx.upload_f32(&vec![-1.0; len]).unwrap();
+        let mut b = ctx.batch();
+        b.store(&srcg, &dst, offset).unwrap();
+        b.store(&srcg, &dst32, offset).unwrap();
+        b.submit().unwrap();
+        let bytes = read_f16(&ctx, &dst, len);
+        for i in 0..len {
+            let want = if i >= offset && i < offset + src.len() {
+                f16::from_f32(src[i - offset])
+            } else {
+                init[i]
+            };
+            assert_eq!(
+                bytes[i].to_bits(),
+                want.to_bits(),
+                "element {i} (offset {offset}): {} vs {}",
+                bytes[i],
+                want
+            );
+        }
+        let got32 = ctx.read_f32(&dst32).unwrap();
+        for i in 0..len {
+            let want = if i >= offset && i < offset + src.len() {
+                src[i - offset]
+            } else {
+                -1.0
+            };
+            assert_eq!(got32[i].to_bits(), want.to_bits());
+        }
+    }
+    // NaN stays NaN.
+    let nan = ctx.upload_f32(&[f32::NAN, 1.0]).unwrap();
+    let dst = ctx.upload_f16(&[f16::ZERO; 2]).unwrap();
+    let mut b = ctx.batch();
+    b.store(&nan, &dst, 0).unwrap();
+    b.submit().unwrap();
+    assert!(read_f16(&ctx, &dst, 2)[0].is_nan());
+}
+
+/// Reads an f16 tensor back from its raw bytes.
+fn read_f16(ctx: &GpuContext, t: &zeta_wgpu::GpuTensor, len: usize) -> Vec<f16> {
+    let raw = ctx.read_raw(t).unwrap();
+    raw.chunks_exact(2)
+        .take(len)
+        .map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]])))
+        .collect()
+}
+
+#[test]
+fn too_large_allocation_is_out_of_memory() {
+    let Some(ctx) = ctx() else { return };
+    let huge = (ctx.info().max_buffer_size / 4 + 16) as usize;
+    assert!(matches!(
+        ctx.zeros(huge, GpuDType::F32),
+        Err(WgpuError::OutOfMemory { .. })
+    ));
 }
 
 #[test]
 fn matvec_split_weights() {
     let Some(ctx) = ctx() else { return };
-    for (ty, n_cols) in [(GgmlType::Q8_0, 224usize), (GgmlType::Q6_K, 512), (GgmlType::F16, 99)] {
+    for (ty, n_cols) in [
+        (GgmlType::Q8_0, 224usize),
+        (GgmlType::Q6_K, 512),
+        (GgmlType::F16, 99),
+    ] {
         let row_bytes = ty.row_bytes(n_cols as u64).unwrap();
         let limit = 5 * row_bytes + 3;
         let bytes = vec![0u8; (row_bytes * 37) as usize];
-        let m = ctx.upload_matrix_split(ty, 37, n_cols as u64, &bytes, limit).unwrap();
+        let m = ctx
+            .upload_matrix_split(ty, 37, n_cols as u64, &bytes, limit)
+            .unwrap();
         assert_eq!(m.parts().len(), 8, "{}", ty.name());
         assert_eq!(m.parts()[7].first_row, 35);
         assert_eq!(m.parts()[7].n_rows, 2);
@@ -160,14 +383,24 @@ fn embedding_lookup() {
         let wd = decode(ty, &bytes, n_rows * n_cols);
         let row_bytes = ty.row_bytes(n_cols as u64).unwrap();
         let m = match split {
-            Some(r) => ctx.upload_matrix_split(ty, n_rows as u64, n_cols as u64, &bytes, r * row_bytes).unwrap(),
-            None => ctx.upload_matrix(ty, n_rows as u64, n_cols as u64, &bytes).unwrap(),
+            Some(r) => ctx
+                .upload_matrix_split(ty, n_rows as u64, n_cols as u64, &bytes, r * row_bytes)
+                .unwrap(),
+            None => ctx
+                .upload_matrix(ty, n_rows as u64, n_cols as u64, &bytes)
+                .unwrap(),
         };
         let ids = [0u32, 22, 5, 5, 17, 999, 3];
         let want: Vec<f64> = ids
             .iter()
             .flat_map(|&id| {
-                (0..n_cols).map(move |c| if (id as usize) < n_rows { id as usize * n_cols + c } else { usize::MAX })
+                (0..n_cols).map(move |c| {
+                    if (id as usize) < n_rows {
+                        id as usize * n_cols + c
+                    } else {
+                        usize::MAX
+                    }
+                })
             })
             .map(|i| if i == usize::MAX { 0.0 } else { wd[i] as f64 })
             .collect();
@@ -177,7 +410,11 @@ fn embedding_lookup() {
         b.embed(&m, &idg, &out).unwrap();
         b.submit().unwrap();
         let e = nmse(&ctx.read_f32(&out).unwrap(), &want);
-        println!("embed {:<5} parts {} NMSE {e:.3e}", ty.name(), m.parts().len());
+        println!(
+            "embed {:<5} parts {} NMSE {e:.3e}",
+            ty.name(),
+            m.parts().len()
+        );
         assert!(e <= 1e-12, "{} NMSE {e}", ty.name());
     }
 }
@@ -197,7 +434,11 @@ fn rms_norm() {
         let s = 1.0 / (ms + eps as f64).sqrt();
         want.extend(row.iter().zip(&w).map(|(&v, &g)| v as f64 * s * g as f64));
     }
-    let (xg, wg, y) = (ctx.upload_f32(&x).unwrap(), ctx.upload_f32(&w).unwrap(), poison(&ctx, rows * cols));
+    let (xg, wg, y) = (
+        ctx.upload_f32(&x).unwrap(),
+        ctx.upload_f32(&w).unwrap(),
+        poison(&ctx, rows * cols),
+    );
     let mut b = ctx.batch();
     b.rms_norm(&xg, &wg, &y, cols as u32, eps).unwrap();
     b.submit().unwrap();
@@ -214,7 +455,9 @@ fn rope_ref(x: &[f32], pos: &[u32], p: &RopeParams) -> Vec<f64> {
         for h in 0..nh {
             let base = (t * nh + h) * hd;
             for i in 0..n_rot / 2 {
-                let theta = ps as f64 * p.freq_scale as f64 * (p.freq_base as f64).powf(-2.0 * i as f64 / n_rot as f64);
+                let theta = ps as f64
+                    * p.freq_scale as f64
+                    * (p.freq_base as f64).powf(-2.0 * i as f64 / n_rot as f64);
                 let (a, b) = match p.mode {
                     RopeMode::Normal => (2 * i, 2 * i + 1),
                     RopeMode::Neox => (i, i + n_rot / 2),
@@ -247,7 +490,11 @@ fn rope_normal_and_neox() {
             let x = rand_vec(&mut rng, n, 2.0);
             let pos = [0u32, 7, 100, 513];
             let want = rope_ref(&x, &pos, &p);
-            let (xg, pg, y) = (ctx.upload_f32(&x).unwrap(), ctx.upload_u32(&pos).unwrap(), poison(&ctx, n));
+            let (xg, pg, y) = (
+                ctx.upload_f32(&x).unwrap(),
+                ctx.upload_u32(&pos).unwrap(),
+                poison(&ctx, n),
+            );
             let mut b = ctx.batch();
             b.rope(&xg, &pg, &y, &p).unwrap();
             b.submit().unwrap();
@@ -267,8 +514,10 @@ fn gated_activations_and_add() {
     let u = rand_vec(&mut rng, n, 2.0);
     let (gg, ug) = (ctx.upload_f32(&g).unwrap(), ctx.upload_f32(&u).unwrap());
     let silu = |x: f64| x / (1.0 + (-x).exp());
-    let gelu = |x: f64| 0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh());
-    for name in ["swiglu", "geglu", "add"] {
+    let gelu = |x: f64| {
+        0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh())
+    };
+    for name in ["swiglu", "geglu", "add", "mul", "scale"] {
         let want: Vec<f64> = g
             .iter()
             .zip(&u)
@@ -277,6 +526,8 @@ fn gated_activations_and_add() {
                 match name {
                     "swiglu" => silu(a) * b,
                     "geglu" => gelu(a) * b,
+                    "mul" => a * b,
+                    "scale" => a * 640f32.sqrt() as f64,
                     _ => a + b,
                 }
             })
@@ -286,6 +537,8 @@ fn gated_activations_and_add() {
         match name {
             "swiglu" => b.swiglu(&gg, &ug, &out).unwrap(),
             "geglu" => b.geglu(&gg, &ug, &out).unwrap(),
+            "mul" => b.mul(&gg, &ug, &out).unwrap(),
+            "scale" => b.scale(&gg, 640f32.sqrt(), &out).unwrap(),
             _ => b.add(&gg, &ug, &out).unwrap(),
         }
         b.submit().unwrap();
@@ -304,7 +557,10 @@ fn softmax_rows() {
     let scale = 0.7f32;
     let mut want = Vec::new();
     for r in 0..rows {
-        let row: Vec<f64> = x[r * cols..(r + 1) * cols].iter().map(|&v| v as f64 * scale as f64).collect();
+        let row: Vec<f64> = x[r * cols..(r + 1) * cols]
+            .iter()
+            .map(|&v| v as f64 * scale as f64)
+            .collect();
         let m = row.iter().cloned().fold(f64::MIN, f64::max);
         let s: f64 = row.iter().map(|v| (v - m).exp()).sum();
         want.extend(row.iter().map(|v| (v - m).exp() / s));
@@ -329,7 +585,9 @@ fn argmax_token() {
     x[7] = f32::NAN; // ignored
     let xg = ctx.upload_f32(&x).unwrap();
     assert_eq!(ctx.argmax_u32(&xg).unwrap(), 12_345);
-    let y = ctx.upload_f32(&[-3.0, f32::NAN, -1.0, -2.0, f32::NEG_INFINITY]).unwrap();
+    let y = ctx
+        .upload_f32(&[-3.0, f32::NAN, -1.0, -2.0, f32::NEG_INFINITY])
+        .unwrap();
     assert_eq!(ctx.argmax_u32(&y).unwrap(), 2);
 }
 
@@ -337,13 +595,19 @@ fn argmax_token() {
 fn attn_ref(q: &[f32], k: &[f32], v: &[f32], p: &AttnParams) -> Vec<f64> {
     let (hd, nh, nkv) = (p.head_dim as usize, p.n_head as usize, p.n_kv_head as usize);
     let stride = nkv * hd;
-    let start = if p.window > 0 { (p.n_kv as usize).saturating_sub(p.window as usize) } else { 0 };
+    let start = if p.window > 0 {
+        (p.n_kv as usize).saturating_sub(p.window as usize)
+    } else {
+        0
+    };
     let mut out = vec![0.0; nh * hd];
     for h in 0..nh {
         let kvh = h / (nh / nkv);
         let scores: Vec<f64> = (start..p.n_kv as usize)
             .map(|t| {
-                let mut s: f64 = (0..hd).map(|d| q[h * hd + d] as f64 * k[t * stride + kvh * hd + d] as f64).sum();
+                let mut s: f64 = (0..hd)
+                    .map(|d| q[h * hd + d] as f64 * k[t * stride + kvh * hd + d] as f64)
+                    .sum();
                 s *= p.scale as f64;
                 if p.softcap > 0.0 {
                     s = p.softcap as f64 * (s / p.softcap as f64).tanh();
@@ -404,17 +668,96 @@ fn attention_decode_gqa_window_f16() {
         } else {
             (ctx.upload_f32(&k).unwrap(), ctx.upload_f32(&v).unwrap())
         };
-        assert_eq!(kg.dtype(), if f16kv { GpuDType::F16 } else { GpuDType::F32 });
+        assert_eq!(
+            kg.dtype(),
+            if f16kv { GpuDType::F16 } else { GpuDType::F32 }
+        );
         let qg = ctx.upload_f32(&q).unwrap();
         let out = poison(&ctx, q.len());
         let mut b = ctx.batch();
         b.attention_decode(&qg, &kg, &vg, &out, &p).unwrap();
         b.submit().unwrap();
         let e = nmse(&ctx.read_f32(&out).unwrap(), &want);
-        println!("attention f16={f16kv} head_dim {head_dim} n_kv {n_kv} window {window} softcap {softcap} NMSE {e:.3e}");
+        println!(
+            "attention f16={f16kv} head_dim {head_dim} n_kv {n_kv} window {window} softcap {softcap} NMSE {e:.3e}"
+        );
         assert!(e <= 5e-4, "attention: {e}");
         assert!(e <= 1e-8, "attention: {e}");
     }
+}
+
+#[test]
+fn attention_prefill_causal() {
+    let Some(ctx) = ctx() else { return };
+    let mut rng = StdRng::seed_from_u64(10);
+    for (f16kv, head_dim, n_kv, n_q, window) in [
+        (false, 64u32, 300u32, 37u32, 0u32),
+        (true, 48, 270, 270, 0),
+        (false, 32, 700, 9, 100),
+        (true, 64, 20, 5, 3),
+    ] {
+        let (nh, nkv) = (6u32, 2u32);
+        let kv_n = n_kv as usize * (nkv * head_dim) as usize;
+        let q = rand_vec(&mut rng, (n_q * nh * head_dim) as usize, 2.0);
+        let mut k = rand_vec(&mut rng, kv_n, 2.0);
+        let mut v = rand_vec(&mut rng, kv_n, 1.0);
+        if f16kv {
+            for t in k.iter_mut().chain(v.iter_mut()) {
+                *t = f16::from_f32(*t).to_f32();
+            }
+        }
+        let base = AttnParams {
+            head_dim,
+            n_head: nh,
+            n_kv_head: nkv,
+            n_kv,
+            window,
+            scale: 0.125,
+            softcap: 0.0,
+        };
+        // Reference: query i is a decode step with n_kv_i = n_kv - n_q + i + 1.
+        let qs = (nh * head_dim) as usize;
+        let mut want = Vec::new();
+        for i in 0..n_q {
+            let p = AttnParams {
+                n_kv: n_kv - n_q + i + 1,
+                ..base
+            };
+            want.extend(attn_ref(
+                &q[i as usize * qs..(i as usize + 1) * qs],
+                &k,
+                &v,
+                &p,
+            ));
+        }
+        let (kg, vg) = if f16kv {
+            let kh: Vec<f16> = k.iter().map(|&x| f16::from_f32(x)).collect();
+            let vh: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+            (ctx.upload_f16(&kh).unwrap(), ctx.upload_f16(&vh).unwrap())
+        } else {
+            (ctx.upload_f32(&k).unwrap(), ctx.upload_f32(&v).unwrap())
+        };
+        let qg = ctx.upload_f32(&q).unwrap();
+        let out = poison(&ctx, q.len());
+        let mut b = ctx.batch();
+        b.attention(&qg, &kg, &vg, &out, &base, n_q).unwrap();
+        b.submit().unwrap();
+        let e = nmse(&ctx.read_f32(&out).unwrap(), &want);
+        println!(
+            "attention prefill f16={f16kv} head_dim {head_dim} n_kv {n_kv} n_q {n_q} window {window} NMSE {e:.3e}"
+        );
+        assert!(e <= 1e-8, "prefill attention: {e}");
+    }
+}
+
+#[test]
+fn matvec_more_rows_than_one_grid_dimension() {
+    let Some(ctx) = ctx() else { return };
+    // 70001 rows > 65535 workgroups per dimension: 2-D grid.
+    let n_rows = 70_001usize;
+    let e = matvec_case(&ctx, GgmlType::F16, n_rows, 3, None, 13);
+    println!("matvec f16 [{n_rows}, 3] NMSE {e:.3e}");
+    assert!(e <= 1e-9);
 }
 
 #[test]
@@ -422,7 +765,9 @@ fn shape_errors_are_typed() {
     let Some(ctx) = ctx() else { return };
     let x = ctx.upload_f32(&[1.0; 10]).unwrap();
     let y = ctx.zeros(4, GpuDType::F32).unwrap();
-    let w = ctx.upload_matrix(GgmlType::F32, 4, 12, &[0u8; 4 * 12 * 4]).unwrap();
+    let w = ctx
+        .upload_matrix(GgmlType::F32, 4, 12, &[0u8; 4 * 12 * 4])
+        .unwrap();
     let mut b = ctx.batch();
     assert!(matches!(b.matvec(&w, &x, &y), Err(WgpuError::Shape { .. })));
     assert!(matches!(b.add(&x, &x, &x), Err(WgpuError::Shape { .. })));

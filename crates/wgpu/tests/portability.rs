@@ -9,15 +9,24 @@ use naga::valid::{Capabilities, ValidationFlags, Validator};
 /// Metal guarantees 32 KiB of threadgroup memory; we keep to 16 KiB.
 const MAX_WORKGROUP_BYTES: u32 = 16 * 1024;
 
-fn check(label: &str, src: &str) -> Result<(), String> {
+fn check(label: &str, src: &str, subgroups: bool) -> Result<(), String> {
     let module = naga::front::wgsl::parse_str(src).map_err(|e| e.emit_to_string(src))?;
-    let info = Validator::new(ValidationFlags::all(), Capabilities::empty())
+    // Only the subgroup variants may need a capability; everything else must
+    // validate with none at all.
+    let caps = if subgroups {
+        Capabilities::SUBGROUP
+    } else {
+        Capabilities::empty()
+    };
+    let info = Validator::new(ValidationFlags::all(), caps)
         .validate(&module)
         .map_err(|e| e.emit_to_string(src))?;
 
     // Metal-relevant limits.
     let mut layouter = naga::proc::Layouter::default();
-    layouter.update(module.to_ctx()).map_err(|e| format!("layout: {e}"))?;
+    layouter
+        .update(module.to_ctx())
+        .map_err(|e| format!("layout: {e}"))?;
     let mut shared = 0u32;
     for (_, var) in module.global_variables.iter() {
         if var.space == naga::AddressSpace::WorkGroup {
@@ -84,7 +93,7 @@ fn every_shader_variant_validates_and_translates() {
             "{}: unsubstituted token",
             v.label()
         );
-        if let Err(e) = check(&v.label(), &src) {
+        if let Err(e) = check(&v.label(), &src, v.needs_subgroups()) {
             failures.push(format!("{}: {e}", v.label()));
         }
     }
@@ -108,9 +117,11 @@ fn every_shader_file_is_covered() {
             continue;
         }
         assert!(
-            variants
-                .iter()
-                .any(|v| v.file.name == stem && v.file.source == on_disk),
+            variants.iter().any(|v| {
+                (v.file.name == stem && v.file.source == on_disk)
+                    || v.suffix
+                        .is_some_and(|f| f.name == stem && f.source == on_disk)
+            }),
             "shaders/{stem}.wgsl is not used by any variant"
         );
     }
@@ -118,12 +129,19 @@ fn every_shader_file_is_covered() {
 
 #[test]
 fn a_broken_shader_is_rejected() {
-    assert!(check("broken", "fn main( { }").is_err());
+    assert!(check("broken", "fn main( { }", false).is_err());
     assert!(
         check(
             "big",
-            "var<workgroup> a: array<f32, 8192>;\n@compute @workgroup_size(1) fn main() { a[0] = 1.0; }"
+            "var<workgroup> a: array<f32, 8192>;\n@compute @workgroup_size(1) fn main() { a[0] = 1.0; }",
+            false
         )
         .is_err()
     );
+    // Subgroup variants need the capability: without it they are rejected.
+    let sg = zeta_wgpu::shader_variants()
+        .into_iter()
+        .find(|v| v.needs_subgroups())
+        .unwrap();
+    assert!(check("sg", &sg.source(), false).is_err());
 }

@@ -60,7 +60,9 @@ pub(super) fn tokenize(vocab: &Vocab, bpe: &super::BpeData, text: &str, out: &mu
     let mut start = 0;
     for len in lens {
         word.clear();
-        let chars = cpts[start..start + len].iter().filter_map(|&c| char::from_u32(c));
+        let chars = cpts[start..start + len]
+            .iter()
+            .filter_map(|&c| char::from_u32(c));
         let mut buf = [0u8; 4];
         for ch in chars {
             for &b in ch.encode_utf8(&mut buf).as_bytes() {
@@ -98,7 +100,10 @@ fn tokenize_word(vocab: &Vocab, bpe: &super::BpeData, word: &str, out: &mut Vec<
     }
 
     let mut heap = BinaryHeap::with_capacity(symbols.len());
-    let try_add = |heap: &mut BinaryHeap<Bigram>, symbols: &[Symbol], left: Option<usize>, right: Option<usize>| {
+    let try_add = |heap: &mut BinaryHeap<Bigram>,
+                   symbols: &[Symbol],
+                   left: Option<usize>,
+                   right: Option<usize>| {
         let (Some(left), Some(right)) = (left, right) else {
             return;
         };

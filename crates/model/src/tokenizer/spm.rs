@@ -57,7 +57,11 @@ impl Ord for Bigram {
 }
 
 /// Tokenize one text fragment (already whitespace-escaped) into `out`.
-pub(super) fn tokenize(vocab: &Vocab, text: &str, out: &mut Vec<u32>) -> Result<(), TokenizerError> {
+pub(super) fn tokenize(
+    vocab: &Vocab,
+    text: &str,
+    out: &mut Vec<u32>,
+) -> Result<(), TokenizerError> {
     let mut symbols: Vec<Symbol> = Vec::with_capacity(text.len());
     for (i, (start, ch)) in text.char_indices().enumerate() {
         let n = ch.len_utf8();
@@ -77,7 +81,10 @@ pub(super) fn tokenize(vocab: &Vocab, text: &str, out: &mut Vec<u32>) -> Result<
     }
 
     let mut heap = BinaryHeap::with_capacity(symbols.len());
-    let try_add = |heap: &mut BinaryHeap<Bigram>, symbols: &[Symbol], left: Option<usize>, right: Option<usize>| {
+    let try_add = |heap: &mut BinaryHeap<Bigram>,
+                   symbols: &[Symbol],
+                   left: Option<usize>,
+                   right: Option<usize>| {
         let (Some(left), Some(right)) = (left, right) else {
             return;
         };

@@ -1,18 +1,83 @@
-//! Causal grouped-query attention over the f16 KV cache.
+//! Causal grouped-query attention over the f16 KV cache, in the arithmetic
+//! of llama.cpp's CPU backend without flash attention:
 //!
-//! Per query token `t` (position `pos0 + t`) and head `h`: the query is rounded
-//! to f16 (ggml converts it to the K cache type before `K·Q`), scores
-//! `s_j = (q·k_j)·scale` are computed in f32 for every visible key `j`
-//! (`j ≤ pos`, and `pos - j < window` for sliding-window layers), softmax in
-//! f32 (sum in f64), and the output is `Σ_j softmax(s)_j · v_j`.
+//! - `KQ = mul_mat(K, Q)`: the query is converted to f16; each score is an
+//!   f16·f16 dot product accumulated in f32 lanes — 16 lanes (llamafile
+//!   `tinyBLAS` with AVX-512) when the batch has ≥ 2 tokens, 4×16 lanes
+//!   (`ggml_vec_dot_f16`) for a single token — then reduced in the order of
+//!   `_mm512_reduce_add_ps`.
+//! - softmax (`ggml_vec_soft_max_f32`): `exp` is ggml's vector `expf`, row sums
+//!   are taken per 16 keys (aligned to key index 0, as over llama.cpp's padded
+//!   KV view) and accumulated in f64; probabilities are `e · f32(1/sum)`.
+//! - `KQV = mul_mat(Vᵀ, KQ)`: probabilities are converted to f16 and
+//!   accumulated per output element in the same lane structure as `KQ`.
+//!
+//! Keys outside the causal/sliding window have probability exactly 0 in
+//! llama.cpp, so skipping them leaves every lane sum unchanged.
 
 use half::f16;
 use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
 
 use super::CpuBackend;
-use super::kernels::dot_f32;
+use super::kernels::hsum16;
+use super::ops::ggml_v_expf;
 use crate::backend::AttnParams;
 use crate::error::{TensorError, need};
+
+/// Lane structure of an f16 dot product.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// tinyBLAS: 16 lanes, element `i` in lane `i % 16`.
+    Batch,
+    /// `ggml_vec_dot_f16`: 4 accumulators × 16 lanes (element `i` in
+    /// accumulator `(i % 64) / 16`, lane `i % 16`), remainder `n % 64` in f64.
+    Single,
+}
+
+/// `Σ a_i·b_i` over f32 values (already f16-exact) in `mode`'s order.
+#[inline(always)]
+fn dot_f16_order(a: &[f32], b: &[f32], mode: Mode) -> f32 {
+    let n = a.len();
+    match mode {
+        Mode::Batch => {
+            let mut acc = [0f32; 16];
+            for (ca, cb) in a.chunks_exact(16).zip(b.chunks_exact(16)) {
+                for m in 0..16 {
+                    acc[m] = ca[m].mul_add(cb[m], acc[m]);
+                }
+            }
+            hsum16(&acc)
+        }
+        Mode::Single => {
+            let np = n & !63;
+            let mut acc = [[0f32; 16]; 4];
+            for (ca, cb) in a[..np].chunks_exact(64).zip(b[..np].chunks_exact(64)) {
+                for (j, accj) in acc.iter_mut().enumerate() {
+                    for m in 0..16 {
+                        accj[m] = ca[16 * j + m].mul_add(cb[16 * j + m], accj[m]);
+                    }
+                }
+            }
+            let mut sum = reduce4(&acc);
+            for i in np..n {
+                sum += f64::from(a[i] * b[i]);
+            }
+            sum as f32
+        }
+    }
+}
+
+/// `GGML_F32x16_REDUCE` of four 16-lane accumulators, as f64.
+#[inline(always)]
+fn reduce4(acc: &[[f32; 16]; 4]) -> f64 {
+    let mut x0 = [0f32; 16];
+    for m in 0..16 {
+        let a = acc[0][m] + acc[2][m];
+        let b = acc[1][m] + acc[3][m];
+        x0[m] = a + b;
+    }
+    f64::from(hsum16(&x0))
+}
 
 pub(crate) fn attention(
     be: &CpuBackend,
@@ -53,46 +118,159 @@ pub(crate) fn attention(
     let v: &[f16] = v.reinterpret_cast();
     let span = window.map_or(n_kv, |w| w.min(n_kv));
     let work = n_tokens * n_head * span * (hdk + hdv);
+    // llama.cpp uses tinyBLAS for ≥ 2 query rows (and K rows a multiple of 16 wide).
+    let kq_mode = if n_tokens >= 2 && hdk % 16 == 0 { Mode::Batch } else { Mode::Single };
+    let kqv_mode = if n_tokens >= 2 { Mode::Batch } else { Mode::Single };
 
-    be.par_units(out, hdv, n_tokens * n_head, work, |u0, part| {
-        let mut qf = vec![0f32; hdk];
-        let mut kf = vec![0f32; hdk];
-        let mut vf = vec![0f32; hdv];
-        let mut scores = vec![0f32; n_kv];
-        for (i, o) in part.chunks_exact_mut(hdv).enumerate() {
-            let u = u0 + i;
-            let (t, h) = (u / n_head, u % n_head);
-            let g = h / group;
-            let pos = pos0 + t;
-            let start = window.map_or(0, |w| (pos + 1).saturating_sub(w));
-            let qrow = &q[u * hdk..(u + 1) * hdk];
-            for (d, s) in qf.iter_mut().zip(qrow) {
-                *d = f16::from_f32(*s).to_f32();
-            }
-            let sc = &mut scores[..pos + 1 - start];
-            let mut max = f32::NEG_INFINITY;
-            for (j, s) in (start..=pos).zip(sc.iter_mut()) {
-                let off = j * kstride + g * hdk;
-                k[off..off + hdk].convert_to_f32_slice(&mut kf);
-                *s = dot_f32(&qf, &kf) * scale;
-                max = max.max(*s);
-            }
-            let mut sum = 0f64;
-            for s in sc.iter_mut() {
-                *s = (*s - max).exp();
-                sum += f64::from(*s);
-            }
-            let inv = (1.0 / sum) as f32;
-            o.fill(0.0);
-            for (j, &s) in (start..=pos).zip(sc.iter()) {
-                let off = j * vstride + g * hdv;
-                v[off..off + hdv].convert_to_f32_slice(&mut vf);
-                let w = s * inv;
-                for (od, vd) in o.iter_mut().zip(&vf) {
-                    *od += w * vd;
+    let ctx = Ctx {
+        q,
+        k,
+        v,
+        n_head,
+        group,
+        hdk,
+        hdv,
+        kstride,
+        vstride,
+        pos0,
+        n_kv,
+        scale,
+        window,
+        kq_mode,
+        kqv_mode,
+    };
+    be.par_units(out, hdv, n_tokens * n_head, work, |u0, part| run_units(&ctx, u0, part));
+    Ok(())
+}
+
+/// Everything one attention call needs, shared by the worker threads.
+struct Ctx<'a> {
+    q: &'a [f32],
+    k: &'a [f16],
+    v: &'a [f16],
+    n_head: usize,
+    group: usize,
+    hdk: usize,
+    hdv: usize,
+    kstride: usize,
+    vstride: usize,
+    pos0: usize,
+    n_kv: usize,
+    scale: f32,
+    window: Option<usize>,
+    kq_mode: Mode,
+    kqv_mode: Mode,
+}
+
+/// Computes output units `u0..` (one unit = one token × head, `hdv` values) into `part`.
+fn run_units(ctx: &Ctx<'_>, u0: usize, part: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::kernels::has_avx2_fma() {
+        // SAFETY: AVX2 and FMA were detected at runtime.
+        unsafe { run_units_avx2(ctx, u0, part) };
+        return;
+    }
+    run_units_body(ctx, u0, part);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn run_units_avx2(ctx: &Ctx<'_>, u0: usize, part: &mut [f32]) {
+    run_units_body(ctx, u0, part);
+}
+
+#[inline(always)]
+fn run_units_body(ctx: &Ctx<'_>, u0: usize, part: &mut [f32]) {
+    let Ctx {
+        q,
+        k,
+        v,
+        n_head,
+        group,
+        hdk,
+        hdv,
+        kstride,
+        vstride,
+        pos0,
+        n_kv,
+        scale,
+        window,
+        kq_mode,
+        kqv_mode,
+    } = *ctx;
+    let mut qf = vec![0f32; hdk];
+    let mut kf = vec![0f32; hdk];
+    let mut vf = vec![0f32; hdv];
+    let mut scores = vec![0f32; n_kv + 16];
+    // Lane accumulators of KQV: [lane][hdv].
+    let lanes = if kqv_mode == Mode::Batch { 16 } else { 64 };
+    let mut acc = vec![0f32; lanes * hdv];
+    for (i, o) in part.chunks_exact_mut(hdv).enumerate() {
+        let u = u0 + i;
+        let (t, h) = (u / n_head, u % n_head);
+        let g = h / group;
+        let pos = pos0 + t;
+        let start = window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        for (d, s) in qf.iter_mut().zip(&q[u * hdk..(u + 1) * hdk]) {
+            *d = f16::from_f32(*s).to_f32();
+        }
+        // Scores for keys start..=pos, stored at their key index; others are -inf (p = 0).
+        let mut max = f32::NEG_INFINITY;
+        for j in start..=pos {
+            let off = j * kstride + g * hdk;
+            k[off..off + hdk].convert_to_f32_slice(&mut kf);
+            let s = dot_f16_order(&kf, &qf, kq_mode) * scale;
+            scores[j] = s;
+            max = max.max(s);
+        }
+        // Softmax with sums per aligned group of 16 keys.
+        let mut sum = 0f64;
+        let g0 = start / 16 * 16;
+        let mut gs = g0;
+        while gs <= pos {
+            let mut lane = [0f32; 16];
+            for (m, l) in lane.iter_mut().enumerate() {
+                let j = gs + m;
+                if j >= start && j <= pos {
+                    let e = ggml_v_expf(scores[j] - max);
+                    scores[j] = e;
+                    *l = e;
                 }
             }
+            sum += f64::from(hsum16(&lane));
+            gs += 16;
         }
-    });
-    Ok(())
+        let inv = (1.0 / sum) as f32;
+        acc.fill(0.0);
+        for j in start..=pos {
+            let pj = f16::from_f32(scores[j] * inv).to_f32();
+            let off = j * vstride + g * hdv;
+            v[off..off + hdv].convert_to_f32_slice(&mut vf);
+            let lane = if kqv_mode == Mode::Batch { j % 16 } else { j % 64 };
+            let a = &mut acc[lane * hdv..(lane + 1) * hdv];
+            for (ad, vd) in a.iter_mut().zip(&vf) {
+                *ad = vd.mul_add(pj, *ad);
+            }
+        }
+        for (d, od) in o.iter_mut().enumerate() {
+            *od = match kqv_mode {
+                Mode::Batch => {
+                    let mut l16 = [0f32; 16];
+                    for (m, l) in l16.iter_mut().enumerate() {
+                        *l = acc[m * hdv + d];
+                    }
+                    hsum16(&l16)
+                }
+                Mode::Single => {
+                    let mut l4 = [[0f32; 16]; 4];
+                    for (j, lj) in l4.iter_mut().enumerate() {
+                        for (m, l) in lj.iter_mut().enumerate() {
+                            *l = acc[(16 * j + m) * hdv + d];
+                        }
+                    }
+                    reduce4(&l4) as f32
+                }
+            };
+        }
+    }
 }

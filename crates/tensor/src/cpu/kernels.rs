@@ -2,34 +2,25 @@
 //! type, `a` the activation row quantized to that type's `vec_dot_type`
 //! (ggml's pairing), `n` is the element count (a multiple of the block size).
 //!
-//! Each kernel computes what `zeta_quant::vec_dot` (ggml's generic C path)
-//! computes — exact integer sums per block, then the block scales in f32 —
-//! in a form the compiler vectorizes; the tests compare every kernel with
-//! `zeta_quant::vec_dot`. Blocks are read from bytes (the mapped file gives
-//! no alignment guarantee), little-endian as in GGUF.
+//! The block arithmetic is exact integer math, as in `zeta_quant::vec_dot`;
+//! the *float* accumulation reproduces ggml's x86 AVX2 kernels
+//! (`ggml_vec_dot_*` in `ggml-cpu/arch/x86/quants.c`): eight f32 lanes, lane
+//! `l` holding the integer partial sum of elements `4l..4l+3` of each 32-wide
+//! group, accumulated with fused multiply-adds and reduced with
+//! `hsum_float_8`. Matching that order makes results bit-identical to
+//! llama.cpp's CPU backend (checked by `tests/kernels.rs` against golden
+//! outputs of the real ggml kernels), which matters because tiny rounding
+//! differences grow chaotically through a deep network.
+//!
+//! On x86-64 CPUs with AVX2+FMA the same code is compiled a second time with
+//! those features enabled (selected at runtime); elsewhere `mul_add` falls
+//! back to the (slower, equally exact) software FMA.
 
 use half::{bf16, f16};
 use zeta_gguf::GgmlType;
 
-/// f32 dot product with 8 partial sums (vectorizes; order like ggml's SIMD
-/// reduction, not sequential).
-#[inline]
-pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let ca = a.chunks_exact(8);
-    let cb = b.chunks_exact(8);
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let mut s = 0f32;
-    for (x, y) in ra.iter().zip(rb) {
-        s += x * y;
-    }
-    acc.iter().sum::<f32>() + s
-}
+/// A dot-product routine: `(weight row bytes, activation row bytes, n) -> f32`.
+pub type DotFn = fn(&[u8], &[u8], usize) -> f32;
 
 #[inline(always)]
 fn f16_at(b: &[u8], i: usize) -> f32 {
@@ -41,11 +32,429 @@ fn f32_at(b: &[u8], i: usize) -> f32 {
     f32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
 }
 
-/// A dot-product routine: `(weight row bytes, activation row bytes, n) -> f32`.
-pub type DotFn = fn(&[u8], &[u8], usize) -> f32;
+/// ggml's `hsum_float_8`: `((x0+x4)+(x2+x6)) + ((x1+x5)+(x3+x7))`.
+#[inline(always)]
+pub fn hsum8(x: &[f32; 8]) -> f32 {
+    let r = [x[0] + x[4], x[1] + x[5], x[2] + x[6], x[3] + x[7]];
+    (r[0] + r[2]) + (r[1] + r[3])
+}
 
-/// The specialised kernel for weight type `ty`, if this module has one.
+/// GCC's `_mm512_reduce_add_ps` order for 16 lanes.
+#[inline(always)]
+pub fn hsum16(x: &[f32; 16]) -> f32 {
+    let mut t3 = [0f32; 8];
+    for i in 0..8 {
+        t3[i] = x[i + 8] + x[i];
+    }
+    let t6 = [t3[4] + t3[0], t3[5] + t3[1], t3[6] + t3[2], t3[7] + t3[3]];
+    (t6[0] + t6[2]) + (t6[1] + t6[3])
+}
+
+/// Eight lane sums of 32 signed×signed byte products (lane `l` = elements `4l..4l+3`).
+#[inline(always)]
+fn lanes_ii(x: &[i8; 32], y: &[u8]) -> [i32; 8] {
+    let mut out = [0i32; 8];
+    for l in 0..8 {
+        let mut s = 0i32;
+        for m in 0..4 {
+            s += i32::from(x[4 * l + m]) * i32::from(y[4 * l + m] as i8);
+        }
+        out[l] = s;
+    }
+    out
+}
+
+#[inline(always)]
+fn fma_lanes(acc: &mut [f32; 8], d: f32, lanes: &[i32; 8]) {
+    for l in 0..8 {
+        acc[l] = d.mul_add(lanes[l] as f32, acc[l]);
+    }
+}
+
+/// Expands 16 nibble bytes to 32 values (low nibbles first), as `bytes_from_nibbles_32`.
+#[inline(always)]
+fn nibbles(qs: &[u8]) -> [i8; 32] {
+    let mut q = [0i8; 32];
+    for j in 0..16 {
+        q[j] = (qs[j] & 0x0F) as i8;
+        q[j + 16] = (qs[j] >> 4) as i8;
+    }
+    q
+}
+
+/// Adds the fifth bit of Q5 blocks (`qh` little-endian u32, bit j = element j).
+#[inline(always)]
+fn fifth_bits(q: &mut [i8; 32], qh: u32, offset: i8) {
+    for (j, v) in q.iter_mut().enumerate() {
+        *v = (*v | ((((qh >> j) & 1) as i8) << 4)) - offset;
+    }
+}
+
+#[inline(always)]
+fn body_f32(w: &[u8], a: &[u8], n: usize) -> f32 {
+    let mut acc = [0f32; 8];
+    let mut i = 0;
+    while i + 8 <= n {
+        for l in 0..8 {
+            acc[l] = f32_at(w, (i + l) * 4).mul_add(f32_at(a, (i + l) * 4), acc[l]);
+        }
+        i += 8;
+    }
+    let mut s = 0f32;
+    while i < n {
+        s += f32_at(w, i * 4) * f32_at(a, i * 4);
+        i += 1;
+    }
+    hsum8(&acc) + s
+}
+
+#[inline(always)]
+fn body_f16(w: &[u8], a: &[u8], n: usize) -> f32 {
+    let mut acc = [0f32; 8];
+    let mut i = 0;
+    while i + 8 <= n {
+        for l in 0..8 {
+            acc[l] = f16_at(w, (i + l) * 2).mul_add(f16_at(a, (i + l) * 2), acc[l]);
+        }
+        i += 8;
+    }
+    let mut s = 0f32;
+    while i < n {
+        s += f16_at(w, i * 2) * f16_at(a, i * 2);
+        i += 1;
+    }
+    hsum8(&acc) + s
+}
+
+#[inline(always)]
+fn body_bf16(w: &[u8], a: &[u8], n: usize) -> f32 {
+    let at = |b: &[u8], i: usize| bf16::from_bits(u16::from_le_bytes([b[i], b[i + 1]])).to_f32();
+    let mut acc = [0f32; 8];
+    let mut i = 0;
+    while i + 8 <= n {
+        for l in 0..8 {
+            acc[l] = at(w, (i + l) * 2).mul_add(at(a, (i + l) * 2), acc[l]);
+        }
+        i += 8;
+    }
+    let mut s = 0f32;
+    while i < n {
+        s += at(w, i * 2) * at(a, i * 2);
+        i += 1;
+    }
+    hsum8(&acc) + s
+}
+
+/// Q8_0 (34 bytes: f16 d, 32 × i8) · Q8_0.
+#[inline(always)]
+fn body_q8_0(w: &[u8], a: &[u8], n: usize) -> f32 {
+    let mut acc = [0f32; 8];
+    for (bw, ba) in w.chunks_exact(34).zip(a.chunks_exact(34)).take(n / 32) {
+        let mut q = [0i8; 32];
+        for (d, s) in q.iter_mut().zip(&bw[2..34]) {
+            *d = *s as i8;
+        }
+        fma_lanes(&mut acc, f16_at(bw, 0) * f16_at(ba, 0), &lanes_ii(&q, &ba[2..34]));
+    }
+    hsum8(&acc)
+}
+
+/// Q4_0 (18 bytes: f16 d, 16 nibble bytes; value = q - 8) · Q8_0.
+#[inline(always)]
+fn body_q4_0(w: &[u8], a: &[u8], n: usize) -> f32 {
+    let mut acc = [0f32; 8];
+    for (bw, ba) in w.chunks_exact(18).zip(a.chunks_exact(34)).take(n / 32) {
+        let mut q = nibbles(&bw[2..18]);
+        for v in &mut q {
+            *v -= 8;
+        }
+        fma_lanes(&mut acc, f16_at(bw, 0) * f16_at(ba, 0), &lanes_ii(&q, &ba[2..34]));
+    }
+    hsum8(&acc)
+}
+
+/// Q4_1 (20 bytes: f16 d, f16 m, 16 nibble bytes) · Q8_1 (36 bytes: f16 d, f16 s, 32 × i8).
+#[inline(always)]
+fn body_q4_1(w: &[u8], a: &[u8], n: usize) -> f32 {
+    let mut acc = [0f32; 8];
+    let mut summs = 0f32;
+    for (bw, ba) in w.chunks_exact(20).zip(a.chunks_exact(36)).take(n / 32) {
+        summs = f16_at(bw, 2).mul_add(f16_at(ba, 2), summs);
+        let q = nibbles(&bw[4..20]);
+        fma_lanes(&mut acc, f16_at(bw, 0) * f16_at(ba, 0), &lanes_ii(&q, &ba[4..36]));
+    }
+    hsum8(&acc) + summs
+}
+
+/// Q5_0 (22 bytes: f16 d, u32 qh, 16 nibble bytes; value = q - 16) · Q8_0.
+#[inline(always)]
+fn body_q5_0(w: &[u8], a: &[u8], n: usize) -> f32 {
+    let mut acc = [0f32; 8];
+    for (bw, ba) in w.chunks_exact(22).zip(a.chunks_exact(34)).take(n / 32) {
+        let qh = u32::from_le_bytes([bw[2], bw[3], bw[4], bw[5]]);
+        let mut q = nibbles(&bw[6..22]);
+        fifth_bits(&mut q, qh, 16);
+        fma_lanes(&mut acc, f16_at(bw, 0) * f16_at(ba, 0), &lanes_ii(&q, &ba[2..34]));
+    }
+    hsum8(&acc)
+}
+
+/// Q5_1 (24 bytes: f16 d, f16 m, u32 qh, 16 nibble bytes) · Q8_1.
+#[inline(always)]
+fn body_q5_1(w: &[u8], a: &[u8], n: usize) -> f32 {
+    let mut acc = [0f32; 8];
+    let mut summs = 0f32;
+    for (bw, ba) in w.chunks_exact(24).zip(a.chunks_exact(36)).take(n / 32) {
+        summs = f16_at(bw, 2).mul_add(f16_at(ba, 2), summs);
+        let qh = u32::from_le_bytes([bw[4], bw[5], bw[6], bw[7]]);
+        let mut q = nibbles(&bw[8..24]);
+        fifth_bits(&mut q, qh, 0);
+        fma_lanes(&mut acc, f16_at(bw, 0) * f16_at(ba, 0), &lanes_ii(&q, &ba[4..36]));
+    }
+    hsum8(&acc) + summs
+}
+
+/// Q8_K block: f32 d (0..4), 256 × i8 (4..260), 16 × i16 bsums (260..292).
+const Q8K_BYTES: usize = 292;
+
+#[inline(always)]
+fn q8k_bsum(ba: &[u8], j: usize) -> i32 {
+    i32::from(i16::from_le_bytes([ba[260 + 2 * j], ba[261 + 2 * j]]))
+}
+
+/// The k-quant 6-bit scale and min of sub-block `j` (`get_scale_min_k4`).
+#[inline(always)]
+fn scale_min_k4(j: usize, q: &[u8]) -> (i32, i32) {
+    let (d, m) = if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    };
+    (i32::from(d), i32::from(m))
+}
+
+/// Q4_K / Q5_K · Q8_K, in the lane order of ggml's AVX2 `ggml_vec_dot_q4_K_q8_K`.
+/// `hbits` (Q5_K) holds the 32 high-bit bytes.
+#[inline(always)]
+fn body_qk_4_5(bw: &[u8], qs: &[u8], hbits: Option<&[u8]>, ba: &[u8], acc: &mut [f32; 8], acc_m: &mut [f32; 4]) {
+    let yd = f32_at(ba, 0);
+    let d = yd * f16_at(bw, 0);
+    let dmin = -yd * f16_at(bw, 2);
+    let scales = &bw[4..16];
+    let mut sc = [0i32; 8];
+    let mut mn = [0i32; 8];
+    for j in 0..8 {
+        (sc[j], mn[j]) = scale_min_k4(j, scales);
+    }
+    for k in 0..4 {
+        let q8s0 = q8k_bsum(ba, 4 * k) + q8k_bsum(ba, 4 * k + 1);
+        let q8s1 = q8k_bsum(ba, 4 * k + 2) + q8k_bsum(ba, 4 * k + 3);
+        let prod = mn[2 * k] * q8s0 + mn[2 * k + 1] * q8s1;
+        acc_m[k] = dmin.mul_add(prod as f32, acc_m[k]);
+    }
+    let qy = &ba[4..260];
+    let mut sumi = [0i32; 8];
+    for j in 0..4 {
+        let chunk = &qs[j * 32..j * 32 + 32];
+        let mut lo = [0i8; 32];
+        let mut hi = [0i8; 32];
+        for l in 0..32 {
+            lo[l] = (chunk[l] & 0xF) as i8;
+            hi[l] = (chunk[l] >> 4) as i8;
+        }
+        if let Some(h) = hbits {
+            let (ml, mh) = (1u8 << (2 * j), 1u8 << (2 * j + 1));
+            for l in 0..32 {
+                lo[l] += if h[l] & ml != 0 { 16 } else { 0 };
+                hi[l] += if h[l] & mh != 0 { 16 } else { 0 };
+            }
+        }
+        let pl = lanes_ii(&lo, &qy[j * 64..j * 64 + 32]);
+        let ph = lanes_ii(&hi, &qy[j * 64 + 32..j * 64 + 64]);
+        for l in 0..8 {
+            sumi[l] += sc[2 * j] * pl[l] + sc[2 * j + 1] * ph[l];
+        }
+    }
+    fma_lanes(acc, d, &sumi);
+}
+
+#[inline(always)]
+fn finish_qk(acc: &[f32; 8], acc_m: &[f32; 4]) -> f32 {
+    let m = (acc_m[0] + acc_m[2]) + (acc_m[1] + acc_m[3]);
+    hsum8(acc) + m
+}
+
+/// Q4_K (144 bytes: f16 d, f16 dmin, 12 scale bytes, 128 nibble bytes) · Q8_K.
+#[inline(always)]
+fn body_q4_k(w: &[u8], a: &[u8], n: usize) -> f32 {
+    let mut acc = [0f32; 8];
+    let mut acc_m = [0f32; 4];
+    for (bw, ba) in w.chunks_exact(144).zip(a.chunks_exact(Q8K_BYTES)).take(n / 256) {
+        body_qk_4_5(bw, &bw[16..144], None, ba, &mut acc, &mut acc_m);
+    }
+    finish_qk(&acc, &acc_m)
+}
+
+/// Q5_K (176 bytes: f16 d, f16 dmin, 12 scale bytes, 32 high-bit bytes, 128 nibble bytes) · Q8_K.
+#[inline(always)]
+fn body_q5_k(w: &[u8], a: &[u8], n: usize) -> f32 {
+    let mut acc = [0f32; 8];
+    let mut acc_m = [0f32; 4];
+    for (bw, ba) in w.chunks_exact(176).zip(a.chunks_exact(Q8K_BYTES)).take(n / 256) {
+        body_qk_4_5(bw, &bw[48..176], Some(&bw[16..48]), ba, &mut acc, &mut acc_m);
+    }
+    finish_qk(&acc, &acc_m)
+}
+
+/// Q6_K (210 bytes: 128 low-nibble bytes, 64 high-bit bytes, 16 × i8 scales, f16 d) · Q8_K,
+/// in the lane order of ggml's AVX2 kernel (values kept unsigned, `32·Σ scale·bsum` subtracted per lane).
+#[inline(always)]
+fn body_q6_k(w: &[u8], a: &[u8], n: usize) -> f32 {
+    let mut acc = [0f32; 8];
+    for (bw, ba) in w.chunks_exact(210).zip(a.chunks_exact(Q8K_BYTES)).take(n / 256) {
+        let d = f32_at(ba, 0) * f16_at(bw, 208);
+        let scales = &bw[192..208];
+        let sc = |g: usize| i32::from(scales[g] as i8);
+        let qy = &ba[4..260];
+        let mut sumi = [0i32; 8];
+        for j in 0..2 {
+            let ql = &bw[j * 64..j * 64 + 64];
+            let qh = &bw[128 + j * 32..128 + j * 32 + 32];
+            for k in 0..4 {
+                let mut q = [0i8; 32];
+                for b in 0..32 {
+                    let h = qh[b];
+                    q[b] = match k {
+                        0 => (ql[b] & 0xF) | ((h & 3) << 4),
+                        1 => (ql[32 + b] & 0xF) | (((h >> 2) & 3) << 4),
+                        2 => (ql[b] >> 4) | (((h >> 4) & 3) << 4),
+                        _ => (ql[32 + b] >> 4) | (((h >> 6) & 3) << 4),
+                    } as i8;
+                }
+                let off = j * 128 + 32 * k;
+                let p = lanes_ii(&q, &qy[off..off + 32]);
+                for l in 0..8 {
+                    sumi[l] += sc(8 * j + 2 * k + l / 4) * p[l];
+                }
+            }
+        }
+        for l in 0..8 {
+            sumi[l] -= 32 * (q8k_bsum(ba, 2 * l) * sc(2 * l) + q8k_bsum(ba, 2 * l + 1) * sc(2 * l + 1));
+        }
+        fma_lanes(&mut acc, d, &sumi);
+    }
+    hsum8(&acc)
+}
+
+/// f32 dot product in ggml's 8-lane FMA order (used by attention).
+#[inline(always)]
+fn body_dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let ca = a.chunks_exact(8);
+    let cb = b.chunks_exact(8);
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] = x[i].mul_add(y[i], acc[i]);
+        }
+    }
+    let mut s = 0f32;
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    hsum8(&acc) + s
+}
+
+/// Defines, per kernel body, a portable entry point and (on x86-64) an
+/// AVX2+FMA build of the same body.
+macro_rules! kernels {
+    ($( $name:ident => $body:ident ),* $(,)?) => {
+        $(
+            #[doc = concat!("Portable build of `", stringify!($body), "`.")]
+            pub fn $name(w: &[u8], a: &[u8], n: usize) -> f32 {
+                $body(w, a, n)
+            }
+        )*
+
+        #[cfg(target_arch = "x86_64")]
+        mod avx2 {
+            $(
+                #[target_feature(enable = "avx2,fma")]
+                pub(super) fn $name(w: &[u8], a: &[u8], n: usize) -> f32 {
+                    super::$body(w, a, n)
+                }
+            )*
+        }
+
+        /// Safe entry points into the AVX2 builds; only handed out by
+        /// [`fast_kernel`] after runtime detection.
+        #[cfg(target_arch = "x86_64")]
+        mod avx2_entry {
+            $(
+                pub(super) fn $name(w: &[u8], a: &[u8], n: usize) -> f32 {
+                    // SAFETY: `fast_kernel` returns this function only when
+                    // `has_avx2_fma()` reported AVX2 and FMA support.
+                    unsafe { super::avx2::$name(w, a, n) }
+                }
+            )*
+        }
+    };
+}
+
+kernels! {
+    dot_f32_f32 => body_f32,
+    dot_f16_f16 => body_f16,
+    dot_bf16_bf16 => body_bf16,
+    dot_q4_0_q8_0 => body_q4_0,
+    dot_q4_1_q8_1 => body_q4_1,
+    dot_q5_0_q8_0 => body_q5_0,
+    dot_q5_1_q8_1 => body_q5_1,
+    dot_q8_0_q8_0 => body_q8_0,
+    dot_q4_k_q8_k => body_q4_k,
+    dot_q5_k_q8_k => body_q5_k,
+    dot_q6_k_q8_k => body_q6_k,
+}
+
+/// Whether this CPU runs the AVX2+FMA builds.
+pub fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The specialised kernel for weight type `ty` (the AVX2 build when the CPU has it).
 pub fn fast_kernel(ty: GgmlType) -> Option<DotFn> {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        use avx2_entry as k;
+        return Some(match ty {
+            GgmlType::F32 => k::dot_f32_f32,
+            GgmlType::F16 => k::dot_f16_f16,
+            GgmlType::BF16 => k::dot_bf16_bf16,
+            GgmlType::Q4_0 => k::dot_q4_0_q8_0,
+            GgmlType::Q4_1 => k::dot_q4_1_q8_1,
+            GgmlType::Q5_0 => k::dot_q5_0_q8_0,
+            GgmlType::Q5_1 => k::dot_q5_1_q8_1,
+            GgmlType::Q8_0 => k::dot_q8_0_q8_0,
+            GgmlType::Q4_K => k::dot_q4_k_q8_k,
+            GgmlType::Q5_K => k::dot_q5_k_q8_k,
+            GgmlType::Q6_K => k::dot_q6_k_q8_k,
+            _ => return None,
+        });
+    }
+    portable_kernel(ty)
+}
+
+/// The portable build of the kernel for `ty` (no CPU feature requirements).
+pub fn portable_kernel(ty: GgmlType) -> Option<DotFn> {
     Some(match ty {
         GgmlType::F32 => dot_f32_f32,
         GgmlType::F16 => dot_f16_f16,
@@ -62,264 +471,18 @@ pub fn fast_kernel(ty: GgmlType) -> Option<DotFn> {
     })
 }
 
-/// F32 weights · F32 activations.
-pub fn dot_f32_f32(w: &[u8], a: &[u8], n: usize) -> f32 {
-    let mut acc = [0f32; 8];
-    let mut i = 0;
-    while i + 8 <= n {
-        for l in 0..8 {
-            acc[l] += f32_at(w, (i + l) * 4) * f32_at(a, (i + l) * 4);
-        }
-        i += 8;
+/// f32 dot product (8 FMA lanes + `hsum_float_8`).
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: AVX2 and FMA were detected at runtime.
+        return unsafe { dot_f32_avx2(a, b) };
     }
-    let mut s = 0f32;
-    while i < n {
-        s += f32_at(w, i * 4) * f32_at(a, i * 4);
-        i += 1;
-    }
-    acc.iter().sum::<f32>() + s
+    body_dot_f32(a, b)
 }
 
-/// F16 weights · F16 activations, accumulated in f32.
-pub fn dot_f16_f16(w: &[u8], a: &[u8], n: usize) -> f32 {
-    let mut acc = [0f32; 8];
-    let mut i = 0;
-    while i + 8 <= n {
-        for l in 0..8 {
-            acc[l] += f16_at(w, (i + l) * 2) * f16_at(a, (i + l) * 2);
-        }
-        i += 8;
-    }
-    let mut s = 0f32;
-    while i < n {
-        s += f16_at(w, i * 2) * f16_at(a, i * 2);
-        i += 1;
-    }
-    acc.iter().sum::<f32>() + s
-}
-
-/// BF16 weights · BF16 activations, accumulated in f32.
-pub fn dot_bf16_bf16(w: &[u8], a: &[u8], n: usize) -> f32 {
-    let at = |b: &[u8], i: usize| bf16::from_bits(u16::from_le_bytes([b[i], b[i + 1]])).to_f32();
-    let mut acc = [0f32; 8];
-    let mut i = 0;
-    while i + 8 <= n {
-        for l in 0..8 {
-            acc[l] += at(w, (i + l) * 2) * at(a, (i + l) * 2);
-        }
-        i += 8;
-    }
-    let mut s = 0f32;
-    while i < n {
-        s += at(w, i * 2) * at(a, i * 2);
-        i += 1;
-    }
-    acc.iter().sum::<f32>() + s
-}
-
-/// Q8_0 · Q8_0 (blocks of 34 bytes: f16 d, 32 × i8).
-pub fn dot_q8_0_q8_0(w: &[u8], a: &[u8], n: usize) -> f32 {
-    let mut sumf = 0f32;
-    for (bw, ba) in w.chunks_exact(34).zip(a.chunks_exact(34)).take(n / 32) {
-        let (qw, qa) = (&bw[2..34], &ba[2..34]);
-        let mut sumi = 0i32;
-        for j in 0..32 {
-            sumi += i32::from(qw[j] as i8) * i32::from(qa[j] as i8);
-        }
-        sumf += sumi as f32 * (f16_at(bw, 0) * f16_at(ba, 0));
-    }
-    sumf
-}
-
-/// Q4_0 (18 bytes: f16 d, 16 nibble bytes) · Q8_0.
-pub fn dot_q4_0_q8_0(w: &[u8], a: &[u8], n: usize) -> f32 {
-    let mut sumf = 0f32;
-    for (bw, ba) in w.chunks_exact(18).zip(a.chunks_exact(34)).take(n / 32) {
-        let (qw, qa) = (&bw[2..18], &ba[2..34]);
-        let mut sumi = 0i32;
-        for j in 0..16 {
-            let v0 = i32::from(qw[j] & 0x0F) - 8;
-            let v1 = i32::from(qw[j] >> 4) - 8;
-            sumi += v0 * i32::from(qa[j] as i8) + v1 * i32::from(qa[j + 16] as i8);
-        }
-        sumf += sumi as f32 * (f16_at(bw, 0) * f16_at(ba, 0));
-    }
-    sumf
-}
-
-/// Q4_1 (20 bytes: f16 d, f16 m, 16 nibble bytes) · Q8_1 (36 bytes: f16 d, f16 s, 32 × i8).
-pub fn dot_q4_1_q8_1(w: &[u8], a: &[u8], n: usize) -> f32 {
-    let mut sumf = 0f32;
-    for (bw, ba) in w.chunks_exact(20).zip(a.chunks_exact(36)).take(n / 32) {
-        let (qw, qa) = (&bw[4..20], &ba[4..36]);
-        let mut sumi = 0i32;
-        for j in 0..16 {
-            sumi += i32::from(qw[j] & 0x0F) * i32::from(qa[j] as i8)
-                + i32::from(qw[j] >> 4) * i32::from(qa[j + 16] as i8);
-        }
-        sumf += (f16_at(bw, 0) * f16_at(ba, 0)) * sumi as f32 + f16_at(bw, 2) * f16_at(ba, 2);
-    }
-    sumf
-}
-
-/// Q5_0 (22 bytes: f16 d, u32 qh, 16 nibble bytes) · Q8_0.
-pub fn dot_q5_0_q8_0(w: &[u8], a: &[u8], n: usize) -> f32 {
-    let mut sumf = 0f32;
-    for (bw, ba) in w.chunks_exact(22).zip(a.chunks_exact(34)).take(n / 32) {
-        let qh = u32::from_le_bytes([bw[2], bw[3], bw[4], bw[5]]);
-        let (qw, qa) = (&bw[6..22], &ba[2..34]);
-        let mut sumi = 0i32;
-        for j in 0..16 {
-            let h0 = (((qh >> j) << 4) & 0x10) as u8;
-            let h1 = ((qh >> (j + 12)) & 0x10) as u8;
-            let v0 = i32::from((qw[j] & 0x0F) | h0) - 16;
-            let v1 = i32::from((qw[j] >> 4) | h1) - 16;
-            sumi += v0 * i32::from(qa[j] as i8) + v1 * i32::from(qa[j + 16] as i8);
-        }
-        sumf += sumi as f32 * (f16_at(bw, 0) * f16_at(ba, 0));
-    }
-    sumf
-}
-
-/// Q5_1 (24 bytes: f16 d, f16 m, u32 qh, 16 nibble bytes) · Q8_1.
-pub fn dot_q5_1_q8_1(w: &[u8], a: &[u8], n: usize) -> f32 {
-    let mut sumf = 0f32;
-    for (bw, ba) in w.chunks_exact(24).zip(a.chunks_exact(36)).take(n / 32) {
-        let qh = u32::from_le_bytes([bw[4], bw[5], bw[6], bw[7]]);
-        let (qw, qa) = (&bw[8..24], &ba[4..36]);
-        let mut sumi = 0i32;
-        for j in 0..16 {
-            let h0 = (((qh >> j) << 4) & 0x10) as u8;
-            let h1 = ((qh >> (j + 12)) & 0x10) as u8;
-            let v0 = i32::from((qw[j] & 0x0F) | h0);
-            let v1 = i32::from((qw[j] >> 4) | h1);
-            sumi += v0 * i32::from(qa[j] as i8) + v1 * i32::from(qa[j + 16] as i8);
-        }
-        sumf += (f16_at(bw, 0) * f16_at(ba, 0)) * sumi as f32 + f16_at(bw, 2) * f16_at(ba, 2);
-    }
-    sumf
-}
-
-/// Q8_K block: f32 d (0..4), 256 × i8 (4..260), 16 × i16 bsums (260..292).
-const Q8K_BYTES: usize = 292;
-
-#[inline(always)]
-fn q8k_bsum(ba: &[u8], j: usize) -> i32 {
-    i32::from(i16::from_le_bytes([ba[260 + 2 * j], ba[261 + 2 * j]]))
-}
-
-/// The k-quant 6-bit scale and min of sub-block `j` (`get_scale_min_k4`).
-#[inline(always)]
-fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
-    if j < 4 {
-        (q[j] & 63, q[j + 4] & 63)
-    } else {
-        (
-            (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4),
-            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
-        )
-    }
-}
-
-#[inline(always)]
-fn isum32(a: &[i8; 32], y: &[u8]) -> i32 {
-    let mut s = 0i32;
-    for l in 0..32 {
-        s += i32::from(a[l]) * i32::from(y[l] as i8);
-    }
-    s
-}
-
-/// Q4_K (144 bytes: f16 d, f16 dmin, 12 scale bytes, 128 nibble bytes) · Q8_K.
-pub fn dot_q4_k_q8_k(w: &[u8], a: &[u8], n: usize) -> f32 {
-    let mut sumf = 0f32;
-    for (bw, ba) in w.chunks_exact(144).zip(a.chunks_exact(Q8K_BYTES)).take(n / 256) {
-        let d = f16_at(bw, 0) * f32_at(ba, 0);
-        let dmin = f16_at(bw, 2) * f32_at(ba, 0);
-        let scales = &bw[4..16];
-        let qs = &bw[16..144];
-        let qy = &ba[4..260];
-        let mut isum = 0i32;
-        let mut msum = 0i32;
-        let mut q = [0i8; 32];
-        for c in 0..4 {
-            let chunk = &qs[c * 32..c * 32 + 32];
-            for half in 0..2 {
-                let j = 2 * c + half;
-                let (sc, m) = scale_min_k4(j, scales);
-                for l in 0..32 {
-                    q[l] = if half == 0 { chunk[l] & 0xF } else { chunk[l] >> 4 } as i8;
-                }
-                isum += i32::from(sc) * isum32(&q, &qy[j * 32..j * 32 + 32]);
-                msum += i32::from(m) * (q8k_bsum(ba, 2 * j) + q8k_bsum(ba, 2 * j + 1));
-            }
-        }
-        sumf += d * isum as f32 - dmin * msum as f32;
-    }
-    sumf
-}
-
-/// Q5_K (176 bytes: f16 d, f16 dmin, 12 scale bytes, 32 high-bit bytes, 128 nibble bytes) · Q8_K.
-pub fn dot_q5_k_q8_k(w: &[u8], a: &[u8], n: usize) -> f32 {
-    let mut sumf = 0f32;
-    for (bw, ba) in w.chunks_exact(176).zip(a.chunks_exact(Q8K_BYTES)).take(n / 256) {
-        let d = f16_at(bw, 0) * f32_at(ba, 0);
-        let dmin = f16_at(bw, 2) * f32_at(ba, 0);
-        let scales = &bw[4..16];
-        let qh = &bw[16..48];
-        let qs = &bw[48..176];
-        let qy = &ba[4..260];
-        let mut isum = 0i32;
-        let mut msum = 0i32;
-        let mut q = [0i8; 32];
-        for c in 0..4 {
-            let chunk = &qs[c * 32..c * 32 + 32];
-            for half in 0..2 {
-                let j = 2 * c + half;
-                let mask = 1u8 << j;
-                let (sc, m) = scale_min_k4(j, scales);
-                for l in 0..32 {
-                    let lo = if half == 0 { chunk[l] & 0xF } else { chunk[l] >> 4 };
-                    let hi = if qh[l] & mask != 0 { 16 } else { 0 };
-                    q[l] = (lo + hi) as i8;
-                }
-                isum += i32::from(sc) * isum32(&q, &qy[j * 32..j * 32 + 32]);
-                msum += i32::from(m) * (q8k_bsum(ba, 2 * j) + q8k_bsum(ba, 2 * j + 1));
-            }
-        }
-        sumf += d * isum as f32 - dmin * msum as f32;
-    }
-    sumf
-}
-
-/// Q6_K (210 bytes: 128 low-nibble bytes, 64 high-bit bytes, 16 × i8 scales, f16 d) · Q8_K.
-pub fn dot_q6_k_q8_k(w: &[u8], a: &[u8], n: usize) -> f32 {
-    let mut sumf = 0f32;
-    for (bw, ba) in w.chunks_exact(210).zip(a.chunks_exact(Q8K_BYTES)).take(n / 256) {
-        let d = f16_at(bw, 208) * f32_at(ba, 0);
-        let qy = &ba[4..260];
-        let mut q = [0i8; 256];
-        for half in 0..2 {
-            let ql = &bw[half * 64..half * 64 + 64];
-            let qh = &bw[128 + half * 32..128 + half * 32 + 32];
-            let o = &mut q[half * 128..half * 128 + 128];
-            for l in 0..32 {
-                o[l] = ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i8 - 32;
-                o[l + 32] = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i8 - 32;
-                o[l + 64] = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i8 - 32;
-                o[l + 96] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8 - 32;
-            }
-        }
-        let mut isum = 0i32;
-        for g in 0..16 {
-            let sc = i32::from(bw[192 + g] as i8);
-            let mut s = 0i32;
-            for l in 0..16 {
-                s += i32::from(q[g * 16 + l]) * i32::from(qy[g * 16 + l] as i8);
-            }
-            isum += sc * s;
-        }
-        sumf += d * isum as f32;
-    }
-    sumf
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn dot_f32_avx2(a: &[f32], b: &[f32]) -> f32 {
+    body_dot_f32(a, b)
 }

@@ -34,8 +34,31 @@ impl Kernel {
     }
 }
 
+/// Q8_0 / Q8_1 activation quantization as ggml's x86 `quantize_row_q8_0/1`
+/// does it (not the `_ref` variant): `id = 127/amax`, round half to even, and
+/// for Q8_1 `s = f16(d · Σq)`. Blocks are 34 (Q8_0) or 36 (Q8_1) bytes.
+pub fn quantize_q8_x86(x: &[f32], dst: &mut [u8], q8_1: bool) {
+    let bb = if q8_1 { 36 } else { 34 };
+    let qoff = if q8_1 { 4 } else { 2 };
+    for (xb, yb) in x.chunks_exact(32).zip(dst.chunks_exact_mut(bb)) {
+        let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        let mut sum = 0i32;
+        for (q, v) in yb[qoff..qoff + 32].iter_mut().zip(xb) {
+            let r = (v * id).round_ties_even().clamp(-128.0, 127.0) as i32;
+            sum += r;
+            *q = r as i8 as u8;
+        }
+        yb[0..2].copy_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
+        if q8_1 {
+            yb[2..4].copy_from_slice(&f16::from_f32(d * sum as f32).to_bits().to_le_bytes());
+        }
+    }
+}
+
 /// Converts one f32 activation row to `ty` (the weight's `vec_dot_type`).
-pub(crate) fn quantize_act(ty: GgmlType, x: &[f32], dst: &mut [u8]) -> Result<(), TensorError> {
+pub fn quantize_act(ty: GgmlType, x: &[f32], dst: &mut [u8]) -> Result<(), TensorError> {
     match ty {
         GgmlType::F32 => {
             for (d, v) in dst.chunks_exact_mut(4).zip(x) {
@@ -51,6 +74,9 @@ pub(crate) fn quantize_act(ty: GgmlType, x: &[f32], dst: &mut [u8]) -> Result<()
             for (d, v) in dst.chunks_exact_mut(2).zip(x) {
                 d.copy_from_slice(&bf16::from_f32(*v).to_bits().to_le_bytes());
             }
+        }
+        GgmlType::Q8_0 | GgmlType::Q8_1 if x.len() % 32 == 0 && dst.len() == ty.type_size() * (x.len() / 32) => {
+            quantize_q8_x86(x, dst, ty == GgmlType::Q8_1)
         }
         _ => zeta_quant::quantize(ty, x, dst)?,
     }
@@ -76,8 +102,8 @@ pub(crate) fn matmul(
         _ => zeta_quant::vec_dot_type(wty),
     };
     let kernel = match fast_kernel(wty) {
-        Some(f) => Kernel::Fast(f),
-        None => Kernel::Reference(wty),
+        Some(f) if std::env::var_os("ZETA_REF_DOT").is_none() => Kernel::Fast(f),
+        _ => Kernel::Reference(wty),
     };
     let arb = aty
         .row_bytes(k as u64)

@@ -5,7 +5,7 @@
 
 mod attention;
 pub mod kernels;
-mod matmul;
+pub mod matmul;
 mod ops;
 
 use std::sync::{Arc, Mutex};
@@ -384,10 +384,23 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn glu(&self, gate: &mut CpuBuffer, up: &CpuBuffer, n: usize, kind: GluKind) -> Result<(), TensorError> {
+    fn glu(
+        &self,
+        gate: &mut CpuBuffer,
+        up: &CpuBuffer,
+        n_rows: usize,
+        n_cols: usize,
+        kind: GluKind,
+    ) -> Result<(), TensorError> {
+        let n = n_rows.saturating_mul(n_cols);
         need("glu", n, gate.data.len())?;
         need("glu", n, up.data.len())?;
-        ops::glu(&mut gate.data[..n], &up.data[..n], kind);
+        if n_cols == 0 {
+            return Ok(());
+        }
+        for (g, u) in gate.data[..n].chunks_exact_mut(n_cols).zip(up.data[..n].chunks_exact(n_cols)) {
+            ops::glu(g, u, kind);
+        }
         Ok(())
     }
 
