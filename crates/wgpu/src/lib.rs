@@ -12,10 +12,24 @@
 //!   [`WeightPart`]s; see [`tensor`] for the layout).
 //! - [`pipeline`]: the WGSL sources from `shaders/`, their specialisations and
 //!   the pipeline cache.
-//! - [`ops`]: [`GpuBatch`] records kernels — fused dequantise+matvec for
-//!   F32/F16/BF16/Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q5_K/Q6_K, embedding lookup,
-//!   RMSNorm, RoPE (normal/NeoX), SwiGLU/GeGLU, residual add, softmax, argmax,
-//!   and decode attention (GQA, sliding window, f32/f16 KV, split-K).
+//! - [`ops`]: [`GpuBatch`] records kernels — fused dequantise+matvec and a
+//!   prefill matmul for F32/F16/BF16/Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q5_K/Q6_K,
+//!   embedding lookup, RMSNorm, RoPE (normal/NeoX, freq factors), SwiGLU/GeGLU,
+//!   add/mul/scale/bias, softmax, argmax, f16 KV-cache store, and causal
+//!   attention for decode and prefill (GQA, sliding window, soft-cap, f32/f16
+//!   KV, split-K flash-decoding). Most have in-place forms.
+//!
+//! # Plugging into `zeta_tensor::Backend`
+//! `Buffer` = [`GpuTensor`] (F32), `KvBuffer` = [`GpuTensor`] (F16),
+//! `Weight` = [`QuantMatrix`] ([`GpuContext::upload_tensor`]; 1-D F32 weights
+//! via [`QuantMatrix::as_f32_tensor`]). `matmul` → [`GpuBatch::matvec`] for
+//! one token, [`GpuBatch::matmul`] for more; `get_rows` → upload ids +
+//! [`GpuBatch::embed`]; `rms_norm(_inplace)`, `add`, `scale`, `rope`, `glu`,
+//! `add_bias`, `copy` → the same-named ops (in-place forms); `store_kv` →
+//! [`GpuBatch::store`]; `attention` → [`GpuBatch::attention`] with
+//! `n_q = n_tokens`, `n_kv = pos0 + n_tokens`; `write`/`read` →
+//! [`GpuContext::write_f32`] / [`GpuContext::read_f32_range`]. Ops only
+//! record; submit a batch per step (or per op) and read back at the end.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), zeta_wgpu::WgpuError> {
@@ -43,3 +57,11 @@ pub use ops::{AttnParams, GluOp, GpuBatch, MAX_HEAD_DIM, RopeMode, RopeParams};
 pub use pipeline::{GPU_TYPES, ShaderFile, ShaderVariant, shader_variants};
 pub use tensor::{GpuDType, GpuTensor, QuantMatrix, WeightPart};
 pub use zeta_gguf::GgmlType;
+
+// The backend trait needs these to cross threads.
+const _: fn() = || {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<GpuContext>();
+    send_sync::<GpuTensor>();
+    send_sync::<QuantMatrix>();
+};

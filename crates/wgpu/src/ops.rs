@@ -25,7 +25,9 @@ use wgpu::util::DeviceExt;
 
 use crate::context::GpuContext;
 use crate::error::{Result, WgpuError, shape};
-use crate::pipeline::{ShaderFile, ShaderVariant, attn_variant, files, matvec_variant, quant_variant};
+use crate::pipeline::{
+    ShaderFile, ShaderVariant, attn_variant, files, matvec_variant, quant_variant,
+};
 use crate::tensor::{GpuDType, GpuTensor, QuantMatrix};
 
 /// RoPE element order.
@@ -326,7 +328,7 @@ impl GpuBatch<'_> {
         Ok(())
     }
 
-    /// out[t] = table[ids[t]] dequantised; ids >= n_rows give zeros.
+    /// `out[t] = table[ids[t]]` dequantised; ids >= n_rows give zeros.
     pub fn embed(&mut self, table: &QuantMatrix, ids: &GpuTensor, out: &GpuTensor) -> Result<()> {
         const OP: &str = "embed";
         want(OP, ids, "ids", GpuDType::U32, 1)?;
@@ -364,7 +366,15 @@ impl GpuBatch<'_> {
 
     /// y = x / sqrt(mean(x^2) + eps) * w for `n_rows` rows of `n_cols`
     /// elements (`w`: `[n_cols]`).
-    pub fn rms_norm(&mut self, x: &GpuTensor, w: &GpuTensor, y: &GpuTensor, n_rows: u32, n_cols: u32, eps: f32) -> Result<()> {
+    pub fn rms_norm(
+        &mut self,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        y: &GpuTensor,
+        n_rows: u32,
+        n_cols: u32,
+        eps: f32,
+    ) -> Result<()> {
         const OP: &str = "rms_norm";
         let n = self.rows_check(OP, n_rows, n_cols)?;
         want(OP, x, "x", GpuDType::F32, n)?;
@@ -381,7 +391,14 @@ impl GpuBatch<'_> {
     }
 
     /// In-place [`rms_norm`](Self::rms_norm) of `x`.
-    pub fn rms_norm_inplace(&mut self, x: &GpuTensor, w: &GpuTensor, n_rows: u32, n_cols: u32, eps: f32) -> Result<()> {
+    pub fn rms_norm_inplace(
+        &mut self,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        n_rows: u32,
+        n_cols: u32,
+        eps: f32,
+    ) -> Result<()> {
         const OP: &str = "rms_norm_inplace";
         let n = self.rows_check(OP, n_rows, n_cols)?;
         want(OP, x, "x", GpuDType::F32, n)?;
@@ -401,20 +418,40 @@ impl GpuBatch<'_> {
             return Err(shape(op, format!("[{n_rows}, {n_cols}] is empty")));
         }
         if n_rows > self.ctx.max_workgroups {
-            return Err(shape(op, format!("{n_rows} rows exceed the dispatch limit")));
+            return Err(shape(
+                op,
+                format!("{n_rows} rows exceed the dispatch limit"),
+            ));
         }
         Ok(n_rows as u64 * n_cols as u64)
     }
 
     fn rope_check(&self, op: &'static str, x: &GpuTensor, p: &RopeParams) -> Result<u32> {
-        if p.head_dim == 0 || p.head_dim % 2 != 0 || p.n_rot % 2 != 0 || p.n_rot == 0 || p.n_rot > p.head_dim {
-            return Err(shape(op, format!("head_dim {} / n_rot {} must be even, 0 < n_rot <= head_dim", p.head_dim, p.n_rot)));
+        if p.head_dim == 0
+            || p.head_dim % 2 != 0
+            || p.n_rot % 2 != 0
+            || p.n_rot == 0
+            || p.n_rot > p.head_dim
+        {
+            return Err(shape(
+                op,
+                format!(
+                    "head_dim {} / n_rot {} must be even, 0 < n_rot <= head_dim",
+                    p.head_dim, p.n_rot
+                ),
+            ));
         }
         let max = self.ctx.max_workgroups;
         if p.n_heads == 0 || p.n_tokens == 0 || p.n_heads > max || p.n_tokens > max {
             return Err(shape(op, "heads/tokens empty or beyond the dispatch limit"));
         }
-        want(op, x, "x", GpuDType::F32, p.head_dim as u64 * p.n_heads as u64 * p.n_tokens as u64)?;
+        want(
+            op,
+            x,
+            "x",
+            GpuDType::F32,
+            p.head_dim as u64 * p.n_heads as u64 * p.n_tokens as u64,
+        )?;
         Ok(match p.mode {
             RopeMode::Normal => 0,
             RopeMode::Neox => 2,
@@ -422,18 +459,45 @@ impl GpuBatch<'_> {
     }
 
     /// Rotary position embedding, out of place; token `t` at position `pos[t]`.
-    pub fn rope(&mut self, x: &GpuTensor, pos: &GpuTensor, y: &GpuTensor, p: &RopeParams) -> Result<()> {
+    pub fn rope(
+        &mut self,
+        x: &GpuTensor,
+        pos: &GpuTensor,
+        y: &GpuTensor,
+        p: &RopeParams,
+    ) -> Result<()> {
         const OP: &str = "rope";
         let mode = self.rope_check(OP, x, p)?;
-        want(OP, y, "y", GpuDType::F32, p.head_dim as u64 * p.n_heads as u64 * p.n_tokens as u64)?;
+        want(
+            OP,
+            y,
+            "y",
+            GpuDType::F32,
+            p.head_dim as u64 * p.n_heads as u64 * p.n_tokens as u64,
+        )?;
         want(OP, pos, "pos", GpuDType::U32, p.n_tokens as u64)?;
         distinct(OP, y, &[x])?;
         // FF is unused (has_ff = 0) but bound: the entry point's layout has it.
         self.dispatch(
             &ShaderVariant::plain(files::ROPE, "main"),
-            &[(0, &x.buffer), (1, &pos.buffer), (2, &y.buffer), (5, &x.buffer)],
+            &[
+                (0, &x.buffer),
+                (1, &pos.buffer),
+                (2, &y.buffer),
+                (5, &x.buffer),
+            ],
             3,
-            &[p.head_dim, p.n_heads, p.n_tokens, p.n_rot, mode, p.freq_base.to_bits(), p.freq_scale.to_bits(), 0, 0],
+            &[
+                p.head_dim,
+                p.n_heads,
+                p.n_tokens,
+                p.n_rot,
+                mode,
+                p.freq_base.to_bits(),
+                p.freq_scale.to_bits(),
+                0,
+                0,
+            ],
             ((p.head_dim / 2).div_ceil(64), p.n_heads, p.n_tokens),
         )
     }
@@ -441,7 +505,13 @@ impl GpuBatch<'_> {
     /// Rotary position embedding in place; token `t` at position `pos0 + t`.
     /// `freq_factors` (llama3 `rope_freqs`, `[n_rot/2]`) divide the per-pair
     /// frequencies.
-    pub fn rope_inplace(&mut self, x: &GpuTensor, pos0: u32, p: &RopeParams, freq_factors: Option<&GpuTensor>) -> Result<()> {
+    pub fn rope_inplace(
+        &mut self,
+        x: &GpuTensor,
+        pos0: u32,
+        p: &RopeParams,
+        freq_factors: Option<&GpuTensor>,
+    ) -> Result<()> {
         const OP: &str = "rope_inplace";
         let mode = self.rope_check(OP, x, p)?;
         if p.n_tokens.checked_add(pos0).is_none() {
@@ -493,10 +563,20 @@ impl GpuBatch<'_> {
         m: u32,
     ) -> Result<()> {
         for (b, t) in bind {
-            want(op, t, if *b == 2 { "out" } else { "input" }, GpuDType::F32, n as u64)?;
+            want(
+                op,
+                t,
+                if *b == 2 { "out" } else { "input" },
+                GpuDType::F32,
+                n as u64,
+            )?;
         }
         if let Some((_, out)) = bind.iter().find(|(b, _)| *b == 2) {
-            let inputs: Vec<&GpuTensor> = bind.iter().filter(|(b, _)| *b != 2).map(|(_, t)| *t).collect();
+            let inputs: Vec<&GpuTensor> = bind
+                .iter()
+                .filter(|(b, _)| *b != 2)
+                .map(|(_, t)| *t)
+                .collect();
             distinct(op, out, &inputs)?;
         }
         if n == 0 {
@@ -504,21 +584,49 @@ impl GpuBatch<'_> {
         }
         let n32 = u32::try_from(n).map_err(|_| shape(op, "more than 2^32 elements"))?;
         let (gx, gy) = self.grid(op, (n as u64).div_ceil(256))?;
-        let buffers: Vec<(u32, &wgpu::Buffer)> = bind.iter().map(|(b, t)| (*b, &t.buffer)).collect();
-        self.dispatch(&ShaderVariant::plain(file, entry), &buffers, 3, &[n32, gx * 256, s.to_bits(), m], (gx, gy, 1))
+        let buffers: Vec<(u32, &wgpu::Buffer)> =
+            bind.iter().map(|(b, t)| (*b, &t.buffer)).collect();
+        self.dispatch(
+            &ShaderVariant::plain(file, entry),
+            &buffers,
+            3,
+            &[n32, gx * 256, s.to_bits(), m],
+            (gx, gy, 1),
+        )
     }
 
     /// out = act(gate) * up over `n` elements.
-    pub fn glu(&mut self, gate: &GpuTensor, up: &GpuTensor, out: &GpuTensor, n: usize, kind: GluOp) -> Result<()> {
+    pub fn glu(
+        &mut self,
+        gate: &GpuTensor,
+        up: &GpuTensor,
+        out: &GpuTensor,
+        n: usize,
+        kind: GluOp,
+    ) -> Result<()> {
         let entry = match kind {
             GluOp::SwiGlu => "swiglu",
             GluOp::GeGlu => "geglu",
         };
-        self.elementwise(entry, files::GLU, entry, &[(0, gate), (1, up), (2, out)], n, 0.0, 0)
+        self.elementwise(
+            entry,
+            files::GLU,
+            entry,
+            &[(0, gate), (1, up), (2, out)],
+            n,
+            0.0,
+            0,
+        )
     }
 
     /// gate = act(gate) * up over `n` elements, in place.
-    pub fn glu_inplace(&mut self, gate: &GpuTensor, up: &GpuTensor, n: usize, kind: GluOp) -> Result<()> {
+    pub fn glu_inplace(
+        &mut self,
+        gate: &GpuTensor,
+        up: &GpuTensor,
+        n: usize,
+        kind: GluOp,
+    ) -> Result<()> {
         let entry = match kind {
             GluOp::SwiGlu => "swiglu_assign",
             GluOp::GeGlu => "geglu_assign",
@@ -528,23 +636,47 @@ impl GpuBatch<'_> {
 
     /// out = a + b over `n` elements.
     pub fn add(&mut self, a: &GpuTensor, b: &GpuTensor, out: &GpuTensor, n: usize) -> Result<()> {
-        self.elementwise("add", files::ADD, "main", &[(0, a), (1, b), (2, out)], n, 0.0, 0)
+        self.elementwise(
+            "add",
+            files::ADD,
+            "main",
+            &[(0, a), (1, b), (2, out)],
+            n,
+            0.0,
+            0,
+        )
     }
 
     /// a += b over `n` elements (residual add in place).
     pub fn add_inplace(&mut self, a: &GpuTensor, b: &GpuTensor, n: usize) -> Result<()> {
-        self.elementwise("add_inplace", files::ADD, "add_assign", &[(1, b), (2, a)], n, 0.0, 0)
+        self.elementwise(
+            "add_inplace",
+            files::ADD,
+            "add_assign",
+            &[(1, b), (2, a)],
+            n,
+            0.0,
+            0,
+        )
     }
 
     /// x[r, :] += bias for `n_rows` rows of `row_len` elements.
-    pub fn add_bias(&mut self, x: &GpuTensor, bias: &GpuTensor, n_rows: usize, row_len: usize) -> Result<()> {
+    pub fn add_bias(
+        &mut self,
+        x: &GpuTensor,
+        bias: &GpuTensor,
+        n_rows: usize,
+        row_len: usize,
+    ) -> Result<()> {
         const OP: &str = "add_bias";
         let m = u32::try_from(row_len).map_err(|_| shape(OP, "row too long"))?;
         if m == 0 {
             return Err(shape(OP, "empty rows"));
         }
         want(OP, bias, "bias", GpuDType::F32, row_len as u64)?;
-        let n = n_rows.checked_mul(row_len).ok_or_else(|| shape(OP, "size overflow"))?;
+        let n = n_rows
+            .checked_mul(row_len)
+            .ok_or_else(|| shape(OP, "size overflow"))?;
         want(OP, x, "x", GpuDType::F32, n as u64)?;
         distinct(OP, x, &[bias])?;
         if n == 0 {
@@ -563,7 +695,15 @@ impl GpuBatch<'_> {
 
     /// out = a * b over `n` elements.
     pub fn mul(&mut self, a: &GpuTensor, b: &GpuTensor, out: &GpuTensor, n: usize) -> Result<()> {
-        self.elementwise("mul", files::ADD, "mul", &[(0, a), (1, b), (2, out)], n, 0.0, 0)
+        self.elementwise(
+            "mul",
+            files::ADD,
+            "mul",
+            &[(0, a), (1, b), (2, out)],
+            n,
+            0.0,
+            0,
+        )
     }
 
     /// out = x * s over `n` elements (e.g. Gemma's embedding scale).
@@ -573,11 +713,26 @@ impl GpuBatch<'_> {
 
     /// x *= s over `n` elements, in place.
     pub fn scale_inplace(&mut self, x: &GpuTensor, s: f32, n: usize) -> Result<()> {
-        self.elementwise("scale_inplace", files::ADD, "scale_assign", &[(2, x)], n, s, 0)
+        self.elementwise(
+            "scale_inplace",
+            files::ADD,
+            "scale_assign",
+            &[(2, x)],
+            n,
+            s,
+            0,
+        )
     }
 
     /// y = softmax(scale * x) for `n_rows` rows of `n_cols`.
-    pub fn softmax(&mut self, x: &GpuTensor, y: &GpuTensor, n_rows: u32, n_cols: u32, scale: f32) -> Result<()> {
+    pub fn softmax(
+        &mut self,
+        x: &GpuTensor,
+        y: &GpuTensor,
+        n_rows: u32,
+        n_cols: u32,
+        scale: f32,
+    ) -> Result<()> {
         const OP: &str = "softmax";
         let n = self.rows_check(OP, n_rows, n_cols)?;
         want(OP, x, "x", GpuDType::F32, n)?;
@@ -592,7 +747,7 @@ impl GpuBatch<'_> {
         )
     }
 
-    /// out[0] = index of the largest non-NaN value among x[..n], smallest on ties.
+    /// `out[0]` = index of the largest non-NaN value among `x[..n]`, smallest on ties.
     pub fn argmax(&mut self, x: &GpuTensor, n: usize, out: &GpuTensor) -> Result<()> {
         const OP: &str = "argmax";
         if n == 0 {
@@ -601,11 +756,24 @@ impl GpuBatch<'_> {
         want(OP, x, "x", GpuDType::F32, n as u64)?;
         want(OP, out, "out", GpuDType::U32, 1)?;
         let n32 = u32::try_from(n).map_err(|_| shape(OP, "more than 2^32 values"))?;
-        self.dispatch(&ShaderVariant::plain(files::ARGMAX, "main"), &[(0, &x.buffer), (1, &out.buffer)], 2, &[n32], (1, 1, 1))
+        self.dispatch(
+            &ShaderVariant::plain(files::ARGMAX, "main"),
+            &[(0, &x.buffer), (1, &out.buffer)],
+            2,
+            &[n32],
+            (1, 1, 1),
+        )
     }
 
     /// dst[dst_off .. dst_off + n] = src[src_off .. src_off + n] (both f32 or both u32).
-    pub fn copy(&mut self, src: &GpuTensor, src_off: usize, dst: &GpuTensor, dst_off: usize, n: usize) -> Result<()> {
+    pub fn copy(
+        &mut self,
+        src: &GpuTensor,
+        src_off: usize,
+        dst: &GpuTensor,
+        dst_off: usize,
+        n: usize,
+    ) -> Result<()> {
         const OP: &str = "copy";
         if src.dtype() != dst.dtype() || src.dtype() == GpuDType::F16 {
             return Err(shape(OP, "src and dst must both be f32 or both u32"));
@@ -620,19 +788,36 @@ impl GpuBatch<'_> {
             return Err(shape(OP, "overlapping copy"));
         }
         if n > 0 {
-            self.encoder.copy_buffer_to_buffer(&src.buffer, src_off as u64 * 4, &dst.buffer, dst_off as u64 * 4, Some(n as u64 * 4));
+            self.encoder.copy_buffer_to_buffer(
+                &src.buffer,
+                src_off as u64 * 4,
+                &dst.buffer,
+                dst_off as u64 * 4,
+                Some(n as u64 * 4),
+            );
         }
         Ok(())
     }
 
     /// dst[offset .. offset + n] = src[..n], converting to f16 when dst is f16
     /// (KV-cache append; any offset). f32 destinations use a buffer copy.
-    pub fn store(&mut self, src: &GpuTensor, n: usize, dst: &GpuTensor, offset: usize) -> Result<()> {
+    pub fn store(
+        &mut self,
+        src: &GpuTensor,
+        n: usize,
+        dst: &GpuTensor,
+        offset: usize,
+    ) -> Result<()> {
         const OP: &str = "store";
         want(OP, src, "src", GpuDType::F32, n as u64)?;
-        let end = offset.checked_add(n).ok_or_else(|| shape(OP, "offset overflow"))?;
+        let end = offset
+            .checked_add(n)
+            .ok_or_else(|| shape(OP, "offset overflow"))?;
         if end > dst.len() {
-            return Err(shape(OP, format!("{offset}+{n} exceeds {} elements", dst.len())));
+            return Err(shape(
+                OP,
+                format!("{offset}+{n} exceeds {} elements", dst.len()),
+            ));
         }
         distinct(OP, dst, &[src])?;
         if n == 0 {
@@ -687,7 +872,13 @@ impl GpuBatch<'_> {
     ) -> Result<()> {
         const OP: &str = "attention";
         if p.head_dim == 0 || p.head_dim > MAX_HEAD_DIM || p.head_dim_v == 0 {
-            return Err(shape(OP, format!("head_dim {} not in 1..={MAX_HEAD_DIM} (or head_dim_v 0)", p.head_dim)));
+            return Err(shape(
+                OP,
+                format!(
+                    "head_dim {} not in 1..={MAX_HEAD_DIM} (or head_dim_v 0)",
+                    p.head_dim
+                ),
+            ));
         }
         if p.n_head == 0 || p.n_kv_head == 0 || p.n_head % p.n_kv_head != 0 || p.n_kv == 0 {
             return Err(shape(
@@ -720,14 +911,20 @@ impl GpuBatch<'_> {
         want(OP, v, "v", kv_dtype, v_len)?;
         distinct(OP, out, &[q, k, v])?;
         // The longest attended range is the last query's.
-        let longest = if p.window > 0 { p.n_kv.min(p.window) } else { p.n_kv };
+        let longest = if p.window > 0 {
+            p.n_kv.min(p.window)
+        } else {
+            p.n_kv
+        };
         let n_chunks = longest.div_ceil(ATTN_CHUNK);
         let max = self.ctx.max_workgroups;
         if n_chunks > max || p.n_head > max || n_q > max {
             return Err(shape(OP, "too many chunks/heads/queries for one dispatch"));
         }
         let slots = n_q as usize * p.n_head as usize * n_chunks as usize;
-        let scratch_o = self.ctx.zeros(slots * p.head_dim_v as usize, GpuDType::F32)?;
+        let scratch_o = self
+            .ctx
+            .zeros(slots * p.head_dim_v as usize, GpuDType::F32)?;
         let scratch_ml = self.ctx.zeros(slots * 2, GpuDType::F32)?;
         let f16 = kv_dtype == GpuDType::F16;
         let params = [

@@ -204,8 +204,21 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
     for (file, entries) in [
         (files::RMSNORM, &["main", "inplace"][..]),
         (files::ROPE, &["main", "inplace"][..]),
-        (files::GLU, &["swiglu", "geglu", "swiglu_assign", "geglu_assign"][..]),
-        (files::ADD, &["main", "mul", "scale", "add_assign", "add_rows", "scale_assign"][..]),
+        (
+            files::GLU,
+            &["swiglu", "geglu", "swiglu_assign", "geglu_assign"][..],
+        ),
+        (
+            files::ADD,
+            &[
+                "main",
+                "mul",
+                "scale",
+                "add_assign",
+                "add_rows",
+                "scale_assign",
+            ][..],
+        ),
     ] {
         for e in entries {
             v.push(ShaderVariant::plain(file, e));

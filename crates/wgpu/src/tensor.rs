@@ -117,6 +117,20 @@ impl QuantMatrix {
     pub fn parts(&self) -> &[WeightPart] {
         &self.parts
     }
+    /// An F32 weight in one part (norm weights, biases, rope factors) viewed
+    /// as an f32 [`GpuTensor`] of `n_rows * n_cols` elements, sharing the
+    /// buffer; `None` for other types or split weights.
+    pub fn as_f32_tensor(&self) -> Option<GpuTensor> {
+        match (self.ty, self.parts.as_slice()) {
+            (GgmlType::F32, [part]) => Some(GpuTensor {
+                buffer: part.buffer.clone(),
+                len: usize::try_from(self.n_rows * self.n_cols).ok()?,
+                dtype: GpuDType::F32,
+            }),
+            _ => None,
+        }
+    }
+
     /// Total bytes on the GPU (including padding).
     pub fn size_bytes(&self) -> u64 {
         self.parts.iter().map(|p| p.buffer.size()).sum()
@@ -352,7 +366,17 @@ impl GpuContext {
 
     /// Copies a buffer back to the CPU (blocking).
     pub(crate) fn read_bytes(&self, buffer: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
-        let size = pad4(size);
+        self.read_bytes_at(buffer, 0, size)
+    }
+
+    /// Copies `size` bytes from `offset` (4-aligned) of a buffer back (blocking).
+    pub(crate) fn read_bytes_at(
+        &self,
+        buffer: &wgpu::Buffer,
+        offset: u64,
+        size: u64,
+    ) -> Result<Vec<u8>> {
+        let size = pad4(size).min(buffer.size().saturating_sub(offset));
         let staging = self.scoped(
             || {
                 self.device.create_buffer(&wgpu::BufferDescriptor {
@@ -369,7 +393,7 @@ impl GpuContext {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("read-back"),
             });
-        enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
+        enc.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
         self.queue.submit([enc.finish()]);
         let (tx, rx) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
@@ -411,6 +435,31 @@ impl GpuContext {
         Ok(bytes
             .chunks_exact(4)
             .take(t.len)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+
+    /// Reads f32 elements `offset .. offset + n` back.
+    pub fn read_f32_range(&self, t: &GpuTensor, offset: usize, n: usize) -> Result<Vec<f32>> {
+        if t.dtype != GpuDType::F32 {
+            return Err(shape("read_f32_range", format!("tensor is {:?}", t.dtype)));
+        }
+        match offset.checked_add(n) {
+            Some(end) if end <= t.len => {}
+            _ => {
+                return Err(shape(
+                    "read_f32_range",
+                    format!("{offset}+{n} exceeds {} elements", t.len),
+                ));
+            }
+        }
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let bytes = self.read_bytes_at(&t.buffer, offset as u64 * 4, n as u64 * 4)?;
+        Ok(bytes
+            .chunks_exact(4)
+            .take(n)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect())
     }

@@ -10,7 +10,9 @@ use half::f16;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use zeta_quant::{GgmlType, dequantize, quantize};
-use zeta_wgpu::{AttnParams, GpuContext, GpuDType, QuantMatrix, RopeMode, RopeParams, WgpuError};
+use zeta_wgpu::{
+    AttnParams, GluOp, GpuContext, GpuDType, QuantMatrix, RopeMode, RopeParams, WgpuError,
+};
 
 const D: usize = 256;
 const HD: usize = 64;
@@ -113,22 +115,19 @@ fn decode_block_on_gpu_matches_cpu() {
     let (n1g, n2g) = (ctx.upload_f32(&n1).unwrap(), ctx.upload_f32(&n2).unwrap());
 
     let f = |n: usize| ctx.zeros(n, GpuDType::F32).unwrap();
-    let (x, h, q, k, v, qr, kr, att, o, x2, h2, g, u, ff, dn, x3, logits) = (
+    let (x, h, q, k, v, qr, att, o, x2, h2, g, u, dn, logits) = (
         f(D),
         f(D),
         f(NH * HD),
         f(NKV * HD),
         f(NKV * HD),
         f(NH * HD),
-        f(NKV * HD),
         f(NH * HD),
         f(D),
         f(D),
         f(D),
         f(FF),
         f(FF),
-        f(FF),
-        f(D),
         f(D),
         f(VOCAB),
     );
@@ -146,7 +145,7 @@ fn decode_block_on_gpu_matches_cpu() {
         // ---- GPU step: one batch, nothing read back but the final token.
         let mut b = ctx.batch();
         b.embed(&wout.gpu, &tok, &x).unwrap();
-        b.rms_norm(&x, &n1g, &h, D as u32, EPS).unwrap();
+        b.rms_norm(&x, &n1g, &h, 1, D as u32, EPS).unwrap();
         b.matvec(&wq.gpu, &h, &q).unwrap();
         b.matvec(&wk.gpu, &h, &k).unwrap();
         b.matvec(&wv.gpu, &h, &v).unwrap();
@@ -160,11 +159,12 @@ fn decode_block_on_gpu_matches_cpu() {
             freq_scale: 1.0,
         };
         b.rope(&q, pos_g, &qr, &rp(NH)).unwrap();
-        b.rope(&k, pos_g, &kr, &rp(NKV)).unwrap();
-        b.store(&kr, &kc, pos * NKV * HD).unwrap();
-        b.store(&v, &vc, pos * NKV * HD).unwrap();
+        b.rope_inplace(&k, pos as u32, &rp(NKV), None).unwrap(); // k in place
+        b.store(&k, NKV * HD, &kc, pos * NKV * HD).unwrap();
+        b.store(&v, NKV * HD, &vc, pos * NKV * HD).unwrap();
         let ap = AttnParams {
             head_dim: HD as u32,
+            head_dim_v: HD as u32,
             n_head: NH as u32,
             n_kv_head: NKV as u32,
             n_kv: pos as u32 + 1,
@@ -174,15 +174,15 @@ fn decode_block_on_gpu_matches_cpu() {
         };
         b.attention_decode(&qr, &kc, &vc, &att, &ap).unwrap();
         b.matvec(&wo.gpu, &att, &o).unwrap();
-        b.add(&x, &o, &x2).unwrap();
-        b.rms_norm(&x2, &n2g, &h2, D as u32, EPS).unwrap();
+        b.add(&x, &o, &x2, D).unwrap();
+        b.rms_norm(&x2, &n2g, &h2, 1, D as u32, EPS).unwrap();
         b.matvec(&wg.gpu, &h2, &g).unwrap();
         b.matvec(&wu.gpu, &h2, &u).unwrap();
-        b.swiglu(&g, &u, &ff).unwrap();
-        b.matvec(&wd.gpu, &ff, &dn).unwrap();
-        b.add(&x2, &dn, &x3).unwrap();
-        b.matvec(&wout.gpu, &x3, &logits).unwrap();
-        b.argmax(&logits, &tok).unwrap();
+        b.glu_inplace(&g, &u, FF, GluOp::SwiGlu).unwrap();
+        b.matvec(&wd.gpu, &g, &dn).unwrap();
+        b.add_inplace(&x2, &dn, D).unwrap(); // x2 becomes x3
+        b.matvec(&wout.gpu, &x2, &logits).unwrap();
+        b.argmax(&logits, VOCAB, &tok).unwrap();
         b.submit().unwrap();
         let gpu_logits = ctx.read_f32(&logits).unwrap();
         let gpu_tok = ctx.read_u32(&tok).unwrap()[0] as usize;

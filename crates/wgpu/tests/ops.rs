@@ -11,7 +11,7 @@ use half::f16;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use zeta_quant::{GgmlType, dequantize, quantize};
-use zeta_wgpu::{AttnParams, GpuContext, GpuDType, RopeMode, RopeParams, WgpuError};
+use zeta_wgpu::{AttnParams, GluOp, GpuContext, GpuDType, RopeMode, RopeParams, WgpuError};
 
 fn ctx() -> Option<GpuContext> {
     match GpuContext::new() {
@@ -287,8 +287,8 @@ fn store_into_f16_and_f32_caches() {
         let dst = ctx.upload_f16(&init).unwrap();
         let dst32 = ctx.upload_f32(&vec![-1.0; len]).unwrap();
         let mut b = ctx.batch();
-        b.store(&srcg, &dst, offset).unwrap();
-        b.store(&srcg, &dst32, offset).unwrap();
+        b.store(&srcg, src.len(), &dst, offset).unwrap();
+        b.store(&srcg, src.len(), &dst32, offset).unwrap();
         b.submit().unwrap();
         let bytes = read_f16(&ctx, &dst, len);
         for i in 0..len {
@@ -319,7 +319,7 @@ fn store_into_f16_and_f32_caches() {
     let nan = ctx.upload_f32(&[f32::NAN, 1.0]).unwrap();
     let dst = ctx.upload_f16(&[f16::ZERO; 2]).unwrap();
     let mut b = ctx.batch();
-    b.store(&nan, &dst, 0).unwrap();
+    b.store(&nan, 2, &dst, 0).unwrap();
     b.submit().unwrap();
     assert!(read_f16(&ctx, &dst, 2)[0].is_nan());
 }
@@ -440,7 +440,8 @@ fn rms_norm() {
         poison(&ctx, rows * cols),
     );
     let mut b = ctx.batch();
-    b.rms_norm(&xg, &wg, &y, cols as u32, eps).unwrap();
+    b.rms_norm(&xg, &wg, &y, rows as u32, cols as u32, eps)
+        .unwrap();
     b.submit().unwrap();
     let e = nmse(&ctx.read_f32(&y).unwrap(), &want);
     println!("rms_norm NMSE {e:.3e}");
@@ -448,6 +449,10 @@ fn rms_norm() {
 }
 
 fn rope_ref(x: &[f32], pos: &[u32], p: &RopeParams) -> Vec<f64> {
+    rope_ref_ff(x, pos, p, None)
+}
+
+fn rope_ref_ff(x: &[f32], pos: &[u32], p: &RopeParams, ff: Option<&[f32]>) -> Vec<f64> {
     let (hd, nh) = (p.head_dim as usize, p.n_heads as usize);
     let n_rot = p.n_rot as usize;
     let mut y: Vec<f64> = x.iter().map(|&v| v as f64).collect();
@@ -457,7 +462,8 @@ fn rope_ref(x: &[f32], pos: &[u32], p: &RopeParams) -> Vec<f64> {
             for i in 0..n_rot / 2 {
                 let theta = ps as f64
                     * p.freq_scale as f64
-                    * (p.freq_base as f64).powf(-2.0 * i as f64 / n_rot as f64);
+                    * (p.freq_base as f64).powf(-2.0 * i as f64 / n_rot as f64)
+                    / ff.map_or(1.0, |f| f[i] as f64);
                 let (a, b) = match p.mode {
                     RopeMode::Normal => (2 * i, 2 * i + 1),
                     RopeMode::Neox => (i, i + n_rot / 2),
@@ -535,11 +541,11 @@ fn gated_activations_and_add() {
         let out = poison(&ctx, n);
         let mut b = ctx.batch();
         match name {
-            "swiglu" => b.swiglu(&gg, &ug, &out).unwrap(),
-            "geglu" => b.geglu(&gg, &ug, &out).unwrap(),
-            "mul" => b.mul(&gg, &ug, &out).unwrap(),
-            "scale" => b.scale(&gg, 640f32.sqrt(), &out).unwrap(),
-            _ => b.add(&gg, &ug, &out).unwrap(),
+            "swiglu" => b.glu(&gg, &ug, &out, n, GluOp::SwiGlu).unwrap(),
+            "geglu" => b.glu(&gg, &ug, &out, n, GluOp::GeGlu).unwrap(),
+            "mul" => b.mul(&gg, &ug, &out, n).unwrap(),
+            "scale" => b.scale(&gg, 640f32.sqrt(), &out, n).unwrap(),
+            _ => b.add(&gg, &ug, &out, n).unwrap(),
         }
         b.submit().unwrap();
         let e = nmse(&ctx.read_f32(&out).unwrap(), &want);
@@ -567,7 +573,7 @@ fn softmax_rows() {
     }
     let (xg, y) = (ctx.upload_f32(&x).unwrap(), poison(&ctx, rows * cols));
     let mut b = ctx.batch();
-    b.softmax(&xg, &y, cols as u32, scale).unwrap();
+    b.softmax(&xg, &y, rows as u32, cols as u32, scale).unwrap();
     b.submit().unwrap();
     let e = nmse(&ctx.read_f32(&y).unwrap(), &want);
     println!("softmax NMSE {e:.3e}");
@@ -643,6 +649,7 @@ fn attention_decode_gqa_window_f16() {
     ] {
         let p = AttnParams {
             head_dim,
+            head_dim_v: head_dim,
             n_head: 4,
             n_kv_head: 2,
             n_kv,
@@ -708,6 +715,7 @@ fn attention_prefill_causal() {
         }
         let base = AttnParams {
             head_dim,
+            head_dim_v: head_dim,
             n_head: nh,
             n_kv_head: nkv,
             n_kv,
@@ -761,6 +769,209 @@ fn matvec_more_rows_than_one_grid_dimension() {
 }
 
 #[test]
+fn inplace_ops_and_oversized_buffers() {
+    let Some(ctx) = ctx() else { return };
+    let mut rng = StdRng::seed_from_u64(14);
+    let pad = 13; // every buffer is larger than the op's extent; the tail must stay intact
+    let check = |name: &str, got: &[f32], want: &[f64], tail: &[f32]| {
+        let n = want.len();
+        let e = nmse(&got[..n], want);
+        println!("{name} NMSE {e:.3e}");
+        assert!(e <= 1e-7, "{name}: {e}");
+        assert_eq!(&got[n..], tail, "{name}: tail modified");
+    };
+
+    // rms_norm_inplace: 3 rows of 77.
+    let (rows, cols) = (3usize, 77usize);
+    let x = rand_vec(&mut rng, rows * cols + pad, 2.0);
+    let w = rand_vec(&mut rng, cols, 1.0);
+    let mut want = Vec::new();
+    for r in 0..rows {
+        let row = &x[r * cols..(r + 1) * cols];
+        let ms: f64 = row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / cols as f64;
+        let s = 1.0 / (ms + 1e-5).sqrt();
+        want.extend(row.iter().zip(&w).map(|(&v, &g)| v as f64 * s * g as f64));
+    }
+    let (xg, wg) = (ctx.upload_f32(&x).unwrap(), ctx.upload_f32(&w).unwrap());
+    let mut b = ctx.batch();
+    b.rms_norm_inplace(&xg, &wg, rows as u32, cols as u32, 1e-5)
+        .unwrap();
+    b.submit().unwrap();
+    check(
+        "rms_norm_inplace",
+        &ctx.read_f32(&xg).unwrap(),
+        &want,
+        &x[rows * cols..],
+    );
+
+    // rope_inplace from pos0, with and without llama3 frequency factors.
+    for with_ff in [false, true] {
+        let p = RopeParams {
+            head_dim: 64,
+            n_heads: 2,
+            n_tokens: 3,
+            n_rot: 48,
+            mode: RopeMode::Normal,
+            freq_base: 500000.0,
+            freq_scale: 1.0,
+        };
+        let n = 64 * 2 * 3;
+        let x = rand_vec(&mut rng, n + pad, 1.0);
+        let ff: Vec<f32> = (0..24).map(|i| 1.0 + i as f32 * 0.37).collect();
+        let want = rope_ref_ff(&x[..n], &[40, 41, 42], &p, with_ff.then_some(&ff[..]));
+        let (xg, ffg) = (ctx.upload_f32(&x).unwrap(), ctx.upload_f32(&ff).unwrap());
+        let mut b = ctx.batch();
+        b.rope_inplace(&xg, 40, &p, with_ff.then_some(&ffg))
+            .unwrap();
+        b.submit().unwrap();
+        check("rope_inplace", &ctx.read_f32(&xg).unwrap(), &want, &x[n..]);
+    }
+
+    // glu_inplace, add_inplace, scale_inplace, add_bias.
+    let n = 555;
+    let g = rand_vec(&mut rng, n + pad, 5.0);
+    let u = rand_vec(&mut rng, n + pad, 1.0);
+    let silu = |x: f64| x / (1.0 + (-x).exp());
+    let gelu = |x: f64| {
+        0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh())
+    };
+    for kind in [GluOp::SwiGlu, GluOp::GeGlu] {
+        let want: Vec<f64> = (0..n)
+            .map(|i| {
+                let a = g[i] as f64;
+                (if kind == GluOp::SwiGlu {
+                    silu(a)
+                } else {
+                    gelu(a)
+                }) * u[i] as f64
+            })
+            .collect();
+        let (gg, ug) = (ctx.upload_f32(&g).unwrap(), ctx.upload_f32(&u).unwrap());
+        let mut b = ctx.batch();
+        b.glu_inplace(&gg, &ug, n, kind).unwrap();
+        b.submit().unwrap();
+        check("glu_inplace", &ctx.read_f32(&gg).unwrap(), &want, &g[n..]);
+    }
+    let (gg, ug) = (ctx.upload_f32(&g).unwrap(), ctx.upload_f32(&u).unwrap());
+    let mut b = ctx.batch();
+    b.add_inplace(&gg, &ug, n).unwrap();
+    b.scale_inplace(&gg, -0.5, n).unwrap();
+    b.submit().unwrap();
+    let want: Vec<f64> = (0..n).map(|i| (g[i] as f64 + u[i] as f64) * -0.5).collect();
+    check(
+        "add_inplace+scale_inplace",
+        &ctx.read_f32(&gg).unwrap(),
+        &want,
+        &g[n..],
+    );
+
+    let (rows, row_len) = (5usize, 111usize);
+    let x = rand_vec(&mut rng, rows * row_len + pad, 1.0);
+    let bias = rand_vec(&mut rng, row_len, 1.0);
+    let want: Vec<f64> = (0..rows * row_len)
+        .map(|i| x[i] as f64 + bias[i % row_len] as f64)
+        .collect();
+    let (xg, bg) = (ctx.upload_f32(&x).unwrap(), ctx.upload_f32(&bias).unwrap());
+    let mut b = ctx.batch();
+    b.add_bias(&xg, &bg, rows, row_len).unwrap();
+    b.submit().unwrap();
+    check(
+        "add_bias",
+        &ctx.read_f32(&xg).unwrap(),
+        &want,
+        &x[rows * row_len..],
+    );
+
+    // F32 weights double as tensors; ranged read-back.
+    let wm = ctx
+        .upload_matrix(
+            GgmlType::F32,
+            1,
+            5,
+            bytemuck::cast_slice(&[1f32, 2.0, 3.0, 4.0, 5.0]),
+        )
+        .unwrap();
+    let wt = wm.as_f32_tensor().unwrap();
+    assert_eq!(ctx.read_f32_range(&wt, 1, 3).unwrap(), vec![2.0, 3.0, 4.0]);
+    assert!(ctx.read_f32_range(&wt, 3, 3).is_err());
+    let q8 = ctx
+        .upload_matrix(GgmlType::Q8_0, 1, 32, &[0u8; 34])
+        .unwrap();
+    assert!(q8.as_f32_tensor().is_none());
+
+    // copy between ranges.
+    let a = ctx.upload_f32(&[1.0, 2.0, 3.0, 4.0, 5.0]).unwrap();
+    let d = ctx.upload_f32(&[0.0; 6]).unwrap();
+    let mut b = ctx.batch();
+    b.copy(&a, 1, &d, 3, 3).unwrap();
+    assert!(b.copy(&a, 3, &d, 0, 3).is_err());
+    assert!(b.copy(&a, 0, &a, 1, 3).is_err());
+    b.submit().unwrap();
+    assert_eq!(
+        ctx.read_f32(&d).unwrap(),
+        vec![0.0, 0.0, 0.0, 2.0, 3.0, 4.0]
+    );
+}
+
+#[test]
+fn attention_value_head_size_differs() {
+    let Some(ctx) = ctx() else { return };
+    let mut rng = StdRng::seed_from_u64(15);
+    let (hd, hdv, nh, nkv, n_kv, n_q) = (48usize, 32usize, 4usize, 1usize, 300usize, 3usize);
+    let q = rand_vec(&mut rng, n_q * nh * hd, 1.0);
+    let k = rand_vec(&mut rng, n_kv * nkv * hd, 1.0);
+    let v = rand_vec(&mut rng, n_kv * nkv * hdv, 1.0);
+    let scale = 0.2f64;
+    let mut want = Vec::new();
+    for i in 0..n_q {
+        let n_kv_i = n_kv - n_q + i + 1;
+        for h in 0..nh {
+            let s: Vec<f64> = (0..n_kv_i)
+                .map(|t| {
+                    (0..hd)
+                        .map(|d| q[(i * nh + h) * hd + d] as f64 * k[t * hd + d] as f64)
+                        .sum::<f64>()
+                        * scale
+                })
+                .collect();
+            let m = s.iter().cloned().fold(f64::MIN, f64::max);
+            let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+            let sum: f64 = e.iter().sum();
+            for d in 0..hdv {
+                want.push(
+                    (0..n_kv_i)
+                        .map(|t| e[t] * v[t * hdv + d] as f64)
+                        .sum::<f64>()
+                        / sum,
+                );
+            }
+        }
+    }
+    let p = AttnParams {
+        head_dim: hd as u32,
+        head_dim_v: hdv as u32,
+        n_head: nh as u32,
+        n_kv_head: nkv as u32,
+        n_kv: n_kv as u32,
+        window: 0,
+        scale: scale as f32,
+        softcap: 0.0,
+    };
+    let (qg, kg, vg) = (
+        ctx.upload_f32(&q).unwrap(),
+        ctx.upload_f32(&k).unwrap(),
+        ctx.upload_f32(&v).unwrap(),
+    );
+    let out = poison(&ctx, n_q * nh * hdv);
+    let mut b = ctx.batch();
+    b.attention(&qg, &kg, &vg, &out, &p, n_q as u32).unwrap();
+    b.submit().unwrap();
+    let e = nmse(&ctx.read_f32(&out).unwrap(), &want);
+    println!("attention head_dim {hd} head_dim_v {hdv} NMSE {e:.3e}");
+    assert!(e <= 1e-8);
+}
+
+#[test]
 fn shape_errors_are_typed() {
     let Some(ctx) = ctx() else { return };
     let x = ctx.upload_f32(&[1.0; 10]).unwrap();
@@ -770,7 +981,14 @@ fn shape_errors_are_typed() {
         .unwrap();
     let mut b = ctx.batch();
     assert!(matches!(b.matvec(&w, &x, &y), Err(WgpuError::Shape { .. })));
-    assert!(matches!(b.add(&x, &x, &x), Err(WgpuError::Shape { .. })));
+    assert!(matches!(
+        b.add(&x, &x, &x, 10),
+        Err(WgpuError::Shape { .. })
+    ));
+    assert!(matches!(
+        b.add(&x, &y, &y, 10),
+        Err(WgpuError::Shape { .. })
+    ));
     assert!(matches!(
         ctx.upload_matrix(GgmlType::Q2_K, 1, 256, &[0u8; 84]),
         Err(WgpuError::UnsupportedType(GgmlType::Q2_K))
@@ -819,9 +1037,9 @@ fn pipelines_are_cached() {
     let x = ctx.upload_f32(&[1.0, 2.0, 3.0]).unwrap();
     let y = ctx.zeros(3, GpuDType::F32).unwrap();
     let mut b = ctx.batch();
-    b.add(&x, &x, &y).unwrap();
+    b.add(&x, &x, &y, 3).unwrap();
     let n = ctx.cached_pipelines();
-    b.add(&x, &x, &y).unwrap();
+    b.add(&x, &x, &y, 3).unwrap();
     b.submit().unwrap();
     assert_eq!(ctx.cached_pipelines(), n);
     assert_eq!(ctx.read_f32(&y).unwrap(), vec![2.0, 4.0, 6.0]);

@@ -80,6 +80,11 @@ fn file_type_name(id: u64) -> &'static str {
     }
 }
 
+/// A ggml type's name in upper case ("Q4_K", "F32"), as gguf tools print it.
+pub fn type_name(ty: GgmlType) -> String {
+    ty.name().to_uppercase()
+}
+
 /// llama.cpp token type names (llama_token_type).
 fn token_type_name(t: i64) -> String {
     match t {
@@ -151,7 +156,7 @@ fn value_json(v: &Value, max_array: usize) -> Json {
         Value::I32(x) => json!(x),
         Value::U64(x) => json!(x),
         Value::I64(x) => json!(x),
-        Value::F32(x) => json!(x),
+        Value::F32(x) => f32_json(*x),
         Value::F64(x) => json!(x),
         Value::Bool(x) => json!(x),
         Value::String(s) => json!(s),
@@ -172,12 +177,22 @@ fn array_json(a: &Array, max_array: usize) -> Json {
         Array::I32(v) => json!(v),
         Array::U64(v) => json!(v),
         Array::I64(v) => json!(v),
-        Array::F32(v) => json!(v),
+        Array::F32(v) => Json::Array(v.iter().map(|&x| f32_json(x)).collect()),
         Array::F64(v) => json!(v),
         Array::Bool(v) => json!(v),
         Array::String(v) => json!(v),
         Array::Array(v) => Json::Array(v.iter().map(|x| array_json(x, max_array)).collect()),
     }
+}
+
+/// An f32 as the JSON number with the same shortest decimal form (1e-5, not
+/// 9.999999747378752e-6).
+fn f32_json(x: f32) -> Json {
+    x.to_string()
+        .parse::<f64>()
+        .ok()
+        .and_then(serde_json::Number::from_f64)
+        .map_or(Json::Null, Json::Number)
 }
 
 /// Short one-line text for a value.
@@ -278,7 +293,7 @@ struct Report {
     add_eos: Option<bool>,
     chat_template_chars: Option<usize>,
     tensors: Vec<TensorRow>,
-    by_type: BTreeMap<&'static str, TypeTotal>,
+    by_type: BTreeMap<String, TypeTotal>,
     /// (key, value) of the remaining metadata
     other: Vec<(String, Json, String)>,
     kv_cache: Option<KvCache>,
@@ -344,9 +359,9 @@ impl Report {
                 offset: t.offset,
             })
             .collect();
-        let mut by_type: BTreeMap<&'static str, TypeTotal> = BTreeMap::new();
+        let mut by_type: BTreeMap<String, TypeTotal> = BTreeMap::new();
         for t in &tensors {
-            let e = by_type.entry(t.ty.name()).or_default();
+            let e = by_type.entry(type_name(t.ty)).or_default();
             e.tensors += 1;
             e.params += t.n_elements;
             e.bytes += t.n_bytes;
@@ -439,7 +454,7 @@ impl Report {
             .map(|t| {
                 json!({
                     "name": t.name,
-                    "type": t.ty.name(),
+                    "type": type_name(t.ty),
                     "shape": t.dims,
                     "n_elements": t.n_elements,
                     "bytes": t.n_bytes,
@@ -452,7 +467,7 @@ impl Report {
             .iter()
             .map(|(ty, t)| {
                 (
-                    (*ty).to_string(),
+                    ty.clone(),
                     json!({"tensors": t.tensors, "params": t.params, "bytes": t.bytes}),
                 )
             })
@@ -629,7 +644,7 @@ impl Report {
                 s,
                 "  {:<w$}  {:<7} {:<22} {:>12}",
                 t.name,
-                t.ty.name(),
+                type_name(t.ty),
                 shape,
                 t.n_bytes
             )?;

@@ -43,7 +43,7 @@ pub fn run(args: Args) -> Result<()> {
         bail!(
             "tensor '{}' has type {}, which zeta cannot dequantize",
             t.name,
-            t.ggml_type.name()
+            super::info::type_name(t.ggml_type)
         );
     }
     let shape = numpy_shape(&t.dims);
@@ -56,7 +56,7 @@ pub fn run(args: Args) -> Result<()> {
         "wrote {}: {} ({}, ggml ne {:?}) as f32, numpy shape {}\n",
         args.out.display(),
         t.name,
-        t.ggml_type.name(),
+        super::info::type_name(t.ggml_type),
         t.dims,
         shape_tuple(&shape)
     ))

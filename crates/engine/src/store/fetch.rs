@@ -206,9 +206,19 @@ fn download(
             .timeout_send_request(Some(timeouts.connect))
             .timeout_recv_response(Some(timeouts.read))
             .timeout_per_read(Some(timeouts.read))
+            .tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(root_certs())
+                    .build(),
+            )
             .build()
             .into();
-        let mut resp = agent.get(url).call().map_err(|e| http_err(e.to_string()))?;
+        // identity: the Content-Length must be the file's size
+        let mut resp = agent
+            .get(url)
+            .header("Accept-Encoding", "identity")
+            .call()
+            .map_err(|e| http_err(e.to_string()))?;
         let announced = resp
             .headers()
             .get("content-length")
@@ -234,6 +244,36 @@ fn download(
         .flush()
         .map_err(|e| StoreError::io(format!("write {}", dest.display()), e))?;
     Ok((n, sha))
+}
+
+/// Root certificates for HTTPS: the system CA bundle (`$SSL_CERT_FILE` or the
+/// usual Linux paths) when there is one — it is what the system's own tools
+/// trust, including site-local CAs — else the bundled Mozilla roots.
+fn root_certs() -> ureq::tls::RootCerts {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = std::env::var_os("SSL_CERT_FILE").filter(|p| !p.is_empty()) {
+        candidates.push(PathBuf::from(p));
+    }
+    for p in [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+        "/etc/ssl/cert.pem",
+    ] {
+        candidates.push(PathBuf::from(p));
+    }
+    for path in candidates {
+        let Ok(pem) = fs::read(&path) else { continue };
+        let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        if !certs.is_empty() {
+            return ureq::tls::RootCerts::new_with_certs(&certs);
+        }
+    }
+    ureq::tls::RootCerts::WebPki
 }
 
 /// Copies all of `r` into `w`, sending `Advance` events. Errors get `context`.

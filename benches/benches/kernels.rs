@@ -1,0 +1,166 @@
+//! Kernel benchmarks: `cargo bench -p zeta-benches` (add `-- matvec/Q4_0` to
+//! filter). Quick smoke run: `cargo test -p zeta-benches --benches`.
+//!
+//! - `matvec/<TYPE>/<rows>x<cols>/backend`: the CPU backend's `matmul` with
+//!   one token (all cores), the call every decode step makes per weight.
+//! - `matvec/<TYPE>/<rows>x<cols>/reference`: a single-threaded row loop over
+//!   `zeta_quant::vec_dot` (the portable reference arithmetic).
+//! - `rms_norm/2048`, `attention/decode/…`: the other per-token ops.
+//!
+//! Throughput is `Throughput::Bytes` of the data each call streams (weights
+//! for matvec; x, out and the scale for RMSNorm; the K and V rows for
+//! attention). Before the benchmarks a 256 MiB memcpy measures the memory
+//! bandwidth; after them a summary prints each benchmark's median GB/s and
+//! its share of that bandwidth.
+
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use zeta_benches::{QuantMatrix, Recorder, SHAPES, WEIGHT_TYPES, random_f32, vector_weight};
+use zeta_tensor::{AttnParams, Backend, CpuBackend};
+
+fn matvec(c: &mut Criterion, rec: &Recorder, backend: &CpuBackend) {
+    let mut group = c.benchmark_group("matvec");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    for ty in WEIGHT_TYPES {
+        for (rows, cols) in SHAPES {
+            let m = match QuantMatrix::random(backend, ty, rows, cols, 42) {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("skipping matvec {ty} {rows}x{cols}: {e}");
+                    continue;
+                }
+            };
+            let x = random_f32(cols, 43);
+            group.throughput(Throughput::Bytes(m.bytes()));
+            let shape = format!("{ty}/{rows}x{cols}");
+
+            let Ok(mut xb) = backend.alloc(cols) else {
+                continue;
+            };
+            xb.data.copy_from_slice(&x); // [1, cols]
+            let Ok(mut out) = backend.alloc(rows) else {
+                continue;
+            }; // [1, rows]
+            let id = format!("matvec/{shape}/backend");
+            group.bench_function(BenchmarkId::new(&shape, "backend"), |b| {
+                b.iter_custom(|iters| {
+                    rec.time(&id, m.bytes(), iters, || {
+                        if let Err(e) = m.matvec_backend(backend, &xb, &mut out) {
+                            panic!("matmul failed: {e}");
+                        }
+                    })
+                })
+            });
+
+            let Ok(act) = m.quantize_activation(&x) else {
+                continue;
+            };
+            let mut out_ref = vec![0f32; rows]; // [rows]
+            let id = format!("matvec/{shape}/reference");
+            group.bench_function(BenchmarkId::new(&shape, "reference"), |b| {
+                b.iter_custom(|iters| {
+                    rec.time(&id, m.bytes(), iters, || {
+                        if let Err(e) = m.matvec_reference(&act, &mut out_ref) {
+                            panic!("vec_dot failed: {e}");
+                        }
+                    })
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+fn norm_and_attention(c: &mut Criterion, rec: &Recorder, backend: &CpuBackend) {
+    let mut group = c.benchmark_group("ops");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+
+    // RMSNorm of one 2048-wide row: reads x and w, writes out.
+    let n = 2048;
+    if let (Ok(w), Ok(mut x), Ok(mut out)) = (
+        vector_weight(backend, &random_f32(n, 1)),
+        backend.alloc(n),
+        backend.alloc(n),
+    ) {
+        x.data.copy_from_slice(&random_f32(n, 2)); // [1, 2048]
+        let bytes = 3 * 4 * n as u64;
+        group.throughput(Throughput::Bytes(bytes));
+        group.bench_function("rms_norm/2048", |b| {
+            b.iter_custom(|iters| {
+                rec.time("ops/rms_norm/2048", bytes, iters, || {
+                    if let Err(e) = backend.rms_norm(&x, &w, &mut out, 1, 1e-5) {
+                        panic!("rms_norm failed: {e}");
+                    }
+                })
+            })
+        });
+    }
+
+    // Decode attention of one token over a filled cache, llama-1b heads:
+    // 32 query heads, 4 KV heads of 64 (TinyLlama), 512 cached positions.
+    let (n_head, n_head_kv, head_dim, n_pos) = (32usize, 4usize, 64usize, 512usize);
+    let row = n_head_kv * head_dim;
+    if let (Ok(mut k), Ok(mut v), Ok(mut q), Ok(mut out)) = (
+        backend.alloc_kv(n_pos * row),    // [n_pos, n_head_kv*head_dim] f16
+        backend.alloc_kv(n_pos * row),    // [n_pos, n_head_kv*head_dim] f16
+        backend.alloc(n_head * head_dim), // [1, n_head, head_dim]
+        backend.alloc(n_head * head_dim), // [1, n_head, head_dim]
+    ) {
+        for (dst, src) in [(&mut k.data, 3u64), (&mut v.data, 4u64)] {
+            for (d, s) in dst.iter_mut().zip(random_f32(n_pos * row, src)) {
+                *d = half::f16::from_f32(s).to_bits();
+            }
+        }
+        q.data.copy_from_slice(&random_f32(n_head * head_dim, 5));
+        let params = AttnParams {
+            n_tokens: 1,
+            pos0: n_pos - 1,
+            n_head,
+            n_head_kv,
+            head_dim_k: head_dim,
+            head_dim_v: head_dim,
+            scale: 1.0 / (head_dim as f32).sqrt(),
+            window: None,
+        };
+        let bytes = 2 * 2 * (n_pos * row) as u64; // K and V, f16
+        group.throughput(Throughput::Bytes(bytes));
+        let id = format!("ops/attention/decode/{n_pos}");
+        group.bench_function(format!("attention/decode/{n_pos}"), |b| {
+            b.iter_custom(|iters| {
+                rec.time(&id, bytes, iters, || {
+                    if let Err(e) = backend.attention(&q, &k, &v, &mut out, &params) {
+                        panic!("attention failed: {e}");
+                    }
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    let backend = CpuBackend::new();
+    let bw = zeta_benches::memcpy_bandwidth(256 << 20, 5);
+    eprintln!(
+        "memory bandwidth (256 MiB memcpy, best of 5, read+write): {:.2} GB/s; CPU backend threads: {}",
+        bw / 1e9,
+        backend.threads()
+    );
+    let rec = Recorder::default();
+    matvec(&mut c, &rec, &backend);
+    norm_and_attention(&mut c, &rec, &backend);
+    c.final_summary();
+    eprintln!(
+        "\nshare of the measured memcpy bandwidth ({:.2} GB/s):\n{}",
+        bw / 1e9,
+        rec.summary(bw)
+    );
+}
