@@ -2,6 +2,7 @@
 // Out of place:  main: out = a + b   mul: out = a * b   scale: out = a * s
 // In place:      add_assign: out += b   add_rows: out[i] += b[i % m] (bias rows)
 //                scale_assign: out *= s
+//                softcap_assign: out = s * tanh(out / s) (logit soft-capping)
 // 2-D grid: index = gid.x + gid.y * row_len.
 
 struct Params {
@@ -61,5 +62,13 @@ fn scale_assign(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = gid.x + gid.y * P.row_len;
     if (i < P.n) {
         OUT[i] = OUT[i] * P.s;
+    }
+}
+
+@compute @workgroup_size(256)
+fn softcap_assign(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * P.row_len;
+    if (i < P.n) {
+        OUT[i] = P.s * tanh(clamp(OUT[i] / P.s, -15.0, 15.0));
     }
 }

@@ -4,7 +4,7 @@
 // The including shader must declare:
 //   @group(0) @binding(0) var<storage, read> W: array<u32>;   // raw GGUF row bytes
 //   var<private> dq: array<f32, 32>;                             // unit output
-// Blocks are 18/20/22/24/34/144/176/210 bytes, so they are not 4-byte aligned:
+// Blocks are 18/20/22/24/34/84/110/136/144/176/210 bytes, mostly not 4-byte aligned:
 // every field is read with byte-offset arithmetic. All f16 fields sit at even
 // offsets, so a 16-bit read never straddles two words.
 
@@ -244,6 +244,107 @@ fn deq_q6_k(row_base: u32, unit: u32, n_cols: u32) {
             let qh = (hi >> (8u * k + 2u * r)) & 3u;
             let q = f32(i32(ql | (qh << 4u)) - 32);
             dq[l + k] = select(sc0, sc1, l >= 16u) * q;
+        }
+    }
+}
+
+// Q2_K (84 B): scales[16] @0 (low nibble scale, high nibble min), qs[64] @16,
+// d @80, dmin @82. Unit s: half h = s/4, j = s%4; 2-bit field j of
+// qs[h*32 + l]; scales[h*8 + 2j] for l < 16, [h*8 + 2j + 1] after.
+fn deq_q2_k(row_base: u32, unit: u32, n_cols: u32) {
+    let b = row_base + (unit / 8u) * 84u;
+    let s = unit % 8u;
+    let h = s / 4u;
+    let j = s % 4u;
+    let d = rd_f16(b + 80u);
+    let dmin = rd_f16(b + 82u);
+    let sc0 = rd_u8(b + h * 8u + 2u * j);
+    let sc1 = rd_u8(b + h * 8u + 2u * j + 1u);
+    let qb = b + 16u + h * 32u;
+    for (var l = 0u; l < 32u; l += 4u) {
+        let v = W[(qb + l) >> 2u];
+        let sc = select(sc0, sc1, l >= 16u);
+        let dl = d * f32(sc & 0xfu);
+        let ml = dmin * f32(sc >> 4u);
+        for (var k = 0u; k < 4u; k++) {
+            dq[l + k] = dl * f32((v >> (8u * k + 2u * j)) & 3u) - ml;
+        }
+    }
+}
+
+// 6-bit signed scale k (0..16) of Q3_K from the 12 packed bytes at `sc`.
+fn q3k_scale(sc: u32, k: u32) -> f32 {
+    var low: u32;
+    if (k < 8u) {
+        low = rd_u8(sc + k) & 0xfu;
+    } else {
+        low = rd_u8(sc + k - 8u) >> 4u;
+    }
+    let high = (rd_u8(sc + 8u + k % 4u) >> (2u * (k / 4u))) & 3u;
+    return f32(i32(low | (high << 4u)) - 32);
+}
+
+// Q3_K (110 B): hmask[32] @0, qs[64] @32, scales[12] @96, d @108.
+// Unit s: half h = s/4, j = s%4; 2-bit field j of qs[h*32 + l], minus 4
+// unless bit (4h + j) of hmask[l] is set; scale h*8 + 2j (+1 for l >= 16).
+fn deq_q3_k(row_base: u32, unit: u32, n_cols: u32) {
+    let b = row_base + (unit / 8u) * 110u;
+    let s = unit % 8u;
+    let h = s / 4u;
+    let j = s % 4u;
+    let d = rd_f16(b + 108u);
+    let d0 = d * q3k_scale(b + 96u, h * 8u + 2u * j);
+    let d1 = d * q3k_scale(b + 96u, h * 8u + 2u * j + 1u);
+    let bit = 4u * h + j;
+    for (var l = 0u; l < 32u; l += 2u) {
+        let q = rd_u16(b + 32u + h * 32u + l);
+        let m = rd_u16(b + l);
+        let dl = select(d0, d1, l >= 16u);
+        for (var k = 0u; k < 2u; k++) {
+            let v = i32((q >> (8u * k + 2u * j)) & 3u);
+            let hb = (m >> (8u * k + bit)) & 1u;
+            dq[l + k] = dl * f32(v - select(4, 0, hb == 1u));
+        }
+    }
+}
+
+// IQ4_NL/IQ4_XS non-linear 4-bit grid.
+fn kvalue_iq4(i: u32) -> f32 {
+    var kv = array<f32, 16>(-127.0, -104.0, -83.0, -65.0, -49.0, -35.0, -22.0, -10.0,
+                            1.0, 13.0, 25.0, 38.0, 53.0, 69.0, 89.0, 113.0);
+    return kv[i];
+}
+
+// IQ4_NL (18 B): d @0, qs[16] @2; x[j] = d kv[lo(qs[j])], x[j+16] = d kv[hi(qs[j])].
+fn deq_iq4_nl(row_base: u32, unit: u32, n_cols: u32) {
+    let b = row_base + unit * 18u;
+    let d = rd_f16(b);
+    for (var j = 0u; j < 16u; j += 4u) {
+        let q = rd_4b(b + 2u + j);
+        for (var k = 0u; k < 4u; k++) {
+            dq[j + k] = d * kvalue_iq4(q[k] & 0xfu);
+            dq[j + k + 16u] = d * kvalue_iq4(q[k] >> 4u);
+        }
+    }
+}
+
+// IQ4_XS (136 B): d @0, scales_h:u16 @2, scales_l[4] @4, qs[128] @8.
+// Unit s: 6-bit scale (lo nibble s of scales_l, 2 bits s of scales_h) - 32,
+// then as IQ4_NL over qs[16 s ..].
+fn deq_iq4_xs(row_base: u32, unit: u32, n_cols: u32) {
+    let b = row_base + (unit / 8u) * 136u;
+    let s = unit % 8u;
+    let d = rd_f16(b);
+    let sh = rd_u16(b + 2u);
+    let lo = (rd_u8(b + 4u + s / 2u) >> (4u * (s % 2u))) & 0xfu;
+    let hi = (sh >> (2u * s)) & 3u;
+    let dl = d * f32(i32(lo | (hi << 4u)) - 32);
+    for (var j = 0u; j < 16u; j += 4u) {
+        let v = W[(b + 8u + 16u * s + j) >> 2u];
+        for (var k = 0u; k < 4u; k++) {
+            let byte = (v >> (8u * k)) & 0xffu;
+            dq[j + k] = dl * kvalue_iq4(byte & 0xfu);
+            dq[j + k + 16u] = dl * kvalue_iq4(byte >> 4u);
         }
     }
 }

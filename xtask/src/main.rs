@@ -4,10 +4,12 @@
 //!   (models.lock, `$ZETA_MODELS`).
 //! - `synth --shape NAME --quant TYPE OUT.gguf`: random-weight llama models in
 //!   the shapes of real ones, for tests and benchmarks.
+//! - `tidy`: repository rules rustfmt and clippy do not check.
 
 mod models;
 mod progress;
 mod synth;
+mod tidy;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,6 +46,8 @@ enum Cmd {
         /// Output .gguf path.
         out: PathBuf,
     },
+    /// Check repository rules: module docs, SAFETY comments, golden-data size.
+    Tidy,
 }
 
 #[derive(Debug, Subcommand)]
@@ -72,6 +76,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             ModelsCmd::Fetch { names, all } => models::fetch(&names, all),
             ModelsCmd::Verify { names } => models::verify(&names),
         },
+        Cmd::Tidy => {
+            // xtask/ is one level below the repository root
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .unwrap_or_else(|| std::path::Path::new("."));
+            tidy::tidy(root)
+        }
         Cmd::Synth {
             shape,
             quant,

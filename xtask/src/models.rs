@@ -21,10 +21,7 @@ fn select<'a>(store: &'a Store, names: &[String]) -> Result<Vec<&'a ModelEntry>>
         .iter()
         .map(|n| match store.lock().get(n) {
             Some(m) => Ok(m),
-            None => bail!(
-                "unknown model '{n}' (known: {})",
-                store.lock().names()
-            ),
+            None => bail!("unknown model '{n}' (known: {})", store.lock().names()),
         })
         .collect()
 }
@@ -33,10 +30,7 @@ fn select<'a>(store: &'a Store, names: &[String]) -> Result<Vec<&'a ModelEntry>>
 pub fn list() -> Result<ExitCode> {
     let store = Store::from_env()?;
     println!("store: {}", store.dir().display());
-    println!(
-        "{:<28} {:<36} {:>11}  status",
-        "name", "file", "size"
-    );
+    println!("{:<28} {:<36} {:>11}  status", "name", "file", "size");
     for m in &store.lock().models {
         let status = match store.status(m)? {
             ModelStatus::Missing => "missing".to_string(),
@@ -44,7 +38,12 @@ pub fn list() -> Result<ExitCode> {
             ModelStatus::Unverified => "present (not verified)".to_string(),
             ModelStatus::Verified => "verified".to_string(),
         };
-        println!("{:<28} {:<36} {:>11}  {status}", m.name, m.file, mib(m.size));
+        println!(
+            "{:<28} {:<36} {:>11}  {status}",
+            m.name,
+            m.file,
+            mib(m.size)
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -84,14 +83,21 @@ pub fn verify(names: &[String]) -> Result<ExitCode> {
             if names.is_empty() {
                 eprintln!("{}: missing (skipped)", m.name);
             } else {
-                eprintln!("{}: error: not in the store ({})", m.name, store.path(m).display());
+                eprintln!(
+                    "{}: error: not in the store ({})",
+                    m.name,
+                    store.path(m).display()
+                );
                 failed += 1;
             }
             continue;
         }
         let mut bars = StoreBars::default();
         match store.verify(m, &mut |ev| bars.event(ev)) {
-            Ok(()) => eprintln!("{}: ok (size {} and sha256 {} match)", m.name, m.size, m.sha256),
+            Ok(()) => eprintln!(
+                "{}: ok (size {} and sha256 {} match)",
+                m.name, m.size, m.sha256
+            ),
             Err(e) => {
                 eprintln!("{}: error: {e}", m.name);
                 failed += 1;

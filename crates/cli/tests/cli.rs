@@ -58,7 +58,8 @@ fn tiny_gguf(dir: &Path) -> PathBuf {
     w.add_kv("tokenizer.ggml.eos_token_id", Value::U32(2));
 
     let vec_bytes: Vec<u8> = VEC.iter().flat_map(|x| x.to_le_bytes()).collect();
-    w.add_tensor("vec", &[2, 3], GgmlType::F32, vec_bytes).unwrap();
+    w.add_tensor("vec", &[2, 3], GgmlType::F32, vec_bytes)
+        .unwrap();
 
     // A Q8_0 matrix: 2 rows of 64, values i/64 - 0.5 (quantized).
     let src: Vec<f32> = (0..128).map(|i| i as f32 / 64.0 - 0.5).collect();
@@ -80,8 +81,14 @@ fn assert_one_line_error(o: &Output, needle: &str) {
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 1, "expected one stderr line, got: {err}");
     assert!(lines[0].starts_with("error: "), "{err}");
-    assert!(lines[0].contains(needle), "{err:?} should mention {needle:?}");
-    assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+    assert!(
+        lines[0].contains(needle),
+        "{err:?} should mention {needle:?}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
     assert!(o.stdout.is_empty());
 }
 
@@ -118,7 +125,10 @@ fn info_text() {
 fn info_json_and_kv_cache() {
     let dir = tempfile::tempdir().unwrap();
     let p = tiny_gguf(dir.path());
-    let o = zeta(&["info", p.to_str().unwrap(), "--json", "--ctx", "100"], dir.path());
+    let o = zeta(
+        &["info", p.to_str().unwrap(), "--json", "--ctx", "100"],
+        dir.path(),
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let j: Json = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(j["architecture"], "llama");
@@ -148,7 +158,11 @@ fn info_json_and_kv_cache() {
     assert_eq!(j["kv_cache"]["n_ctx"], 100);
 
     let o = zeta(&["info", p.to_str().unwrap(), "--ctx", "100"], dir.path());
-    assert!(stdout(&o).contains("KV cache (f16) for 100 tokens: 25.00 KiB (25600 bytes)"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("KV cache (f16) for 100 tokens: 25.00 KiB (25600 bytes)"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 fn read_npy(path: &Path) -> (String, Vec<f32>) {
@@ -172,7 +186,13 @@ fn tensor_npy() {
     let p = tiny_gguf(dir.path());
     let out = dir.path().join("vec.npy");
     let o = zeta(
-        &["tensor", p.to_str().unwrap(), "vec", "--out", out.to_str().unwrap()],
+        &[
+            "tensor",
+            p.to_str().unwrap(),
+            "vec",
+            "--out",
+            out.to_str().unwrap(),
+        ],
         dir.path(),
     );
     assert!(o.status.success(), "{}", stderr(&o));
@@ -207,7 +227,13 @@ fn tensor_npy() {
     // 1-D tensor → (64,)
     let out = dir.path().join("n.npy");
     let o = zeta(
-        &["tensor", p.to_str().unwrap(), "output_norm.weight", "-o", out.to_str().unwrap()],
+        &[
+            "tensor",
+            p.to_str().unwrap(),
+            "output_norm.weight",
+            "-o",
+            out.to_str().unwrap(),
+        ],
         dir.path(),
     );
     assert!(o.status.success(), "{}", stderr(&o));
@@ -240,7 +266,10 @@ fn bad_inputs_are_one_line_errors() {
     assert_one_line_error(&o, "neither an existing file nor a model");
 
     let out = dir.path().join("x.npy");
-    let o = zeta(&["tensor", ps, "nope.weight", "--out", out.to_str().unwrap()], dir.path());
+    let o = zeta(
+        &["tensor", ps, "nope.weight", "--out", out.to_str().unwrap()],
+        dir.path(),
+    );
     assert_one_line_error(&o, "no tensor named 'nope.weight'");
     assert!(!out.exists());
 
@@ -256,10 +285,75 @@ fn bad_inputs_are_one_line_errors() {
     assert_eq!(o.status.code(), Some(2));
 }
 
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn info_by_lock_name_fetches_through_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = tiny_gguf(dir.path());
+    let bytes = std::fs::read(&src).unwrap();
+    let lock = dir.path().join("models.lock");
+    std::fs::write(
+        &lock,
+        format!(
+            "[[model]]\nname = \"tiny-test\"\nfile = \"tiny-test.gguf\"\nsize = {}\nsha256 = \"{}\"\n\n\
+             [[model.sources]]\nkind = \"url\"\nurl = \"file://{}\"\n",
+            bytes.len(),
+            sha256_hex(&bytes),
+            src.display()
+        ),
+    )
+    .unwrap();
+    let store = dir.path().join("store");
+    let run = |args: &[&str], lock: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_zeta"))
+            .args(args)
+            .env("ZETA_MODELS", &store)
+            .env("ZETA_MODELS_LOCK", lock)
+            .output()
+            .unwrap()
+    };
+    let o = run(&["info", "tiny-test", "--json"], &lock);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: Json = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(j["name"], "cli test");
+    assert_eq!(std::fs::read(store.join("tiny-test.gguf")).unwrap(), bytes);
+    assert!(store.join("tiny-test.gguf.verified").exists());
+
+    // names from the embedded lock are unknown with this lock
+    let o = run(&["info", "smollm2-135m-instruct-q4_1"], &lock);
+    assert_one_line_error(&o, "known models: tiny-test");
+
+    // a broken lock file is a clear error
+    let bad = dir.path().join("bad.lock");
+    std::fs::write(&bad, "[[model]]\nname = 3\n").unwrap();
+    let o = run(&["info", "tiny-test"], &bad);
+    assert_one_line_error(&o, "invalid lock file");
+
+    // a lock whose hash does not match the source: no file is left behind
+    let wrong = dir.path().join("wrong.lock");
+    let text = std::fs::read_to_string(&lock)
+        .unwrap()
+        .replace("tiny-test.gguf", "other.gguf")
+        .replace(&sha256_hex(&bytes), &"0".repeat(64));
+    std::fs::write(&wrong, text).unwrap();
+    let o = run(&["info", "tiny-test"], &wrong);
+    assert_one_line_error(&o, "sha256 mismatch");
+    assert!(!store.join("other.gguf").exists());
+}
+
 fn real_model(file: &str) -> Option<PathBuf> {
     let dir = std::env::var_os("ZETA_MODELS")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/zeta/models")))?;
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/zeta/models"))
+        })?;
     let p = dir.join(file);
     if p.is_file() {
         return Some(p);

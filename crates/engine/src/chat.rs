@@ -8,9 +8,21 @@ use zeta_model::tokenizer::Tokenizer;
 
 use crate::{EngineError, Result};
 
-/// Used when a GGUF file has no chat template (llama.cpp falls back to
-/// ChatML too).
-pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+/// ChatML, used when a GGUF file has no chat template and its architecture
+/// has no built-in one (llama.cpp falls back to ChatML too).
+pub const CHATML_TEMPLATE: &str = include_str!("templates/chatml.jinja");
+
+/// Gemma's turn format (`<start_of_turn>user … <end_of_turn>`), used for
+/// `gemma3` files that carry no template of their own.
+pub const GEMMA_TEMPLATE: &str = include_str!("templates/gemma.jinja");
+
+/// The template to use when a GGUF file has none.
+pub fn builtin_template(arch: zeta_model::Arch) -> &'static str {
+    match arch {
+        zeta_model::Arch::Gemma3 => GEMMA_TEMPLATE,
+        _ => CHATML_TEMPLATE,
+    }
+}
 
 /// Instruction budget for one render (minijinja "fuel").
 const FUEL: u64 = 5_000_000;
@@ -60,6 +72,9 @@ impl ChatTemplate {
             )));
         }
         let mut env = Environment::new();
+        // Hugging Face renders chat templates with these two on.
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
         env.set_fuel(Some(FUEL));
         env.set_recursion_limit(64);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);

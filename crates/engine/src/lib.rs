@@ -114,7 +114,7 @@ impl Engine {
     pub fn load_with_progress(
         name_or_path: &str,
         opts: &LoadOptions,
-        progress: &mut dyn FnMut(store::Progress),
+        progress: &mut dyn FnMut(store::Progress<'_>),
     ) -> Result<Self> {
         let path = store::resolve(name_or_path, !opts.offline, progress)?;
         Self::load_path(&path, opts)
@@ -133,7 +133,10 @@ impl Engine {
         }
         let gguf = Arc::new(Gguf::open(path)?);
         let tokenizer = Tokenizer::from_gguf(&gguf)?;
-        let backend = CpuBackend::new(opts.threads);
+        let backend = match opts.threads {
+            Some(n) => CpuBackend::with_threads(n),
+            None => CpuBackend::new(),
+        };
         let model = Model::load(Arc::clone(&gguf), backend)?;
         let chat_template = gguf
             .get("tokenizer.chat_template")
@@ -201,11 +204,15 @@ impl Engine {
         Ok(self.tokenizer.encode(text, true, false)?)
     }
 
-    /// The chat template: the GGUF's `tokenizer.chat_template`, or ChatML
-    /// when the file has none.
+    /// The chat template: the GGUF's `tokenizer.chat_template`, or a
+    /// built-in one for the architecture when the file has none (Gemma's
+    /// turn format for `gemma3`, ChatML otherwise).
     pub fn chat_template(&self) -> Result<ChatTemplate> {
-        let src = self.chat_template.as_deref();
-        ChatTemplate::new(src.unwrap_or(chat::CHATML_TEMPLATE), &self.tokenizer)
+        let src = self
+            .chat_template
+            .as_deref()
+            .unwrap_or_else(|| chat::builtin_template(self.config().arch));
+        ChatTemplate::new(src, &self.tokenizer)
     }
 
     /// Renders `messages` with the chat template and tokenizes the result

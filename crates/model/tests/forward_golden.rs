@@ -121,8 +121,15 @@ fn compare_positions(
         kl_max: 0.0,
     };
     let mut it = positions.iter().peekable();
-    for (ci, c) in tokens.chunks(chunk).enumerate() {
-        let p0 = ci * chunk;
+    // Batch boundaries like llama.cpp's (n_batch = chunk); a trailing batch of a single
+    // token would take the single-token kernels, so it is merged into the previous one.
+    let mut bounds: Vec<(usize, usize)> = (0..tokens.len()).step_by(chunk).map(|s| (s, (s + chunk).min(tokens.len()))).collect();
+    if bounds.len() > 1 && bounds[bounds.len() - 1].1 - bounds[bounds.len() - 1].0 == 1 {
+        let last = bounds.pop().unwrap();
+        bounds.last_mut().unwrap().1 = last.1;
+    }
+    for (p0, p1) in bounds {
+        let c = &tokens[p0..p1];
         let wanted = it.peek().is_some_and(|(p, ..)| *p < p0 + c.len());
         let mode = if wanted { Logits::All } else { Logits::Last };
         let lg = model.forward(&mut st, c, mode).unwrap();
@@ -173,7 +180,7 @@ fn teacher_forced(golden_file: &str) {
         let tokens = ids(&text["tokens"]);
         n_tok += tokens.len();
         let pos = parse_positions(&text["positions"]);
-        let a = compare_positions(&model, &tokens, &pos, tokens.len().next_power_of_two().max(64), 64);
+        let a = compare_positions(&model, &tokens, &pos, tokens.len().next_power_of_two().max(64), 256);
         eprintln!(
             "{golden_file} {}: {} positions, top-1 {:.2}%, mean KL {:.6}, max KL {:.6}",
             text["name"],

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use zeta_gguf::GgmlType;
-use zeta_tensor::cpu::kernels::{fast_kernel, portable_kernel};
+use zeta_tensor::cpu::kernels::{dot_q4_k_q8_k_gemm, dot_q4_k_q8_k_gemv, fast_kernel, portable_kernel};
 use zeta_tensor::cpu::matmul::quantize_act;
 
 fn f32s(b: &[u8]) -> Vec<f32> {
@@ -60,6 +60,12 @@ fn kernels_match_ggml_bit_exactly() {
             assert!((got - reference).abs() <= tol, "{ty} {label}: {got} vs reference {reference}");
             if ty != GgmlType::Q5_K {
                 assert_eq!(got.to_bits(), want.to_bits(), "{ty} {label} n={n}: {got} vs ggml {want}");
+            }
+        }
+        if ty == GgmlType::Q4_K {
+            // Repacked-order kernel: same exact integer sums, different float order.
+            for got in [dot_q4_k_q8_k_gemv(&w, &a, n), dot_q4_k_q8_k_gemm(&w, &a, n)] {
+                assert!((got - reference).abs() <= 1e-4 * reference.abs().max(1.0), "q4_K repacked: {got} vs {reference}");
             }
         }
         checked += 1;

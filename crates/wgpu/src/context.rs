@@ -12,6 +12,7 @@
 //! and a device-lost callback records loss; [`GpuContext::check`] turns them
 //! into [`WgpuError`]s and every op/read-back calls it.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Result, WgpuError};
@@ -138,6 +139,8 @@ pub struct GpuContext {
     pub(crate) max_part_bytes: u64,
     pub(crate) max_workgroups: u32,
     use_subgroups: bool,
+    /// Bytes written with `queue.write_buffer` since the last flush.
+    pub(crate) staged: AtomicU64,
     errors: Arc<Mutex<Vec<String>>>,
     lost: Arc<Mutex<Option<String>>>,
 }
@@ -293,7 +296,10 @@ impl GpuContext {
         {
             let errors = Arc::clone(&errors);
             device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-                if let Ok(mut v) = errors.lock() {
+                // Keep the first few messages; a flood must not grow memory.
+                if let Ok(mut v) = errors.lock()
+                    && v.len() < 16
+                {
                     v.push(e.to_string());
                 }
             }));
@@ -322,6 +328,7 @@ impl GpuContext {
             max_part_bytes,
             max_workgroups: limits.max_compute_workgroups_per_dimension.max(1),
             use_subgroups,
+            staged: AtomicU64::new(0),
             errors,
             lost,
         })

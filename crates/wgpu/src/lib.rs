@@ -13,7 +13,7 @@
 //! - [`pipeline`]: the WGSL sources from `shaders/`, their specialisations and
 //!   the pipeline cache.
 //! - [`ops`]: [`GpuBatch`] records kernels — fused dequantise+matvec and a
-//!   prefill matmul for F32/F16/BF16/Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q5_K/Q6_K,
+//!   prefill matmul for F32/F16/BF16/Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q2_K/Q3_K/Q4_K/Q5_K/Q6_K/IQ4_NL/IQ4_XS,
 //!   embedding lookup, RMSNorm, RoPE (normal/NeoX, freq factors), SwiGLU/GeGLU,
 //!   add/mul/scale/bias, softmax, argmax, f16 KV-cache store, and causal
 //!   attention for decode and prefill (GQA, sliding window, soft-cap, f32/f16
@@ -53,7 +53,9 @@ pub mod tensor;
 
 pub use context::{GpuContext, GpuDeviceType, GpuInfo, GpuOptions, list_adapters};
 pub use error::{Result, WgpuError};
-pub use ops::{AttnParams, GluOp, GpuBatch, MAX_HEAD_DIM, RopeMode, RopeParams};
+pub use ops::{
+    AttnParams, GluOp, GpuBatch, MAX_HEAD_DIM, RopeMode, RopeParams, TILED_MATMUL_MIN_TOKENS,
+};
 pub use pipeline::{GPU_TYPES, ShaderFile, ShaderVariant, shader_variants};
 pub use tensor::{GpuDType, GpuTensor, QuantMatrix, WeightPart};
 pub use zeta_gguf::GgmlType;
@@ -64,4 +66,6 @@ const _: fn() = || {
     send_sync::<GpuContext>();
     send_sync::<GpuTensor>();
     send_sync::<QuantMatrix>();
+    fn send<T: Send>() {}
+    send::<GpuBatch<'static>>();
 };

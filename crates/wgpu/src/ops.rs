@@ -1,8 +1,9 @@
 //! Op-level functions: record kernels into a [`GpuBatch`], submit once.
 //!
 //! Each op validates shapes on the host, fetches its pipeline from the cache,
-//! writes its parameters to a small uniform buffer and records one compute
-//! pass (several for split weights and two-phase attention). Nothing is read
+//! stages its parameters in a 64-byte slot of the batch's uniform buffers
+//! (256 slots per buffer, uploaded at submit) and records one compute pass
+//! (several for split weights and two-phase attention). Nothing is read
 //! back until the caller asks (`GpuContext::read_*`); a decode step can end in
 //! [`GpuBatch::argmax`] and read back one `u32`.
 //!
@@ -21,7 +22,7 @@
 //! Buffers may be larger than an op needs: ops use their leading elements
 //! (as `zeta_tensor`'s backend conventions require) and check sizes.
 
-use wgpu::util::DeviceExt;
+use std::sync::Arc;
 
 use crate::context::GpuContext;
 use crate::error::{Result, WgpuError, shape};
@@ -88,15 +89,63 @@ pub struct AttnParams {
     pub softcap: f32,
 }
 
+/// From this many tokens on, [`GpuBatch::matmul`] uses the tiled kernel.
+pub const TILED_MATMUL_MIN_TOKENS: u32 = 8;
+
 /// Largest head dimension the attention kernel supports.
 pub const MAX_HEAD_DIM: u32 = 512;
 const ATTN_CHUNK: u32 = 256;
 
 /// Recorded GPU work; [`submit`](Self::submit) sends it to the queue.
 pub struct GpuBatch<'a> {
-    ctx: &'a GpuContext,
+    ctx: CtxRef<'a>,
     encoder: wgpu::CommandEncoder,
+    /// Uniform buffers holding the dispatches' parameters, one slot each;
+    /// their contents are staged here and written at submit, just before the
+    /// commands run (instead of one buffer per dispatch).
+    params: Vec<ParamBlock>,
+    slot: u64,
+    timing: Option<Timing>,
 }
+
+/// Timestamp queries of a timed batch: two per compute pass.
+#[derive(Default)]
+struct Timing {
+    sets: Vec<wgpu::QuerySet>,
+    labels: Vec<String>,
+}
+
+/// Compute passes per timestamp query set.
+const PASSES_PER_QUERY_SET: u32 = 256;
+
+/// The batch's context: borrowed ([`GpuContext::batch`]) or shared
+/// ([`GpuContext::shared_batch`], for a batch stored next to an `Arc`).
+#[derive(Clone)]
+enum CtxRef<'a> {
+    Borrowed(&'a GpuContext),
+    Shared(Arc<GpuContext>),
+}
+
+impl std::ops::Deref for CtxRef<'_> {
+    type Target = GpuContext;
+    fn deref(&self) -> &GpuContext {
+        match self {
+            CtxRef::Borrowed(c) => c,
+            CtxRef::Shared(c) => c,
+        }
+    }
+}
+
+/// One uniform buffer of `PARAM_SLOTS` parameter slots and its CPU copy.
+struct ParamBlock {
+    buffer: wgpu::Buffer,
+    bytes: Vec<u8>,
+}
+
+/// Bytes bound per dispatch (the largest params struct is 48 bytes).
+const PARAM_BYTES: u64 = 64;
+/// Slots per uniform buffer.
+const PARAM_SLOTS: u64 = 256;
 
 impl std::fmt::Debug for GpuBatch<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -138,14 +187,13 @@ fn distinct(op: &'static str, out: &GpuTensor, inputs: &[&GpuTensor]) -> Result<
 impl GpuContext {
     /// Starts recording GPU work.
     pub fn batch(&self) -> GpuBatch<'_> {
-        GpuBatch {
-            ctx: self,
-            encoder: self
-                .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("zeta batch"),
-                }),
-        }
+        GpuBatch::new(CtxRef::Borrowed(self))
+    }
+
+    /// Starts recording GPU work on a shared context; the batch owns an
+    /// `Arc` and can be stored (e.g. a backend's pending work behind a mutex).
+    pub fn shared_batch(self: &Arc<Self>) -> GpuBatch<'static> {
+        GpuBatch::new(CtxRef::Shared(Arc::clone(self)))
     }
 
     /// Runs argmax over `logits` and reads back only the index.
@@ -161,7 +209,27 @@ impl GpuContext {
     }
 }
 
-impl GpuBatch<'_> {
+impl<'a> GpuBatch<'a> {
+    fn new(ctx: CtxRef<'a>) -> Self {
+        let encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("zeta batch"),
+            });
+        GpuBatch {
+            ctx,
+            encoder,
+            params: Vec::new(),
+            slot: 0,
+            timing: None,
+        }
+    }
+
+    /// Number of dispatches recorded so far.
+    pub fn dispatches(&self) -> u64 {
+        self.slot
+    }
+
     /// 2-D grid for `groups` workgroups: (x, y) with x * y >= groups.
     fn grid(&self, op: &'static str, groups: u64) -> Result<(u32, u32)> {
         let max = self.ctx.max_workgroups as u64;
@@ -186,17 +254,45 @@ impl GpuBatch<'_> {
         params: &[u32],
         groups: (u32, u32, u32),
     ) -> Result<()> {
-        let ctx = self.ctx;
+        let ctx = self.ctx.clone();
         let pipeline = ctx.pipeline(variant)?;
+        // Parameter slot: offsets are multiples of the uniform offset alignment.
+        let stride =
+            PARAM_BYTES.max(ctx.device.limits().min_uniform_buffer_offset_alignment as u64);
+        let index = self.slot % PARAM_SLOTS;
+        if index == 0 {
+            let buffer = ctx.scoped(
+                || {
+                    ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("params"),
+                        size: stride * PARAM_SLOTS,
+                        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                        mapped_at_creation: false,
+                    })
+                },
+                |m, _| WgpuError::Gpu(m),
+            )?;
+            self.params.push(ParamBlock {
+                buffer,
+                bytes: Vec::new(),
+            });
+        }
+        let block = self
+            .params
+            .last_mut()
+            .ok_or_else(|| WgpuError::Gpu("no parameter block".to_string()))?;
+        let offset = index * stride;
+        let data = words_to_bytes(params);
+        if data.len() as u64 > PARAM_BYTES {
+            return Err(shape("dispatch", "parameter block too large"));
+        }
+        block.bytes.resize(offset as usize, 0);
+        block.bytes.extend_from_slice(&data);
+        block.bytes.resize((offset + PARAM_BYTES) as usize, 0);
+        self.slot += 1;
+        let ubuf = &block.buffer;
         let bind_group = ctx.scoped(
             || {
-                let ubuf = ctx
-                    .device
-                    .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                        label: Some("params"),
-                        contents: &words_to_bytes(params),
-                        usage: wgpu::BufferUsages::UNIFORM,
-                    });
                 let mut entries: Vec<wgpu::BindGroupEntry<'_>> = bindings
                     .iter()
                     .map(|(b, buf)| wgpu::BindGroupEntry {
@@ -206,7 +302,11 @@ impl GpuBatch<'_> {
                     .collect();
                 entries.push(wgpu::BindGroupEntry {
                     binding: param_binding,
-                    resource: ubuf.as_entire_binding(),
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: ubuf,
+                        offset,
+                        size: std::num::NonZeroU64::new(PARAM_BYTES),
+                    }),
                 });
                 ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
                     label: Some(variant.file.name),
@@ -216,16 +316,98 @@ impl GpuBatch<'_> {
             },
             |m, _| WgpuError::Gpu(format!("{}: {m}", variant.label())),
         )?;
+        let timestamp_writes = match &mut self.timing {
+            Some(t) => {
+                let pass = t.labels.len() as u32;
+                let set = (pass / PASSES_PER_QUERY_SET) as usize;
+                if set == t.sets.len() {
+                    t.sets
+                        .push(ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+                            label: Some("timestamps"),
+                            ty: wgpu::QueryType::Timestamp,
+                            count: 2 * PASSES_PER_QUERY_SET,
+                        }));
+                }
+                t.labels.push(variant.label());
+                let i = 2 * (pass % PASSES_PER_QUERY_SET);
+                t.sets.get(set).map(|qs| wgpu::ComputePassTimestampWrites {
+                    query_set: qs,
+                    beginning_of_pass_write_index: Some(i),
+                    end_of_pass_write_index: Some(i + 1),
+                })
+            }
+            None => None,
+        };
         let mut pass = self
             .encoder
             .begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some(variant.file.name),
-                timestamp_writes: None,
+                timestamp_writes,
             });
         pass.set_pipeline(&pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(groups.0, groups.1, groups.2);
         Ok(())
+    }
+
+    /// Times every following compute pass with GPU timestamps (read back by
+    /// [`submit_timed`](Self::submit_timed)). Returns false, and times
+    /// nothing, when the device lacks `TIMESTAMP_QUERY`. Call before recording.
+    pub fn enable_timing(&mut self) -> bool {
+        let ok = self
+            .ctx
+            .device
+            .features()
+            .contains(wgpu::Features::TIMESTAMP_QUERY);
+        if ok && self.timing.is_none() {
+            self.timing = Some(Timing::default());
+        }
+        ok
+    }
+
+    /// Submits, waits, and returns (pipeline label, GPU nanoseconds) per
+    /// timed pass, in recording order (empty when timing is off).
+    pub fn submit_timed(mut self) -> Result<Vec<(String, f64)>> {
+        let Some(timing) = self.timing.take() else {
+            self.submit()?;
+            return Ok(Vec::new());
+        };
+        let ctx = self.ctx.clone();
+        let n = timing.labels.len() as u32;
+        let mut resolved = Vec::new();
+        for (k, set) in timing.sets.iter().enumerate() {
+            let used = (n - k as u32 * PASSES_PER_QUERY_SET).min(PASSES_PER_QUERY_SET) * 2;
+            let buf = ctx.scoped(
+                || {
+                    ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("timestamps"),
+                        size: used as u64 * 8,
+                        usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                        mapped_at_creation: false,
+                    })
+                },
+                |m, _| WgpuError::Gpu(m),
+            )?;
+            self.encoder.resolve_query_set(set, 0..used, &buf, 0);
+            resolved.push((buf, used));
+        }
+        self.submit()?;
+        let period = ctx.queue.get_timestamp_period() as f64;
+        let mut ticks = Vec::new();
+        for (buf, used) in &resolved {
+            let bytes = ctx.read_bytes(buf, *used as u64 * 8)?;
+            ticks.extend(
+                bytes
+                    .chunks_exact(8)
+                    .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])),
+            );
+        }
+        Ok(timing
+            .labels
+            .into_iter()
+            .zip(ticks.chunks_exact(2))
+            .map(|(l, t)| (l, t[1].saturating_sub(t[0]) as f64 * period))
+            .collect())
     }
 
     /// Submits the recorded work (does not wait) and reports captured errors.
@@ -234,6 +416,9 @@ impl GpuBatch<'_> {
         let encoder = self.encoder;
         ctx.scoped(
             || {
+                for block in &self.params {
+                    ctx.queue.write_buffer(&block.buffer, 0, &block.bytes);
+                }
                 ctx.queue.submit([encoder.finish()]);
             },
             |m, oom| {
@@ -280,14 +465,28 @@ impl GpuBatch<'_> {
         Ok(())
     }
 
-    /// Prefill: Y `[n_tok, n_rows]` = X `[n_tok, n_cols]` W^T, dequantising W
-    /// once per 8 tokens; one dispatch per weight part.
+    /// Prefill: Y `[n_tok, n_rows]` = X `[n_tok, n_cols]` W^T; one dispatch
+    /// per weight part. Up to [`TILED_MATMUL_MIN_TOKENS`]` - 1` tokens use a
+    /// row-per-workgroup kernel (W dequantised once per 8 tokens), more use
+    /// the shared-memory tiled kernel (64 rows x 16 tokens per workgroup).
     pub fn matmul(
         &mut self,
         w: &QuantMatrix,
         x: &GpuTensor,
         y: &GpuTensor,
         n_tok: u32,
+    ) -> Result<()> {
+        self.matmul_with(w, x, y, n_tok, n_tok >= TILED_MATMUL_MIN_TOKENS)
+    }
+
+    /// [`matmul`](Self::matmul) with the kernel chosen explicitly (tests, tuning).
+    pub fn matmul_with(
+        &mut self,
+        w: &QuantMatrix,
+        x: &GpuTensor,
+        y: &GpuTensor,
+        n_tok: u32,
+        tiled: bool,
     ) -> Result<()> {
         const OP: &str = "matmul";
         if n_tok == 0 {
@@ -296,34 +495,57 @@ impl GpuBatch<'_> {
         want(OP, x, "x", GpuDType::F32, n_tok as u64 * w.n_cols())?;
         want(OP, y, "y", GpuDType::F32, n_tok as u64 * w.n_rows())?;
         distinct(OP, y, &[x])?;
-        let variant = quant_variant(files::MATMUL, w.ggml_type())?;
         let n_cols = w.n_cols() as u32;
-        let blocks = n_tok.div_ceil(8);
-        if blocks > self.ctx.max_workgroups {
-            return Err(shape(
-                OP,
-                format!("{n_tok} tokens exceed the dispatch limit"),
-            ));
-        }
+        let max = self.ctx.max_workgroups;
         for part in w.parts() {
-            let (gx, gy) = self.grid(OP, part.n_rows)?;
-            let params = [
-                n_cols,
-                n_cols.div_ceil(32),
-                w.row_bytes() as u32,
-                part.n_rows as u32,
-                part.first_row as u32,
-                gx,
-                n_tok,
-                w.n_rows() as u32,
-            ];
-            self.dispatch(
-                &variant,
-                &[(0, &part.buffer), (1, &x.buffer), (2, &y.buffer)],
-                3,
-                &params,
-                (gx, gy, blocks),
-            )?;
+            if tiled {
+                let (gx, gy) = (part.n_rows.div_ceil(64), n_tok.div_ceil(16));
+                if gx > max as u64 || gy > max {
+                    return Err(shape(OP, "too many rows/tokens for one dispatch"));
+                }
+                let params = [
+                    n_cols,
+                    n_cols.div_ceil(32),
+                    w.row_bytes() as u32,
+                    part.n_rows as u32,
+                    part.first_row as u32,
+                    n_tok,
+                    w.n_rows() as u32,
+                ];
+                self.dispatch(
+                    &quant_variant(files::MATMUL_TILED, w.ggml_type())?,
+                    &[(0, &part.buffer), (1, &x.buffer), (2, &y.buffer)],
+                    3,
+                    &params,
+                    (gx as u32, gy, 1),
+                )?;
+            } else {
+                let blocks = n_tok.div_ceil(8);
+                if blocks > max {
+                    return Err(shape(
+                        OP,
+                        format!("{n_tok} tokens exceed the dispatch limit"),
+                    ));
+                }
+                let (gx, gy) = self.grid(OP, part.n_rows)?;
+                let params = [
+                    n_cols,
+                    n_cols.div_ceil(32),
+                    w.row_bytes() as u32,
+                    part.n_rows as u32,
+                    part.first_row as u32,
+                    gx,
+                    n_tok,
+                    w.n_rows() as u32,
+                ];
+                self.dispatch(
+                    &quant_variant(files::MATMUL, w.ggml_type())?,
+                    &[(0, &part.buffer), (1, &x.buffer), (2, &y.buffer)],
+                    3,
+                    &params,
+                    (gx, gy, blocks),
+                )?;
+            }
         }
         Ok(())
     }
@@ -720,6 +942,26 @@ impl GpuBatch<'_> {
             &[(2, x)],
             n,
             s,
+            0,
+        )
+    }
+
+    /// x = cap * tanh(x / cap) over `n` elements, in place (Gemma 2's
+    /// final-logit soft-capping); `cap` must be positive.
+    pub fn softcap_inplace(&mut self, x: &GpuTensor, cap: f32, n: usize) -> Result<()> {
+        if cap.is_nan() || cap <= 0.0 {
+            return Err(shape(
+                "softcap_inplace",
+                format!("cap {cap} must be positive"),
+            ));
+        }
+        self.elementwise(
+            "softcap_inplace",
+            files::ADD,
+            "softcap_assign",
+            &[(2, x)],
+            n,
+            cap,
             0,
         )
     }

@@ -51,6 +51,7 @@ pub mod files {
     shader!(MATVEC_REDUCE_WG, "matvec_reduce_wg", false);
     shader!(MATVEC_REDUCE_SG, "matvec_reduce_sg", false);
     shader!(MATMUL, "matmul", true);
+    shader!(MATMUL_TILED, "matmul_tiled", true);
     shader!(EMBED, "embed", true);
     shader!(RMSNORM, "rmsnorm", false);
     shader!(ROPE, "rope", false);
@@ -125,7 +126,7 @@ impl ShaderVariant {
 }
 
 /// Weight types with a GPU dequantisation routine (matvec and embedding).
-pub const GPU_TYPES: [GgmlType; 11] = [
+pub const GPU_TYPES: [GgmlType; 15] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::BF16,
@@ -137,6 +138,10 @@ pub const GPU_TYPES: [GgmlType; 11] = [
     GgmlType::Q4_K,
     GgmlType::Q5_K,
     GgmlType::Q6_K,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::IQ4_NL,
+    GgmlType::IQ4_XS,
 ];
 
 /// Name of the WGSL dequantisation function of `ty`, if it has one.
@@ -153,6 +158,10 @@ pub fn deq_fn(ty: GgmlType) -> Option<&'static str> {
         GgmlType::Q4_K => "deq_q4_k",
         GgmlType::Q5_K => "deq_q5_k",
         GgmlType::Q6_K => "deq_q6_k",
+        GgmlType::Q2_K => "deq_q2_k",
+        GgmlType::Q3_K => "deq_q3_k",
+        GgmlType::IQ4_NL => "deq_iq4_nl",
+        GgmlType::IQ4_XS => "deq_iq4_xs",
         _ => return None,
     })
 }
@@ -195,7 +204,7 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
                 v.push(x);
             }
         }
-        for file in [files::MATMUL, files::EMBED] {
+        for file in [files::MATMUL, files::MATMUL_TILED, files::EMBED] {
             if let Ok(x) = quant_variant(file, ty) {
                 v.push(x);
             }
@@ -217,6 +226,7 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
                 "add_assign",
                 "add_rows",
                 "scale_assign",
+                "softcap_assign",
             ][..],
         ),
     ] {
@@ -276,7 +286,11 @@ impl GpuContext {
                         layout: None,
                         module: &module,
                         entry_point: Some(variant.entry),
-                        compilation_options: wgpu::PipelineCompilationOptions::default(),
+                        // Every kernel writes its workgroup memory before reading it.
+                        compilation_options: wgpu::PipelineCompilationOptions {
+                            zero_initialize_workgroup_memory: false,
+                            ..Default::default()
+                        },
                         cache: None,
                     })
             },
@@ -286,6 +300,28 @@ impl GpuContext {
             m.insert(variant.clone(), pipeline.clone());
         }
         Ok(pipeline)
+    }
+
+    /// Compiles (and caches) every pipeline the ops can use on this device
+    /// for weights of `types` (all [`GPU_TYPES`] when empty), so the first
+    /// token does not pay for shader compilation. Returns the number compiled
+    /// or found cached.
+    pub fn precompile(&self, types: &[GgmlType]) -> Result<usize> {
+        let mut n = 0;
+        for v in shader_variants() {
+            if v.needs_subgroups() != self.use_subgroups() && v.suffix.is_some() {
+                continue; // only the matvec reduction this device uses
+            }
+            let ty_ok = match v.defines.iter().find(|(t, _)| *t == "deq_TYPE") {
+                Some((_, f)) => types.is_empty() || types.iter().any(|&t| deq_fn(t) == Some(*f)),
+                None => true,
+            };
+            if ty_ok {
+                self.pipeline(&v)?;
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// Number of compiled pipelines in the cache.

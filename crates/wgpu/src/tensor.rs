@@ -18,6 +18,8 @@
 //! once per part with the part's row offset (see `ops`), so callers never see
 //! the split.
 
+use std::sync::atomic::Ordering;
+
 use zeta_gguf::{GgmlType, TensorInfo};
 
 use crate::context::GpuContext;
@@ -186,7 +188,20 @@ impl GpuContext {
     }
 
     /// Writes `bytes` at `offset` (4-aligned) into `buffer`, zero-padding the tail to 4 bytes.
+    ///
+    /// Queued writes keep a staging copy until the next submission completes,
+    /// so after every `STAGING_FLUSH_BYTES` of uploads the queue is flushed and
+    /// waited on: loading a multi-GB model holds at most that much staging memory.
     fn write_padded(&self, buffer: &wgpu::Buffer, offset: u64, bytes: &[u8]) {
+        const STAGING_FLUSH_BYTES: u64 = 256 << 20;
+        let pending =
+            self.staged.fetch_add(bytes.len() as u64, Ordering::Relaxed) + bytes.len() as u64;
+        if pending > STAGING_FLUSH_BYTES {
+            self.staged.store(0, Ordering::Relaxed);
+            self.queue.submit([]);
+            // A failed wait surfaces later through `check()`.
+            let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
+        }
         let whole = bytes.len() / 4 * 4;
         if whole > 0 {
             self.queue.write_buffer(buffer, offset, &bytes[..whole]);

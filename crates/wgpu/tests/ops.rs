@@ -136,6 +136,10 @@ fn matvec_all_types() {
         (GgmlType::Q4_K, 768),
         (GgmlType::Q5_K, 768),
         (GgmlType::Q6_K, 768),
+        (GgmlType::Q2_K, 768),
+        (GgmlType::Q3_K, 768),
+        (GgmlType::IQ4_NL, 224),
+        (GgmlType::IQ4_XS, 768),
     ];
     for (i, &(ty, n_cols)) in cases.iter().enumerate() {
         let e = matvec_case(&ctx, ty, 37, n_cols, None, 100 + i as u64);
@@ -147,6 +151,59 @@ fn matvec_all_types() {
             "{} NMSE {e} (dequantisation mismatch?)",
             ty.name()
         );
+    }
+}
+
+/// Against ggml's CPU path (`zeta_quant::vec_dot`, activations quantised to
+/// `vec_dot_type`): the GPU keeps x in f32, so they differ by the activation
+/// quantisation error only; test-backend-ops' matmul bound is 5e-4.
+#[test]
+fn matvec_vs_ggml_cpu_vec_dot() {
+    let Some(ctx) = ctx() else { return };
+    let cases = [
+        (GgmlType::Q4_0, 224usize),
+        (GgmlType::Q4_1, 224),
+        (GgmlType::Q5_0, 224),
+        (GgmlType::Q5_1, 224),
+        (GgmlType::Q8_0, 224),
+        (GgmlType::Q4_K, 768),
+        (GgmlType::Q5_K, 768),
+        (GgmlType::Q6_K, 768),
+        (GgmlType::Q2_K, 768),
+        (GgmlType::Q3_K, 768),
+        (GgmlType::IQ4_NL, 224),
+        (GgmlType::IQ4_XS, 768),
+    ];
+    let n_rows = 29;
+    for (i, (ty, n_cols)) in cases.into_iter().enumerate() {
+        let mut rng = StdRng::seed_from_u64(300 + i as u64);
+        let w = rand_vec(&mut rng, n_rows * n_cols, 1.0);
+        let x = rand_vec(&mut rng, n_cols, 1.0);
+        let bytes = encode(ty, &w);
+        let vt = zeta_quant::vec_dot_type(ty);
+        let mut xq = vec![0u8; vt.row_bytes(n_cols as u64).unwrap() as usize];
+        quantize(vt, &x, &mut xq).unwrap();
+        let rb = ty.row_bytes(n_cols as u64).unwrap() as usize;
+        let want: Vec<f64> = (0..n_rows)
+            .map(|r| {
+                zeta_quant::vec_dot(ty, &bytes[r * rb..(r + 1) * rb], &xq, n_cols).unwrap() as f64
+            })
+            .collect();
+        let m = ctx
+            .upload_matrix(ty, n_rows as u64, n_cols as u64, &bytes)
+            .unwrap();
+        let xg = ctx.upload_f32(&x).unwrap();
+        let y = poison(&ctx, n_rows);
+        let mut b = ctx.batch();
+        b.matvec(&m, &xg, &y).unwrap();
+        b.submit().unwrap();
+        let e = nmse(&ctx.read_f32(&y).unwrap(), &want);
+        println!(
+            "matvec {:<5} vs vec_dot ({}) NMSE {e:.3e}",
+            ty.name(),
+            vt.name()
+        );
+        assert!(e <= 5e-4, "{} vs vec_dot: NMSE {e}", ty.name());
     }
 }
 
@@ -187,6 +244,8 @@ fn matmul_prefill() {
         (GgmlType::Q6_K, 21, 512, 8, Some(4u64)),
         (GgmlType::F16, 5, 45, 1, None),
         (GgmlType::Q8_0, 33, 64, 17, Some(10)),
+        (GgmlType::Q4_K, 130, 256, 37, None),
+        (GgmlType::F32, 70, 45, 20, Some(64)),
     ] {
         let w = rand_vec(&mut rng, n_rows * n_cols, 1.0);
         let x = rand_vec(&mut rng, n_tok * n_cols, 1.0);
@@ -211,6 +270,18 @@ fn matmul_prefill() {
         };
         let xg = ctx.upload_f32(&x).unwrap();
         let y = poison(&ctx, n_tok * n_rows);
+        for tiled in [false, true] {
+            let y = poison(&ctx, n_tok * n_rows);
+            let mut b = ctx.batch();
+            b.matmul_with(&m, &xg, &y, n_tok as u32, tiled).unwrap();
+            b.submit().unwrap();
+            let e = nmse(&ctx.read_f32(&y).unwrap(), &want);
+            println!(
+                "matmul tiled={tiled} {:<5} [{n_tok}x{n_cols}]·[{n_rows}x{n_cols}]^T NMSE {e:.3e}",
+                ty.name()
+            );
+            assert!(e <= 1e-9, "{} tiled={tiled} NMSE {e}", ty.name());
+        }
         let mut b = ctx.batch();
         b.matmul(&m, &xg, &y, n_tok as u32).unwrap();
         b.submit().unwrap();
@@ -370,13 +441,25 @@ fn matvec_split_weights() {
 fn embedding_lookup() {
     let Some(ctx) = ctx() else { return };
     let mut rng = StdRng::seed_from_u64(3);
-    for (ty, n_cols, split) in [
+    let mut cases = vec![
         (GgmlType::Q8_0, 96usize, None),
         (GgmlType::Q6_K, 256, Some(3)),
         (GgmlType::Q4_K, 512, Some(4)),
         (GgmlType::Q5_0, 64, Some(2)),
         (GgmlType::F32, 45, Some(5)),
-    ] {
+    ];
+    // Every other GPU type once, unsplit.
+    for ty in zeta_wgpu::GPU_TYPES {
+        if !cases.iter().any(|c| c.0 == ty) {
+            let n_cols = if ty.block_size() == 1 {
+                37
+            } else {
+                2 * ty.block_size()
+            };
+            cases.push((ty, n_cols, None));
+        }
+    }
+    for (ty, n_cols, split) in cases {
         let n_rows = 23usize;
         let w = rand_vec(&mut rng, n_rows * n_cols, 1.0);
         let bytes = encode(ty, &w);
@@ -865,6 +948,19 @@ fn inplace_ops_and_oversized_buffers() {
         &g[n..],
     );
 
+    let gg = ctx.upload_f32(&g).unwrap();
+    let mut b = ctx.batch();
+    b.softcap_inplace(&gg, 3.0, n).unwrap();
+    assert!(b.softcap_inplace(&gg, 0.0, n).is_err());
+    b.submit().unwrap();
+    let want: Vec<f64> = (0..n).map(|i| 3.0 * (g[i] as f64 / 3.0).tanh()).collect();
+    check(
+        "softcap_inplace",
+        &ctx.read_f32(&gg).unwrap(),
+        &want,
+        &g[n..],
+    );
+
     let (rows, row_len) = (5usize, 111usize);
     let x = rand_vec(&mut rng, rows * row_len + pad, 1.0);
     let bias = rand_vec(&mut rng, row_len, 1.0);
@@ -990,8 +1086,8 @@ fn shape_errors_are_typed() {
         Err(WgpuError::Shape { .. })
     ));
     assert!(matches!(
-        ctx.upload_matrix(GgmlType::Q2_K, 1, 256, &[0u8; 84]),
-        Err(WgpuError::UnsupportedType(GgmlType::Q2_K))
+        ctx.upload_matrix(GgmlType::IQ2_XXS, 1, 256, &[0u8; 66]),
+        Err(WgpuError::UnsupportedType(GgmlType::IQ2_XXS))
     ));
     assert!(matches!(
         ctx.upload_matrix(GgmlType::Q8_0, 1, 33, &[0u8; 34]),
@@ -1029,6 +1125,90 @@ fn info_and_adapter_selection() {
         no_optional_features: false,
     });
     assert!(matches!(missing, Err(WgpuError::NoAdapter { .. })));
+}
+
+#[test]
+fn many_dispatches_in_one_batch() {
+    // More dispatches than one parameter buffer holds (256), each with its
+    // own parameters, in dependency order.
+    let Some(ctx) = ctx() else { return };
+    let acc = ctx.upload_f32(&[0.0; 7]).unwrap();
+    let one = ctx.upload_f32(&[1.0; 7]).unwrap();
+    let mut b = ctx.batch();
+    for i in 0..600 {
+        if i % 2 == 0 {
+            b.add_inplace(&acc, &one, 7 - (i / 2) % 3).unwrap();
+        } else {
+            b.scale_inplace(&acc, 1.0, 7).unwrap();
+        }
+    }
+    b.submit().unwrap();
+    // Element j was incremented in the 300 even steps where 7 - k > j, k = step % 3.
+    let want: Vec<f32> = (0..7)
+        .map(|j| (0..300).filter(|s| 7 - s % 3 > j).count() as f32)
+        .collect();
+    assert_eq!(ctx.read_f32(&acc).unwrap(), want);
+}
+
+#[test]
+fn shared_batch_crosses_threads() {
+    let Some(ctx) = ctx() else { return };
+    let ctx = std::sync::Arc::new(ctx);
+    let x = ctx.upload_f32(&[1.0, 2.0]).unwrap();
+    let pending = std::sync::Mutex::new(Some(ctx.shared_batch()));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut guard = pending.lock().unwrap();
+            let b = guard.as_mut().unwrap();
+            b.scale_inplace(&x, 3.0, 2).unwrap();
+            assert_eq!(b.dispatches(), 1);
+        });
+    });
+    pending.into_inner().unwrap().unwrap().submit().unwrap();
+    assert_eq!(ctx.read_f32(&x).unwrap(), vec![3.0, 6.0]);
+}
+
+#[test]
+fn every_variant_compiles_on_the_device() {
+    let Some(ctx) = ctx() else { return };
+    let all = ctx.precompile(&[]).unwrap();
+    // 15 types x (matvec + matmul + tiled matmul + embed) + 22 others: rmsnorm 2, rope 2,
+    // glu 4, add 7, softmax, argmax, kv_store, attention 2 x (f32, f16).
+    assert_eq!(all, 15 * 4 + 22, "variants compiled");
+    assert_eq!(ctx.cached_pipelines(), all);
+    let some = ctx.precompile(&[GgmlType::Q4_K, GgmlType::Q6_K]).unwrap();
+    assert_eq!(some, 2 * 4 + 22);
+    assert_eq!(
+        ctx.cached_pipelines(),
+        all,
+        "precompiling again hits the cache"
+    );
+}
+
+#[test]
+fn timestamps_per_pass() {
+    let Some(ctx) = ctx() else { return };
+    let x = ctx.upload_f32(&[1.0; 1000]).unwrap();
+    let y = ctx.zeros(1000, GpuDType::F32).unwrap();
+    let mut b = ctx.batch();
+    let on = b.enable_timing();
+    b.add(&x, &x, &y, 1000).unwrap();
+    b.scale_inplace(&y, 2.0, 1000).unwrap();
+    b.softmax(&y, &x, 1, 1000, 1.0).unwrap();
+    let times = b.submit_timed().unwrap();
+    println!("timestamps supported: {on}: {times:?}");
+    if on {
+        let labels: Vec<&str> = times.iter().map(|(l, _)| l.as_str()).collect();
+        assert_eq!(
+            labels,
+            ["add:main[]", "add:scale_assign[]", "softmax:main[]"]
+        );
+        assert!(times.iter().all(|(_, ns)| ns.is_finite() && *ns >= 0.0));
+    } else {
+        assert!(times.is_empty());
+    }
+    let v = ctx.read_f32(&x).unwrap();
+    assert!((v.iter().sum::<f32>() - 1.0).abs() < 1e-4);
 }
 
 #[test]

@@ -177,3 +177,32 @@ fn gemma_token_table_is_split_and_correct() {
         "{gpu_best} vs {best}"
     );
 }
+
+#[test]
+fn whole_models_upload() {
+    let Some(ctx) = ctx() else { return };
+    for name in [
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "gemma-3-270m-q4_k_m.gguf",
+    ] {
+        let Some(g) = model(name) else { continue };
+        let mut types = Vec::new();
+        let mut gpu_bytes = 0u64;
+        for t in g.tensors() {
+            let m = ctx.upload_tensor(t, g.tensor_data(t)).unwrap();
+            assert_eq!(m.n_rows() * m.row_bytes(), t.n_bytes, "{}", t.name);
+            gpu_bytes += m.size_bytes();
+            if !types.contains(&t.ggml_type) {
+                types.push(t.ggml_type);
+            }
+        }
+        let file_bytes: u64 = g.tensors().iter().map(|t| t.n_bytes).sum();
+        assert!(gpu_bytes >= file_bytes && gpu_bytes < file_bytes + 4 * g.tensors().len() as u64);
+        let n = ctx.precompile(&types).unwrap();
+        println!(
+            "{name}: {} tensors, {gpu_bytes} bytes on the GPU, {n} pipelines",
+            g.tensors().len()
+        );
+        ctx.check().unwrap();
+    }
+}

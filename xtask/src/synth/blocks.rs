@@ -95,7 +95,11 @@ fn jittered_f16(rng: &mut Rng, center: f32) -> [u8; 2] {
 pub fn fill_random(ty: GgmlType, rng: &mut Rng, out: &mut [u8]) -> Result<()> {
     let bs = ty.type_size();
     if bs == 0 || out.len() % bs != 0 {
-        bail!("{} bytes is not a whole number of {} blocks", out.len(), ty.name());
+        bail!(
+            "{} bytes is not a whole number of {} blocks",
+            out.len(),
+            ty.name()
+        );
     }
     match ty {
         GgmlType::F32 => {
@@ -232,14 +236,18 @@ mod tests {
 
     #[test]
     fn rng_is_deterministic() {
-        let a: Vec<u64> = (0..4).map({
-            let mut r = Rng::new(42);
-            move |_| r.next_u64()
-        }).collect();
-        let b: Vec<u64> = (0..4).map({
-            let mut r = Rng::new(42);
-            move |_| r.next_u64()
-        }).collect();
+        let a: Vec<u64> = (0..4)
+            .map({
+                let mut r = Rng::new(42);
+                move |_| r.next_u64()
+            })
+            .collect();
+        let b: Vec<u64> = (0..4)
+            .map({
+                let mut r = Rng::new(42);
+                move |_| r.next_u64()
+            })
+            .collect();
         assert_eq!(a, b);
         assert_ne!(Rng::new(1).next_u64(), Rng::new(2).next_u64());
     }

@@ -260,7 +260,11 @@ pub fn plan(s: &Shape, q: Quant) -> Vec<TensorPlan> {
         });
     };
     // token_embd.weight: [n_embd, n_vocab] (one row of n_embd per token)
-    add("token_embd.weight".into(), vec![s.n_embd, n_vocab], Role::TokenEmbd);
+    add(
+        "token_embd.weight".into(),
+        vec![s.n_embd, n_vocab],
+        Role::TokenEmbd,
+    );
     for i in 0..s.n_layer {
         let b = |t: &str| format!("blk.{i}.{t}.weight");
         // attn_norm: [n_embd]
@@ -280,7 +284,11 @@ pub fn plan(s: &Shape, q: Quant) -> Vec<TensorPlan> {
     }
     // output_norm: [n_embd]; output: [n_embd, n_vocab]
     add("output_norm.weight".into(), vec![s.n_embd], Role::Norm);
-    add("output.weight".into(), vec![s.n_embd, n_vocab], Role::Output);
+    add(
+        "output.weight".into(),
+        vec![s.n_embd, n_vocab],
+        Role::Output,
+    );
     out
 }
 
@@ -505,21 +513,21 @@ mod tests {
         assert_eq!(ty("output.weight"), GgmlType::Q6_K);
         assert_eq!(ty("blk.0.ffn_down.weight"), GgmlType::Q4_0);
         let p = plan(s, Quant::Q8_0);
-        assert!(p.iter().all(|t| t.ty == GgmlType::Q8_0 || t.ty == GgmlType::F32));
+        assert!(
+            p.iter()
+                .all(|t| t.ty == GgmlType::Q8_0 || t.ty == GgmlType::F32)
+        );
         let p = plan(s, Quant::F16);
-        assert!(p.iter().all(|t| t.ty == GgmlType::F16 || t.ty == GgmlType::F32));
+        assert!(
+            p.iter()
+                .all(|t| t.ty == GgmlType::F16 || t.ty == GgmlType::F32)
+        );
     }
 
     #[test]
     fn fallbacks_for_rows_not_multiple_of_256() {
-        assert_eq!(
-            Quant::Q4KM.tensor_type(Role::Plain, 2, 64),
-            GgmlType::Q5_0
-        );
-        assert_eq!(
-            Quant::Q4KM.tensor_type(Role::Output, 2, 64),
-            GgmlType::Q8_0
-        );
+        assert_eq!(Quant::Q4KM.tensor_type(Role::Plain, 2, 64), GgmlType::Q5_0);
+        assert_eq!(Quant::Q4KM.tensor_type(Role::Output, 2, 64), GgmlType::Q8_0);
         assert_eq!(Quant::Q4_0.tensor_type(Role::Plain, 2, 48), GgmlType::F16);
     }
 
@@ -550,7 +558,10 @@ mod tests {
             // same seed → same bytes
             let again = dir.join("again.gguf");
             synth(shape("tiny").unwrap(), q, 1, &again, &mut |_, _| {}).unwrap();
-            assert_eq!(std::fs::read(&path).unwrap(), std::fs::read(&again).unwrap());
+            assert_eq!(
+                std::fs::read(&path).unwrap(),
+                std::fs::read(&again).unwrap()
+            );
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -128,10 +128,7 @@ pub fn bytes_to_unicode() -> Vec<(u8, char)> {
     let mut printable: Vec<u8> = (b'!'..=b'~').collect();
     printable.extend(0xA1..=0xAC);
     printable.extend(0xAE..=0xFF);
-    let mut out: Vec<(u8, char)> = printable
-        .iter()
-        .map(|&b| (b, char::from(b)))
-        .collect();
+    let mut out: Vec<(u8, char)> = printable.iter().map(|&b| (b, char::from(b))).collect();
     let mut n = 0u32;
     for b in 0..=255u8 {
         if !printable.contains(&b) {
@@ -197,7 +194,10 @@ pub fn bpe_llama3(n_vocab: usize, n_special: usize) -> Result<Vocab> {
         true
     });
     if tokens.len() != n_regular {
-        bail!("internal: generated {} regular tokens, wanted {n_regular}", tokens.len());
+        bail!(
+            "internal: generated {} regular tokens, wanted {n_regular}",
+            tokens.len()
+        );
     }
     let mut types = vec![TYPE_NORMAL; n_regular];
     let mut reserved = 0;

@@ -429,7 +429,7 @@ impl Record {
     /// JSON values.
     pub fn scalar_fields(&self) -> Vec<(&'static str, Value)> {
         vec![
-            ("build_commit", json!(env!("CARGO_PKG_VERSION"))),
+            ("zeta_version", json!(env!("CARGO_PKG_VERSION"))),
             ("cpu_info", json!(self.cpu_info)),
             ("gpu_info", json!(self.gpu_info)),
             ("backends", json!(self.backends)),
@@ -923,7 +923,7 @@ mod tests {
         let csv = format_csv(&[sample(), sample()]);
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(lines.len(), 3);
-        assert!(lines[0].starts_with("build_commit,cpu_info,gpu_info,backends,model_filename,"));
+        assert!(lines[0].starts_with("zeta_version,cpu_info,gpu_info,backends,model_filename,"));
         assert!(lines[1].contains("\"Test CPU, 3 GHz\""));
         // Same number of cells as header fields (the quoted comma is one cell).
         let n_header = lines[0].split(',').count();

@@ -25,8 +25,8 @@ pub struct LoadArgs {
 }
 
 impl LoadArgs {
-    /// Loads `model` (path or models.lock name) with a download progress
-    /// line on stderr.
+    /// Loads `model` (path or models.lock name, fetched on first use with a
+    /// progress bar on stderr unless `--offline`).
     pub fn load(&self, model: &str) -> Result<Engine> {
         let backend: BackendKind = self.backend.parse()?;
         let opts = LoadOptions {
@@ -34,21 +34,13 @@ impl LoadArgs {
             threads: self.threads,
             offline: self.offline,
         };
-        let mut last_pct = u64::MAX;
-        let mut progress = |p: zeta_engine::store::Progress| {
-            if let Some(total) = p.total.filter(|&t| t > 0) {
-                let pct = p.done.saturating_mul(100) / total;
-                if pct != last_pct {
-                    last_pct = pct;
-                    eprint!("\rfetching {}: {pct}%", p.what);
-                    if pct >= 100 {
-                        eprintln!();
-                    }
-                }
-            }
+        let path = if self.offline {
+            zeta_engine::store::resolve(model, false, &mut |_| {})?
+        } else {
+            crate::model::resolve(model)?
         };
-        Engine::load_with_progress(model, &opts, &mut progress)
-            .with_context(|| format!("cannot load model `{model}`"))
+        Engine::load_path(&path, &opts)
+            .with_context(|| format!("cannot load model `{}`", path.display()))
     }
 }
 

@@ -630,7 +630,11 @@ impl Report {
             .max()
             .unwrap_or(4)
             .max(4);
-        writeln!(s, "  {:<w$}  {:<7} {:<22} {:>12}", "name", "type", "shape", "bytes")?;
+        writeln!(
+            s,
+            "  {:<w$}  {:<7} {:<22} {:>12}",
+            "name", "type", "shape", "bytes"
+        )?;
         for t in &self.tensors {
             let shape = format!(
                 "[{}]",
@@ -674,7 +678,11 @@ impl Report {
         }
 
         if let Some(kv) = &self.kv_cache {
-            let heads = if kv.n_head_kv.iter().all(|&h| Some(&h) == kv.n_head_kv.first()) {
+            let heads = if kv
+                .n_head_kv
+                .iter()
+                .all(|&h| Some(&h) == kv.n_head_kv.first())
+            {
                 format!("{}", kv.n_head_kv.first().copied().unwrap_or(0))
             } else {
                 format!("{:?}", kv.n_head_kv)
@@ -717,7 +725,12 @@ fn ints_signed(v: &Value) -> Option<Vec<i64>> {
 /// Σ_layers n_ctx × n_head_kv(layer) × (k_dim + v_dim) × 2 bytes, i.e.
 /// 2 × n_layer × n_ctx × n_head_kv × head_dim × 2 when K and V have the same
 /// head size and every layer the same KV heads.
-fn kv_cache_size(g: &Gguf, arch: &str, n_ctx: u64, head_dim: Option<u64>) -> Result<KvCache, String> {
+fn kv_cache_size(
+    g: &Gguf,
+    arch: &str,
+    n_ctx: u64,
+    head_dim: Option<u64>,
+) -> Result<KvCache, String> {
     let key = |k: &str| format!("{arch}.{k}");
     let n_layer = g
         .get(&key("block_count"))

@@ -31,7 +31,12 @@ pub fn run(args: Args) -> Result<()> {
     let gguf = crate::model::open(&path)?;
     let Some(t) = gguf.tensor(&args.name) else {
         let n = gguf.tensors().len();
-        let examples: Vec<&str> = gguf.tensors().iter().take(3).map(|t| t.name.as_str()).collect();
+        let examples: Vec<&str> = gguf
+            .tensors()
+            .iter()
+            .take(3)
+            .map(|t| t.name.as_str())
+            .collect();
         bail!(
             "no tensor named '{}' in {} ({n} tensors, e.g. {}; see `zeta info`)",
             args.name,
@@ -123,7 +128,8 @@ fn write_npy(gguf: &Gguf, t: &TensorInfo, shape: &[u64], out: &Path) -> Result<(
     }
     let f = File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut w = BufWriter::with_capacity(1 << 20, f);
-    let werr = |e: std::io::Error| anyhow::Error::new(e).context(format!("writing {}", out.display()));
+    let werr =
+        |e: std::io::Error| anyhow::Error::new(e).context(format!("writing {}", out.display()));
     w.write_all(&npy_header(shape)).map_err(werr)?;
     // Dequantize about 1M elements at a time.
     let rows_per_chunk = (1usize << 20).div_ceil(row_len).max(1);

@@ -23,8 +23,12 @@ pub struct TokenizeArgs {
 }
 
 pub fn run(args: TokenizeArgs) -> Result<()> {
-    let path = zeta_engine::store::resolve(&args.model, !args.offline, &mut |_| {})?;
-    let gguf = zeta_gguf::Gguf::open(&path)?;
+    let path = if args.offline {
+        zeta_engine::store::resolve(&args.model, false, &mut |_| {})?
+    } else {
+        crate::model::resolve(&args.model)?
+    };
+    let gguf = crate::model::open(&path)?;
     let tok = zeta_engine::Tokenizer::from_gguf(&gguf)?;
     let ids = tok.encode(&args.text, false, args.parse_special)?;
     if args.json {

@@ -174,7 +174,7 @@ fn run_units(ctx: &Ctx<'_>, u0: usize, part: &mut [f32]) {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn run_units_avx2(ctx: &Ctx<'_>, u0: usize, part: &mut [f32]) {
     run_units_body(ctx, u0, part);
 }

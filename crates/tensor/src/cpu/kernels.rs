@@ -298,6 +298,65 @@ fn body_q4_k(w: &[u8], a: &[u8], n: usize) -> f32 {
     finish_qk(&acc, &acc_m)
 }
 
+/// Q4_K · Q8_K in the order of ggml's x86 *repacked* kernels
+/// (`ggml_gemv/gemm_q4_K_8x8_q8_K`), which llama.cpp uses for Q4_K matrices
+/// whose row count is a multiple of 8 on AVX2 CPUs. The exact integer sums
+/// `Σ sc·q·y` and `Σ m·bsum` are scaled into two accumulators (subtracted at
+/// the end) with one FMA per block in the gemv order (`PER_SB = false`,
+/// single rows) or one FMA per 64-element sub-block pair in the gemm order
+/// (`PER_SB = true`, groups of 4 activation rows).
+#[inline(always)]
+fn body_q4_k_repacked<const PER_SB: bool>(w: &[u8], a: &[u8], n: usize) -> f32 {
+    let mut acc = 0f32;
+    let mut acc_min = 0f32;
+    for (bw, ba) in w.chunks_exact(144).zip(a.chunks_exact(Q8K_BYTES)).take(n / 256) {
+        let yd = f32_at(ba, 0);
+        let d = f16_at(bw, 0) * yd;
+        let dmin = f16_at(bw, 2) * yd;
+        let scales = &bw[4..16];
+        let qs = &bw[16..144];
+        let qy = &ba[4..260];
+        let mut isum = 0i32;
+        let mut msum = 0i32;
+        for j in 0..4 {
+            let (sc_l, m_l) = scale_min_k4(2 * j, scales);
+            let (sc_h, m_h) = scale_min_k4(2 * j + 1, scales);
+            let mut lo = 0i32;
+            let mut hi = 0i32;
+            for l in 0..32 {
+                let q = qs[j * 32 + l];
+                lo += i32::from(q & 0xF) * i32::from(qy[j * 64 + l] as i8);
+                hi += i32::from(q >> 4) * i32::from(qy[j * 64 + 32 + l] as i8);
+            }
+            let ij = sc_l * lo + sc_h * hi;
+            let mj = m_l * (q8k_bsum(ba, 4 * j) + q8k_bsum(ba, 4 * j + 1))
+                + m_h * (q8k_bsum(ba, 4 * j + 2) + q8k_bsum(ba, 4 * j + 3));
+            if PER_SB {
+                acc = (ij as f32).mul_add(d, acc);
+                acc_min = (mj as f32).mul_add(dmin, acc_min);
+            } else {
+                isum += ij;
+                msum += mj;
+            }
+        }
+        if !PER_SB {
+            acc = (isum as f32).mul_add(d, acc);
+            acc_min = (msum as f32).mul_add(dmin, acc_min);
+        }
+    }
+    acc - acc_min
+}
+
+#[inline(always)]
+fn body_q4_k_gemv(w: &[u8], a: &[u8], n: usize) -> f32 {
+    body_q4_k_repacked::<false>(w, a, n)
+}
+
+#[inline(always)]
+fn body_q4_k_gemm(w: &[u8], a: &[u8], n: usize) -> f32 {
+    body_q4_k_repacked::<true>(w, a, n)
+}
+
 /// Q5_K (176 bytes: f16 d, f16 dmin, 12 scale bytes, 32 high-bit bytes, 128 nibble bytes) · Q8_K.
 #[inline(always)]
 fn body_q5_k(w: &[u8], a: &[u8], n: usize) -> f32 {
@@ -382,9 +441,9 @@ macro_rules! kernels {
         #[cfg(target_arch = "x86_64")]
         mod avx2 {
             $(
-                #[target_feature(enable = "avx2,fma")]
+                #[target_feature(enable = "avx2,fma,f16c")]
                 pub(super) fn $name(w: &[u8], a: &[u8], n: usize) -> f32 {
-                    super::$body(w, a, n)
+                    super::simd_or_body!($name, $body, w, a, n)
                 }
             )*
         }
@@ -404,6 +463,35 @@ macro_rules! kernels {
     };
 }
 
+/// Uses the hand-written intrinsics of `simd` where they exist.
+macro_rules! simd_or_body {
+    (dot_q8_0_q8_0, $body:ident, $w:ident, $a:ident, $n:ident) => {
+        super::super::simd::q8_0($w, $a, $n)
+    };
+    (dot_q4_0_q8_0, $body:ident, $w:ident, $a:ident, $n:ident) => {
+        super::super::simd::q4_0($w, $a, $n)
+    };
+    (dot_q4_1_q8_1, $body:ident, $w:ident, $a:ident, $n:ident) => {
+        super::super::simd::q4_1($w, $a, $n)
+    };
+    (dot_q5_0_q8_0, $body:ident, $w:ident, $a:ident, $n:ident) => {
+        super::super::simd::q5_0($w, $a, $n)
+    };
+    (dot_q4_k_q8_k_gemv, $body:ident, $w:ident, $a:ident, $n:ident) => {
+        super::super::simd::q4_k_repacked::<false>($w, $a, $n)
+    };
+    (dot_q4_k_q8_k_gemm, $body:ident, $w:ident, $a:ident, $n:ident) => {
+        super::super::simd::q4_k_repacked::<true>($w, $a, $n)
+    };
+    (dot_q6_k_q8_k, $body:ident, $w:ident, $a:ident, $n:ident) => {
+        super::super::simd::q6_k($w, $a, $n)
+    };
+    ($name:ident, $body:ident, $w:ident, $a:ident, $n:ident) => {
+        super::$body($w, $a, $n)
+    };
+}
+use simd_or_body;
+
 kernels! {
     dot_f32_f32 => body_f32,
     dot_f16_f16 => body_f16,
@@ -414,15 +502,19 @@ kernels! {
     dot_q5_1_q8_1 => body_q5_1,
     dot_q8_0_q8_0 => body_q8_0,
     dot_q4_k_q8_k => body_q4_k,
+    dot_q4_k_q8_k_gemv => body_q4_k_gemv,
+    dot_q4_k_q8_k_gemm => body_q4_k_gemm,
     dot_q5_k_q8_k => body_q5_k,
     dot_q6_k_q8_k => body_q6_k,
 }
 
-/// Whether this CPU runs the AVX2+FMA builds.
+/// Whether this CPU runs the AVX2+FMA(+F16C) builds.
 pub fn has_avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+        std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -451,6 +543,28 @@ pub fn fast_kernel(ty: GgmlType) -> Option<DotFn> {
         });
     }
     portable_kernel(ty)
+}
+
+/// Whether llama.cpp's CPU backend repacks a weight of type `ty` with `rows`
+/// rows on this CPU (Q4_K with `rows % 8 == 0` on AVX2), which changes the
+/// float order of its dot products.
+pub fn is_repacked(ty: GgmlType, rows: usize) -> bool {
+    ty == GgmlType::Q4_K && rows % 8 == 0 && has_avx2_fma()
+}
+
+/// The kernel reproducing llama.cpp's order for activation row `t` of a batch
+/// of `n_tokens` against a weight of type `ty` with `rows` rows: like
+/// [`fast_kernel`], except for repacked weights, where rows of complete groups
+/// of four (`t < n_tokens - n_tokens % 4`, batches of more than 3) take the
+/// gemm order and the rest the gemv order.
+pub fn kernel_for(ty: GgmlType, rows: usize, t: usize, n_tokens: usize) -> Option<DotFn> {
+    #[cfg(target_arch = "x86_64")]
+    if is_repacked(ty, rows) {
+        let gemm = n_tokens > 3 && t < n_tokens - n_tokens % 4;
+        return Some(if gemm { avx2_entry::dot_q4_k_q8_k_gemm } else { avx2_entry::dot_q4_k_q8_k_gemv });
+    }
+    let _ = (rows, t, n_tokens);
+    fast_kernel(ty)
 }
 
 /// The portable build of the kernel for `ty` (no CPU feature requirements).
@@ -482,7 +596,7 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn dot_f32_avx2(a: &[f32], b: &[f32]) -> f32 {
     body_dot_f32(a, b)
 }

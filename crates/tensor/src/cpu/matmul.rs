@@ -10,7 +10,7 @@
 use half::{bf16, f16};
 use zeta_gguf::GgmlType;
 
-use super::kernels::{DotFn, fast_kernel};
+use super::kernels::{DotFn, kernel_for};
 use super::{CpuBackend, CpuWeight};
 use crate::error::TensorError;
 
@@ -101,10 +101,11 @@ pub(crate) fn matmul(
         GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => wty,
         _ => zeta_quant::vec_dot_type(wty),
     };
-    let kernel = match fast_kernel(wty) {
-        Some(f) if std::env::var_os("ZETA_REF_DOT").is_none() => Kernel::Fast(f),
-        _ => Kernel::Reference(wty),
+    let kernel_at = |t: usize| match kernel_for(wty, m, t, n_tokens) {
+        Some(f) => Kernel::Fast(f),
+        None => Kernel::Reference(wty),
     };
+    let kernel = kernel_at(0);
     let arb = aty
         .row_bytes(k as u64)
         .and_then(|b| usize::try_from(b).ok())
@@ -136,16 +137,18 @@ pub(crate) fn matmul(
     if n_tokens >= be.threads() && n_tokens > 1 {
         be.par_units(&mut out[..n_tokens * m], m, n_tokens, work, |t0, part| {
             let nt = part.len() / m;
+            let kernels: Vec<Kernel> = (t0..t0 + nt).map(kernel_at).collect();
             for r in 0..m {
                 let wrow = &wb[r * rb..(r + 1) * rb];
-                for tt in 0..nt {
+                for (tt, kern) in kernels.iter().enumerate() {
                     let t = t0 + tt;
-                    part[tt * m + r] = kernel.dot(wrow, &act[t * arb..(t + 1) * arb], k);
+                    part[tt * m + r] = kern.dot(wrow, &act[t * arb..(t + 1) * arb], k);
                 }
             }
         });
     } else {
         for t in 0..n_tokens {
+            let kernel = kernel_at(t);
             let arow = &act[t * arb..(t + 1) * arb];
             be.par_units(&mut out[t * m..(t + 1) * m], 1, m, m * k, |r0, part| {
                 for (i, o) in part.iter_mut().enumerate() {

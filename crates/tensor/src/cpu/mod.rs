@@ -7,6 +7,13 @@ mod attention;
 pub mod kernels;
 pub mod matmul;
 mod ops;
+#[cfg(target_arch = "x86_64")]
+mod simd;
+
+/// ggml-compatible scalar math used by the ops (exposed for tests).
+pub mod ops_exports {
+    pub use super::ops::{ggml_v_expf, silu_scalar, silu_vec};
+}
 
 use std::sync::{Arc, Mutex};
 

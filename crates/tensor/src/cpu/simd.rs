@@ -1,0 +1,256 @@
+//! AVX2 intrinsic versions of the hot dot-product kernels. Each computes the
+//! same exact integer lane sums and the same float operation sequence as the
+//! portable bodies in [`super::kernels`] (ggml's x86 order), only faster;
+//! `tests/kernels.rs` checks both against ggml bit for bit.
+//!
+//! Every function here requires AVX2 and FMA; callers check
+//! [`super::kernels::has_avx2_fma`] first.
+
+#![cfg(target_arch = "x86_64")]
+
+use std::arch::x86_64::*;
+
+
+/// f16 → f32 with the F16C instruction (exact, like `half`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn f16_at(b: &[u8], i: usize) -> f32 {
+    let bits = u16::from_le_bytes([b[i], b[i + 1]]);
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
+}
+
+#[inline(always)]
+fn f32_at(b: &[u8], i: usize) -> f32 {
+    f32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
+}
+
+/// Loads 32 bytes from `b[off..off+32]` (bounds checked).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn load32(b: &[u8], off: usize) -> __m256i {
+    let s = &b[off..off + 32];
+    // SAFETY: `s` is exactly 32 readable bytes; unaligned load.
+    unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
+}
+
+/// Loads 16 bytes from `b[off..off+16]` (bounds checked).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn load16(b: &[u8], off: usize) -> __m128i {
+    let s = &b[off..off + 16];
+    // SAFETY: `s` is exactly 16 readable bytes; unaligned load.
+    unsafe { _mm_loadu_si128(s.as_ptr().cast()) }
+}
+
+/// Eight i32 lanes: sums of 4 adjacent products of unsigned `ax` and signed `sy` bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn mul_sum_us8_pairs(ax: __m256i, sy: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_set1_epi16(1), _mm256_maddubs_epi16(ax, sy))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn mul_sum_i8_pairs_float(x: __m256i, y: __m256i) -> __m256 {
+    let ax = _mm256_sign_epi8(x, x);
+    let sy = _mm256_sign_epi8(y, x);
+    _mm256_cvtepi32_ps(mul_sum_us8_pairs(ax, sy))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum_float_8(x: __m256) -> f32 {
+    let mut r = _mm256_extractf128_ps(x, 1);
+    r = _mm_add_ps(r, _mm256_castps256_ps128(x));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    _mm_cvtss_f32(r)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum_i32_8(x: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(x), _mm256_extracti128_si256(x, 1));
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01));
+    _mm_cvtsi128_si32(s)
+}
+
+/// 16 nibble bytes → 32 values 0..15 (low nibbles first).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn nibbles32(b: &[u8], off: usize) -> __m256i {
+    let t = load16(b, off);
+    let both = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
+    _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
+}
+
+/// The 32 bits of `qh` as bytes 0xFF (bit set) / 0x00.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn bits32(qh: u32) -> __m256i {
+    let shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(qh as i32), shuf);
+    let bit = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
+    _mm256_cmpeq_epi8(_mm256_or_si256(bytes, bit), _mm256_set1_epi64x(-1))
+}
+
+/// Q8_0 · Q8_0.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q8_0(w: &[u8], a: &[u8], n: usize) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (bw, ba) in w.chunks_exact(34).zip(a.chunks_exact(34)).take(n / 32) {
+        let d = _mm256_set1_ps(f16_at(bw, 0) * f16_at(ba, 0));
+        let q = mul_sum_i8_pairs_float(load32(bw, 2), load32(ba, 2));
+        acc = _mm256_fmadd_ps(d, q, acc);
+    }
+    hsum_float_8(acc)
+}
+
+/// Q4_0 · Q8_0.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q4_0(w: &[u8], a: &[u8], n: usize) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (bw, ba) in w.chunks_exact(18).zip(a.chunks_exact(34)).take(n / 32) {
+        let d = _mm256_set1_ps(f16_at(bw, 0) * f16_at(ba, 0));
+        let qx = _mm256_sub_epi8(nibbles32(bw, 2), _mm256_set1_epi8(8));
+        let q = mul_sum_i8_pairs_float(qx, load32(ba, 2));
+        acc = _mm256_fmadd_ps(d, q, acc);
+    }
+    hsum_float_8(acc)
+}
+
+/// Q4_1 · Q8_1.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q4_1(w: &[u8], a: &[u8], n: usize) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut summs = 0f32;
+    for (bw, ba) in w.chunks_exact(20).zip(a.chunks_exact(36)).take(n / 32) {
+        summs = f16_at(bw, 2).mul_add(f16_at(ba, 2), summs);
+        let d = _mm256_set1_ps(f16_at(bw, 0) * f16_at(ba, 0));
+        let q = _mm256_cvtepi32_ps(mul_sum_us8_pairs(nibbles32(bw, 4), load32(ba, 4)));
+        acc = _mm256_fmadd_ps(d, q, acc);
+    }
+    hsum_float_8(acc) + summs
+}
+
+/// Q5_0 · Q8_0.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q5_0(w: &[u8], a: &[u8], n: usize) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (bw, ba) in w.chunks_exact(22).zip(a.chunks_exact(34)).take(n / 32) {
+        let d = _mm256_set1_ps(f16_at(bw, 0) * f16_at(ba, 0));
+        let qh = u32::from_le_bytes([bw[2], bw[3], bw[4], bw[5]]);
+        let hi = _mm256_andnot_si256(bits32(qh), _mm256_set1_epi8(0xF0u8 as i8));
+        let qx = _mm256_or_si256(nibbles32(bw, 6), hi);
+        let q = mul_sum_i8_pairs_float(qx, load32(ba, 2));
+        acc = _mm256_fmadd_ps(d, q, acc);
+    }
+    hsum_float_8(acc)
+}
+
+#[inline(always)]
+fn q8k_bsum(ba: &[u8], j: usize) -> i32 {
+    i32::from(i16::from_le_bytes([ba[260 + 2 * j], ba[261 + 2 * j]]))
+}
+
+#[inline(always)]
+fn scale_min_k4(j: usize, q: &[u8]) -> (i32, i32) {
+    let (d, m) = if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    };
+    (i32::from(d), i32::from(m))
+}
+
+/// Q4_K · Q8_K in the order of ggml's repacked x86 kernels (see
+/// `kernels::body_q4_k_repacked`): `PER_SB = false` is the gemv order (one
+/// FMA per block), `true` the gemm order (one FMA per 64-element sub-block pair).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q4_k_repacked<const PER_SB: bool>(w: &[u8], a: &[u8], n: usize) -> f32 {
+    let mut acc = 0f32;
+    let mut acc_min = 0f32;
+    let m4 = _mm256_set1_epi8(0x0F);
+    for (bw, ba) in w.chunks_exact(144).zip(a.chunks_exact(292)).take(n / 256) {
+        let yd = f32_at(ba, 0);
+        let d = f16_at(bw, 0) * yd;
+        let dmin = f16_at(bw, 2) * yd;
+        let scales = &bw[4..16];
+        let mut sumi = _mm256_setzero_si256();
+        let mut msum = 0i32;
+        for j in 0..4 {
+            let (sc_l, m_l) = scale_min_k4(2 * j, scales);
+            let (sc_h, m_h) = scale_min_k4(2 * j + 1, scales);
+            let q4 = load32(bw, 16 + 32 * j);
+            let lo = _mm256_and_si256(q4, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
+            let pl = _mm256_maddubs_epi16(lo, load32(ba, 4 + 64 * j));
+            let ph = _mm256_maddubs_epi16(hi, load32(ba, 4 + 64 * j + 32));
+            let pl = _mm256_madd_epi16(pl, _mm256_set1_epi16(sc_l as i16));
+            let ph = _mm256_madd_epi16(ph, _mm256_set1_epi16(sc_h as i16));
+            let mj = m_l * (q8k_bsum(ba, 4 * j) + q8k_bsum(ba, 4 * j + 1))
+                + m_h * (q8k_bsum(ba, 4 * j + 2) + q8k_bsum(ba, 4 * j + 3));
+            if PER_SB {
+                let ij = hsum_i32_8(_mm256_add_epi32(pl, ph));
+                acc = (ij as f32).mul_add(d, acc);
+                acc_min = (mj as f32).mul_add(dmin, acc_min);
+            } else {
+                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+                msum += mj;
+            }
+        }
+        if !PER_SB {
+            acc = (hsum_i32_8(sumi) as f32).mul_add(d, acc);
+            acc_min = (msum as f32).mul_add(dmin, acc_min);
+        }
+    }
+    acc - acc_min
+}
+
+/// Q6_K · Q8_K (ggml's AVX2 `ggml_vec_dot_q6_K_q8_K` order).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q6_k(w: &[u8], a: &[u8], n: usize) -> f32 {
+    let m3 = _mm256_set1_epi8(3);
+    let m15 = _mm256_set1_epi8(15);
+    let mut acc = _mm256_setzero_ps();
+    for (bw, ba) in w.chunks_exact(210).zip(a.chunks_exact(292)).take(n / 256) {
+        let d = f32_at(ba, 0) * f16_at(bw, 208);
+        let sc = |g: usize| i16::from(bw[192 + g] as i8);
+        // 32·Σ scale·bsum per lane (lane l: groups 2l, 2l+1).
+        let mut sub = [0i32; 8];
+        for (l, s) in sub.iter_mut().enumerate() {
+            *s = 32
+                * (q8k_bsum(ba, 2 * l) * i32::from(sc(2 * l)) + q8k_bsum(ba, 2 * l + 1) * i32::from(sc(2 * l + 1)));
+        }
+        let mut sumi = _mm256_setzero_si256();
+        for j in 0..2 {
+            let q4b1 = load32(bw, j * 64);
+            let q4b2 = load32(bw, j * 64 + 32);
+            let qh = load32(bw, 128 + j * 32);
+            let h0 = _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4);
+            let h1 = _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(12)), 2);
+            let h2 = _mm256_and_si256(qh, _mm256_set1_epi8(48));
+            let h3 = _mm256_srli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(-64)), 2);
+            let q = [
+                _mm256_or_si256(_mm256_and_si256(q4b1, m15), h0),
+                _mm256_or_si256(_mm256_and_si256(q4b2, m15), h1),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4b1, 4), m15), h2),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4b2, 4), m15), h3),
+            ];
+            for (k, qk) in q.iter().enumerate() {
+                let p16 = _mm256_maddubs_epi16(*qk, load32(ba, 4 + j * 128 + 32 * k));
+                let g = 8 * j + 2 * k;
+                let scv = _mm256_set_m128i(_mm_set1_epi16(sc(g + 1)), _mm_set1_epi16(sc(g)));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(scv, p16));
+            }
+        }
+        let subv = _mm256_set_epi32(sub[7], sub[6], sub[5], sub[4], sub[3], sub[2], sub[1], sub[0]);
+        sumi = _mm256_sub_epi32(sumi, subv);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum_float_8(acc)
+}
