@@ -157,11 +157,16 @@ pub fn run(args: Args) -> Result<()> {
     let mut date = String::new();
     let mut example_cmds = Vec::new();
     for (spec, path) in &models {
-        let file = path
-            .file_name()
-            .map_or_else(|| path.display().to_string(), |f| f.to_string_lossy().into_owned());
+        let file = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |f| f.to_string_lossy().into_owned(),
+        );
         for &(p, n) in &tests {
-            let test = if p > 0 { format!("pp{p}") } else { format!("tg{n}") };
+            let test = if p > 0 {
+                format!("pp{p}")
+            } else {
+                format!("tg{n}")
+            };
             let llama_cmd = llama_command(&llama_bench, path, p, n, threads);
             let zeta_cmd = zeta_command(&zeta, path, p, n, threads, &args.backend);
             if example_cmds.len() < 2 * tests.len() {
@@ -179,7 +184,8 @@ pub fn run(args: Args) -> Result<()> {
                 let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
                 for who in order {
                     if who == 0 {
-                        let rec = run_json(llama_cmd_new(&llama_cmd)).context("llama-bench failed")?;
+                        let rec =
+                            run_json(llama_cmd_new(&llama_cmd)).context("llama-bench failed")?;
                         if llama_commit.is_empty() {
                             llama_commit = str_field(&rec, "build_commit");
                         }
@@ -188,7 +194,8 @@ pub fn run(args: Args) -> Result<()> {
                         }
                         llama = Some(avg_ts(&rec)?);
                     } else {
-                        let rec = run_json(llama_cmd_new(&zeta_cmd)).context("zeta bench failed")?;
+                        let rec =
+                            run_json(llama_cmd_new(&zeta_cmd)).context("zeta bench failed")?;
                         zeta_ts = Some(avg_ts(&rec)?);
                     }
                 }
@@ -197,7 +204,11 @@ pub fn run(args: Args) -> Result<()> {
                 };
                 eprintln!(
                     "bench-compare: {spec} {test}: zeta {zeta_ts:.2} t/s, llama.cpp {llama_ts:.2} t/s, ratio {:.3}",
-                    if llama_ts > 0.0 { zeta_ts / llama_ts } else { 0.0 }
+                    if llama_ts > 0.0 {
+                        zeta_ts / llama_ts
+                    } else {
+                        0.0
+                    }
                 );
                 pairs.push(Pair {
                     model: spec.clone(),
@@ -213,7 +224,11 @@ pub fn run(args: Args) -> Result<()> {
     }
     let mut commands = vec![format!(
         "cargo xtask bench-compare {}",
-        std::env::args().skip(2).map(|a| shell_quote(&a)).collect::<Vec<_>>().join(" ")
+        std::env::args()
+            .skip(2)
+            .map(|a| shell_quote(&a))
+            .collect::<Vec<_>>()
+            .join(" ")
     )];
     commands.extend(example_cmds);
     let meta = Meta {
@@ -252,8 +267,10 @@ pub fn write_report(docs: &Path) -> Result<()> {
         md.push_str("No results yet: run `cargo xtask bench-compare`.\n");
     }
     for csv in &csvs {
-        let text = std::fs::read_to_string(csv).with_context(|| format!("cannot read {}", csv.display()))?;
-        let (mut meta, pairs) = report::from_csv(&text).with_context(|| format!("in {}", csv.display()))?;
+        let text = std::fs::read_to_string(csv)
+            .with_context(|| format!("cannot read {}", csv.display()))?;
+        let (mut meta, pairs) =
+            report::from_csv(&text).with_context(|| format!("in {}", csv.display()))?;
         let stem = csv
             .file_stem()
             .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
@@ -261,10 +278,19 @@ pub fn write_report(docs: &Path) -> Result<()> {
             meta.machine = stem.clone();
         }
         let svg_path = dir.join(format!("{stem}.svg"));
-        let title = format!("zeta vs llama.cpp — {} ({} threads)", meta.cpu, threads_of(&pairs));
+        let title = format!(
+            "zeta vs llama.cpp — {} ({} threads)",
+            meta.cpu,
+            threads_of(&pairs)
+        );
         let svg = chart::svg(&title, &report::summarize(&pairs))?;
-        std::fs::write(&svg_path, svg).with_context(|| format!("cannot write {}", svg_path.display()))?;
-        md.push_str(&report::machine_section(&meta, &pairs, Some(&format!("bench/{stem}.svg"))));
+        std::fs::write(&svg_path, svg)
+            .with_context(|| format!("cannot write {}", svg_path.display()))?;
+        md.push_str(&report::machine_section(
+            &meta,
+            &pairs,
+            Some(&format!("bench/{stem}.svg")),
+        ));
     }
     let out = docs.join("BENCHMARKS.md");
     std::fs::write(&out, md).with_context(|| format!("cannot write {}", out.display()))?;
@@ -276,7 +302,10 @@ fn threads_of(pairs: &[Pair]) -> String {
     let mut t: Vec<usize> = pairs.iter().map(|p| p.threads).collect();
     t.sort_unstable();
     t.dedup();
-    t.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")
+    t.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 const INTRO: &str = "\
@@ -375,7 +404,8 @@ fn resolve_model(spec: &str, synth_dir: &Path) -> Result<PathBuf> {
         let q = crate::synth::Quant::parse(quant)?;
         let path = synth_dir.join(format!("synth-{shape}-{}.gguf", q.name()));
         if !path.is_file() {
-            std::fs::create_dir_all(synth_dir).with_context(|| format!("cannot create {}", synth_dir.display()))?;
+            std::fs::create_dir_all(synth_dir)
+                .with_context(|| format!("cannot create {}", synth_dir.display()))?;
             let mut bar = crate::progress::ByteBar::new(&format!("synth {shape} {}", q.name()));
             crate::synth::synth(s, q, 0, &path, &mut |done, total| bar.set(done, total))?;
             bar.finish();
@@ -405,7 +435,14 @@ fn llama_command(bin: &Path, model: &Path, p: usize, n: usize, threads: usize) -
     ]
 }
 
-fn zeta_command(bin: &Path, model: &Path, p: usize, n: usize, threads: usize, backend: &str) -> Vec<String> {
+fn zeta_command(
+    bin: &Path,
+    model: &Path,
+    p: usize,
+    n: usize,
+    threads: usize,
+    backend: &str,
+) -> Vec<String> {
     vec![
         bin.display().to_string(),
         "bench".into(),
@@ -433,13 +470,15 @@ fn llama_cmd_new(argv: &[String]) -> Command {
 }
 
 fn show(argv: &[String]) -> String {
-    argv.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")
+    argv.iter()
+        .map(|a| shell_quote(a))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn shell_quote(a: &str) -> String {
     if !a.is_empty()
-        && a
-            .chars()
+        && a.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_./:=,+@".contains(c))
     {
         a.to_string()
@@ -459,7 +498,8 @@ fn run_json(mut cmd: Command) -> Result<Value> {
     if !out.status.success() {
         bail!("{cmd:?} exited with {}", out.status);
     }
-    let v: Value = serde_json::from_slice(&out.stdout).with_context(|| format!("{cmd:?}: stdout is not JSON"))?;
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("{cmd:?}: stdout is not JSON"))?;
     first_record(v)
 }
 
@@ -478,13 +518,20 @@ fn avg_ts(rec: &Value) -> Result<f64> {
 }
 
 fn str_field(rec: &Value, key: &str) -> String {
-    rec.get(key).and_then(Value::as_str).unwrap_or("").to_string()
+    rec.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
 }
 
 /// `git rev-parse --short HEAD`, with `-dirty` when the tree has changes.
 fn git_commit(root: &Path) -> String {
     let run = |args: &[&str]| -> Option<String> {
-        let o = Command::new("git").args(args).current_dir(root).output().ok()?;
+        let o = Command::new("git")
+            .args(args)
+            .current_dir(root)
+            .output()
+            .ok()?;
         o.status
             .success()
             .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
@@ -518,7 +565,11 @@ fn slug(s: &str) -> String {
         }
     }
     let out = out.trim_end_matches('-').to_string();
-    if out.is_empty() { "machine".into() } else { out }
+    if out.is_empty() {
+        "machine".into()
+    } else {
+        out
+    }
 }
 
 #[cfg(test)]
@@ -528,16 +579,23 @@ mod tests {
 
     #[test]
     fn helpers() {
-        assert_eq!(slug("Intel(R) Xeon(R) Processor @ 2.1GHz"), "intel-xeon-processor-2-1ghz");
+        assert_eq!(
+            slug("Intel(R) Xeon(R) Processor @ 2.1GHz"),
+            "intel-xeon-processor-2-1ghz"
+        );
         assert_eq!(slug("(R)"), "machine");
         assert_eq!(shell_quote("a b"), "'a b'");
         assert_eq!(shell_quote("-p"), "-p");
-        let rec = first_record(serde_json::json!([{"avg_ts": 12.5, "build_commit": "0c1e570"}])).unwrap();
+        let rec =
+            first_record(serde_json::json!([{"avg_ts": 12.5, "build_commit": "0c1e570"}])).unwrap();
         assert_eq!(avg_ts(&rec).unwrap(), 12.5);
         assert_eq!(str_field(&rec, "build_commit"), "0c1e570");
         assert!(first_record(serde_json::json!([])).is_err());
         assert!(avg_ts(&serde_json::json!({"avg_ts": "x"})).is_err());
         let cmd = llama_command(Path::new("/b/llama-bench"), Path::new("/m.gguf"), 0, 32, 2);
-        assert_eq!(show(&cmd), "/b/llama-bench -m /m.gguf -p 0 -n 32 -r 1 -t 2 -o json");
+        assert_eq!(
+            show(&cmd),
+            "/b/llama-bench -m /m.gguf -p 0 -n 32 -r 1 -t 2 -o json"
+        );
     }
 }

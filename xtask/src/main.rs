@@ -5,7 +5,10 @@
 //! - `synth --shape NAME --quant TYPE OUT.gguf`: random-weight llama models in
 //!   the shapes of real ones, for tests and benchmarks.
 //! - `tidy`: repository rules rustfmt and clippy do not check.
+//! - `bench-compare`: zeta vs. llama.cpp's llama-bench on the same models,
+//!   results in docs/bench/ and docs/BENCHMARKS.md.
 
+mod bench_compare;
 mod models;
 mod progress;
 mod synth;
@@ -48,6 +51,8 @@ enum Cmd {
     },
     /// Check repository rules: module docs, SAFETY comments, golden-data size.
     Tidy,
+    /// Benchmark zeta against llama.cpp's llama-bench (writes docs/bench/, docs/BENCHMARKS.md).
+    BenchCompare(bench_compare::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -76,6 +81,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             ModelsCmd::Fetch { names, all } => models::fetch(&names, all),
             ModelsCmd::Verify { names } => models::verify(&names),
         },
+        Cmd::BenchCompare(args) => {
+            bench_compare::run(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Tidy => {
             // xtask/ is one level below the repository root
             let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

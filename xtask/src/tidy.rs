@@ -4,8 +4,8 @@
 //!   docs (tests may start with `#![…]` attributes first);
 //! - every `unsafe` block, fn or impl has a `// SAFETY:` comment on one of the
 //!   three lines above it (or on the same line);
-//! - each crate's committed golden data (`crates/*/tests/golden/`) stays under
-//!   5 MiB.
+//! - each crate's committed golden data (`crates/*/tests/golden/`) should
+//!   stay under 5 MiB (a warning: the brief says "preferably").
 //!
 //! Prints one line per violation and fails if there is any.
 
@@ -39,6 +39,32 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
+/// `line` with the contents of string literals removed (`"unsafe {"` in a
+/// string is not code).
+fn strip_strings(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut in_str = false;
+    let mut escaped = false;
+    for c in line.chars() {
+        if in_str {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_str = false;
+                out.push(c);
+            }
+        } else {
+            if c == '"' {
+                in_str = true;
+            }
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Problems in one Rust source file.
 pub fn check_rust(path: &str, text: &str) -> Vec<String> {
     let mut problems = Vec::new();
@@ -51,7 +77,8 @@ pub fn check_rust(path: &str, text: &str) -> Vec<String> {
     }
     let lines: Vec<&str> = text.lines().collect();
     for (i, line) in lines.iter().enumerate() {
-        let code = line.split("//").next().unwrap_or("");
+        let stripped = strip_strings(line);
+        let code = stripped.split("//").next().unwrap_or("");
         let is_unsafe = code.contains("unsafe {")
             || code.contains("unsafe fn")
             || code.contains("unsafe impl")
@@ -59,8 +86,19 @@ pub fn check_rust(path: &str, text: &str) -> Vec<String> {
         if !is_unsafe || code.contains("unsafe_op_in_unsafe_fn") {
             continue;
         }
+        // the 3 lines above, or the whole comment block right above
         let lo = i.saturating_sub(3);
-        if !lines[lo..=i].iter().any(|l| l.contains("SAFETY:")) {
+        let mut documented = lines[lo..=i].iter().any(|l| l.contains("SAFETY:"));
+        let mut j = i;
+        while !documented && j > 0 {
+            j -= 1;
+            let l = lines[j].trim_start();
+            if !(l.starts_with("//") || l.starts_with("#[")) {
+                break;
+            }
+            documented = l.contains("SAFETY:");
+        }
+        if !documented {
             problems.push(format!(
                 "{path}:{}: `unsafe` without a `// SAFETY:` comment",
                 i + 1
@@ -85,6 +123,7 @@ pub fn tidy(root: &Path) -> Result<ExitCode> {
             problems.extend(check_rust(&rel, &text));
         }
     }
+    let mut warnings = Vec::new();
     let crates_dir = root.join("crates");
     if let Ok(entries) = std::fs::read_dir(&crates_dir) {
         for e in entries.flatten() {
@@ -96,8 +135,8 @@ pub fn tidy(root: &Path) -> Result<ExitCode> {
                 .map(|m| m.len())
                 .sum();
             if total > GOLDEN_LIMIT {
-                problems.push(format!(
-                    "crates/{}/tests/golden: {:.1} MiB of golden data (limit {} MiB)",
+                warnings.push(format!(
+                    "warning: crates/{}/tests/golden: {:.1} MiB of golden data (preferably < {} MiB)",
                     e.file_name().to_string_lossy(),
                     total as f64 / (1024.0 * 1024.0),
                     GOLDEN_LIMIT >> 20
@@ -105,7 +144,7 @@ pub fn tidy(root: &Path) -> Result<ExitCode> {
             }
         }
     }
-    for p in &problems {
+    for p in problems.iter().chain(&warnings) {
         println!("{p}");
     }
     if problems.is_empty() {
@@ -132,6 +171,11 @@ mod tests {
         let p = check_rust("a.rs", bad);
         assert_eq!(p.len(), 1);
         assert!(p[0].contains("a.rs:6"), "{p:?}");
+        // a multi-line SAFETY comment block
+        let ok = "//! d\n// SAFETY: a\n// b\n// c\n// d\nlet x = unsafe { f() };\n";
+        assert!(check_rust("a.rs", ok).is_empty());
+        // inside a string literal it is not code
+        assert!(check_rust("a.rs", "//! d\nlet s = \"unsafe { x }\";\n").is_empty());
         // the lint name is not an unsafe block
         assert!(check_rust("a.rs", "//! d\n#![deny(unsafe_op_in_unsafe_fn)]\n").is_empty());
     }

@@ -23,16 +23,31 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Generate text from a prompt (streams to stdout).
+    Run(cmd::run::RunArgs),
+    /// Chat interactively using the model's chat template.
+    Chat(cmd::chat::ChatArgs),
+    /// Print the token ids of a text (no BOS added).
+    Tokenize(cmd::tokenize::TokenizeArgs),
+    /// Perplexity of a text file, as llama-perplexity computes it.
+    Perplexity(cmd::perplexity::PerplexityArgs),
     /// Show a model's architecture, hyper-parameters, vocabulary and tensors.
     Info(cmd::info::Args),
     /// Dump one tensor, dequantized to f32, as a .npy file.
     Tensor(cmd::tensor::Args),
+    /// Benchmark prompt processing and generation speed (like llama-bench).
+    Bench(cmd::bench::Args),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Run(args) => cmd::run::run(args),
+        Command::Chat(args) => cmd::chat::run(args),
+        Command::Tokenize(args) => cmd::tokenize::run(args),
+        Command::Perplexity(args) => cmd::perplexity::run(args),
         Command::Info(args) => cmd::info::run(args),
         Command::Tensor(args) => cmd::tensor::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
     }
 }
 

@@ -165,7 +165,10 @@ fn bench_md_and_lists() {
     assert_eq!(rows.len(), 6, "2 models × (pp4, pp8, tg2):\n{out}");
     assert_eq!(rows.iter().filter(|l| l.contains(" pp4 ")).count(), 2);
     assert_eq!(rows.iter().filter(|l| l.contains(" tg2 ")).count(), 2);
-    assert!(rows.iter().all(|l| l.contains(" CPU ") && l.starts_with("| llama ")));
+    assert!(
+        rows.iter()
+            .all(|l| l.contains(" CPU ") && l.starts_with("| llama "))
+    );
     assert!(
         text(&o.stderr).contains("not available"),
         "--profile says it is unavailable"

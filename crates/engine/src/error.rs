@@ -15,8 +15,13 @@ pub enum EngineError {
     Tokenizer(#[from] zeta_model::tokenizer::TokenizerError),
     #[error(transparent)]
     Sampler(#[from] zeta_sampler::SamplerError),
-    #[error("backend `{0}` is not available in this build (only `cpu` is implemented so far)")]
+    /// The backend cannot run here (e.g. `gpu: no GPU adapter found`).
+    #[error("backend unavailable: {0}")]
     BackendUnavailable(String),
+    /// A GPU failure other than a missing adapter (device request, shader,
+    /// out of memory, device lost).
+    #[error(transparent)]
+    Gpu(#[from] zeta_wgpu::WgpuError),
     #[error(
         "context size {requested} is out of range: must be between 1 and the model's trained length {max}"
     )]

@@ -43,8 +43,9 @@ pub use zeta_model::{Arch, ModelConfig};
 pub use zeta_sampler::SamplerConfig;
 
 use zeta_gguf::Gguf;
-use zeta_model::{Model, State};
+use zeta_model::{Logits, Model, ModelError, State};
 use zeta_tensor::CpuBackend;
+use zeta_wgpu::{GpuBackend, GpuContext, WgpuError};
 
 /// Default context when none is asked for: the trained length, capped here.
 pub const DEFAULT_CTX_CAP: usize = 8192;
@@ -55,7 +56,7 @@ pub enum BackendKind {
     /// The multi-threaded CPU backend (always available).
     #[default]
     Cpu,
-    /// The wgpu backend (not implemented yet: loading with it is an error).
+    /// The wgpu backend (Vulkan/Metal/DX12; `ZETA_ADAPTER` picks the adapter).
     Gpu,
 }
 
@@ -77,18 +78,106 @@ impl std::str::FromStr for BackendKind {
 pub struct LoadOptions {
     /// Compute backend.
     pub backend: BackendKind,
-    /// CPU threads (`None`: all available cores).
+    /// CPU threads (`None`: all available cores; ignored by the GPU backend).
     pub threads: Option<usize>,
     /// Do not download a missing models.lock model (error instead).
     pub offline: bool,
 }
 
-/// A loaded model: weights (memory-mapped), tokenizer and chat template.
-/// Sessions borrow it; any number of sessions can share one engine.
+/// The model on the backend chosen at load time.
+#[derive(Debug)]
+enum Loaded {
+    Cpu(Model<CpuBackend>),
+    Gpu(Model<GpuBackend>),
+}
+
+/// A session's KV cache and scratch buffers, on the engine's backend.
+#[derive(Debug)]
+enum SessionState {
+    Cpu(State<CpuBackend>),
+    Gpu(State<GpuBackend>),
+}
+
+impl Loaded {
+    fn config(&self) -> &ModelConfig {
+        match self {
+            Self::Cpu(m) => m.config(),
+            Self::Gpu(m) => m.config(),
+        }
+    }
+
+    fn backend_name(&self) -> &'static str {
+        match self {
+            Self::Cpu(_) => "cpu",
+            Self::Gpu(_) => "gpu",
+        }
+    }
+
+    fn new_state(&self, n_ctx: usize) -> Result<SessionState> {
+        Ok(match self {
+            Self::Cpu(m) => SessionState::Cpu(m.new_state(n_ctx)?),
+            Self::Gpu(m) => SessionState::Gpu(m.new_state(n_ctx)?),
+        })
+    }
+
+    fn forward<'s>(
+        &self,
+        state: &'s mut SessionState,
+        tokens: &[u32],
+        logits: Logits,
+    ) -> Result<&'s [f32]> {
+        Ok(match (self, state) {
+            (Self::Cpu(m), SessionState::Cpu(s)) => m.forward(s, tokens, logits)?,
+            (Self::Gpu(m), SessionState::Gpu(s)) => m.forward(s, tokens, logits)?,
+            _ => return Err(ModelError::StateMismatch.into()),
+        })
+    }
+}
+
+impl SessionState {
+    fn n_ctx(&self) -> usize {
+        match self {
+            Self::Cpu(s) => s.n_ctx(),
+            Self::Gpu(s) => s.n_ctx(),
+        }
+    }
+
+    fn truncate(&mut self, pos: usize) {
+        match self {
+            Self::Cpu(s) => s.truncate(pos),
+            Self::Gpu(s) => s.truncate(pos),
+        }
+    }
+}
+
+/// Describes the GPU adapter `--backend gpu` would use (the best one, or
+/// `ZETA_ADAPTER`'s), with its enabled features and limits.
+/// No adapter: [`EngineError::BackendUnavailable`].
+pub fn gpu_info() -> Result<zeta_wgpu::GpuInfo> {
+    Ok(GpuContext::new().map_err(gpu_error)?.info().clone())
+}
+
+/// Every adapter wgpu can see, best first (may be empty).
+pub fn gpu_adapters() -> Vec<zeta_wgpu::GpuInfo> {
+    zeta_wgpu::list_adapters()
+}
+
+/// "No adapter" is [`EngineError::BackendUnavailable`]; other GPU failures
+/// keep their type.
+fn gpu_error(e: WgpuError) -> EngineError {
+    match e {
+        WgpuError::NoAdapter { .. } => EngineError::BackendUnavailable(format!("gpu: {e}")),
+        other => EngineError::Gpu(other),
+    }
+}
+
+/// A loaded model: weights (memory-mapped, or uploaded to the GPU),
+/// tokenizer and chat template. Sessions borrow it; any number of sessions
+/// can share one engine.
 pub struct Engine {
     path: PathBuf,
     gguf: Arc<Gguf>,
-    model: Model<CpuBackend>,
+    model: Loaded,
     tokenizer: Tokenizer,
     chat_template: Option<String>,
     load_time: Duration,
@@ -99,6 +188,7 @@ impl std::fmt::Debug for Engine {
         f.debug_struct("Engine")
             .field("path", &self.path)
             .field("arch", &self.model.config().arch)
+            .field("backend", &self.model.backend_name())
             .finish_non_exhaustive()
     }
 }
@@ -123,9 +213,6 @@ impl Engine {
     /// Loads a GGUF file from a path.
     pub fn load_path(path: &Path, opts: &LoadOptions) -> Result<Self> {
         let start = Instant::now();
-        if opts.backend != BackendKind::Cpu {
-            return Err(EngineError::BackendUnavailable("gpu".into()));
-        }
         if opts.threads == Some(0) {
             return Err(EngineError::InvalidParameter(
                 "threads must be at least 1".into(),
@@ -133,11 +220,19 @@ impl Engine {
         }
         let gguf = Arc::new(Gguf::open(path)?);
         let tokenizer = Tokenizer::from_gguf(&gguf)?;
-        let backend = match opts.threads {
-            Some(n) => CpuBackend::with_threads(n),
-            None => CpuBackend::new(),
+        let model = match opts.backend {
+            BackendKind::Cpu => {
+                let backend = match opts.threads {
+                    Some(n) => CpuBackend::with_threads(n),
+                    None => CpuBackend::new(),
+                };
+                Loaded::Cpu(Model::load(Arc::clone(&gguf), backend)?)
+            }
+            BackendKind::Gpu => {
+                let backend = GpuBackend::new().map_err(gpu_error)?;
+                Loaded::Gpu(Model::load(Arc::clone(&gguf), backend)?)
+            }
         };
-        let model = Model::load(Arc::clone(&gguf), backend)?;
         let chat_template = gguf
             .get("tokenizer.chat_template")
             .and_then(|v| v.as_str())
@@ -160,6 +255,22 @@ impl Engine {
     /// The parsed GGUF file.
     pub fn gguf(&self) -> &Gguf {
         &self.gguf
+    }
+
+    /// The backend the model runs on.
+    pub fn backend(&self) -> BackendKind {
+        match self.model {
+            Loaded::Cpu(_) => BackendKind::Cpu,
+            Loaded::Gpu(_) => BackendKind::Gpu,
+        }
+    }
+
+    /// The GPU adapter the model runs on (`None` on the CPU backend).
+    pub fn gpu_info(&self) -> Option<&zeta_wgpu::GpuInfo> {
+        match &self.model {
+            Loaded::Cpu(_) => None,
+            Loaded::Gpu(m) => Some(m.backend().context().info()),
+        }
     }
 
     /// Hyper-parameters.
@@ -234,7 +345,7 @@ impl Engine {
         })
     }
 
-    pub(crate) fn model(&self) -> &Model<CpuBackend> {
+    pub(crate) fn model(&self) -> &Loaded {
         &self.model
     }
 }
@@ -242,7 +353,7 @@ impl Engine {
 /// One conversation's state: a KV cache and the tokens it holds.
 pub struct Session<'e> {
     engine: &'e Engine,
-    state: State<CpuBackend>,
+    state: SessionState,
     /// The tokens whose keys/values are in the cache, in order.
     cached: Vec<u32>,
 }
@@ -297,7 +408,7 @@ impl<'e> Session<'e> {
         let logits =
             self.engine
                 .model()
-                .forward(&mut self.state, tokens, zeta_model::Logits::All)?;
+                .forward(&mut self.state, tokens, Logits::All)?;
         self.cached.extend_from_slice(tokens);
         Ok(logits)
     }
@@ -337,7 +448,7 @@ impl<'e> Session<'e> {
         let logits =
             self.engine
                 .model()
-                .forward(&mut self.state, tokens, zeta_model::Logits::Last)?;
+                .forward(&mut self.state, tokens, Logits::Last)?;
         self.cached.extend_from_slice(tokens);
         Ok(logits)
     }

@@ -81,13 +81,22 @@ pub fn perplexity(
             chunk[0] = b;
         }
         session.reset();
-        let logits = session.eval_all(chunk)?;
+        // Only positions `first..` are scored: evaluate the first half with
+        // last-position logits only (the output projection of a large
+        // vocabulary is the costliest part), unless all logits are wanted.
+        let keep_all = i == 0 && keep_first_logits;
+        let skip = if keep_all { 0 } else { first };
+        if skip > 0 {
+            session.eval_last(&chunk[..skip])?;
+        }
+        let logits = session.eval_all(&chunk[skip..])?;
         chunk[0] = original;
-        if i == 0 && keep_first_logits {
+        if keep_all {
             first_chunk_logits = Some(logits.to_vec());
         }
         for j in first..n_ctx - 1 {
-            let row = &logits[j * n_vocab..(j + 1) * n_vocab];
+            let r = j - skip;
+            let row = &logits[r * n_vocab..(r + 1) * n_vocab];
             let target = tokens[start + j + 1] as usize;
             let lp = log_softmax_at(row, target);
             nll -= lp;

@@ -180,7 +180,9 @@ fn prompt_longer_than_context_is_rejected() {
     let prompt = engine.tokenize_prompt("One two three four").unwrap();
     let mut generation = session.generate(&prompt, greedy(100)).unwrap();
     generation.collect_text().unwrap();
-    assert!(prompt.len() + generation.tokens().len() <= 8);
+    // Every evaluated token takes a cache slot; the last sampled one is
+    // never evaluated, so at most n_ctx + 1 tokens exist in all.
+    assert!(prompt.len() + generation.tokens().len() <= 9);
     assert!(matches!(
         generation.finish_reason(),
         Some(zeta_engine::FinishReason::ContextFull | zeta_engine::FinishReason::Eog)

@@ -112,21 +112,39 @@ fn opt_usize(g: &Gguf, key: &str) -> Result<Option<usize>, ModelError> {
     let one = |v: &Value| -> Result<usize, ModelError> {
         v.as_u64()
             .and_then(|x| usize::try_from(x).ok())
-            .ok_or_else(|| ModelError::BadConfig(format!("{key}: expected a non-negative integer, got {}", v.type_name())))
+            .ok_or_else(|| {
+                ModelError::BadConfig(format!(
+                    "{key}: expected a non-negative integer, got {}",
+                    v.type_name()
+                ))
+            })
     };
     if let Some(arr) = v.as_array() {
         let vals: Vec<u64> = match arr {
             zeta_gguf::Array::U32(x) => x.iter().map(|&v| u64::from(v)).collect(),
-            zeta_gguf::Array::I32(x) => x.iter().map(|&v| u64::try_from(v).unwrap_or(u64::MAX)).collect(),
+            zeta_gguf::Array::I32(x) => x
+                .iter()
+                .map(|&v| u64::try_from(v).unwrap_or(u64::MAX))
+                .collect(),
             zeta_gguf::Array::U64(x) => x.clone(),
-            zeta_gguf::Array::I64(x) => x.iter().map(|&v| u64::try_from(v).unwrap_or(u64::MAX)).collect(),
-            _ => return Err(ModelError::BadConfig(format!("{key}: unsupported array type {}", arr.type_name()))),
+            zeta_gguf::Array::I64(x) => x
+                .iter()
+                .map(|&v| u64::try_from(v).unwrap_or(u64::MAX))
+                .collect(),
+            _ => {
+                return Err(ModelError::BadConfig(format!(
+                    "{key}: unsupported array type {}",
+                    arr.type_name()
+                )));
+            }
         };
         let Some(&first) = vals.first() else {
             return Err(ModelError::BadConfig(format!("{key}: empty array")));
         };
         if vals.iter().any(|&v| v != first) {
-            return Err(ModelError::Unsupported(format!("{key}: per-layer values differ")));
+            return Err(ModelError::Unsupported(format!(
+                "{key}: per-layer values differ"
+            )));
         }
         return usize::try_from(first)
             .ok()
@@ -144,10 +162,9 @@ fn req_usize(g: &Gguf, key: &str) -> Result<usize, ModelError> {
 fn opt_f32(g: &Gguf, key: &str) -> Result<Option<f32>, ModelError> {
     match g.get(key) {
         None => Ok(None),
-        Some(v) => v
-            .as_f64()
-            .map(|x| Some(x as f32))
-            .ok_or_else(|| ModelError::BadConfig(format!("{key}: expected a number, got {}", v.type_name()))),
+        Some(v) => v.as_f64().map(|x| Some(x as f32)).ok_or_else(|| {
+            ModelError::BadConfig(format!("{key}: expected a number, got {}", v.type_name()))
+        }),
     }
 }
 
@@ -155,7 +172,8 @@ impl ModelConfig {
     /// Reads the hyperparameters of a supported architecture.
     pub fn from_gguf(g: &Gguf) -> Result<Self, ModelError> {
         let arch_name = g.get_str("general.architecture")?;
-        let arch = Arch::from_name(arch_name).ok_or_else(|| ModelError::UnknownArch(arch_name.to_string()))?;
+        let arch = Arch::from_name(arch_name)
+            .ok_or_else(|| ModelError::UnknownArch(arch_name.to_string()))?;
         let a = arch.name();
         let k = |s: &str| format!("{a}.{s}");
 
@@ -184,10 +202,16 @@ impl ModelConfig {
             )));
         }
         if arch == Arch::Llama && n_rot != head_dim {
-            return Err(ModelError::BadConfig(format!("invalid n_rot {n_rot}, expected {head_dim}")));
+            return Err(ModelError::BadConfig(format!(
+                "invalid n_rot {n_rot}, expected {head_dim}"
+            )));
         }
-        let rms_eps = opt_f32(g, &k("attention.layer_norm_rms_epsilon"))?
-            .ok_or_else(|| ModelError::BadConfig(format!("missing key {}", k("attention.layer_norm_rms_epsilon"))))?;
+        let rms_eps = opt_f32(g, &k("attention.layer_norm_rms_epsilon"))?.ok_or_else(|| {
+            ModelError::BadConfig(format!(
+                "missing key {}",
+                k("attention.layer_norm_rms_epsilon")
+            ))
+        })?;
 
         let rope_freq_base = opt_f32(g, &k("rope.freq_base"))?.unwrap_or(10000.0);
         let scaling = match g.get(&k("rope.scaling.type")) {
@@ -205,7 +229,11 @@ impl ModelConfig {
         match scaling.as_str() {
             "none" | "linear" => {}
             other if rope_freq_scale == 1.0 && other == "yarn" => {}
-            other => return Err(ModelError::Unsupported(format!("rope scaling type {other:?}"))),
+            other => {
+                return Err(ModelError::Unsupported(format!(
+                    "rope scaling type {other:?}"
+                )));
+            }
         }
         if !(rope_freq_base > 0.0 && rope_freq_scale.is_finite() && rope_freq_scale > 0.0) {
             return Err(ModelError::BadConfig(format!(
@@ -262,11 +290,13 @@ impl ModelConfig {
             };
             cfg.q_prescale = Some(q);
             cfg.kq_scale = 1.0;
-            cfg.final_logit_softcap = opt_f32(g, &k("final_logit_softcapping"))?.filter(|&c| c != 0.0);
+            cfg.final_logit_softcap =
+                opt_f32(g, &k("final_logit_softcapping"))?.filter(|&c| c != 0.0);
             let n_swa = opt_usize(g, &k("attention.sliding_window"))?.unwrap_or(0);
             if n_swa > 0 {
                 cfg.n_swa = n_swa;
-                cfg.swa_layers = swa_pattern(g, &k("attention.sliding_window_pattern"), n_layer, 6)?;
+                cfg.swa_layers =
+                    swa_pattern(g, &k("attention.sliding_window_pattern"), n_layer, 6)?;
                 if let Some(b) = opt_f32(g, &k("rope.freq_base_swa"))? {
                     cfg.rope_freq_base_swa = b;
                 }
@@ -288,16 +318,26 @@ impl ModelConfig {
     /// Bytes of the f16 K and V caches for `n_ctx` positions (all layers).
     pub fn kv_cache_bytes(&self, n_ctx: usize) -> u64 {
         let per_pos = (self.n_head_kv as u64) * (self.head_dim as u64 + self.head_dim_v as u64) * 2;
-        (self.n_layer as u64).saturating_mul(n_ctx as u64).saturating_mul(per_pos)
+        (self.n_layer as u64)
+            .saturating_mul(n_ctx as u64)
+            .saturating_mul(per_pos)
     }
 }
 
 /// `sliding_window_pattern`: a bool array (one per layer) or a period `n`
 /// (layer `il` is SWA unless `il % n == n - 1`; llama.cpp `set_swa_pattern`).
-fn swa_pattern(g: &Gguf, key: &str, n_layer: usize, default: usize) -> Result<Vec<bool>, ModelError> {
+fn swa_pattern(
+    g: &Gguf,
+    key: &str,
+    n_layer: usize,
+    default: usize,
+) -> Result<Vec<bool>, ModelError> {
     if let Some(zeta_gguf::Array::Bool(b)) = g.get(key).and_then(|v| v.as_array()) {
         if b.len() < n_layer {
-            return Err(ModelError::BadConfig(format!("{key}: {} values for {n_layer} layers", b.len())));
+            return Err(ModelError::BadConfig(format!(
+                "{key}: {} values for {n_layer} layers",
+                b.len()
+            )));
         }
         return Ok(b[..n_layer].to_vec());
     }

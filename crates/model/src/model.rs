@@ -146,7 +146,9 @@ struct Loader<'a, B: Backend> {
 
 impl<B: Backend> Loader<'_, B> {
     fn opt(&self, name: &str, dims: &[usize]) -> Result<Option<B::Weight>, ModelError> {
-        let Some(t) = self.gguf.tensor(name) else { return Ok(None) };
+        let Some(t) = self.gguf.tensor(name) else {
+            return Ok(None);
+        };
         let expected: Vec<u64> = dims.iter().map(|&d| d as u64).collect();
         if !same_dims(&t.dims, &expected) {
             return Err(ModelError::BadShape {
@@ -160,7 +162,9 @@ impl<B: Backend> Loader<'_, B> {
 
     fn req(&self, name: &str, dims: &[usize]) -> Result<B::Weight, ModelError> {
         self.opt(name, dims)?
-            .ok_or_else(|| ModelError::MissingTensor { name: name.to_string() })
+            .ok_or_else(|| ModelError::MissingTensor {
+                name: name.to_string(),
+            })
     }
 }
 
@@ -191,8 +195,13 @@ impl<B: Backend> Model<B> {
         let mut layers = Vec::with_capacity(c.n_layer);
         for i in 0..c.n_layer {
             let n = |s: &str| format!("blk.{i}.{s}");
-            if gguf.tensor(&n("attn_qkv.weight")).is_some() && gguf.tensor(&n("attn_q.weight")).is_none() {
-                return Err(ModelError::Unsupported(format!("fused {} tensor", n("attn_qkv.weight"))));
+            if gguf.tensor(&n("attn_qkv.weight")).is_some()
+                && gguf.tensor(&n("attn_q.weight")).is_none()
+            {
+                return Err(ModelError::Unsupported(format!(
+                    "fused {} tensor",
+                    n("attn_qkv.weight")
+                )));
             }
             let qk_norm = |s: &str| -> Result<Option<B::Weight>, ModelError> {
                 if needs_qk_norm {
@@ -202,7 +211,11 @@ impl<B: Backend> Model<B> {
                 }
             };
             let post_norm = |s: &str| -> Result<Option<B::Weight>, ModelError> {
-                if gemma { l.req(&n(s), &[e]).map(Some) } else { Ok(None) }
+                if gemma {
+                    l.req(&n(s), &[e]).map(Some)
+                } else {
+                    Ok(None)
+                }
             };
             layers.push(LayerWeights {
                 attn_norm: l.req(&n("attn_norm.weight"), &[e])?,
@@ -336,10 +349,11 @@ impl<B: Backend> Model<B> {
             .checked_mul(c.n_vocab)
             .ok_or_else(|| ModelError::BadConfig("logits size overflows".into()))?;
         state.logits.clear();
-        state
-            .logits
-            .try_reserve_exact(total)
-            .map_err(|_| ModelError::Tensor(zeta_tensor::TensorError::Alloc { bytes: total as u128 * 4 }))?;
+        state.logits.try_reserve_exact(total).map_err(|_| {
+            ModelError::Tensor(zeta_tensor::TensorError::Alloc {
+                bytes: total as u128 * 4,
+            })
+        })?;
         state.logits.resize(total, 0.0);
 
         let n_chunks = tokens.len().div_ceil(state.n_ub);
@@ -406,11 +420,35 @@ impl<B: Backend> Model<B> {
             let rope = RopeParams {
                 kind: c.rope_kind,
                 n_dims: c.n_rot,
-                freq_base: if swa { c.rope_freq_base_swa } else { c.rope_freq_base },
-                freq_scale: if swa { c.rope_freq_scale_swa } else { c.rope_freq_scale },
+                freq_base: if swa {
+                    c.rope_freq_base_swa
+                } else {
+                    c.rope_freq_base
+                },
+                freq_scale: if swa {
+                    c.rope_freq_scale_swa
+                } else {
+                    c.rope_freq_scale
+                },
             };
-            b.rope(&mut s.q, n, c.n_head, hd, pos0, &rope, w.rope_freqs.as_ref())?;
-            b.rope(&mut s.k, n, c.n_head_kv, hd, pos0, &rope, w.rope_freqs.as_ref())?;
+            b.rope(
+                &mut s.q,
+                n,
+                c.n_head,
+                hd,
+                pos0,
+                &rope,
+                w.rope_freqs.as_ref(),
+            )?;
+            b.rope(
+                &mut s.k,
+                n,
+                c.n_head_kv,
+                hd,
+                pos0,
+                &rope,
+                w.rope_freqs.as_ref(),
+            )?;
             if let Some(qs) = c.q_prescale {
                 b.scale(&mut s.q, n * c.n_head * hd, qs)?;
             }
@@ -457,7 +495,11 @@ impl<B: Backend> Model<B> {
             b.rms_norm(&s.x, &lw.ffn_norm, &mut s.xb, n, c.rms_eps)?;
             b.matmul(&lw.ffn_gate, &s.xb, &mut s.gate, n)?;
             b.matmul(&lw.ffn_up, &s.xb, &mut s.up, n)?;
-            let act = if c.arch == Arch::Gemma3 { GluKind::GeGlu } else { GluKind::SwiGlu };
+            let act = if c.arch == Arch::Gemma3 {
+                GluKind::GeGlu
+            } else {
+                GluKind::SwiGlu
+            };
             b.glu(&mut s.gate, &s.up, n, c.n_ff, act)?;
             b.matmul(&lw.ffn_down, &s.gate, &mut s.proj, n)?;
             if let Some(pn) = &lw.ffn_post_norm {
@@ -466,7 +508,9 @@ impl<B: Backend> Model<B> {
             b.add(&mut s.x, &s.proj, n * e)?;
         }
 
-        let Some((rows, dst_row)) = out else { return Ok(()) };
+        let Some((rows, dst_row)) = out else {
+            return Ok(());
+        };
         // Final norm of the requested rows into xb[0..], then logits in chunks.
         let n_rows = rows.len();
         let first = if n_act < n { 0 } else { rows.start };
@@ -495,4 +539,3 @@ impl<B: Backend> Model<B> {
         Ok(())
     }
 }
-

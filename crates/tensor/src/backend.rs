@@ -98,7 +98,8 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn alloc_kv(&self, len: usize) -> Result<Self::KvBuffer, TensorError>;
 
     /// Copies `data` into `buf[offset..]`.
-    fn write(&self, buf: &mut Self::Buffer, offset: usize, data: &[f32]) -> Result<(), TensorError>;
+    fn write(&self, buf: &mut Self::Buffer, offset: usize, data: &[f32])
+    -> Result<(), TensorError>;
 
     /// Copies `buf[offset .. offset+out.len()]` into `out`.
     fn read(&self, buf: &Self::Buffer, offset: usize, out: &mut [f32]) -> Result<(), TensorError>;
@@ -114,7 +115,12 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     ) -> Result<(), TensorError>;
 
     /// Embedding lookup: `out[t, :] = table[ids[t], :]` (one row dequantized per id).
-    fn get_rows(&self, table: &Self::Weight, ids: &[u32], out: &mut Self::Buffer) -> Result<(), TensorError>;
+    fn get_rows(
+        &self,
+        table: &Self::Weight,
+        ids: &[u32],
+        out: &mut Self::Buffer,
+    ) -> Result<(), TensorError>;
 
     /// `out[t, r] = Σ_k w[r, k] · x[t, k]` for `t < n_tokens`; `x` is `[n_tokens, cols]`,
     /// `out` is `[n_tokens, rows]`.
@@ -127,7 +133,12 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     ) -> Result<(), TensorError>;
 
     /// `x[i, :] += bias` for `i < n_rows`; the row length is the bias length.
-    fn add_bias(&self, x: &mut Self::Buffer, bias: &Self::Weight, n_rows: usize) -> Result<(), TensorError>;
+    fn add_bias(
+        &self,
+        x: &mut Self::Buffer,
+        bias: &Self::Weight,
+        n_rows: usize,
+    ) -> Result<(), TensorError>;
 
     /// RMSNorm of each of `n_rows` rows (row length = weight length):
     /// `out = x / sqrt(mean(x²) + eps) * w`.

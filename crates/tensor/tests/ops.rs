@@ -11,7 +11,10 @@ use zeta_tensor::{AttnParams, Backend, CpuBackend, GluKind, RopeKind, RopeParams
 struct Rng(u64);
 impl Rng {
     fn next(&mut self) -> f32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
     fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
@@ -36,13 +39,19 @@ fn gguf_with(ty: GgmlType, cols: usize, rows: usize, vals: &[f32]) -> (Arc<Gguf>
     for r in 0..rows {
         let src = &data[r * row_bytes..(r + 1) * row_bytes];
         match ty {
-            GgmlType::F32 => deq[r * cols..(r + 1) * cols].copy_from_slice(bytemuck::cast_slice(src)),
+            GgmlType::F32 => {
+                deq[r * cols..(r + 1) * cols].copy_from_slice(bytemuck::cast_slice(src))
+            }
             _ => zeta_quant::dequantize(ty, src, &mut deq[r * cols..(r + 1) * cols]).unwrap(),
         }
     }
     let mut w = GgufWriter::new();
     w.add_kv("general.architecture", Value::String("test".into()));
-    let dims: Vec<u64> = if rows == 1 { vec![cols as u64] } else { vec![cols as u64, rows as u64] };
+    let dims: Vec<u64> = if rows == 1 {
+        vec![cols as u64]
+    } else {
+        vec![cols as u64, rows as u64]
+    };
     w.add_tensor("w", &dims, ty, data).unwrap();
     let mut bytes = Vec::new();
     w.write_to(&mut bytes).unwrap();
@@ -101,17 +110,27 @@ fn matmul_matches_naive_reference_for_every_type() {
                             }
                             let tol = if ty == GgmlType::F32 { 1e-5 } else { 2e-2 } * mag + 1e-6;
                             let g = f64::from(got[t * rows + r]);
-                            assert!((g - exact).abs() <= tol, "{ty} rows={rows} t={t} r={r}: {g} vs {exact} (tol {tol})");
+                            assert!(
+                                (g - exact).abs() <= tol,
+                                "{ty} rows={rows} t={t} r={r}: {g} vs {exact} (tol {tol})"
+                            );
                         }
                     }
-                    // Each token's result must not depend on the batch it is in.
+                    // The last token alone.
                     let mut single = be.alloc(rows).unwrap();
                     let mut x1 = be.alloc(cols).unwrap();
                     be.write(&mut x1, 0, &xv[(n_tok - 1) * cols..]).unwrap();
                     be.matmul(&w, &x1, &mut single, 1).unwrap();
                     let mut s1 = vec![0f32; rows];
                     be.read(&single, 0, &mut s1).unwrap();
-                    assert_eq!(s1, got[(n_tok - 1) * rows..], "{ty}: batch vs single differ");
+                    // Same values up to float summation order: llama.cpp's kernels (and
+                    // hence ours) differ between batch sizes for some types.
+                    for (a, b) in s1.iter().zip(&got[(n_tok - 1) * rows..]) {
+                        assert!(
+                            (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                            "{ty}: single {a} vs batch {b}"
+                        );
+                    }
                 }
             }
         }
@@ -125,14 +144,25 @@ fn matmul_rejects_undersized_buffers() {
     let w = be.upload_weight(&g, "w").unwrap();
     let x = be.alloc(64).unwrap();
     let mut out = be.alloc(4).unwrap();
-    assert!(matches!(be.matmul(&w, &x, &mut out, 2), Err(TensorError::BufferTooSmall { .. })));
-    assert!(matches!(be.upload_weight(&g, "nope"), Err(TensorError::MissingTensor { .. })));
+    assert!(matches!(
+        be.matmul(&w, &x, &mut out, 2),
+        Err(TensorError::BufferTooSmall { .. })
+    ));
+    assert!(matches!(
+        be.upload_weight(&g, "nope"),
+        Err(TensorError::MissingTensor { .. })
+    ));
 }
 
 #[test]
 fn get_rows_dequantizes_one_row_and_checks_ids() {
     let mut rng = Rng(3);
-    for ty in [GgmlType::F32, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K] {
+    for ty in [
+        GgmlType::F32,
+        GgmlType::Q8_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+    ] {
         let cols = 256;
         let rows = 11;
         let (g, deq) = gguf_with(ty, cols, rows, &rng.vec(rows * cols, 1.0));
@@ -145,9 +175,16 @@ fn get_rows_dequantizes_one_row_and_checks_ids() {
         be.read(&out, 0, &mut got).unwrap();
         for (t, &id) in ids.iter().enumerate() {
             let id = id as usize;
-            assert_eq!(got[t * cols..(t + 1) * cols], deq[id * cols..(id + 1) * cols], "{ty}");
+            assert_eq!(
+                got[t * cols..(t + 1) * cols],
+                deq[id * cols..(id + 1) * cols],
+                "{ty}"
+            );
         }
-        assert!(matches!(be.get_rows(&w, &[11], &mut out), Err(TensorError::RowOutOfRange { .. })));
+        assert!(matches!(
+            be.get_rows(&w, &[11], &mut out),
+            Err(TensorError::RowOutOfRange { .. })
+        ));
     }
 }
 
@@ -169,7 +206,11 @@ fn rms_norm_matches_reference() {
     be.read(&out, 0, &mut got).unwrap();
     for r in 0..rows {
         let row = &xv[r * n..(r + 1) * n];
-        let ms: f64 = row.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / n as f64;
+        let ms: f64 = row
+            .iter()
+            .map(|&v| f64::from(v) * f64::from(v))
+            .sum::<f64>()
+            / n as f64;
         let s = 1.0 / (ms + 1e-5).sqrt();
         for i in 0..n {
             let want = f64::from(row[i]) * s * f64::from(wv[i]);
@@ -205,9 +246,12 @@ fn rope_matches_reference_in_both_orders() {
             for t in 0..n_tok {
                 for h in 0..n_heads {
                     let base = (t * n_heads + h) * hd;
-                    let mut want: Vec<f64> = xv[base..base + hd].iter().map(|&v| f64::from(v)).collect();
+                    let mut want: Vec<f64> =
+                        xv[base..base + hd].iter().map(|&v| f64::from(v)).collect();
                     for i in 0..n_dims / 2 {
-                        let theta = 0.5 * (pos0 + t) as f64 * 10000f64.powf(-2.0 * i as f64 / n_dims as f64);
+                        let theta = 0.5
+                            * (pos0 + t) as f64
+                            * 10000f64.powf(-2.0 * i as f64 / n_dims as f64);
                         let (a, b) = match kind {
                             RopeKind::Normal => (2 * i, 2 * i + 1),
                             RopeKind::Neox => (i, i + n_dims / 2),
@@ -218,7 +262,11 @@ fn rope_matches_reference_in_both_orders() {
                     }
                     for i in 0..hd {
                         let g = f64::from(got[base + i]);
-                        assert!((g - want[i]).abs() < 1e-4, "{kind:?} n_dims={n_dims} i={i}: {g} vs {}", want[i]);
+                        assert!(
+                            (g - want[i]).abs() < 1e-4,
+                            "{kind:?} n_dims={n_dims} i={i}: {g} vs {}",
+                            want[i]
+                        );
                     }
                 }
             }
@@ -239,7 +287,9 @@ fn rope_freq_factors_divide_angles() {
         freq_base: 100.0,
         freq_scale: 1.0,
     };
-    let xv: Vec<f32> = (0..hd).map(|i| if i % 2 == 0 { 1.0 } else { 0.0 }).collect();
+    let xv: Vec<f32> = (0..hd)
+        .map(|i| if i % 2 == 0 { 1.0 } else { 0.0 })
+        .collect();
     let mut x = be.alloc(hd).unwrap();
     be.write(&mut x, 0, &xv).unwrap();
     be.rope(&mut x, 1, 1, hd, 5, &p, Some(&w)).unwrap();
@@ -271,12 +321,21 @@ fn glu_activations_match_formulas() {
             let x = f64::from(g[i]);
             let act = match kind {
                 GluKind::SwiGlu => x / (1.0 + (-x).exp()),
-                GluKind::GeGlu => 0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh()),
+                GluKind::GeGlu => {
+                    0.5 * x
+                        * (1.0
+                            + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x))
+                                .tanh())
+                }
             };
             let want = act * f64::from(u[i]);
             // GeGLU goes through ggml's f16 table: ~1e-3 relative.
             let tol = if kind == GluKind::GeGlu { 2e-3 } else { 1e-5 } * (1.0 + want.abs());
-            assert!((f64::from(got[i]) - want).abs() < tol, "{kind:?} x={x}: {} vs {want}", got[i]);
+            assert!(
+                (f64::from(got[i]) - want).abs() < tol,
+                "{kind:?} x={x}: {} vs {want}",
+                got[i]
+            );
         }
     }
 }
@@ -295,7 +354,11 @@ fn naive_attention(q: &[f32], k: &[f32], v: &[f32], p: &AttnParams) -> Vec<f64> 
             let s: Vec<f64> = (start..=pos)
                 .map(|j| {
                     let kr = &k[j * kd + g * p.head_dim_k..][..p.head_dim_k];
-                    qr.iter().zip(kr).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum::<f64>() * f64::from(p.scale)
+                    qr.iter()
+                        .zip(kr)
+                        .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                        .sum::<f64>()
+                        * f64::from(p.scale)
                 })
                 .collect();
             let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -315,7 +378,12 @@ fn naive_attention(q: &[f32], k: &[f32], v: &[f32], p: &AttnParams) -> Vec<f64> 
 #[test]
 fn attention_matches_naive_reference() {
     let mut rng = Rng(13);
-    for (hd, window, n_tokens, pos0) in [(32usize, None, 5usize, 0usize), (24, Some(3), 4, 6), (64, None, 1, 9), (16, Some(4), 1, 20)] {
+    for (hd, window, n_tokens, pos0) in [
+        (32usize, None, 5usize, 0usize),
+        (24, Some(3), 4, 6),
+        (64, None, 1, 9),
+        (16, Some(4), 1, 20),
+    ] {
         let (n_head, n_head_kv) = (4, 2);
         let n_ctx = 32;
         let p = AttnParams {
@@ -331,7 +399,11 @@ fn attention_matches_naive_reference() {
         let be = CpuBackend::with_threads(2);
         let kv_dim = n_head_kv * hd;
         // Keys/values for all positions so far, rounded to f16 like the cache.
-        let round = |v: Vec<f32>| -> Vec<f32> { v.into_iter().map(|x| half::f16::from_f32(x).to_f32()).collect() };
+        let round = |v: Vec<f32>| -> Vec<f32> {
+            v.into_iter()
+                .map(|x| half::f16::from_f32(x).to_f32())
+                .collect()
+        };
         let kall = round(rng.vec((pos0 + n_tokens) * kv_dim, 2.0));
         let vall = round(rng.vec((pos0 + n_tokens) * kv_dim, 1.0));
         let qv = round(rng.vec(n_tokens * n_head * hd, 2.0));
@@ -341,8 +413,10 @@ fn attention_matches_naive_reference() {
         let mut vb = be.alloc((pos0 + n_tokens) * kv_dim).unwrap();
         be.write(&mut kb, 0, &kall).unwrap();
         be.write(&mut vb, 0, &vall).unwrap();
-        be.store_kv(&kb, &mut kc, pos0 + n_tokens, kv_dim, 0).unwrap();
-        be.store_kv(&vb, &mut vc, pos0 + n_tokens, kv_dim, 0).unwrap();
+        be.store_kv(&kb, &mut kc, pos0 + n_tokens, kv_dim, 0)
+            .unwrap();
+        be.store_kv(&vb, &mut vc, pos0 + n_tokens, kv_dim, 0)
+            .unwrap();
         let mut qb = be.alloc(qv.len()).unwrap();
         be.write(&mut qb, 0, &qv).unwrap();
         let mut out = be.alloc(n_tokens * n_head * hd).unwrap();
@@ -352,7 +426,10 @@ fn attention_matches_naive_reference() {
         let want = naive_attention(&qv, &kall, &vall, &p);
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             // Probabilities are rounded to f16 (ggml): ~1e-3 relative per term.
-            assert!((f64::from(*g) - w).abs() < 3e-3, "hd={hd} window={window:?} i={i}: {g} vs {w}");
+            assert!(
+                (f64::from(*g) - w).abs() < 3e-3,
+                "hd={hd} window={window:?} i={i}: {g} vs {w}"
+            );
         }
         // Undersized cache → error, not panic.
         let small = be.alloc_kv(kv_dim).unwrap();

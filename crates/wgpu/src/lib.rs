@@ -19,7 +19,11 @@
 //!   attention for decode and prefill (GQA, sliding window, soft-cap, f32/f16
 //!   KV, split-K flash-decoding). Most have in-place forms.
 //!
-//! # Plugging into `zeta_tensor::Backend`
+//! # `zeta_tensor::Backend`
+//! [`GpuBackend`] implements the trait: ops record into one pending batch,
+//! submitted when the host reads (the logits) or writes; see [`backend`].
+//!
+//! # Mapping onto the trait
 //! `Buffer` = [`GpuTensor`] (F32), `KvBuffer` = [`GpuTensor`] (F16),
 //! `Weight` = [`QuantMatrix`] ([`GpuContext::upload_tensor`]; 1-D F32 weights
 //! via [`QuantMatrix::as_f32_tensor`]). `matmul` → [`GpuBatch::matvec`] for
@@ -45,16 +49,18 @@
 //! # Ok(()) }
 //! ```
 
+pub mod backend;
 pub mod context;
 pub mod error;
 pub mod ops;
 pub mod pipeline;
 pub mod tensor;
 
+pub use backend::{GpuBackend, GpuWeight, tensor_error};
 pub use context::{GpuContext, GpuDeviceType, GpuInfo, GpuOptions, list_adapters};
 pub use error::{Result, WgpuError};
 pub use ops::{
-    AttnParams, GluOp, GpuBatch, MAX_HEAD_DIM, RopeMode, RopeParams, TILED_MATMUL_MIN_TOKENS,
+    ActRound, AttnParams, GluOp, GpuBatch, MAX_HEAD_DIM, RopeMode, RopeParams, TILED_MATMUL_MIN_TOKENS,
 };
 pub use pipeline::{GPU_TYPES, ShaderFile, ShaderVariant, shader_variants};
 pub use tensor::{GpuDType, GpuTensor, QuantMatrix, WeightPart};
@@ -66,6 +72,7 @@ const _: fn() = || {
     send_sync::<GpuContext>();
     send_sync::<GpuTensor>();
     send_sync::<QuantMatrix>();
+    send_sync::<GpuBackend>();
     fn send<T: Send>() {}
     send::<GpuBatch<'static>>();
 };

@@ -89,6 +89,30 @@ pub struct AttnParams {
     pub softcap: f32,
 }
 
+/// How [`GpuBatch::round_activations`] rounds: like ggml's CPU backend
+/// quantizes activations to a weight's `vec_dot_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActRound {
+    /// Q8_0 / Q8_1 blocks of 32 (d = amax/127 stored as f16).
+    Q8,
+    /// Q8_K blocks of 256 (iscale = -127/max).
+    Q8K,
+    /// f16 values.
+    F16,
+    /// bf16 values.
+    Bf16,
+}
+
+impl ActRound {
+    /// Elements per block.
+    pub fn block(self) -> usize {
+        match self {
+            Self::Q8K => 256,
+            _ => 32,
+        }
+    }
+}
+
 /// From this many tokens on, [`GpuBatch::matmul`] uses the tiled kernel.
 pub const TILED_MATMUL_MIN_TOKENS: u32 = 8;
 
@@ -1084,6 +1108,43 @@ impl<'a> GpuBatch<'a> {
             }
             GpuDType::U32 => Err(shape(OP, "dst must be f32 or f16")),
         }
+    }
+
+    /// y[..n] = x[..n] rounded like ggml's CPU activation quantization
+    /// (quantize, then dequantize in f32); `n` is a multiple of the block.
+    pub fn round_activations(
+        &mut self,
+        x: &GpuTensor,
+        y: &GpuTensor,
+        n: usize,
+        kind: ActRound,
+    ) -> Result<()> {
+        const OP: &str = "round_activations";
+        want(OP, x, "x", GpuDType::F32, n as u64)?;
+        want(OP, y, "y", GpuDType::F32, n as u64)?;
+        distinct(OP, y, &[x])?;
+        let block = kind.block();
+        if n % block != 0 {
+            return Err(shape(OP, format!("{n} is not a multiple of {block}")));
+        }
+        let n_blocks = u32::try_from(n / block).map_err(|_| shape(OP, "too many blocks"))?;
+        if n_blocks == 0 {
+            return Ok(());
+        }
+        let (gx, gy) = self.grid(OP, (n_blocks as u64).div_ceil(64))?;
+        let k = match kind {
+            ActRound::Q8 => 0,
+            ActRound::Q8K => 1,
+            ActRound::F16 => 2,
+            ActRound::Bf16 => 3,
+        };
+        self.dispatch(
+            &ShaderVariant::plain(files::ACT_QUANT, "main"),
+            &[(0, &x.buffer), (1, &y.buffer)],
+            2,
+            &[n_blocks, block as u32, k, gx * 64],
+            (gx, gy, 1),
+        )
     }
 
     /// Attention of one query over the KV cache (split-K flash-decoding):

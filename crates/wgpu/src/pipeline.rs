@@ -61,6 +61,7 @@ pub mod files {
     shader!(ARGMAX, "argmax", false);
     shader!(ATTN_DECODE, "attn_decode", false);
     shader!(KV_STORE, "kv_store", false);
+    shader!(ACT_QUANT, "act_quant", false);
 }
 
 /// One specialisation of a shader: the pipeline-cache key.
@@ -237,6 +238,7 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
     v.push(ShaderVariant::plain(files::SOFTMAX, "main"));
     v.push(ShaderVariant::plain(files::ARGMAX, "main"));
     v.push(ShaderVariant::plain(files::KV_STORE, "main"));
+    v.push(ShaderVariant::plain(files::ACT_QUANT, "main"));
     for f16 in [false, true] {
         v.push(attn_variant("chunk", f16));
         v.push(attn_variant("combine", f16));

@@ -18,8 +18,9 @@ pub fn svg(title: &str, rows: &[Summary]) -> Result<String> {
             tests.push(r.test.clone());
         }
     }
-    let panels = tests.len().max(1);
-    let width = 420 * panels as u32;
+    let panels = tests.len().max(1) as u32;
+    let n_models = rows.len().div_ceil(panels as usize).max(1) as u32;
+    let width = panels * (100 + 170 * n_models).max(420);
     let mut out = String::new();
     {
         let root = SVGBackend::with_string(&mut out, (width, 460)).into_drawing_area();
@@ -27,7 +28,7 @@ pub fn svg(title: &str, rows: &[Summary]) -> Result<String> {
         let root = root
             .titled(title, ("sans-serif", 18))
             .map_err(|e| anyhow!("chart: {e}"))?;
-        let areas = root.split_evenly((1, panels));
+        let areas = root.split_evenly((1, panels as usize));
         for (area, test) in areas.iter().zip(&tests) {
             let data: Vec<&Summary> = rows.iter().filter(|r| &r.test == test).collect();
             panel(area, test, &data)?;
@@ -37,22 +38,28 @@ pub fn svg(title: &str, rows: &[Summary]) -> Result<String> {
     Ok(out)
 }
 
-fn panel(area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>, test: &str, data: &[&Summary]) -> Result<()> {
+fn panel(
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    test: &str,
+    data: &[&Summary],
+) -> Result<()> {
     let n = data.len().max(1);
     let y_max = data
         .iter()
         .flat_map(|r| [r.zeta_ts, r.llama_ts])
         .fold(0.0f64, f64::max)
         .max(1e-9)
-        * 1.15;
+        * 1.3;
     let names: Vec<String> = data.iter().map(|r| short(&r.model)).collect();
-    let (margin, y_label) = (12u32, 60u32);
     let mut chart = ChartBuilder::on(area)
-        .caption(format!("{test} (tokens/s, higher is better)"), ("sans-serif", 15))
-        .margin(margin)
+        .caption(
+            format!("{test} (tokens/s, higher is better)"),
+            ("sans-serif", 15),
+        )
+        .margin(12)
         .x_label_area_size(40)
-        .y_label_area_size(y_label)
-        .build_cartesian_2d((0..n).into_segmented(), 0.0..y_max)
+        .y_label_area_size(60)
+        .build_cartesian_2d((0..n - 1).into_segmented(), 0.0..y_max)
         .map_err(|e| anyhow!("chart: {e}"))?;
     chart
         .configure_mesh()
@@ -66,21 +73,24 @@ fn panel(area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>, test: &str,
         .y_desc("tokens/s")
         .draw()
         .map_err(|e| anyhow!("chart: {e}"))?;
-    // Width of one model's segment in pixels, to place two bars in it.
-    let plot_w = area.dim_in_pixel().0.saturating_sub(2 * margin + y_label);
-    let seg = (plot_w / n as u32).max(4);
-    let (inner, outer) = (seg * 52 / 100, seg / 10);
+    // Bars are drawn in pixels of the plotting area: two per model segment.
+    let pixels = chart.plotting_area().strip_coord_spec();
+    let (xr, yr) = chart.plotting_area().get_pixel_range();
+    let (w, h) = (f64::from(xr.end - xr.start), f64::from(yr.end - yr.start));
+    let seg = w / n as f64;
+    let y_px = |v: f64| (h - (v / y_max).clamp(0.0, 1.0) * h).round() as i32;
     for (i, r) in data.iter().enumerate() {
-        let bars = [(outer, inner, r.zeta_ts, ZETA), (inner, outer, r.llama_ts, LLAMA)];
-        for (left, right, v, color) in bars {
-            let mut rect = Rectangle::new(
-                [(SegmentValue::Exact(i), 0.0), (SegmentValue::Exact(i + 1), v)],
+        let left = i as f64 * seg;
+        let spans = [
+            (left + 0.12 * seg, left + 0.49 * seg, r.zeta_ts, ZETA),
+            (left + 0.51 * seg, left + 0.88 * seg, r.llama_ts, LLAMA),
+        ];
+        for (x0, x1, v, color) in spans {
+            let rect = Rectangle::new(
+                [(x0.round() as i32, y_px(v)), (x1.round() as i32, h as i32)],
                 color.filled(),
             );
-            rect.set_margin(0, 0, left, right);
-            chart
-                .draw_series(std::iter::once(rect))
-                .map_err(|e| anyhow!("chart: {e}"))?;
+            pixels.draw(&rect).map_err(|e| anyhow!("chart: {e}"))?;
         }
         let label = format!("{:.1} | {:.1}", r.zeta_ts, r.llama_ts);
         let top = r.zeta_ts.max(r.llama_ts) + y_max * 0.03;
@@ -155,6 +165,12 @@ mod tests {
         assert!(s.contains("smollm2-135m-instruct-q4_1"));
         assert!(s.contains("100.0 | 200.0") && s.contains("7.2"));
         assert!(s.contains("llama.cpp") && s.contains("zeta"));
+        assert!(!s.contains("width=\"-"), "no negative bar widths");
+        assert_eq!(
+            s.matches("fill=\"#2B6CB0\"").count(),
+            2 + 2,
+            "a zeta bar and a legend glyph per panel"
+        );
         assert_eq!(short("/a/b/model.gguf"), "model");
     }
 }

@@ -46,10 +46,20 @@ pub struct Args {
     #[arg(required = true)]
     pub models: Vec<String>,
     /// Prompt lengths to test (comma-separated; 0 skips the pp test).
-    #[arg(short = 'p', long = "n-prompt", value_delimiter = ',', default_value = "512")]
+    #[arg(
+        short = 'p',
+        long = "n-prompt",
+        value_delimiter = ',',
+        default_value = "512"
+    )]
     pub n_prompt: Vec<usize>,
     /// Generation lengths to test (comma-separated; 0 skips the tg test).
-    #[arg(short = 'n', long = "n-gen", value_delimiter = ',', default_value = "128")]
+    #[arg(
+        short = 'n',
+        long = "n-gen",
+        value_delimiter = ',',
+        default_value = "128"
+    )]
     pub n_gen: Vec<usize>,
     /// Measured repetitions of each test.
     #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
@@ -114,7 +124,8 @@ pub fn run(args: Args) -> Result<()> {
                 mi + 1,
                 args.models.len()
             );
-            let engine = Engine::load(model, &opts).with_context(|| format!("cannot load model `{model}`"))?;
+            let engine = Engine::load(model, &opts)
+                .with_context(|| format!("cannot load model `{model}`"))?;
             let info = ModelInfo::of(&engine);
             let n_threads = threads.unwrap_or(machine.cores);
             eprintln!(
@@ -180,7 +191,9 @@ impl Ctx<'_> {
     /// The KV-cache size for a test that needs `need` tokens.
     fn n_ctx(&self, need: usize) -> Result<usize> {
         match self.args.ctx {
-            Some(c) if c < need => bail!("--ctx {c} is smaller than the {need} tokens this test needs"),
+            Some(c) if c < need => {
+                bail!("--ctx {c} is smaller than the {need} tokens this test needs")
+            }
             Some(c) => Ok(c),
             None => Ok(need),
         }
@@ -228,7 +241,15 @@ impl Ctx<'_> {
                     t.prompt_tokens_evaluated
                 );
             }
-            progress(&self.info.filename, &name, i, self.args.warmup, total, n_prompt, t.prompt_eval);
+            progress(
+                &self.info.filename,
+                &name,
+                i,
+                self.args.warmup,
+                total,
+                n_prompt,
+                t.prompt_eval,
+            );
             if !warm {
                 samples.push(t.prompt_eval);
                 ttft.push(ms(t.time_to_first_token));
@@ -272,15 +293,23 @@ impl Ctx<'_> {
     }
 
     fn record(&self, n_prompt: usize, n_gen: usize, samples: &[Duration]) -> Record {
+        // The wgpu backend reports its adapter; it has no memory counter, so
+        // peak GPU memory stays null (not measured) on every backend.
+        let gpu = self.engine.gpu_info();
         let samples_ns: Vec<u64> = samples
             .iter()
             .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1))
             .collect();
         Record {
             cpu_info: self.machine.cpu_info.clone(),
-            gpu_info: String::new(),
+            gpu_info: gpu.map(|g| g.name.clone()).unwrap_or_default(),
             backends: self.args.backend.to_uppercase(),
-            adapter: None,
+            adapter: gpu.map(|g| {
+                format!(
+                    "{} ({}, driver {} {})",
+                    g.name, g.backend, g.driver, g.driver_info
+                )
+            }),
             model_filename: self.info.filename.clone(),
             model_type: self.info.model_type.clone(),
             model_size: self.info.size,
@@ -301,7 +330,15 @@ impl Ctx<'_> {
     }
 }
 
-fn progress(model: &str, test: &str, i: usize, warmup: usize, total: usize, n_tokens: usize, d: Duration) {
+fn progress(
+    model: &str,
+    test: &str,
+    i: usize,
+    warmup: usize,
+    total: usize,
+    n_tokens: usize,
+    d: Duration,
+) {
     let what = if i < warmup {
         format!("warm-up {}/{warmup}", i + 1)
     } else {
@@ -319,7 +356,11 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn tokens_per_second(n_tokens: usize, ns: f64) -> f64 {
-    if ns <= 0.0 { 0.0 } else { 1e9 * n_tokens as f64 / ns }
+    if ns <= 0.0 {
+        0.0
+    } else {
+        1e9 * n_tokens as f64 / ns
+    }
 }
 
 // ---------------------------------------------------------------- statistics
@@ -484,12 +525,20 @@ pub fn format_csv(records: &[Record]) -> String {
     let mut out = String::new();
     let header: Vec<&str> = match records.first() {
         Some(r) => r.scalar_fields().iter().map(|(k, _)| *k).collect(),
-        None => Record::empty().scalar_fields().iter().map(|(k, _)| *k).collect(),
+        None => Record::empty()
+            .scalar_fields()
+            .iter()
+            .map(|(k, _)| *k)
+            .collect(),
     };
     out.push_str(&header.join(","));
     out.push('\n');
     for r in records {
-        let cells: Vec<String> = r.scalar_fields().into_iter().map(|(_, v)| csv_cell(&v)).collect();
+        let cells: Vec<String> = r
+            .scalar_fields()
+            .into_iter()
+            .map(|(_, v)| csv_cell(&v))
+            .collect();
         out.push_str(&cells.join(","));
         out.push('\n');
     }
@@ -513,7 +562,9 @@ fn csv_cell(v: &Value) -> String {
 /// figures.
 pub fn format_md(records: &[Record]) -> String {
     let mut out = String::new();
-    let head = ["model", "size", "params", "backend", "threads", "test", "t/s"];
+    let head = [
+        "model", "size", "params", "backend", "threads", "test", "t/s",
+    ];
     let rows: Vec<[String; 7]> = records
         .iter()
         .map(|r| {
@@ -528,9 +579,16 @@ pub fn format_md(records: &[Record]) -> String {
             ]
         })
         .collect();
-    md_table(&mut out, &head, &rows, &[false, true, true, false, true, true, true]);
+    md_table(
+        &mut out,
+        &head,
+        &rows,
+        &[false, true, true, false, true, true, true],
+    );
     out.push('\n');
-    let head2 = ["model", "test", "ttft ms", "p50 ms", "p95 ms", "p99 ms", "load ms", "peak RSS"];
+    let head2 = [
+        "model", "test", "ttft ms", "p50 ms", "p95 ms", "p99 ms", "load ms", "peak RSS",
+    ];
     let opt = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |x| format!("{x:.2}"));
     let rows2: Vec<[String; 8]> = records
         .iter()
@@ -547,11 +605,21 @@ pub fn format_md(records: &[Record]) -> String {
             ]
         })
         .collect();
-    md_table(&mut out, &head2, &rows2, &[false, true, true, true, true, true, true, true]);
+    md_table(
+        &mut out,
+        &head2,
+        &rows2,
+        &[false, true, true, true, true, true, true, true],
+    );
     out
 }
 
-fn md_table<const N: usize>(out: &mut String, head: &[&str; N], rows: &[[String; N]], right: &[bool; N]) {
+fn md_table<const N: usize>(
+    out: &mut String,
+    head: &[&str; N],
+    rows: &[[String; N]],
+    right: &[bool; N],
+) {
     let mut w = [0usize; N];
     for (i, h) in head.iter().enumerate() {
         w[i] = h.chars().count();
@@ -817,7 +885,10 @@ mod tests {
         assert!(close(mean(&[1.0, 2.0, 3.0, 4.0]), 2.5));
         assert_eq!(stddev(&[5.0]), 0.0);
         // Sample stddev of 2,4,4,4,5,5,7,9: sum of squares 32, n-1 = 7.
-        assert!(close(stddev(&[2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0]), (32.0f64 / 7.0).sqrt()));
+        assert!(close(
+            stddev(&[2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0]),
+            (32.0f64 / 7.0).sqrt()
+        ));
         // Large offset: the two-pass formula stays exact.
         assert!(close(stddev(&[1e9 + 1.0, 1e9 + 3.0]), 2f64.sqrt()));
     }
@@ -911,7 +982,10 @@ mod tests {
         }
         assert_eq!(obj["n_gen"], json!(128));
         assert_eq!(obj["model_size"], json!(96_576_768u64));
-        assert_eq!(obj["samples_ns"], json!([1_000_000_000u64, 2_000_000_000u64]));
+        assert_eq!(
+            obj["samples_ns"],
+            json!([1_000_000_000u64, 2_000_000_000u64])
+        );
         assert_eq!(obj["avg_ts"], json!(96.0));
         assert!(obj["peak_gpu_bytes"].is_null());
         assert!(obj["ttft_ms"].is_null());
@@ -927,10 +1001,17 @@ mod tests {
         assert!(lines[1].contains("\"Test CPU, 3 GHz\""));
         // Same number of cells as header fields (the quoted comma is one cell).
         let n_header = lines[0].split(',').count();
-        let n_cells = lines[1].replace("\"Test CPU, 3 GHz\"", "x").split(',').count();
+        let n_cells = lines[1]
+            .replace("\"Test CPU, 3 GHz\"", "x")
+            .split(',')
+            .count();
         assert_eq!(n_header, n_cells);
         let header: Vec<&str> = lines[0].split(',').collect();
-        let cells: Vec<&str> = lines[1].replace("\"Test CPU, 3 GHz\"", "x").leak().split(',').collect();
+        let cells: Vec<&str> = lines[1]
+            .replace("\"Test CPU, 3 GHz\"", "x")
+            .leak()
+            .split(',')
+            .collect();
         let at = |k: &str| cells[header.iter().position(|h| *h == k).unwrap()];
         assert_eq!(at("n_gen"), "128");
         assert_eq!(at("avg_ts"), "96.0");
@@ -946,10 +1027,16 @@ mod tests {
         let md = format_md(&[sample()]);
         let lines: Vec<&str> = md.lines().collect();
         assert!(lines[0].starts_with("| model"));
-        for h in ["model", "size", "params", "backend", "threads", "test", "t/s"] {
+        for h in [
+            "model", "size", "params", "backend", "threads", "test", "t/s",
+        ] {
             assert!(lines[0].contains(h), "{h}");
         }
-        assert!(lines[1].starts_with("| -") && lines[1].ends_with(": |"), "{}", lines[1]);
+        assert!(
+            lines[1].starts_with("| -") && lines[1].ends_with(": |"),
+            "{}",
+            lines[1]
+        );
         assert!(lines[2].contains("llama 135M Q4_1"));
         assert!(lines[2].contains("92.10 MiB"));
         assert!(lines[2].contains("134.52 M"));
@@ -962,7 +1049,10 @@ mod tests {
 
     #[test]
     fn proc_parsing() {
-        assert_eq!(vm_hwm_from("Name:\tzeta\nVmHWM:\t  2048 kB\n"), Some(2048 * 1024));
+        assert_eq!(
+            vm_hwm_from("Name:\tzeta\nVmHWM:\t  2048 kB\n"),
+            Some(2048 * 1024)
+        );
         assert_eq!(vm_hwm_from("Name:\tzeta\n"), None);
         assert_eq!(
             cpu_model_from("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\n"),

@@ -54,7 +54,11 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
     let r = perplexity(&engine, &text, &opts, args.dump_logits.is_some(), &mut progress)?;
     if let (Some(path), Some(logits)) = (&args.dump_logits, &r.first_chunk_logits) {
         let n_vocab = engine.config().n_vocab;
-        write_npy_f32(path, &[logits.len() / n_vocab, n_vocab], logits)?;
+        write_npy_f32(
+            path,
+            &[(logits.len() / n_vocab) as u64, n_vocab as u64],
+            logits,
+        )?;
     }
     if args.json {
         println!(
@@ -77,25 +81,12 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
     Ok(())
 }
 
-/// Writes a C-order little-endian float32 `.npy` (format version 1.0).
-pub fn write_npy_f32(path: &std::path::Path, shape: &[usize], data: &[f32]) -> Result<()> {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape_s = if dims.len() == 1 {
-        format!("({},)", dims[0])
-    } else {
-        format!("({})", dims.join(", "))
-    };
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_s}, }}");
-    let unpadded = 10 + header.len() + 1;
-    header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
-    header.push('\n');
-    let len = u16::try_from(header.len()).context("npy header too long")?;
-    let mut f = std::io::BufWriter::new(
-        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
-    );
-    f.write_all(b"\x93NUMPY\x01\x00")?;
-    f.write_all(&len.to_le_bytes())?;
-    f.write_all(header.as_bytes())?;
+/// Writes a C-order little-endian float32 `.npy` of `shape`.
+fn write_npy_f32(path: &std::path::Path, shape: &[u64], data: &[f32]) -> Result<()> {
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut f = std::io::BufWriter::new(file);
+    f.write_all(&super::tensor::npy_header(shape))?;
     for v in data {
         f.write_all(&v.to_le_bytes())?;
     }

@@ -15,6 +15,9 @@
 //! Keys outside the causal/sliding window have probability exactly 0 in
 //! llama.cpp, so skipping them leaves every lane sum unchanged.
 
+// Lane-indexed loops mirror the SIMD lane layout being reproduced.
+#![allow(clippy::needless_range_loop)]
+
 use half::f16;
 use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
 
@@ -119,8 +122,16 @@ pub(crate) fn attention(
     let span = window.map_or(n_kv, |w| w.min(n_kv));
     let work = n_tokens * n_head * span * (hdk + hdv);
     // llama.cpp uses tinyBLAS for ≥ 2 query rows (and K rows a multiple of 16 wide).
-    let kq_mode = if n_tokens >= 2 && hdk % 16 == 0 { Mode::Batch } else { Mode::Single };
-    let kqv_mode = if n_tokens >= 2 { Mode::Batch } else { Mode::Single };
+    let kq_mode = if n_tokens >= 2 && hdk % 16 == 0 {
+        Mode::Batch
+    } else {
+        Mode::Single
+    };
+    let kqv_mode = if n_tokens >= 2 {
+        Mode::Batch
+    } else {
+        Mode::Single
+    };
 
     let ctx = Ctx {
         q,
@@ -139,7 +150,9 @@ pub(crate) fn attention(
         kq_mode,
         kqv_mode,
     };
-    be.par_units(out, hdv, n_tokens * n_head, work, |u0, part| run_units(&ctx, u0, part));
+    be.par_units(out, hdv, n_tokens * n_head, work, |u0, part| {
+        run_units(&ctx, u0, part)
+    });
     Ok(())
 }
 
@@ -246,7 +259,11 @@ fn run_units_body(ctx: &Ctx<'_>, u0: usize, part: &mut [f32]) {
             let pj = f16::from_f32(scores[j] * inv).to_f32();
             let off = j * vstride + g * hdv;
             v[off..off + hdv].convert_to_f32_slice(&mut vf);
-            let lane = if kqv_mode == Mode::Batch { j % 16 } else { j % 64 };
+            let lane = if kqv_mode == Mode::Batch {
+                j % 16
+            } else {
+                j % 64
+            };
             let a = &mut acc[lane * hdv..(lane + 1) * hdv];
             for (ad, vd) in a.iter_mut().zip(&vf) {
                 *ad = vd.mul_add(pj, *ad);

@@ -16,6 +16,9 @@
 //! those features enabled (selected at runtime); elsewhere `mul_add` falls
 //! back to the (slower, equally exact) software FMA.
 
+// Lane-indexed loops mirror the SIMD lane layout being reproduced.
+#![allow(clippy::needless_range_loop)]
+
 use half::{bf16, f16};
 use zeta_gguf::GgmlType;
 
@@ -145,6 +148,77 @@ fn body_bf16(w: &[u8], a: &[u8], n: usize) -> f32 {
     hsum8(&acc) + s
 }
 
+/// F32/F16 dot products in the orders of ggml's AVX-512 float paths:
+/// `BATCH` = llamafile tinyBLAS (16 lanes, `n % 16 == 0`), otherwise
+/// `ggml_vec_dot_f32/f16` (4×16 lanes over 64-element steps, tail in f64).
+#[inline(always)]
+fn body_float16<const F16: bool, const BATCH: bool>(w: &[u8], a: &[u8], n: usize) -> f32 {
+    let at = |b: &[u8], i: usize| {
+        if F16 {
+            f16_at(b, 2 * i)
+        } else {
+            f32_at(b, 4 * i)
+        }
+    };
+    if BATCH && n % 16 != 0 {
+        // tinyBLAS declines; ggml falls back to vec_dot.
+        return body_float16::<F16, false>(w, a, n);
+    }
+    if BATCH {
+        let mut acc = [0f32; 16];
+        let mut i = 0;
+        while i + 16 <= n {
+            for m in 0..16 {
+                acc[m] = at(w, i + m).mul_add(at(a, i + m), acc[m]);
+            }
+            i += 16;
+        }
+        hsum16(&acc)
+    } else {
+        let np = n & !63;
+        let mut acc = [[0f32; 16]; 4];
+        let mut i = 0;
+        while i < np {
+            for (j, accj) in acc.iter_mut().enumerate() {
+                for m in 0..16 {
+                    let k = i + 16 * j + m;
+                    accj[m] = at(w, k).mul_add(at(a, k), accj[m]);
+                }
+            }
+            i += 64;
+        }
+        let mut x0 = [0f32; 16];
+        for m in 0..16 {
+            x0[m] = (acc[0][m] + acc[2][m]) + (acc[1][m] + acc[3][m]);
+        }
+        let mut sum = f64::from(hsum16(&x0));
+        for k in np..n {
+            sum += f64::from(at(w, k) * at(a, k));
+        }
+        sum as f32
+    }
+}
+
+#[inline(always)]
+fn body_f32_batch(w: &[u8], a: &[u8], n: usize) -> f32 {
+    body_float16::<false, true>(w, a, n)
+}
+
+#[inline(always)]
+fn body_f32_single(w: &[u8], a: &[u8], n: usize) -> f32 {
+    body_float16::<false, false>(w, a, n)
+}
+
+#[inline(always)]
+fn body_f16_batch(w: &[u8], a: &[u8], n: usize) -> f32 {
+    body_float16::<true, true>(w, a, n)
+}
+
+#[inline(always)]
+fn body_f16_single(w: &[u8], a: &[u8], n: usize) -> f32 {
+    body_float16::<true, false>(w, a, n)
+}
+
 /// Q8_0 (34 bytes: f16 d, 32 × i8) · Q8_0.
 #[inline(always)]
 fn body_q8_0(w: &[u8], a: &[u8], n: usize) -> f32 {
@@ -154,7 +228,11 @@ fn body_q8_0(w: &[u8], a: &[u8], n: usize) -> f32 {
         for (d, s) in q.iter_mut().zip(&bw[2..34]) {
             *d = *s as i8;
         }
-        fma_lanes(&mut acc, f16_at(bw, 0) * f16_at(ba, 0), &lanes_ii(&q, &ba[2..34]));
+        fma_lanes(
+            &mut acc,
+            f16_at(bw, 0) * f16_at(ba, 0),
+            &lanes_ii(&q, &ba[2..34]),
+        );
     }
     hsum8(&acc)
 }
@@ -168,7 +246,11 @@ fn body_q4_0(w: &[u8], a: &[u8], n: usize) -> f32 {
         for v in &mut q {
             *v -= 8;
         }
-        fma_lanes(&mut acc, f16_at(bw, 0) * f16_at(ba, 0), &lanes_ii(&q, &ba[2..34]));
+        fma_lanes(
+            &mut acc,
+            f16_at(bw, 0) * f16_at(ba, 0),
+            &lanes_ii(&q, &ba[2..34]),
+        );
     }
     hsum8(&acc)
 }
@@ -181,7 +263,11 @@ fn body_q4_1(w: &[u8], a: &[u8], n: usize) -> f32 {
     for (bw, ba) in w.chunks_exact(20).zip(a.chunks_exact(36)).take(n / 32) {
         summs = f16_at(bw, 2).mul_add(f16_at(ba, 2), summs);
         let q = nibbles(&bw[4..20]);
-        fma_lanes(&mut acc, f16_at(bw, 0) * f16_at(ba, 0), &lanes_ii(&q, &ba[4..36]));
+        fma_lanes(
+            &mut acc,
+            f16_at(bw, 0) * f16_at(ba, 0),
+            &lanes_ii(&q, &ba[4..36]),
+        );
     }
     hsum8(&acc) + summs
 }
@@ -194,7 +280,11 @@ fn body_q5_0(w: &[u8], a: &[u8], n: usize) -> f32 {
         let qh = u32::from_le_bytes([bw[2], bw[3], bw[4], bw[5]]);
         let mut q = nibbles(&bw[6..22]);
         fifth_bits(&mut q, qh, 16);
-        fma_lanes(&mut acc, f16_at(bw, 0) * f16_at(ba, 0), &lanes_ii(&q, &ba[2..34]));
+        fma_lanes(
+            &mut acc,
+            f16_at(bw, 0) * f16_at(ba, 0),
+            &lanes_ii(&q, &ba[2..34]),
+        );
     }
     hsum8(&acc)
 }
@@ -209,7 +299,11 @@ fn body_q5_1(w: &[u8], a: &[u8], n: usize) -> f32 {
         let qh = u32::from_le_bytes([bw[4], bw[5], bw[6], bw[7]]);
         let mut q = nibbles(&bw[8..24]);
         fifth_bits(&mut q, qh, 0);
-        fma_lanes(&mut acc, f16_at(bw, 0) * f16_at(ba, 0), &lanes_ii(&q, &ba[4..36]));
+        fma_lanes(
+            &mut acc,
+            f16_at(bw, 0) * f16_at(ba, 0),
+            &lanes_ii(&q, &ba[4..36]),
+        );
     }
     hsum8(&acc) + summs
 }
@@ -239,7 +333,14 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (i32, i32) {
 /// Q4_K / Q5_K · Q8_K, in the lane order of ggml's AVX2 `ggml_vec_dot_q4_K_q8_K`.
 /// `hbits` (Q5_K) holds the 32 high-bit bytes.
 #[inline(always)]
-fn body_qk_4_5(bw: &[u8], qs: &[u8], hbits: Option<&[u8]>, ba: &[u8], acc: &mut [f32; 8], acc_m: &mut [f32; 4]) {
+fn body_qk_4_5(
+    bw: &[u8],
+    qs: &[u8],
+    hbits: Option<&[u8]>,
+    ba: &[u8],
+    acc: &mut [f32; 8],
+    acc_m: &mut [f32; 4],
+) {
     let yd = f32_at(ba, 0);
     let d = yd * f16_at(bw, 0);
     let dmin = -yd * f16_at(bw, 2);
@@ -292,7 +393,11 @@ fn finish_qk(acc: &[f32; 8], acc_m: &[f32; 4]) -> f32 {
 fn body_q4_k(w: &[u8], a: &[u8], n: usize) -> f32 {
     let mut acc = [0f32; 8];
     let mut acc_m = [0f32; 4];
-    for (bw, ba) in w.chunks_exact(144).zip(a.chunks_exact(Q8K_BYTES)).take(n / 256) {
+    for (bw, ba) in w
+        .chunks_exact(144)
+        .zip(a.chunks_exact(Q8K_BYTES))
+        .take(n / 256)
+    {
         body_qk_4_5(bw, &bw[16..144], None, ba, &mut acc, &mut acc_m);
     }
     finish_qk(&acc, &acc_m)
@@ -309,7 +414,11 @@ fn body_q4_k(w: &[u8], a: &[u8], n: usize) -> f32 {
 fn body_q4_k_repacked<const PER_SB: bool>(w: &[u8], a: &[u8], n: usize) -> f32 {
     let mut acc = 0f32;
     let mut acc_min = 0f32;
-    for (bw, ba) in w.chunks_exact(144).zip(a.chunks_exact(Q8K_BYTES)).take(n / 256) {
+    for (bw, ba) in w
+        .chunks_exact(144)
+        .zip(a.chunks_exact(Q8K_BYTES))
+        .take(n / 256)
+    {
         let yd = f32_at(ba, 0);
         let d = f16_at(bw, 0) * yd;
         let dmin = f16_at(bw, 2) * yd;
@@ -362,10 +471,38 @@ fn body_q4_k_gemm(w: &[u8], a: &[u8], n: usize) -> f32 {
 fn body_q5_k(w: &[u8], a: &[u8], n: usize) -> f32 {
     let mut acc = [0f32; 8];
     let mut acc_m = [0f32; 4];
-    for (bw, ba) in w.chunks_exact(176).zip(a.chunks_exact(Q8K_BYTES)).take(n / 256) {
-        body_qk_4_5(bw, &bw[48..176], Some(&bw[16..48]), ba, &mut acc, &mut acc_m);
+    for (bw, ba) in w
+        .chunks_exact(176)
+        .zip(a.chunks_exact(Q8K_BYTES))
+        .take(n / 256)
+    {
+        body_qk_4_5(
+            bw,
+            &bw[48..176],
+            Some(&bw[16..48]),
+            ba,
+            &mut acc,
+            &mut acc_m,
+        );
     }
     finish_qk(&acc, &acc_m)
+}
+
+/// Q6_K in the order of ggml's tiled K-quant matmul (`ggml-cpu/tiled`, used
+/// by llama.cpp for batches of ≥ 8 rows against non-repacked K-quant
+/// weights): per block the exact integer sum `s` gives `acc = fma(d_w·s, d_a, acc)`.
+#[inline(always)]
+fn body_q6_k_tiled(w: &[u8], a: &[u8], n: usize) -> f32 {
+    let mut acc = 0f32;
+    for (bw, ba) in w
+        .chunks_exact(210)
+        .zip(a.chunks_exact(Q8K_BYTES))
+        .take(n / 256)
+    {
+        let isum = q6_k_block_lanes(bw, ba).iter().sum::<i32>();
+        acc = (f16_at(bw, 208) * isum as f32).mul_add(f32_at(ba, 0), acc);
+    }
+    acc
 }
 
 /// Q6_K (210 bytes: 128 low-nibble bytes, 64 high-bit bytes, 16 × i8 scales, f16 d) · Q8_K,
@@ -373,39 +510,49 @@ fn body_q5_k(w: &[u8], a: &[u8], n: usize) -> f32 {
 #[inline(always)]
 fn body_q6_k(w: &[u8], a: &[u8], n: usize) -> f32 {
     let mut acc = [0f32; 8];
-    for (bw, ba) in w.chunks_exact(210).zip(a.chunks_exact(Q8K_BYTES)).take(n / 256) {
+    for (bw, ba) in w
+        .chunks_exact(210)
+        .zip(a.chunks_exact(Q8K_BYTES))
+        .take(n / 256)
+    {
         let d = f32_at(ba, 0) * f16_at(bw, 208);
-        let scales = &bw[192..208];
-        let sc = |g: usize| i32::from(scales[g] as i8);
-        let qy = &ba[4..260];
-        let mut sumi = [0i32; 8];
-        for j in 0..2 {
-            let ql = &bw[j * 64..j * 64 + 64];
-            let qh = &bw[128 + j * 32..128 + j * 32 + 32];
-            for k in 0..4 {
-                let mut q = [0i8; 32];
-                for b in 0..32 {
-                    let h = qh[b];
-                    q[b] = match k {
-                        0 => (ql[b] & 0xF) | ((h & 3) << 4),
-                        1 => (ql[32 + b] & 0xF) | (((h >> 2) & 3) << 4),
-                        2 => (ql[b] >> 4) | (((h >> 4) & 3) << 4),
-                        _ => (ql[32 + b] >> 4) | (((h >> 6) & 3) << 4),
-                    } as i8;
-                }
-                let off = j * 128 + 32 * k;
-                let p = lanes_ii(&q, &qy[off..off + 32]);
-                for l in 0..8 {
-                    sumi[l] += sc(8 * j + 2 * k + l / 4) * p[l];
-                }
-            }
-        }
-        for l in 0..8 {
-            sumi[l] -= 32 * (q8k_bsum(ba, 2 * l) * sc(2 * l) + q8k_bsum(ba, 2 * l + 1) * sc(2 * l + 1));
-        }
-        fma_lanes(&mut acc, d, &sumi);
+        fma_lanes(&mut acc, d, &q6_k_block_lanes(bw, ba));
     }
     hsum8(&acc)
+}
+
+/// The eight exact integer lane sums of one Q6_K · Q8_K block (AVX2 lane layout).
+#[inline(always)]
+fn q6_k_block_lanes(bw: &[u8], ba: &[u8]) -> [i32; 8] {
+    let scales = &bw[192..208];
+    let sc = |g: usize| i32::from(scales[g] as i8);
+    let qy = &ba[4..260];
+    let mut sumi = [0i32; 8];
+    for j in 0..2 {
+        let ql = &bw[j * 64..j * 64 + 64];
+        let qh = &bw[128 + j * 32..128 + j * 32 + 32];
+        for k in 0..4 {
+            let mut q = [0i8; 32];
+            for b in 0..32 {
+                let h = qh[b];
+                q[b] = match k {
+                    0 => (ql[b] & 0xF) | ((h & 3) << 4),
+                    1 => (ql[32 + b] & 0xF) | (((h >> 2) & 3) << 4),
+                    2 => (ql[b] >> 4) | (((h >> 4) & 3) << 4),
+                    _ => (ql[32 + b] >> 4) | (((h >> 6) & 3) << 4),
+                } as i8;
+            }
+            let off = j * 128 + 32 * k;
+            let p = lanes_ii(&q, &qy[off..off + 32]);
+            for l in 0..8 {
+                sumi[l] += sc(8 * j + 2 * k + l / 4) * p[l];
+            }
+        }
+    }
+    for l in 0..8 {
+        sumi[l] -= 32 * (q8k_bsum(ba, 2 * l) * sc(2 * l) + q8k_bsum(ba, 2 * l + 1) * sc(2 * l + 1));
+    }
+    sumi
 }
 
 /// f32 dot product in ggml's 8-lane FMA order (used by attention).
@@ -484,7 +631,10 @@ macro_rules! simd_or_body {
         super::super::simd::q4_k_repacked::<true>($w, $a, $n)
     };
     (dot_q6_k_q8_k, $body:ident, $w:ident, $a:ident, $n:ident) => {
-        super::super::simd::q6_k($w, $a, $n)
+        super::super::simd::q6_k::<false>($w, $a, $n)
+    };
+    (dot_q6_k_q8_k_tiled, $body:ident, $w:ident, $a:ident, $n:ident) => {
+        super::super::simd::q6_k::<true>($w, $a, $n)
     };
     ($name:ident, $body:ident, $w:ident, $a:ident, $n:ident) => {
         super::$body($w, $a, $n)
@@ -506,6 +656,11 @@ kernels! {
     dot_q4_k_q8_k_gemm => body_q4_k_gemm,
     dot_q5_k_q8_k => body_q5_k,
     dot_q6_k_q8_k => body_q6_k,
+    dot_q6_k_q8_k_tiled => body_q6_k_tiled,
+    dot_f32_batch => body_f32_batch,
+    dot_f32_single => body_f32_single,
+    dot_f16_batch => body_f16_batch,
+    dot_f16_single => body_f16_single,
 }
 
 /// Whether this CPU runs the AVX2+FMA(+F16C) builds.
@@ -561,7 +716,27 @@ pub fn kernel_for(ty: GgmlType, rows: usize, t: usize, n_tokens: usize) -> Optio
     #[cfg(target_arch = "x86_64")]
     if is_repacked(ty, rows) {
         let gemm = n_tokens > 3 && t < n_tokens - n_tokens % 4;
-        return Some(if gemm { avx2_entry::dot_q4_k_q8_k_gemm } else { avx2_entry::dot_q4_k_q8_k_gemv });
+        return Some(if gemm {
+            avx2_entry::dot_q4_k_q8_k_gemm
+        } else {
+            avx2_entry::dot_q4_k_q8_k_gemv
+        });
+    }
+    // F32/F16 weights: tinyBLAS for batches (k % 16 == 0, m % 4 == 0), else vec_dot.
+    #[cfg(target_arch = "x86_64")]
+    if matches!(ty, GgmlType::F32 | GgmlType::F16) && has_avx2_fma() {
+        let batch = n_tokens >= 2 && rows % 4 == 0;
+        return Some(match (ty == GgmlType::F16, batch) {
+            (false, true) => avx2_entry::dot_f32_batch,
+            (false, false) => avx2_entry::dot_f32_single,
+            (true, true) => avx2_entry::dot_f16_batch,
+            (true, false) => avx2_entry::dot_f16_single,
+        });
+    }
+    // ggml's tiled K-quant matmul takes batches of ≥ 8 rows (only Q6_K's order is reproduced).
+    #[cfg(target_arch = "x86_64")]
+    if ty == GgmlType::Q6_K && n_tokens >= 8 && has_avx2_fma() {
+        return Some(avx2_entry::dot_q6_k_q8_k_tiled);
     }
     let _ = (rows, t, n_tokens);
     fast_kernel(ty)

@@ -75,7 +75,9 @@ pub fn quantize_act(ty: GgmlType, x: &[f32], dst: &mut [u8]) -> Result<(), Tenso
                 d.copy_from_slice(&bf16::from_f32(*v).to_bits().to_le_bytes());
             }
         }
-        GgmlType::Q8_0 | GgmlType::Q8_1 if x.len() % 32 == 0 && dst.len() == ty.type_size() * (x.len() / 32) => {
+        GgmlType::Q8_0 | GgmlType::Q8_1
+            if x.len() % 32 == 0 && dst.len() == ty.type_size() * (x.len() / 32) =>
+        {
             quantize_q8_x86(x, dst, ty == GgmlType::Q8_1)
         }
         _ => zeta_quant::quantize(ty, x, dst)?,
@@ -115,11 +117,15 @@ pub(crate) fn matmul(
                 format!("row length {k} does not fit {aty} blocks (weight type {wty})"),
             )
         })?;
-    let need = arb.checked_mul(n_tokens).ok_or(TensorError::Alloc { bytes: u128::MAX })?;
+    let need = arb
+        .checked_mul(n_tokens)
+        .ok_or(TensorError::Alloc { bytes: u128::MAX })?;
     if scratch.len() < need {
         scratch
             .try_reserve(need - scratch.len())
-            .map_err(|_| TensorError::Alloc { bytes: need as u128 })?;
+            .map_err(|_| TensorError::Alloc {
+                bytes: need as u128,
+            })?;
         scratch.resize(need, 0);
     }
     let act = &mut scratch[..need];

@@ -85,9 +85,12 @@ impl CpuWeight {
 
     /// The values of a 1-D weight, or an error naming the op.
     fn vector(&self, op: &'static str) -> Result<&[f32], TensorError> {
-        self.vector
-            .as_deref()
-            .ok_or_else(|| TensorError::shape(op, format!("expected a 1-D weight, got dims {:?}", self.dims)))
+        self.vector.as_deref().ok_or_else(|| {
+            TensorError::shape(
+                op,
+                format!("expected a 1-D weight, got dims {:?}", self.dims),
+            )
+        })
     }
 }
 
@@ -109,7 +112,9 @@ impl Default for CpuBackend {
 impl CpuBackend {
     /// A backend using all available cores.
     pub fn new() -> Self {
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         Self::with_threads(threads)
     }
 
@@ -195,11 +200,15 @@ impl Backend for CpuBackend {
             .tensors()
             .iter()
             .position(|t| t.name == name)
-            .ok_or_else(|| TensorError::MissingTensor { name: name.to_string() })?;
+            .ok_or_else(|| TensorError::MissingTensor {
+                name: name.to_string(),
+            })?;
         let info = &gguf.tensors()[index];
         let ty = info.ggml_type;
-        let cols = usize::try_from(info.row_len()).map_err(|_| TensorError::shape("upload_weight", "row too long"))?;
-        let rows = usize::try_from(info.n_rows()).map_err(|_| TensorError::shape("upload_weight", "too many rows"))?;
+        let cols = usize::try_from(info.row_len())
+            .map_err(|_| TensorError::shape("upload_weight", "row too long"))?;
+        let rows = usize::try_from(info.n_rows())
+            .map_err(|_| TensorError::shape("upload_weight", "too many rows"))?;
         let row_bytes = ty
             .row_bytes(info.row_len())
             .and_then(|b| usize::try_from(b).ok())
@@ -213,7 +222,10 @@ impl Backend for CpuBackend {
         if data.len() != row_bytes.saturating_mul(rows) {
             return Err(TensorError::shape(
                 "upload_weight",
-                format!("{name}: {} data bytes for {rows} rows of {row_bytes} bytes", data.len()),
+                format!(
+                    "{name}: {} data bytes for {rows} rows of {row_bytes} bytes",
+                    data.len()
+                ),
             ));
         }
         let vector = if info.dims.len() == 1 || rows == 1 {
@@ -244,11 +256,15 @@ impl Backend for CpuBackend {
     }
 
     fn alloc(&self, len: usize) -> Result<CpuBuffer, TensorError> {
-        Ok(CpuBuffer { data: try_vec(len, 0.0)? })
+        Ok(CpuBuffer {
+            data: try_vec(len, 0.0)?,
+        })
     }
 
     fn alloc_kv(&self, len: usize) -> Result<CpuKvBuffer, TensorError> {
-        Ok(CpuKvBuffer { data: try_vec(len, 0u16)? })
+        Ok(CpuKvBuffer {
+            data: try_vec(len, 0u16)?,
+        })
     }
 
     fn write(&self, buf: &mut CpuBuffer, offset: usize, data: &[f32]) -> Result<(), TensorError> {
@@ -277,7 +293,12 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn get_rows(&self, table: &CpuWeight, ids: &[u32], out: &mut CpuBuffer) -> Result<(), TensorError> {
+    fn get_rows(
+        &self,
+        table: &CpuWeight,
+        ids: &[u32],
+        out: &mut CpuBuffer,
+    ) -> Result<(), TensorError> {
         let cols = table.cols;
         need("get_rows", ids.len().saturating_mul(cols), out.data.len())?;
         let bytes = table.bytes();
@@ -296,14 +317,32 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn matmul(&self, w: &CpuWeight, x: &CpuBuffer, out: &mut CpuBuffer, n_tokens: usize) -> Result<(), TensorError> {
+    fn matmul(
+        &self,
+        w: &CpuWeight,
+        x: &CpuBuffer,
+        out: &mut CpuBuffer,
+        n_tokens: usize,
+    ) -> Result<(), TensorError> {
         need("matmul", n_tokens.saturating_mul(w.cols), x.data.len())?;
         need("matmul", n_tokens.saturating_mul(w.rows), out.data.len())?;
         let mut scratch = self.act_scratch.lock().unwrap_or_else(|e| e.into_inner());
-        matmul::matmul(self, w, &x.data[..n_tokens * w.cols], &mut out.data, n_tokens, &mut scratch)
+        matmul::matmul(
+            self,
+            w,
+            &x.data[..n_tokens * w.cols],
+            &mut out.data,
+            n_tokens,
+            &mut scratch,
+        )
     }
 
-    fn add_bias(&self, x: &mut CpuBuffer, bias: &CpuWeight, n_rows: usize) -> Result<(), TensorError> {
+    fn add_bias(
+        &self,
+        x: &mut CpuBuffer,
+        bias: &CpuWeight,
+        n_rows: usize,
+    ) -> Result<(), TensorError> {
         let b = bias.vector("add_bias")?;
         need("add_bias", n_rows.saturating_mul(b.len()), x.data.len())?;
         for row in x.data.chunks_exact_mut(b.len()).take(n_rows) {
@@ -331,7 +370,13 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn rms_norm_inplace(&self, x: &mut CpuBuffer, w: &CpuWeight, n_rows: usize, eps: f32) -> Result<(), TensorError> {
+    fn rms_norm_inplace(
+        &self,
+        x: &mut CpuBuffer,
+        w: &CpuWeight,
+        n_rows: usize,
+        eps: f32,
+    ) -> Result<(), TensorError> {
         let wv = w.vector("rms_norm")?;
         let n = n_rows.saturating_mul(wv.len());
         need("rms_norm", n, x.data.len())?;
@@ -371,7 +416,10 @@ impl Backend for CpuBackend {
         if params.n_dims > head_dim || params.n_dims % 2 != 0 {
             return Err(TensorError::shape(
                 "rope",
-                format!("n_dims {} must be even and at most head_dim {head_dim}", params.n_dims),
+                format!(
+                    "n_dims {} must be even and at most head_dim {head_dim}",
+                    params.n_dims
+                ),
             ));
         }
         let ff = match freq_factors {
@@ -380,14 +428,26 @@ impl Backend for CpuBackend {
                 if v.len() < params.n_dims / 2 {
                     return Err(TensorError::shape(
                         "rope",
-                        format!("rope_freqs has {} values, need {}", v.len(), params.n_dims / 2),
+                        format!(
+                            "rope_freqs has {} values, need {}",
+                            v.len(),
+                            params.n_dims / 2
+                        ),
                     ));
                 }
                 Some(v)
             }
             None => None,
         };
-        ops::rope(&mut x.data[..n], n_tokens, n_heads, head_dim, pos0, params, ff);
+        ops::rope(
+            &mut x.data[..n],
+            n_tokens,
+            n_heads,
+            head_dim,
+            pos0,
+            params,
+            ff,
+        );
         Ok(())
     }
 
@@ -405,7 +465,10 @@ impl Backend for CpuBackend {
         if n_cols == 0 {
             return Ok(());
         }
-        for (g, u) in gate.data[..n].chunks_exact_mut(n_cols).zip(up.data[..n].chunks_exact(n_cols)) {
+        for (g, u) in gate.data[..n]
+            .chunks_exact_mut(n_cols)
+            .zip(up.data[..n].chunks_exact(n_cols))
+        {
             ops::glu(g, u, kind);
         }
         Ok(())
@@ -437,6 +500,13 @@ impl Backend for CpuBackend {
         out: &mut CpuBuffer,
         p: &AttnParams,
     ) -> Result<(), TensorError> {
-        attention::attention(self, &q.data, &k_cache.data, &v_cache.data, &mut out.data, p)
+        attention::attention(
+            self,
+            &q.data,
+            &k_cache.data,
+            &v_cache.data,
+            &mut out.data,
+            p,
+        )
     }
 }

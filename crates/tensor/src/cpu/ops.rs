@@ -3,6 +3,9 @@
 //! (`ggml_compute_forward_rms_norm_f32`, `ggml_rope_cache_init`,
 //! `ggml_vec_swiglu_f32`, `ggml_vec_geglu_f32`).
 
+// Lane-indexed loops mirror the SIMD lane layout being reproduced.
+#![allow(clippy::needless_range_loop)]
+
 use std::sync::OnceLock;
 
 use half::{bf16, f16};
@@ -39,7 +42,10 @@ pub(crate) fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Resul
         }
         _ => {
             if !zeta_quant::can_dequantize(ty) {
-                return Err(TensorError::UnsupportedType { op: "dequantize", ty });
+                return Err(TensorError::UnsupportedType {
+                    op: "dequantize",
+                    ty,
+                });
             }
             zeta_quant::dequantize(ty, src, dst)?;
         }

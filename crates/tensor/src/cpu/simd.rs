@@ -6,10 +6,11 @@
 //! Every function here requires AVX2 and FMA; callers check
 //! [`super::kernels::has_avx2_fma`] first.
 
+// Lane-indexed loops mirror the SIMD lane layout being reproduced.
+#![allow(clippy::needless_range_loop)]
 #![cfg(target_arch = "x86_64")]
 
 use std::arch::x86_64::*;
-
 
 /// f16 → f32 with the F16C instruction (exact, like `half`).
 #[inline]
@@ -89,7 +90,12 @@ fn nibbles32(b: &[u8], off: usize) -> __m256i {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn bits32(qh: u32) -> __m256i {
-    let shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+    let shuf = _mm256_set_epi64x(
+        0x0303030303030303,
+        0x0202020202020202,
+        0x0101010101010101,
+        0,
+    );
     let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(qh as i32), shuf);
     let bit = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
     _mm256_cmpeq_epi8(_mm256_or_si256(bytes, bit), _mm256_set1_epi64x(-1))
@@ -211,12 +217,15 @@ pub(super) fn q4_k_repacked<const PER_SB: bool>(w: &[u8], a: &[u8], n: usize) ->
     acc - acc_min
 }
 
-/// Q6_K · Q8_K (ggml's AVX2 `ggml_vec_dot_q6_K_q8_K` order).
+/// Q6_K · Q8_K: `TILED = false` in ggml's AVX2 `ggml_vec_dot_q6_K_q8_K`
+/// order, `true` in the order of ggml's tiled K-quant matmul (see
+/// `kernels::body_q6_k_tiled`).
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn q6_k(w: &[u8], a: &[u8], n: usize) -> f32 {
+pub(super) fn q6_k<const TILED: bool>(w: &[u8], a: &[u8], n: usize) -> f32 {
     let m3 = _mm256_set1_epi8(3);
     let m15 = _mm256_set1_epi8(15);
     let mut acc = _mm256_setzero_ps();
+    let mut acc_t = 0f32;
     for (bw, ba) in w.chunks_exact(210).zip(a.chunks_exact(292)).take(n / 256) {
         let d = f32_at(ba, 0) * f16_at(bw, 208);
         let sc = |g: usize| i16::from(bw[192 + g] as i8);
@@ -224,7 +233,8 @@ pub(super) fn q6_k(w: &[u8], a: &[u8], n: usize) -> f32 {
         let mut sub = [0i32; 8];
         for (l, s) in sub.iter_mut().enumerate() {
             *s = 32
-                * (q8k_bsum(ba, 2 * l) * i32::from(sc(2 * l)) + q8k_bsum(ba, 2 * l + 1) * i32::from(sc(2 * l + 1)));
+                * (q8k_bsum(ba, 2 * l) * i32::from(sc(2 * l))
+                    + q8k_bsum(ba, 2 * l + 1) * i32::from(sc(2 * l + 1)));
         }
         let mut sumi = _mm256_setzero_si256();
         for j in 0..2 {
@@ -248,9 +258,16 @@ pub(super) fn q6_k(w: &[u8], a: &[u8], n: usize) -> f32 {
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(scv, p16));
             }
         }
-        let subv = _mm256_set_epi32(sub[7], sub[6], sub[5], sub[4], sub[3], sub[2], sub[1], sub[0]);
+        let subv = _mm256_set_epi32(
+            sub[7], sub[6], sub[5], sub[4], sub[3], sub[2], sub[1], sub[0],
+        );
         sumi = _mm256_sub_epi32(sumi, subv);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        if TILED {
+            let isum = hsum_i32_8(sumi);
+            acc_t = (f16_at(bw, 208) * isum as f32).mul_add(f32_at(ba, 0), acc_t);
+        } else {
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        }
     }
-    hsum_float_8(acc)
+    if TILED { acc_t } else { hsum_float_8(acc) }
 }

@@ -1,0 +1,57 @@
+//! `--backend gpu` end to end: the GPU engine generates the same greedy
+//! tokens as the CPU engine for one short prompt on SmolLM2 (16 tokens;
+//! lavapipe is slow). No adapter prints `SKIP` unless `ZETA_REQUIRE_GPU=1`;
+//! a missing model prints `SKIP` unless `ZETA_REQUIRE_MODELS=1`.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{SMOLLM2, model};
+use zeta_engine::{BackendKind, Engine, EngineError, GenerateParams, LoadOptions, SamplerConfig};
+
+fn greedy_tokens(engine: &Engine, prompt: &str, n: usize) -> Vec<u32> {
+    let ids = engine.tokenize_prompt(prompt).unwrap();
+    let mut session = engine.session(Some(256)).unwrap();
+    let params = GenerateParams {
+        max_tokens: Some(n),
+        sampler: SamplerConfig::greedy(),
+        ignore_eos: true,
+        ..GenerateParams::default()
+    };
+    let mut generation = session.generate(&ids, params).unwrap();
+    generation.collect_text().unwrap();
+    generation.tokens().to_vec()
+}
+
+#[test]
+fn gpu_greedy_matches_cpu_smollm2() {
+    let Some(path) = model(SMOLLM2) else { return };
+    let gpu_opts = LoadOptions {
+        backend: BackendKind::Gpu,
+        ..LoadOptions::default()
+    };
+    let gpu = match Engine::load_path(&path, &gpu_opts) {
+        Ok(e) => e,
+        Err(EngineError::BackendUnavailable(msg)) => {
+            assert_ne!(
+                std::env::var("ZETA_REQUIRE_GPU").as_deref(),
+                Ok("1"),
+                "ZETA_REQUIRE_GPU=1 but the GPU backend is unavailable: {msg}"
+            );
+            eprintln!("SKIP: GPU backend unavailable: {msg}");
+            return;
+        }
+        Err(e) => panic!("loading on the GPU failed: {e}"),
+    };
+    assert_eq!(gpu.backend(), BackendKind::Gpu);
+    eprintln!("GPU adapter: {}", gpu.gpu_info().unwrap().name);
+    let cpu = Engine::load_path(&path, &LoadOptions::default()).unwrap();
+    assert!(cpu.gpu_info().is_none());
+
+    let prompt = "The capital of France is";
+    let want = greedy_tokens(&cpu, prompt, 16);
+    let got = greedy_tokens(&gpu, prompt, 16);
+    eprintln!("cpu: {want:?}\ngpu: {got:?}");
+    assert_eq!(got.len(), 16);
+    assert_eq!(got, want, "GPU greedy tokens differ from the CPU's");
+}

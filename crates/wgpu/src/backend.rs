@@ -1,0 +1,580 @@
+//! [`GpuBackend`]: `zeta_tensor::Backend` on top of this crate's kernels.
+//!
+//! Every op only *records* its kernels into one pending [`GpuBatch`] (behind
+//! a mutex); nothing runs until someone needs data on the host. A forward
+//! pass therefore becomes one command buffer: [`Backend::read`] (the logits)
+//! submits the pending batch and copies back only the requested range.
+//! [`Backend::write`] submits the pending batch before queueing its upload,
+//! so an upload can never overtake earlier recorded work.
+//!
+//! Types:
+//! - `Buffer` = [`GpuTensor`] (F32), `KvBuffer` = [`GpuTensor`] (F16,
+//!   `[n_ctx, n_head_kv*head_dim]`).
+//! - `Weight` = [`GpuWeight`]: matrices stay in their GGUF block form
+//!   ([`QuantMatrix`], split at row boundaries when bigger than a binding);
+//!   1-D weights (norms, biases, rope factors — a few KiB) are dequantized on
+//!   the host at load and kept as f32 vectors.
+//!
+//! Numerics follow the CPU backend (and ggml's CPU path): before a matmul
+//! the activations are rounded exactly as the CPU quantizes them to the
+//! weight's `vec_dot_type` (Q8_0/Q8_1/Q8_K/F16/BF16, see
+//! [`GpuBatch::round_activations`]), then multiplied in f32. Known
+//! differences: f32 summation order, Q·K with f32 queries (ggml converts them
+//! to f16), and GeGLU's gelu-tanh in f32 (the CPU follows ggml's f16 table).
+
+use std::sync::{Arc, Mutex};
+
+use zeta_gguf::{GgmlType, Gguf};
+use zeta_tensor::{AttnParams, Backend, GluKind, RopeKind, RopeParams, TensorError};
+
+use crate::context::GpuContext;
+use crate::error::WgpuError;
+use crate::ops::{self, ActRound, GluOp, GpuBatch, RopeMode};
+use crate::pipeline::deq_fn;
+use crate::tensor::{GpuDType, GpuTensor, QuantMatrix};
+
+/// A pending batch with this many dispatches is submitted early (bounds the
+/// memory held by recorded bind groups and scratch buffers on long prefills).
+const MAX_PENDING_DISPATCHES: u64 = 8192;
+
+/// A model weight on the GPU.
+#[derive(Debug)]
+pub struct GpuWeight {
+    /// ggml dims (`dims[0]` = row length).
+    dims: Vec<u64>,
+    ty: GgmlType,
+    /// Row length.
+    cols: usize,
+    /// Number of rows (product of `dims[1..]`).
+    rows: usize,
+    /// `[rows, cols]` in GGUF block form (weights with 2+ dims).
+    matrix: Option<QuantMatrix>,
+    /// `[cols]` f32 (1-D weights and single-row tensors).
+    vector: Option<GpuTensor>,
+}
+
+impl GpuWeight {
+    /// The quantized matrix, or an error naming the op.
+    fn matrix(&self, op: &'static str) -> Result<&QuantMatrix, TensorError> {
+        self.matrix.as_ref().ok_or_else(|| shape_err(op, format!("expected a matrix, got dims {:?}", self.dims)))
+    }
+
+    /// The f32 vector of a 1-D weight, or an error naming the op.
+    fn vector(&self, op: &'static str) -> Result<&GpuTensor, TensorError> {
+        self.vector.as_ref().ok_or_else(|| shape_err(op, format!("expected a 1-D weight, got dims {:?}", self.dims)))
+    }
+
+    /// Bytes this weight takes on the GPU.
+    pub fn size_bytes(&self) -> u64 {
+        self.matrix.as_ref().map_or(0, QuantMatrix::size_bytes) + self.vector.as_ref().map_or(0, GpuTensor::size_bytes)
+    }
+}
+
+/// The wgpu backend: a shared [`GpuContext`] plus the batch being recorded.
+pub struct GpuBackend {
+    ctx: Arc<GpuContext>,
+    pending: Mutex<Option<GpuBatch<'static>>>,
+    /// Rounded activations of the current matmul (`[n_tokens, cols]`, grown
+    /// on demand; reuse inside a batch is ordered by the GPU's pass barriers).
+    act: Mutex<Option<GpuTensor>>,
+}
+
+impl std::fmt::Debug for GpuBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuBackend").field("ctx", &self.ctx).finish_non_exhaustive()
+    }
+}
+
+fn shape_err(op: &'static str, msg: impl Into<String>) -> TensorError {
+    TensorError::Shape { op, msg: msg.into() }
+}
+
+/// `zeta_tensor`'s error for a GPU-layer failure in `op`.
+///
+/// `TensorError` has no device variant: device-side failures (lost device,
+/// validation, read-back) are reported as a `Shape` error of op `op` whose
+/// message starts with "GPU".
+pub fn tensor_error(op: &'static str, e: WgpuError) -> TensorError {
+    match e {
+        WgpuError::Shape { op, detail } => TensorError::Shape { op, msg: detail },
+        WgpuError::OutOfMemory { needed_bytes, .. } => TensorError::Alloc {
+            bytes: u128::from(needed_bytes),
+        },
+        WgpuError::UnsupportedType(ty) => TensorError::UnsupportedType { op, ty },
+        other => TensorError::Shape {
+            op,
+            msg: format!("GPU failure: {other}"),
+        },
+    }
+}
+
+/// Checks that a buffer of `have` elements holds at least `need` (the CPU backend's error).
+fn need(op: &'static str, need: usize, have: usize) -> Result<(), TensorError> {
+    if have < need {
+        Err(TensorError::BufferTooSmall { op, need, have })
+    } else {
+        Ok(())
+    }
+}
+
+fn to_u32(op: &'static str, v: usize) -> Result<u32, TensorError> {
+    u32::try_from(v).map_err(|_| shape_err(op, format!("{v} does not fit 32 bits")))
+}
+
+impl GpuBackend {
+    /// Opens the best adapter (see [`GpuContext::new`]).
+    pub fn new() -> Result<Self, WgpuError> {
+        Ok(Self::with_context(Arc::new(GpuContext::new()?)))
+    }
+
+    /// A backend on an existing context.
+    pub fn with_context(ctx: Arc<GpuContext>) -> Self {
+        Self {
+            ctx,
+            pending: Mutex::new(None),
+            act: Mutex::new(None),
+        }
+    }
+
+    /// The device context.
+    pub fn context(&self) -> &Arc<GpuContext> {
+        &self.ctx
+    }
+
+    /// Records work into the pending batch. On error the pending batch is
+    /// dropped (its work never runs; the caller's forward pass has failed).
+    fn record<R>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&mut GpuBatch<'static>) -> Result<R, WgpuError>,
+    ) -> Result<R, TensorError> {
+        let mut guard = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let batch = guard.get_or_insert_with(|| self.ctx.shared_batch());
+        match f(batch) {
+            Ok(r) => {
+                if batch.dispatches() >= MAX_PENDING_DISPATCHES
+                    && let Some(b) = guard.take()
+                {
+                    b.submit().map_err(|e| tensor_error(op, e))?;
+                }
+                Ok(r)
+            }
+            Err(e) => {
+                *guard = None;
+                Err(tensor_error(op, e))
+            }
+        }
+    }
+
+    /// Submits the pending batch (does not wait).
+    pub fn flush(&self) -> Result<(), TensorError> {
+        let batch = self.pending.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match batch {
+            Some(b) => b.submit().map_err(|e| tensor_error("flush", e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Submits the pending batch and waits for the device to finish it.
+    pub fn sync(&self) -> Result<(), TensorError> {
+        self.flush()?;
+        self.ctx.wait().map_err(|e| tensor_error("sync", e))
+    }
+
+    /// Compiles the pipelines for weights of `types` now (instead of at
+    /// first use); returns how many were compiled or cached.
+    pub fn precompile(&self, types: &[GgmlType]) -> Result<usize, TensorError> {
+        self.ctx.precompile(types).map_err(|e| tensor_error("precompile", e))
+    }
+}
+
+/// Host dequantization of a 1-D weight to f32.
+fn dequantize_vector(ty: GgmlType, data: &[u8], n: usize) -> Result<Vec<f32>, TensorError> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| TensorError::Alloc { bytes: n as u128 * 4 })?;
+    v.resize(n, 0f32);
+    if ty == GgmlType::F32 {
+        need("upload_weight", n * 4, data.len())?;
+        for (d, c) in v.iter_mut().zip(data.chunks_exact(4)) {
+            *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        }
+    } else {
+        zeta_quant::dequantize(ty, data, &mut v)?;
+    }
+    Ok(v)
+}
+
+impl Backend for GpuBackend {
+    type Buffer = GpuTensor;
+    type KvBuffer = GpuTensor;
+    type Weight = GpuWeight;
+
+    fn name(&self) -> &'static str {
+        "gpu"
+    }
+
+    fn upload_weight(&self, gguf: &Arc<Gguf>, name: &str) -> Result<GpuWeight, TensorError> {
+        const OP: &str = "upload_weight";
+        let info = gguf
+            .tensor(name)
+            .ok_or_else(|| TensorError::MissingTensor { name: name.to_string() })?;
+        let ty = info.ggml_type;
+        let cols = usize::try_from(info.row_len()).map_err(|_| shape_err(OP, "row too long"))?;
+        let rows = usize::try_from(info.n_rows()).map_err(|_| shape_err(OP, "too many rows"))?;
+        let row_bytes = ty
+            .row_bytes(info.row_len())
+            .and_then(|b| usize::try_from(b).ok())
+            .ok_or_else(|| {
+                shape_err(
+                    OP,
+                    format!("{name}: row length {cols} is not a multiple of the {ty} block size"),
+                )
+            })?;
+        let data = gguf.tensor_data(info);
+        if data.len() != row_bytes.saturating_mul(rows) {
+            return Err(shape_err(
+                OP,
+                format!("{name}: {} data bytes for {rows} rows of {row_bytes} bytes", data.len()),
+            ));
+        }
+        let vector = if info.dims.len() == 1 || rows == 1 {
+            let v = dequantize_vector(ty, data, cols)?;
+            Some(self.ctx.upload_f32(&v).map_err(|e| tensor_error(OP, e))?)
+        } else {
+            None
+        };
+        let matrix = if info.dims.len() >= 2 {
+            if deq_fn(ty).is_none() {
+                return Err(TensorError::UnsupportedType { op: OP, ty });
+            }
+            Some(self.ctx.upload_tensor(info, data).map_err(|e| tensor_error(OP, e))?)
+        } else {
+            None
+        };
+        Ok(GpuWeight {
+            dims: info.dims.clone(),
+            ty,
+            cols,
+            rows,
+            matrix,
+            vector,
+        })
+    }
+
+    fn weight_dims(&self, w: &GpuWeight) -> Vec<u64> {
+        w.dims.clone()
+    }
+
+    fn weight_type(&self, w: &GpuWeight) -> GgmlType {
+        w.ty
+    }
+
+    fn alloc(&self, len: usize) -> Result<GpuTensor, TensorError> {
+        self.ctx.zeros(len, GpuDType::F32).map_err(|e| tensor_error("alloc", e))
+    }
+
+    fn alloc_kv(&self, len: usize) -> Result<GpuTensor, TensorError> {
+        self.ctx.zeros(len, GpuDType::F16).map_err(|e| tensor_error("alloc_kv", e))
+    }
+
+    fn write(&self, buf: &mut GpuTensor, offset: usize, data: &[f32]) -> Result<(), TensorError> {
+        need("write", offset.saturating_add(data.len()), buf.len())?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        // Recorded work that reads `buf` must run before the upload lands.
+        self.flush()?;
+        self.ctx.write_f32(buf, offset, data).map_err(|e| tensor_error("write", e))
+    }
+
+    fn read(&self, buf: &GpuTensor, offset: usize, out: &mut [f32]) -> Result<(), TensorError> {
+        need("read", offset.saturating_add(out.len()), buf.len())?;
+        if out.is_empty() {
+            return Ok(());
+        }
+        self.flush()?;
+        let v = self
+            .ctx
+            .read_f32_range(buf, offset, out.len())
+            .map_err(|e| tensor_error("read", e))?;
+        if v.len() != out.len() {
+            return Err(tensor_error("read", WgpuError::ReadBack("short read".to_string())));
+        }
+        out.copy_from_slice(&v);
+        Ok(())
+    }
+
+    fn copy(
+        &self,
+        src: &GpuTensor,
+        src_off: usize,
+        dst: &mut GpuTensor,
+        dst_off: usize,
+        n: usize,
+    ) -> Result<(), TensorError> {
+        need("copy", src_off.saturating_add(n), src.len())?;
+        need("copy", dst_off.saturating_add(n), dst.len())?;
+        if n == 0 {
+            return Ok(());
+        }
+        self.record("copy", |b| b.copy(src, src_off, dst, dst_off, n))
+    }
+
+    fn get_rows(&self, table: &GpuWeight, ids: &[u32], out: &mut GpuTensor) -> Result<(), TensorError> {
+        const OP: &str = "get_rows";
+        need(OP, ids.len().saturating_mul(table.cols), out.len())?;
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= table.rows) {
+            return Err(TensorError::RowOutOfRange {
+                op: OP,
+                row: u64::from(bad),
+                n_rows: table.rows as u64,
+            });
+        }
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let m = table.matrix(OP)?;
+        // A fresh buffer per call: its upload is queued before the batch that reads it.
+        let ids_gpu = self.ctx.upload_u32(ids).map_err(|e| tensor_error(OP, e))?;
+        self.record(OP, |b| b.embed(m, &ids_gpu, out))
+    }
+
+    fn matmul(&self, w: &GpuWeight, x: &GpuTensor, out: &mut GpuTensor, n_tokens: usize) -> Result<(), TensorError> {
+        const OP: &str = "matmul";
+        need(OP, n_tokens.saturating_mul(w.cols), x.len())?;
+        need(OP, n_tokens.saturating_mul(w.rows), out.len())?;
+        let m = w.matrix(OP)?;
+        if n_tokens == 0 {
+            return Ok(());
+        }
+        let round = match zeta_quant::vec_dot_type(w.ty) {
+            GgmlType::Q8_0 | GgmlType::Q8_1 => Some(ActRound::Q8),
+            GgmlType::Q8_K => Some(ActRound::Q8K),
+            GgmlType::F16 => Some(ActRound::F16),
+            GgmlType::BF16 => Some(ActRound::Bf16),
+            _ => None,
+        }
+        .filter(|r| w.cols % r.block() == 0);
+        let len = n_tokens * w.cols;
+        let act = match round {
+            Some(_) => {
+                let mut guard = self.act.lock().unwrap_or_else(|e| e.into_inner());
+                match guard.as_ref() {
+                    Some(t) if t.len() >= len => Some(t.clone()),
+                    _ => {
+                        let t = self.ctx.zeros(len, GpuDType::F32).map_err(|e| tensor_error(OP, e))?;
+                        *guard = Some(t.clone());
+                        Some(t)
+                    }
+                }
+            }
+            None => None,
+        };
+        let n = to_u32(OP, n_tokens)?;
+        self.record(OP, |b| {
+            let input = match (&act, round) {
+                (Some(a), Some(r)) => {
+                    b.round_activations(x, a, len, r)?;
+                    a
+                }
+                _ => x,
+            };
+            if n == 1 { b.matvec(m, input, out) } else { b.matmul(m, input, out, n) }
+        })
+    }
+
+    fn add_bias(&self, x: &mut GpuTensor, bias: &GpuWeight, n_rows: usize) -> Result<(), TensorError> {
+        const OP: &str = "add_bias";
+        let v = bias.vector(OP)?;
+        need(OP, n_rows.saturating_mul(bias.cols), x.len())?;
+        if n_rows == 0 || bias.cols == 0 {
+            return Ok(());
+        }
+        self.record(OP, |b| b.add_bias(x, v, n_rows, bias.cols))
+    }
+
+    fn rms_norm(
+        &self,
+        x: &GpuTensor,
+        w: &GpuWeight,
+        out: &mut GpuTensor,
+        n_rows: usize,
+        eps: f32,
+    ) -> Result<(), TensorError> {
+        const OP: &str = "rms_norm";
+        let v = w.vector(OP)?;
+        let n = n_rows.saturating_mul(w.cols);
+        need(OP, n, x.len())?;
+        need(OP, n, out.len())?;
+        if n == 0 {
+            return Ok(());
+        }
+        let (r, c) = (to_u32(OP, n_rows)?, to_u32(OP, w.cols)?);
+        self.record(OP, |b| b.rms_norm(x, v, out, r, c, eps))
+    }
+
+    fn rms_norm_inplace(&self, x: &mut GpuTensor, w: &GpuWeight, n_rows: usize, eps: f32) -> Result<(), TensorError> {
+        const OP: &str = "rms_norm";
+        let v = w.vector(OP)?;
+        let n = n_rows.saturating_mul(w.cols);
+        need(OP, n, x.len())?;
+        if n == 0 {
+            return Ok(());
+        }
+        let (r, c) = (to_u32(OP, n_rows)?, to_u32(OP, w.cols)?);
+        self.record(OP, |b| b.rms_norm_inplace(x, v, r, c, eps))
+    }
+
+    fn add(&self, a: &mut GpuTensor, b: &GpuTensor, n: usize) -> Result<(), TensorError> {
+        need("add", n, a.len())?;
+        need("add", n, b.len())?;
+        if n == 0 {
+            return Ok(());
+        }
+        self.record("add", |batch| batch.add_inplace(a, b, n))
+    }
+
+    fn scale(&self, x: &mut GpuTensor, n: usize, s: f32) -> Result<(), TensorError> {
+        need("scale", n, x.len())?;
+        if n == 0 {
+            return Ok(());
+        }
+        self.record("scale", |b| b.scale_inplace(x, s, n))
+    }
+
+    fn rope(
+        &self,
+        x: &mut GpuTensor,
+        n_tokens: usize,
+        n_heads: usize,
+        head_dim: usize,
+        pos0: usize,
+        params: &RopeParams,
+        freq_factors: Option<&GpuWeight>,
+    ) -> Result<(), TensorError> {
+        const OP: &str = "rope";
+        let n = n_tokens.saturating_mul(n_heads).saturating_mul(head_dim);
+        need(OP, n, x.len())?;
+        if params.n_dims > head_dim || params.n_dims % 2 != 0 {
+            return Err(shape_err(
+                OP,
+                format!("n_dims {} must be even and at most head_dim {head_dim}", params.n_dims),
+            ));
+        }
+        let ff = match freq_factors {
+            Some(w) => {
+                let v = w.vector(OP)?;
+                if w.cols < params.n_dims / 2 {
+                    return Err(shape_err(
+                        OP,
+                        format!("rope_freqs has {} values, need {}", w.cols, params.n_dims / 2),
+                    ));
+                }
+                Some(v)
+            }
+            None => None,
+        };
+        if n == 0 || params.n_dims == 0 {
+            return Ok(());
+        }
+        let p = ops::RopeParams {
+            head_dim: to_u32(OP, head_dim)?,
+            n_heads: to_u32(OP, n_heads)?,
+            n_tokens: to_u32(OP, n_tokens)?,
+            n_rot: to_u32(OP, params.n_dims)?,
+            mode: match params.kind {
+                RopeKind::Normal => RopeMode::Normal,
+                RopeKind::Neox => RopeMode::Neox,
+            },
+            freq_base: params.freq_base,
+            freq_scale: params.freq_scale,
+        };
+        let pos0 = to_u32(OP, pos0)?;
+        self.record(OP, |b| b.rope_inplace(x, pos0, &p, ff))
+    }
+
+    fn glu(
+        &self,
+        gate: &mut GpuTensor,
+        up: &GpuTensor,
+        n_rows: usize,
+        n_cols: usize,
+        kind: GluKind,
+    ) -> Result<(), TensorError> {
+        let n = n_rows.saturating_mul(n_cols);
+        need("glu", n, gate.len())?;
+        need("glu", n, up.len())?;
+        if n == 0 {
+            return Ok(());
+        }
+        let op = match kind {
+            GluKind::SwiGlu => GluOp::SwiGlu,
+            GluKind::GeGlu => GluOp::GeGlu,
+        };
+        self.record("glu", |b| b.glu_inplace(gate, up, n, op))
+    }
+
+    fn store_kv(
+        &self,
+        src: &GpuTensor,
+        dst: &mut GpuTensor,
+        n_tokens: usize,
+        row_len: usize,
+        pos0: usize,
+    ) -> Result<(), TensorError> {
+        const OP: &str = "store_kv";
+        let n = n_tokens.saturating_mul(row_len);
+        need(OP, n, src.len())?;
+        let off = pos0.saturating_mul(row_len);
+        need(OP, off.saturating_add(n), dst.len())?;
+        if n == 0 {
+            return Ok(());
+        }
+        self.record(OP, |b| b.store(src, n, dst, off))
+    }
+
+    fn attention(
+        &self,
+        q: &GpuTensor,
+        k_cache: &GpuTensor,
+        v_cache: &GpuTensor,
+        out: &mut GpuTensor,
+        p: &AttnParams,
+    ) -> Result<(), TensorError> {
+        const OP: &str = "attention";
+        if p.n_head_kv == 0 || p.n_head % p.n_head_kv != 0 {
+            return Err(shape_err(
+                OP,
+                format!("n_head {} is not a multiple of n_head_kv {}", p.n_head, p.n_head_kv),
+            ));
+        }
+        if p.window == Some(0) {
+            return Err(shape_err(OP, "sliding window of 0"));
+        }
+        let kstride = p.n_head_kv.saturating_mul(p.head_dim_k);
+        let vstride = p.n_head_kv.saturating_mul(p.head_dim_v);
+        let n_kv = p.pos0.saturating_add(p.n_tokens);
+        need(OP, n_kv.saturating_mul(kstride), k_cache.len())?;
+        need(OP, n_kv.saturating_mul(vstride), v_cache.len())?;
+        need(OP, p.n_tokens * p.n_head * p.head_dim_k, q.len())?;
+        need(OP, p.n_tokens * p.n_head * p.head_dim_v, out.len())?;
+        if p.n_tokens == 0 || p.n_head == 0 {
+            return Ok(());
+        }
+        let gp = ops::AttnParams {
+            head_dim: to_u32(OP, p.head_dim_k)?,
+            head_dim_v: to_u32(OP, p.head_dim_v)?,
+            n_head: to_u32(OP, p.n_head)?,
+            n_kv_head: to_u32(OP, p.n_head_kv)?,
+            n_kv: to_u32(OP, n_kv)?,
+            window: match p.window {
+                Some(w) => to_u32(OP, w.min(n_kv))?,
+                None => 0,
+            },
+            scale: p.scale,
+            softcap: 0.0,
+        };
+        let n_q = to_u32(OP, p.n_tokens)?;
+        self.record(OP, |b| b.attention(q, k_cache, v_cache, out, &gp, n_q))
+    }
+}

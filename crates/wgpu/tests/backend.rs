@@ -1,0 +1,364 @@
+//! `GpuBackend` against `CpuBackend` through the generic forward pass of
+//! `zeta_model`: the same teacher-forced sequence (64 positions: a 40-token
+//! prefill, a 4-token batch, then 20 single-token decode steps, so the tiled
+//! matmul, the small-batch matmul and matvec all run) on both backends must
+//! give logits with mean KL(cpu‖gpu) ≤ 0.001 and top-1 agreement ≥ 99%.
+//! Models: the tiny synthetic files in `crates/model/tests/golden/synth/`
+//! and the two real models in `$ZETA_MODELS` (default `~/.cache/zeta/models`).
+//! On the real models greedy generation must also match the CPU's: lavapipe
+//! is slow, so 4 prompts × 16 tokens, and ≥ 90% of the tokens must lie in the
+//! common prefix of the CPU and GPU generations.
+//!
+//! No adapter prints `SKIP` unless `ZETA_REQUIRE_GPU=1`; a missing real model
+//! prints `SKIP` unless `ZETA_REQUIRE_MODELS=1`.
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use zeta_gguf::Gguf;
+use zeta_model::{Logits, Model};
+use zeta_tensor::{Backend, CpuBackend, TensorError};
+use zeta_wgpu::{GpuBackend, GpuContext, WgpuError};
+
+/// Largest mean KL(cpu‖gpu) accepted.
+const KL_MAX: f64 = 1e-3;
+
+fn ctx() -> Option<Arc<GpuContext>> {
+    static CTX: OnceLock<Option<Arc<GpuContext>>> = OnceLock::new();
+    CTX.get_or_init(|| match GpuContext::new() {
+        Ok(c) => {
+            println!("GPU adapter: {}", c.info().name);
+            Some(Arc::new(c))
+        }
+        Err(WgpuError::NoAdapter { .. }) => {
+            assert_ne!(
+                std::env::var("ZETA_REQUIRE_GPU").as_deref(),
+                Ok("1"),
+                "ZETA_REQUIRE_GPU=1 but no GPU adapter was found"
+            );
+            println!("SKIP: no GPU adapter");
+            None
+        }
+        Err(e) => panic!("GPU setup failed: {e}"),
+    })
+    .clone()
+}
+
+fn synth(name: &str) -> Arc<Gguf> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../model/tests/golden/synth").join(name);
+    Arc::new(Gguf::open(&p).unwrap())
+}
+
+fn real(name: &str) -> Option<Arc<Gguf>> {
+    let dir = std::env::var_os("ZETA_MODELS").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/zeta/models")
+    });
+    let p = dir.join(name);
+    if !p.exists() {
+        assert_ne!(
+            std::env::var("ZETA_REQUIRE_MODELS").as_deref(),
+            Ok("1"),
+            "ZETA_REQUIRE_MODELS=1 but {} is missing",
+            p.display()
+        );
+        println!("SKIP: model {} not found (set ZETA_MODELS)", p.display());
+        return None;
+    }
+    Some(Arc::new(Gguf::open(&p).unwrap()))
+}
+
+fn log_softmax(row: &[f32]) -> Vec<f64> {
+    let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+    let s: f64 = row.iter().map(|&x| (x as f64 - m).exp()).sum();
+    let lse = m + s.ln();
+    row.iter().map(|&x| x as f64 - lse).collect()
+}
+
+fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Logits `[64, n_vocab]` of `tokens` (64 of them) fed as 40 + 4 + 20×1.
+fn teacher_forced<B: Backend>(m: &Model<B>, tokens: &[u32]) -> Vec<f32> {
+    assert_eq!(tokens.len(), 64);
+    let n_ctx = m.config().n_ctx_train.min(128);
+    let mut st = m.new_state(n_ctx).unwrap();
+    let mut out = Vec::new();
+    out.extend_from_slice(m.forward(&mut st, &tokens[..40], Logits::All).unwrap());
+    out.extend_from_slice(m.forward(&mut st, &tokens[40..44], Logits::All).unwrap());
+    for &t in &tokens[44..] {
+        out.extend_from_slice(m.forward(&mut st, &[t], Logits::Last).unwrap());
+    }
+    out
+}
+
+/// (mean KL(cpu‖gpu), top-1 agreement) over the rows.
+fn compare(cpu: &[f32], gpu: &[f32], n_vocab: usize) -> (f64, f64) {
+    assert_eq!(cpu.len(), gpu.len());
+    let rows = cpu.len() / n_vocab;
+    let (mut kl, mut agree) = (0.0, 0usize);
+    for (c, g) in cpu.chunks_exact(n_vocab).zip(gpu.chunks_exact(n_vocab)) {
+        assert!(g.iter().all(|v| v.is_finite()), "non-finite GPU logits");
+        let (lc, lg) = (log_softmax(c), log_softmax(g));
+        kl += lc.iter().zip(&lg).map(|(a, b)| a.exp() * (a - b)).sum::<f64>();
+        agree += usize::from(argmax(c) == argmax(g));
+    }
+    (kl / rows as f64, agree as f64 / rows as f64)
+}
+
+/// Loads `g` on both backends and checks the teacher-forced logits; returns the models.
+fn check_forward(
+    label: &str,
+    g: &Arc<Gguf>,
+    ctx: &Arc<GpuContext>,
+    tokens: Option<Vec<u32>>,
+) -> (Model<CpuBackend>, Model<GpuBackend>, Vec<f32>, Vec<f32>) {
+    let cpu = Model::load(Arc::clone(g), CpuBackend::new()).unwrap();
+    let gpu = Model::load(Arc::clone(g), GpuBackend::with_context(Arc::clone(ctx))).unwrap();
+    let nv = cpu.config().n_vocab;
+    let tokens =
+        tokens.unwrap_or_else(|| (0..64u64).map(|i| ((i * 7919 + 13) % nv as u64) as u32).collect());
+    let lc = teacher_forced(&cpu, &tokens);
+    let lg = teacher_forced(&gpu, &tokens);
+    let (kl, top1) = compare(&lc, &lg, nv);
+    for (what, r) in [("prefill 40", 0..40), ("batch 4", 40..44), ("decode 20", 44..64)] {
+        let (k, t) = compare(&lc[r.start * nv..r.end * nv], &lg[r.start * nv..r.end * nv], nv);
+        println!("{label}:   {what}: KL {k:.3e}, top-1 {:.1}%", t * 100.0);
+    }
+    println!("{label}: mean KL(cpu||gpu) = {kl:.3e}, top-1 agreement = {:.1}% over 64 positions", top1 * 100.0);
+    if std::env::var_os("ZETA_DIAG").is_none() {
+        assert!(kl <= KL_MAX, "{label}: mean KL {kl} > {KL_MAX}");
+        assert!(top1 >= 0.99, "{label}: top-1 agreement {top1} < 99%");
+    }
+    (cpu, gpu, lc, lg)
+}
+
+/// Mean KL(llama.cpp ‖ ours) from llama.cpp's top-k log-probs plus the rest's mass.
+fn kl_vs_llama(golden: &[(Vec<u32>, Vec<f64>)], logits: &[f32], nv: usize) -> f64 {
+    let mut sum = 0.0;
+    for ((ids, lps), row) in golden.iter().zip(logits.chunks_exact(nv)) {
+        let ours = log_softmax(row);
+        let mut kl = 0.0;
+        let (mut p_top, mut q_top) = (0.0, 0.0);
+        for (&i, &lp) in ids.iter().zip(lps) {
+            let p = lp.exp();
+            kl += p * (lp - ours[i as usize]);
+            p_top += p;
+            q_top += ours[i as usize].exp();
+        }
+        let (pr, qr) = ((1.0 - p_top).max(1e-12), (1.0 - q_top).max(1e-12));
+        kl += pr * (pr.ln() - qr.ln());
+        sum += kl;
+    }
+    sum / golden.len() as f64
+}
+
+fn greedy<B: Backend>(m: &Model<B>, prompt: &[u32], n: usize) -> Vec<u32> {
+    let mut st = m.new_state(prompt.len() + n).unwrap();
+    let mut next = argmax(m.forward(&mut st, prompt, Logits::Last).unwrap()) as u32;
+    let mut out = vec![next];
+    while out.len() < n {
+        next = argmax(m.forward(&mut st, &[next], Logits::Last).unwrap()) as u32;
+        out.push(next);
+    }
+    out
+}
+
+#[test]
+fn synthetic_models_match_cpu() {
+    let Some(ctx) = ctx() else { return };
+    for name in [
+        "llama-tiny.gguf",
+        "qwen2-tiny.gguf",
+        "qwen3-tiny.gguf",
+        "qwen3-tiny-q8_0.gguf",
+        "gemma3-tiny.gguf",
+    ] {
+        check_forward(name, &synth(name), &ctx, None);
+    }
+}
+
+fn real_model(file: &str, golden: &str) {
+    let Some(ctx) = ctx() else { return };
+    let Some(g) = real(file) else { return };
+    let tok = zeta_model::tokenizer::Tokenizer::from_gguf(&g).unwrap();
+    // The first text of llama.cpp's teacher-forced golden data (positions 0..64).
+    let gpath = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../model/tests/golden").join(golden);
+    let gj: serde_json::Value = serde_json::from_slice(&std::fs::read(&gpath).unwrap()).unwrap();
+    let text = &gj["texts"][0];
+    let tokens: Vec<u32> =
+        text["tokens"].as_array().unwrap().iter().take(64).map(|v| v.as_u64().unwrap() as u32).collect();
+    let ref_top: Vec<(Vec<u32>, Vec<f64>)> = text["positions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(64)
+        .map(|e| {
+            let ids = e["top_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+            let lps = e["top_logprobs"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+            (ids, lps)
+        })
+        .collect();
+    assert_eq!(tokens.len(), 64);
+    assert_eq!(ref_top.len(), 64);
+    let (cpu, gpu, lc, lg) = check_forward(file, &g, &ctx, Some(tokens));
+    let nv = cpu.config().n_vocab;
+    let (kc, kg) = (kl_vs_llama(&ref_top, &lc, nv), kl_vs_llama(&ref_top, &lg, nv));
+    println!("{file}: mean KL(llama.cpp||cpu) = {kc:.3e}, KL(llama.cpp||gpu) = {kg:.3e}");
+
+    const N: usize = 16;
+    let prompts = [
+        "The capital of France is",
+        "Once upon a time, in a small village,",
+        "def fibonacci(n):",
+        "The three primary colors are",
+    ];
+    let (mut common, mut total) = (0, 0);
+    for p in prompts {
+        let ids = tok.encode(p, true, false).unwrap();
+        let a = greedy(&cpu, &ids, N);
+        let b = greedy(&gpu, &ids, N);
+        let same = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+        println!("{file}: {p:?}: {same}/{N} greedy tokens identical before divergence");
+        common += same;
+        total += N;
+    }
+    let frac = common as f64 / total as f64;
+    println!("{file}: greedy agreement {:.1}% ({common}/{total})", frac * 100.0);
+    assert!(frac >= 0.9, "{file}: greedy agreement {frac} < 90%");
+}
+
+#[test]
+fn smollm2_matches_cpu() {
+    real_model("SmolLM2-135M-Instruct.Q4_1.gguf", "logits_smollm2.json");
+}
+
+#[test]
+fn gemma3_matches_cpu() {
+    real_model("gemma-3-270m-q4_k_m.gguf", "logits_gemma3.json");
+}
+
+#[test]
+fn ops_are_ordered_and_errors_are_typed() {
+    let Some(ctx) = ctx() else { return };
+    let be = GpuBackend::with_context(ctx);
+    let mut a = be.alloc(4).unwrap();
+    let mut b = be.alloc(4).unwrap();
+    be.write(&mut a, 0, &[1.0, 2.0, 3.0, 4.0]).unwrap();
+    // Recorded, not yet run: the write below must not overtake it.
+    be.copy(&a, 0, &mut b, 0, 4).unwrap();
+    be.scale(&mut b, 2, 10.0).unwrap();
+    be.write(&mut a, 1, &[-1.0]).unwrap();
+    be.add(&mut b, &a, 4).unwrap();
+    let mut out = [0f32; 4];
+    be.read(&b, 0, &mut out).unwrap();
+    assert_eq!(out, [11.0, 19.0, 6.0, 8.0]);
+    let mut two = [0f32; 2];
+    be.read(&a, 2, &mut two).unwrap();
+    assert_eq!(two, [3.0, 4.0]);
+
+    assert!(matches!(be.read(&b, 3, &mut two), Err(TensorError::BufferTooSmall { .. })));
+    assert!(matches!(be.add(&mut b, &a, 5), Err(TensorError::BufferTooSmall { .. })));
+
+    let g = synth("llama-tiny.gguf");
+    let emb = be.upload_weight(&g, "token_embd.weight").unwrap();
+    let rows = be.weight_dims(&emb)[1];
+    let mut x = be.alloc(1024).unwrap();
+    assert!(matches!(
+        be.get_rows(&emb, &[rows as u32], &mut x),
+        Err(TensorError::RowOutOfRange { .. })
+    ));
+    assert!(matches!(be.upload_weight(&g, "nope"), Err(TensorError::MissingTensor { .. })));
+    let norm = be.upload_weight(&g, "output_norm.weight").unwrap();
+    assert!(be.matmul(&norm, &a, &mut b, 1).is_err());
+    // The backend still works after the errors.
+    be.write(&mut a, 0, &[0.5; 4]).unwrap();
+    be.read(&a, 0, &mut out).unwrap();
+    assert_eq!(out, [0.5; 4]);
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// Op-level CPU/GPU differences on random data (RoPE at real-model bases and
+/// positions, attention over an f16 cache).
+#[test]
+fn rope_and_attention_match_cpu() {
+    use zeta_tensor::{AttnParams, RopeKind, RopeParams};
+    let Some(ctx) = ctx() else { return };
+    let gpu = GpuBackend::with_context(ctx);
+    let cpu = CpuBackend::with_threads(1);
+    let (n_tok, n_head, hd) = (64usize, 3usize, 64usize);
+    let data: Vec<f32> = (0..n_tok * n_head * hd).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect();
+    for (kind, base, pos0) in [(RopeKind::Normal, 100000.0, 0), (RopeKind::Neox, 1e6, 0), (RopeKind::Neox, 10000.0, 3000)] {
+        let p = RopeParams { kind, n_dims: hd, freq_base: base, freq_scale: 1.0 };
+        let mut c = cpu.alloc(data.len()).unwrap();
+        cpu.write(&mut c, 0, &data).unwrap();
+        cpu.rope(&mut c, n_tok, n_head, hd, pos0, &p, None).unwrap();
+        let mut g = gpu.alloc(data.len()).unwrap();
+        gpu.write(&mut g, 0, &data).unwrap();
+        gpu.rope(&mut g, n_tok, n_head, hd, pos0, &p, None).unwrap();
+        let (mut rc, mut rg) = (vec![0f32; data.len()], vec![0f32; data.len()]);
+        cpu.read(&c, 0, &mut rc).unwrap();
+        gpu.read(&g, 0, &mut rg).unwrap();
+        let d = max_diff(&rc, &rg);
+        println!("rope {kind:?} base {base} pos0 {pos0}: max |cpu-gpu| = {d:.3e}");
+        assert!(d < 1e-3, "rope differs by {d}");
+    }
+    // Attention: 64 positions, prefill then check.
+    let kv = n_tok * hd;
+    let k: Vec<f32> = (0..kv).map(|i| ((i * 31 % 97) as f32 / 48.0) - 1.0).collect();
+    let v: Vec<f32> = (0..kv).map(|i| ((i * 17 % 89) as f32 / 44.0) - 1.0).collect();
+    let ap = AttnParams {
+        n_tokens: n_tok,
+        pos0: 0,
+        n_head,
+        n_head_kv: 1,
+        head_dim_k: hd,
+        head_dim_v: hd,
+        scale: 1.0 / (hd as f32).sqrt(),
+        window: None,
+    };
+    let mut outs = Vec::new();
+    {
+        let (mut kb, mut vb) = (cpu.alloc(kv).unwrap(), cpu.alloc(kv).unwrap());
+        cpu.write(&mut kb, 0, &k).unwrap();
+        cpu.write(&mut vb, 0, &v).unwrap();
+        let (mut kc, mut vc) = (cpu.alloc_kv(kv).unwrap(), cpu.alloc_kv(kv).unwrap());
+        cpu.store_kv(&kb, &mut kc, n_tok, hd, 0).unwrap();
+        cpu.store_kv(&vb, &mut vc, n_tok, hd, 0).unwrap();
+        let mut q = cpu.alloc(data.len()).unwrap();
+        cpu.write(&mut q, 0, &data).unwrap();
+        let mut o = cpu.alloc(data.len()).unwrap();
+        cpu.attention(&q, &kc, &vc, &mut o, &ap).unwrap();
+        let mut r = vec![0f32; data.len()];
+        cpu.read(&o, 0, &mut r).unwrap();
+        outs.push(r);
+    }
+    {
+        let (mut kb, mut vb) = (gpu.alloc(kv).unwrap(), gpu.alloc(kv).unwrap());
+        gpu.write(&mut kb, 0, &k).unwrap();
+        gpu.write(&mut vb, 0, &v).unwrap();
+        let (mut kc, mut vc) = (gpu.alloc_kv(kv).unwrap(), gpu.alloc_kv(kv).unwrap());
+        gpu.store_kv(&kb, &mut kc, n_tok, hd, 0).unwrap();
+        gpu.store_kv(&vb, &mut vc, n_tok, hd, 0).unwrap();
+        let mut q = gpu.alloc(data.len()).unwrap();
+        gpu.write(&mut q, 0, &data).unwrap();
+        let mut o = gpu.alloc(data.len()).unwrap();
+        gpu.attention(&q, &kc, &vc, &mut o, &ap).unwrap();
+        let mut r = vec![0f32; data.len()];
+        gpu.read(&o, 0, &mut r).unwrap();
+        outs.push(r);
+    }
+    let d = max_diff(&outs[0], &outs[1]);
+    println!("attention: max |cpu-gpu| = {d:.3e}");
+    assert!(d < 1e-2, "attention differs by {d}");
+}

@@ -1,0 +1,87 @@
+// act_quant.wgsl — round activations the way ggml's CPU backend quantizes
+// them before a matmul (to the weight's vec_dot_type), so that the GPU's f32
+// dot products see the same values as the CPU's integer ones.
+//
+// x, y: [n] f32 (n a multiple of `block`); one invocation per block.
+// kind 0: Q8_0/Q8_1 (block 32): d = amax/127, q = clamp(round(x*127/amax)),
+//         y = q * f16(d)                      (ggml's x86 quantize_row_q8_0/1)
+// kind 1: Q8_K (block 256): max = signed value of largest |x|,
+//         iscale = -127/max, q = min(round(iscale*x), 127), y = q / iscale
+// kind 2: F16 (y = f16(x)), kind 3: BF16 (y = bf16(x)); round to nearest even.
+// round() is round-half-to-even, like the CPU paths.
+
+struct Params {
+    n_blocks: u32,
+    block: u32,
+    kind: u32,
+    stride: u32, // invocations per grid row (gx * 64)
+}
+
+@group(0) @binding(0) var<storage, read> X: array<f32>;
+@group(0) @binding(1) var<storage, read_write> Y: array<f32>;
+@group(0) @binding(2) var<uniform> P: Params;
+
+// f32 → nearest f16 value (as f32); overflow is not handled (scales are small).
+fn round_f16(x: f32) -> f32 {
+    if (abs(x) < 6.103515625e-5) {
+        // half subnormals: multiples of 2^-24
+        return round(x * 16777216.0) / 16777216.0;
+    }
+    let u = bitcast<u32>(x);
+    return bitcast<f32>((u + 0xfffu + ((u >> 13u) & 1u)) & 0xffffe000u);
+}
+
+fn round_bf16(x: f32) -> f32 {
+    let u = bitcast<u32>(x);
+    return bitcast<f32>((u + 0x7fffu + ((u >> 16u) & 1u)) & 0xffff0000u);
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let b = gid.x + gid.y * P.stride;
+    if (b >= P.n_blocks) {
+        return;
+    }
+    let base = b * P.block;
+    let end = base + P.block;
+    if (P.kind == 2u) {
+        for (var i = base; i < end; i++) {
+            Y[i] = round_f16(X[i]);
+        }
+        return;
+    }
+    if (P.kind == 3u) {
+        for (var i = base; i < end; i++) {
+            Y[i] = round_bf16(X[i]);
+        }
+        return;
+    }
+    var amax = 0.0;
+    var smax = 0.0;
+    for (var i = base; i < end; i++) {
+        let v = X[i];
+        if (abs(v) > amax) {
+            amax = abs(v);
+            smax = v;
+        }
+    }
+    if (amax == 0.0) {
+        for (var i = base; i < end; i++) {
+            Y[i] = 0.0;
+        }
+        return;
+    }
+    if (P.kind == 0u) {
+        let d = round_f16(amax / 127.0);
+        let id = 127.0 / amax;
+        for (var i = base; i < end; i++) {
+            Y[i] = clamp(round(X[i] * id), -128.0, 127.0) * d;
+        }
+    } else {
+        let iscale = -127.0 / smax;
+        let d = 1.0 / iscale;
+        for (var i = base; i < end; i++) {
+            Y[i] = min(round(iscale * X[i]), 127.0) * d;
+        }
+    }
+}
