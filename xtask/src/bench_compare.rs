@@ -351,7 +351,7 @@ cargo xtask bench-compare --report-only     # only regenerate this file from the
 
 Per-run details (TTFT, per-token latency percentiles, load time, peak RSS):
 `zeta bench MODEL -p 512 -n 128 -o json`. Kernel throughput vs. memory bandwidth:
-`cargo bench -p zeta-benches`.
+`cargo bench -p zeta-benches` (summaries of runs are kept in `docs/bench/*-kernels.txt`).
 
 ";
 
@@ -383,7 +383,16 @@ fn build_llama_bench(root: &Path) -> Result<PathBuf> {
 fn build_zeta(root: &Path) -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     eprintln!("bench-compare: cargo build --release -p zeta-cli");
-    let status = Command::new(cargo)
+    let mut cmd = Command::new(cargo);
+    // `cargo run` sets CARGO_PKG_*, CARGO_MANIFEST_DIR, … for this process;
+    // passed on, they change build-script fingerprints and force rebuilds.
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if k.starts_with("CARGO_") && k != "CARGO_HOME" && k != "CARGO_TARGET_DIR" {
+            cmd.env_remove(&k);
+        }
+    }
+    let status = cmd
         .args(["build", "--release", "-p", "zeta-cli"])
         .current_dir(root)
         .status()

@@ -87,15 +87,15 @@ pub struct LoadOptions {
 /// The model on the backend chosen at load time.
 #[derive(Debug)]
 enum Loaded {
-    Cpu(Model<CpuBackend>),
-    Gpu(Model<GpuBackend>),
+    Cpu(Box<Model<CpuBackend>>),
+    Gpu(Box<Model<GpuBackend>>),
 }
 
 /// A session's KV cache and scratch buffers, on the engine's backend.
 #[derive(Debug)]
 enum SessionState {
-    Cpu(State<CpuBackend>),
-    Gpu(State<GpuBackend>),
+    Cpu(Box<State<CpuBackend>>),
+    Gpu(Box<State<GpuBackend>>),
 }
 
 impl Loaded {
@@ -115,8 +115,8 @@ impl Loaded {
 
     fn new_state(&self, n_ctx: usize) -> Result<SessionState> {
         Ok(match self {
-            Self::Cpu(m) => SessionState::Cpu(m.new_state(n_ctx)?),
-            Self::Gpu(m) => SessionState::Gpu(m.new_state(n_ctx)?),
+            Self::Cpu(m) => SessionState::Cpu(Box::new(m.new_state(n_ctx)?)),
+            Self::Gpu(m) => SessionState::Gpu(Box::new(m.new_state(n_ctx)?)),
         })
     }
 
@@ -226,11 +226,11 @@ impl Engine {
                     Some(n) => CpuBackend::with_threads(n),
                     None => CpuBackend::new(),
                 };
-                Loaded::Cpu(Model::load(Arc::clone(&gguf), backend)?)
+                Loaded::Cpu(Box::new(Model::load(Arc::clone(&gguf), backend)?))
             }
             BackendKind::Gpu => {
                 let backend = GpuBackend::new().map_err(gpu_error)?;
-                Loaded::Gpu(Model::load(Arc::clone(&gguf), backend)?)
+                Loaded::Gpu(Box::new(Model::load(Arc::clone(&gguf), backend)?))
             }
         };
         let chat_template = gguf
@@ -405,10 +405,10 @@ impl<'e> Session<'e> {
     /// Used by perplexity and tests.
     pub fn eval_all(&mut self, tokens: &[u32]) -> Result<&[f32]> {
         self.check_fits(tokens.len())?;
-        let logits =
-            self.engine
-                .model()
-                .forward(&mut self.state, tokens, Logits::All)?;
+        let logits = self
+            .engine
+            .model()
+            .forward(&mut self.state, tokens, Logits::All)?;
         self.cached.extend_from_slice(tokens);
         Ok(logits)
     }
@@ -445,10 +445,10 @@ impl<'e> Session<'e> {
     /// Evaluates `tokens` and returns the last position's logits.
     pub(crate) fn eval_last(&mut self, tokens: &[u32]) -> Result<&[f32]> {
         self.check_fits(tokens.len())?;
-        let logits =
-            self.engine
-                .model()
-                .forward(&mut self.state, tokens, Logits::Last)?;
+        let logits = self
+            .engine
+            .model()
+            .forward(&mut self.state, tokens, Logits::Last)?;
         self.cached.extend_from_slice(tokens);
         Ok(logits)
     }

@@ -56,17 +56,25 @@ pub struct GpuWeight {
 impl GpuWeight {
     /// The quantized matrix, or an error naming the op.
     fn matrix(&self, op: &'static str) -> Result<&QuantMatrix, TensorError> {
-        self.matrix.as_ref().ok_or_else(|| shape_err(op, format!("expected a matrix, got dims {:?}", self.dims)))
+        self.matrix
+            .as_ref()
+            .ok_or_else(|| shape_err(op, format!("expected a matrix, got dims {:?}", self.dims)))
     }
 
     /// The f32 vector of a 1-D weight, or an error naming the op.
     fn vector(&self, op: &'static str) -> Result<&GpuTensor, TensorError> {
-        self.vector.as_ref().ok_or_else(|| shape_err(op, format!("expected a 1-D weight, got dims {:?}", self.dims)))
+        self.vector.as_ref().ok_or_else(|| {
+            shape_err(
+                op,
+                format!("expected a 1-D weight, got dims {:?}", self.dims),
+            )
+        })
     }
 
     /// Bytes this weight takes on the GPU.
     pub fn size_bytes(&self) -> u64 {
-        self.matrix.as_ref().map_or(0, QuantMatrix::size_bytes) + self.vector.as_ref().map_or(0, GpuTensor::size_bytes)
+        self.matrix.as_ref().map_or(0, QuantMatrix::size_bytes)
+            + self.vector.as_ref().map_or(0, GpuTensor::size_bytes)
     }
 }
 
@@ -81,12 +89,17 @@ pub struct GpuBackend {
 
 impl std::fmt::Debug for GpuBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GpuBackend").field("ctx", &self.ctx).finish_non_exhaustive()
+        f.debug_struct("GpuBackend")
+            .field("ctx", &self.ctx)
+            .finish_non_exhaustive()
     }
 }
 
 fn shape_err(op: &'static str, msg: impl Into<String>) -> TensorError {
-    TensorError::Shape { op, msg: msg.into() }
+    TensorError::Shape {
+        op,
+        msg: msg.into(),
+    }
 }
 
 /// `zeta_tensor`'s error for a GPU-layer failure in `op`.
@@ -168,7 +181,11 @@ impl GpuBackend {
 
     /// Submits the pending batch (does not wait).
     pub fn flush(&self) -> Result<(), TensorError> {
-        let batch = self.pending.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let batch = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         match batch {
             Some(b) => b.submit().map_err(|e| tensor_error("flush", e)),
             None => Ok(()),
@@ -184,14 +201,18 @@ impl GpuBackend {
     /// Compiles the pipelines for weights of `types` now (instead of at
     /// first use); returns how many were compiled or cached.
     pub fn precompile(&self, types: &[GgmlType]) -> Result<usize, TensorError> {
-        self.ctx.precompile(types).map_err(|e| tensor_error("precompile", e))
+        self.ctx
+            .precompile(types)
+            .map_err(|e| tensor_error("precompile", e))
     }
 }
 
 /// Host dequantization of a 1-D weight to f32.
 fn dequantize_vector(ty: GgmlType, data: &[u8], n: usize) -> Result<Vec<f32>, TensorError> {
     let mut v = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| TensorError::Alloc { bytes: n as u128 * 4 })?;
+    v.try_reserve_exact(n).map_err(|_| TensorError::Alloc {
+        bytes: n as u128 * 4,
+    })?;
     v.resize(n, 0f32);
     if ty == GgmlType::F32 {
         need("upload_weight", n * 4, data.len())?;
@@ -217,7 +238,9 @@ impl Backend for GpuBackend {
         const OP: &str = "upload_weight";
         let info = gguf
             .tensor(name)
-            .ok_or_else(|| TensorError::MissingTensor { name: name.to_string() })?;
+            .ok_or_else(|| TensorError::MissingTensor {
+                name: name.to_string(),
+            })?;
         let ty = info.ggml_type;
         let cols = usize::try_from(info.row_len()).map_err(|_| shape_err(OP, "row too long"))?;
         let rows = usize::try_from(info.n_rows()).map_err(|_| shape_err(OP, "too many rows"))?;
@@ -234,7 +257,10 @@ impl Backend for GpuBackend {
         if data.len() != row_bytes.saturating_mul(rows) {
             return Err(shape_err(
                 OP,
-                format!("{name}: {} data bytes for {rows} rows of {row_bytes} bytes", data.len()),
+                format!(
+                    "{name}: {} data bytes for {rows} rows of {row_bytes} bytes",
+                    data.len()
+                ),
             ));
         }
         let vector = if info.dims.len() == 1 || rows == 1 {
@@ -247,7 +273,11 @@ impl Backend for GpuBackend {
             if deq_fn(ty).is_none() {
                 return Err(TensorError::UnsupportedType { op: OP, ty });
             }
-            Some(self.ctx.upload_tensor(info, data).map_err(|e| tensor_error(OP, e))?)
+            Some(
+                self.ctx
+                    .upload_tensor(info, data)
+                    .map_err(|e| tensor_error(OP, e))?,
+            )
         } else {
             None
         };
@@ -270,11 +300,15 @@ impl Backend for GpuBackend {
     }
 
     fn alloc(&self, len: usize) -> Result<GpuTensor, TensorError> {
-        self.ctx.zeros(len, GpuDType::F32).map_err(|e| tensor_error("alloc", e))
+        self.ctx
+            .zeros(len, GpuDType::F32)
+            .map_err(|e| tensor_error("alloc", e))
     }
 
     fn alloc_kv(&self, len: usize) -> Result<GpuTensor, TensorError> {
-        self.ctx.zeros(len, GpuDType::F16).map_err(|e| tensor_error("alloc_kv", e))
+        self.ctx
+            .zeros(len, GpuDType::F16)
+            .map_err(|e| tensor_error("alloc_kv", e))
     }
 
     fn write(&self, buf: &mut GpuTensor, offset: usize, data: &[f32]) -> Result<(), TensorError> {
@@ -284,7 +318,9 @@ impl Backend for GpuBackend {
         }
         // Recorded work that reads `buf` must run before the upload lands.
         self.flush()?;
-        self.ctx.write_f32(buf, offset, data).map_err(|e| tensor_error("write", e))
+        self.ctx
+            .write_f32(buf, offset, data)
+            .map_err(|e| tensor_error("write", e))
     }
 
     fn read(&self, buf: &GpuTensor, offset: usize, out: &mut [f32]) -> Result<(), TensorError> {
@@ -298,7 +334,10 @@ impl Backend for GpuBackend {
             .read_f32_range(buf, offset, out.len())
             .map_err(|e| tensor_error("read", e))?;
         if v.len() != out.len() {
-            return Err(tensor_error("read", WgpuError::ReadBack("short read".to_string())));
+            return Err(tensor_error(
+                "read",
+                WgpuError::ReadBack("short read".to_string()),
+            ));
         }
         out.copy_from_slice(&v);
         Ok(())
@@ -320,7 +359,12 @@ impl Backend for GpuBackend {
         self.record("copy", |b| b.copy(src, src_off, dst, dst_off, n))
     }
 
-    fn get_rows(&self, table: &GpuWeight, ids: &[u32], out: &mut GpuTensor) -> Result<(), TensorError> {
+    fn get_rows(
+        &self,
+        table: &GpuWeight,
+        ids: &[u32],
+        out: &mut GpuTensor,
+    ) -> Result<(), TensorError> {
         const OP: &str = "get_rows";
         need(OP, ids.len().saturating_mul(table.cols), out.len())?;
         if let Some(&bad) = ids.iter().find(|&&id| id as usize >= table.rows) {
@@ -339,7 +383,13 @@ impl Backend for GpuBackend {
         self.record(OP, |b| b.embed(m, &ids_gpu, out))
     }
 
-    fn matmul(&self, w: &GpuWeight, x: &GpuTensor, out: &mut GpuTensor, n_tokens: usize) -> Result<(), TensorError> {
+    fn matmul(
+        &self,
+        w: &GpuWeight,
+        x: &GpuTensor,
+        out: &mut GpuTensor,
+        n_tokens: usize,
+    ) -> Result<(), TensorError> {
         const OP: &str = "matmul";
         need(OP, n_tokens.saturating_mul(w.cols), x.len())?;
         need(OP, n_tokens.saturating_mul(w.rows), out.len())?;
@@ -362,7 +412,10 @@ impl Backend for GpuBackend {
                 match guard.as_ref() {
                     Some(t) if t.len() >= len => Some(t.clone()),
                     _ => {
-                        let t = self.ctx.zeros(len, GpuDType::F32).map_err(|e| tensor_error(OP, e))?;
+                        let t = self
+                            .ctx
+                            .zeros(len, GpuDType::F32)
+                            .map_err(|e| tensor_error(OP, e))?;
                         *guard = Some(t.clone());
                         Some(t)
                     }
@@ -379,11 +432,20 @@ impl Backend for GpuBackend {
                 }
                 _ => x,
             };
-            if n == 1 { b.matvec(m, input, out) } else { b.matmul(m, input, out, n) }
+            if n == 1 {
+                b.matvec(m, input, out)
+            } else {
+                b.matmul(m, input, out, n)
+            }
         })
     }
 
-    fn add_bias(&self, x: &mut GpuTensor, bias: &GpuWeight, n_rows: usize) -> Result<(), TensorError> {
+    fn add_bias(
+        &self,
+        x: &mut GpuTensor,
+        bias: &GpuWeight,
+        n_rows: usize,
+    ) -> Result<(), TensorError> {
         const OP: &str = "add_bias";
         let v = bias.vector(OP)?;
         need(OP, n_rows.saturating_mul(bias.cols), x.len())?;
@@ -413,7 +475,13 @@ impl Backend for GpuBackend {
         self.record(OP, |b| b.rms_norm(x, v, out, r, c, eps))
     }
 
-    fn rms_norm_inplace(&self, x: &mut GpuTensor, w: &GpuWeight, n_rows: usize, eps: f32) -> Result<(), TensorError> {
+    fn rms_norm_inplace(
+        &self,
+        x: &mut GpuTensor,
+        w: &GpuWeight,
+        n_rows: usize,
+        eps: f32,
+    ) -> Result<(), TensorError> {
         const OP: &str = "rms_norm";
         let v = w.vector(OP)?;
         let n = n_rows.saturating_mul(w.cols);
@@ -458,7 +526,10 @@ impl Backend for GpuBackend {
         if params.n_dims > head_dim || params.n_dims % 2 != 0 {
             return Err(shape_err(
                 OP,
-                format!("n_dims {} must be even and at most head_dim {head_dim}", params.n_dims),
+                format!(
+                    "n_dims {} must be even and at most head_dim {head_dim}",
+                    params.n_dims
+                ),
             ));
         }
         let ff = match freq_factors {
@@ -467,7 +538,11 @@ impl Backend for GpuBackend {
                 if w.cols < params.n_dims / 2 {
                     return Err(shape_err(
                         OP,
-                        format!("rope_freqs has {} values, need {}", w.cols, params.n_dims / 2),
+                        format!(
+                            "rope_freqs has {} values, need {}",
+                            w.cols,
+                            params.n_dims / 2
+                        ),
                     ));
                 }
                 Some(v)
@@ -545,7 +620,10 @@ impl Backend for GpuBackend {
         if p.n_head_kv == 0 || p.n_head % p.n_head_kv != 0 {
             return Err(shape_err(
                 OP,
-                format!("n_head {} is not a multiple of n_head_kv {}", p.n_head, p.n_head_kv),
+                format!(
+                    "n_head {} is not a multiple of n_head_kv {}",
+                    p.n_head, p.n_head_kv
+                ),
             ));
         }
         if p.window == Some(0) {

@@ -60,7 +60,8 @@ pub use backend::{GpuBackend, GpuWeight, tensor_error};
 pub use context::{GpuContext, GpuDeviceType, GpuInfo, GpuOptions, list_adapters};
 pub use error::{Result, WgpuError};
 pub use ops::{
-    ActRound, AttnParams, GluOp, GpuBatch, MAX_HEAD_DIM, RopeMode, RopeParams, TILED_MATMUL_MIN_TOKENS,
+    ActRound, AttnParams, GluOp, GpuBatch, MAX_HEAD_DIM, RopeMode, RopeParams,
+    TILED_MATMUL_MIN_TOKENS,
 };
 pub use pipeline::{GPU_TYPES, ShaderFile, ShaderVariant, shader_variants};
 pub use tensor::{GpuDType, GpuTensor, QuantMatrix, WeightPart};
