@@ -76,10 +76,7 @@ fn perplexity_matches(file: &str, key: &str) {
     let n_ctx = g["n_ctx"].as_u64().unwrap() as usize;
     let n_chunks = g["n_chunks"].as_u64().unwrap() as usize;
     let runs = g["models"][key]["llama_perplexity"].as_array().unwrap();
-    let reference = runs
-        .iter()
-        .find(|r| r["flash_attn"] == "off")
-        .unwrap()["final_ppl"]
+    let reference = runs.iter().find(|r| r["flash_attn"] == "off").unwrap()["final_ppl"]
         .as_f64()
         .unwrap();
     let text = std::fs::read_to_string(model_golden("texts/long.txt")).unwrap();
@@ -97,7 +94,12 @@ fn perplexity_matches(file: &str, key: &str) {
     );
     assert_eq!(r.per_chunk.len(), n_chunks);
     assert_eq!(r.n_scored, n_chunks * (n_ctx - n_ctx / 2 - 1));
-    assert!(rel <= 0.005, "perplexity {} vs {reference}: {:.3}% off", r.ppl, rel * 100.0);
+    assert!(
+        rel <= 0.005,
+        "perplexity {} vs {reference}: {:.3}% off",
+        r.ppl,
+        rel * 100.0
+    );
 }
 
 #[test]
@@ -114,7 +116,10 @@ fn perplexity_gemma3() {
 /// golden strings come from xtask/golden/chat_golden.py).
 #[test]
 fn chat_templates_match_jinja2() {
-    let g = read_json(std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/chat_templates.json"));
+    let g = read_json(
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden/chat_templates.json"),
+    );
     for (key, file) in [("smollm2", SMOLLM2), ("gemma3", GEMMA3)] {
         let Some(engine) = load(file) else { continue };
         let template = engine.chat_template().unwrap();
@@ -123,17 +128,23 @@ fn chat_templates_match_jinja2() {
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|m| ChatMessage::new(m["role"].as_str().unwrap(), m["content"].as_str().unwrap()))
+                .map(|m| {
+                    ChatMessage::new(m["role"].as_str().unwrap(), m["content"].as_str().unwrap())
+                })
                 .collect();
             let agp = case["add_generation_prompt"].as_bool().unwrap();
             let got = template.render(&messages, agp);
             match case.get("text") {
-                Some(want) => assert_eq!(got.unwrap(), want.as_str().unwrap(), "{key} {messages:?}"),
+                Some(want) => {
+                    assert_eq!(got.unwrap(), want.as_str().unwrap(), "{key} {messages:?}")
+                }
                 None => assert!(got.is_err(), "{key}: expected a template error"),
             }
         }
         // A chat prompt starts with exactly one BOS when the model adds one.
-        let ids = engine.tokenize_chat(&[ChatMessage::new("user", "Hi")]).unwrap();
+        let ids = engine
+            .tokenize_chat(&[ChatMessage::new("user", "Hi")])
+            .unwrap();
         if let (true, Some(bos)) = (engine.tokenizer().add_bos(), engine.tokenizer().bos()) {
             assert_eq!(ids[0], bos);
             assert_ne!(ids.get(1), Some(&bos), "{key}: double BOS");
@@ -152,7 +163,10 @@ fn chat_template_is_sandboxed() {
         tok,
     )
     .unwrap();
-    assert!(matches!(runaway.render(&[], true), Err(EngineError::ChatTemplate(_))));
+    assert!(matches!(
+        runaway.render(&[], true),
+        Err(EngineError::ChatTemplate(_))
+    ));
     let raising = ChatTemplate::new("{{ raise_exception('no system role') }}", tok).unwrap();
     let err = raising.render(&[], true).unwrap_err();
     assert!(err.to_string().contains("no system role"), "{err}");
@@ -166,15 +180,31 @@ fn prompt_longer_than_context_is_rejected() {
     let mut session = engine.session(Some(16)).unwrap();
     let prompt: Vec<u32> = (0..17).map(|i| 100 + i).collect();
     let err = session.generate(&prompt, greedy(4)).unwrap_err();
-    assert!(matches!(err, EngineError::PromptTooLong { prompt: 17, n_ctx: 16, .. }), "{err}");
-    assert!(matches!(engine.session(Some(0)), Err(EngineError::BadContext { .. })));
+    assert!(
+        matches!(
+            err,
+            EngineError::PromptTooLong {
+                prompt: 17,
+                n_ctx: 16,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(matches!(
+        engine.session(Some(0)),
+        Err(EngineError::BadContext { .. })
+    ));
     assert!(matches!(
         engine.session(Some(1 << 30)),
         Err(EngineError::BadContext { .. })
     ));
     let err = session.generate(&[u32::MAX], greedy(1)).unwrap_err();
     assert!(matches!(err, EngineError::InvalidParameter(_)), "{err}");
-    assert!(matches!(session.generate(&[], greedy(1)), Err(EngineError::EmptyPrompt)));
+    assert!(matches!(
+        session.generate(&[], greedy(1)),
+        Err(EngineError::EmptyPrompt)
+    ));
     // Generation stops cleanly when the context fills up.
     let mut session = engine.session(Some(8)).unwrap();
     let prompt = engine.tokenize_prompt("One two three four").unwrap();
@@ -194,7 +224,9 @@ fn prompt_longer_than_context_is_rejected() {
 #[test]
 fn session_reuse_and_stop_strings() {
     let Some(engine) = load(SMOLLM2) else { return };
-    let prompt = engine.tokenize_prompt("List the days of the week: Monday,").unwrap();
+    let prompt = engine
+        .tokenize_prompt("List the days of the week: Monday,")
+        .unwrap();
     let mut fresh = engine.session(Some(256)).unwrap();
     let mut g = fresh.generate(&prompt, greedy(12)).unwrap();
     let fresh_text = g.collect_text().unwrap();
@@ -204,7 +236,11 @@ fn session_reuse_and_stop_strings() {
     // Same session: first a shorter prompt, then the full one (prefix reuse).
     let mut reused = engine.session(Some(256)).unwrap();
     let short = &prompt[..prompt.len() - 2];
-    reused.generate(short, greedy(5)).unwrap().collect_text().unwrap();
+    reused
+        .generate(short, greedy(5))
+        .unwrap()
+        .collect_text()
+        .unwrap();
     let mut g = reused.generate(&prompt, greedy(12)).unwrap();
     let text = g.collect_text().unwrap();
     assert_eq!(g.tokens(), &fresh_tokens[..]);

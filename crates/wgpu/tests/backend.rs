@@ -456,3 +456,35 @@ fn rope_and_attention_match_cpu() {
     println!("attention: max |cpu-gpu| = {d:.3e}");
     assert!(d < 1e-2, "attention differs by {d}");
 }
+
+/// The activation rounding kernel reproduces quantize → dequantize of
+/// `zeta_quant` (the CPU's activation types).
+#[test]
+fn activation_rounding_matches_cpu_quantization() {
+    use zeta_gguf::GgmlType;
+    use zeta_wgpu::ActRound;
+    let Some(ctx) = ctx() else { return };
+    let n = 1024;
+    let x: Vec<f32> = (0..n)
+        .map(|i| ((i * 7919 % 2003) as f32 / 1000.0 - 1.0) * (1.0 + (i / 256) as f32))
+        .collect();
+    for (ty, kind) in [
+        (GgmlType::Q8_0, ActRound::Q8),
+        (GgmlType::Q8_K, ActRound::Q8K),
+        (GgmlType::F16, ActRound::F16),
+    ] {
+        let mut q = vec![0u8; ty.row_bytes(n as u64).unwrap() as usize];
+        zeta_quant::quantize(ty, &x, &mut q).unwrap();
+        let mut want = vec![0f32; n];
+        zeta_quant::dequantize(ty, &q, &mut want).unwrap();
+        let xg = ctx.upload_f32(&x).unwrap();
+        let yg = ctx.zeros(n, zeta_wgpu::GpuDType::F32).unwrap();
+        let mut b = ctx.batch();
+        b.round_activations(&xg, &yg, n, kind).unwrap();
+        b.submit().unwrap();
+        let got = ctx.read_f32(&yg).unwrap();
+        let d = max_diff(&got, &want);
+        println!("{ty}: max |gpu - dequantize(quantize(x))| = {d:.3e}");
+        assert!(d <= 1e-6 * 4.0, "{ty}: rounding differs by {d}");
+    }
+}

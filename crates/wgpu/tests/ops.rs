@@ -1172,12 +1172,12 @@ fn shared_batch_crosses_threads() {
 fn every_variant_compiles_on_the_device() {
     let Some(ctx) = ctx() else { return };
     let all = ctx.precompile(&[]).unwrap();
-    // 15 types x (matvec + matmul + tiled matmul + embed) + 22 others: rmsnorm 2, rope 2,
-    // glu 4, add 7, softmax, argmax, kv_store, attention 2 x (f32, f16).
-    assert_eq!(all, 15 * 4 + 22, "variants compiled");
+    // 15 types x (matvec + matmul + tiled matmul + embed) + 23 others: rmsnorm 2, rope 2,
+    // glu 4, add 7, softmax, argmax, kv_store, act_quant, attention 2 x (f32, f16).
+    assert_eq!(all, 15 * 4 + 23, "variants compiled");
     assert_eq!(ctx.cached_pipelines(), all);
     let some = ctx.precompile(&[GgmlType::Q4_K, GgmlType::Q6_K]).unwrap();
-    assert_eq!(some, 2 * 4 + 22);
+    assert_eq!(some, 2 * 4 + 23);
     assert_eq!(
         ctx.cached_pipelines(),
         all,

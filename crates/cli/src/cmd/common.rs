@@ -10,7 +10,7 @@ pub const DEFAULT_MODEL: &str = "smollm2-135m-instruct-q4_1";
 /// How to load the model.
 #[derive(Debug, Args)]
 pub struct LoadArgs {
-    /// Compute backend: `cpu` (or `gpu`, not implemented yet).
+    /// Compute backend: `cpu` or `gpu` (wgpu: Vulkan, Metal, DX12).
     #[arg(long, default_value = "cpu")]
     pub backend: String,
     /// CPU threads (default: all cores).

@@ -376,7 +376,7 @@ impl Report {
         let mut kv_cache = None;
         let mut kv_cache_error = None;
         if let Some(n_ctx) = ctx {
-            match kv_cache_size(g, &arch, n_ctx, head_dim) {
+            match kv_cache_size(g, n_ctx) {
                 Ok(kv) => kv_cache = Some(kv),
                 Err(e) => kv_cache_error = Some(e),
             }
@@ -725,58 +725,26 @@ fn ints_signed(v: &Value) -> Option<Vec<i64>> {
 /// Σ_layers n_ctx × n_head_kv(layer) × (k_dim + v_dim) × 2 bytes, i.e.
 /// 2 × n_layer × n_ctx × n_head_kv × head_dim × 2 when K and V have the same
 /// head size and every layer the same KV heads.
-fn kv_cache_size(
-    g: &Gguf,
-    arch: &str,
-    n_ctx: u64,
-    head_dim: Option<u64>,
-) -> Result<KvCache, String> {
-    let key = |k: &str| format!("{arch}.{k}");
-    let n_layer = g
-        .get(&key("block_count"))
-        .and_then(Value::as_u64)
-        .ok_or_else(|| format!("no {}", key("block_count")))?;
-    let head_kv_key = key("attention.head_count_kv");
-    let head_key = key("attention.head_count");
-    let per = g
-        .get(&head_kv_key)
-        .or_else(|| g.get(&head_key))
-        .and_then(ints)
-        .ok_or_else(|| format!("no {head_kv_key}"))?;
-    let n_head_kv: Vec<u64> = match per.as_slice() {
-        [one] => vec![*one; usize::try_from(n_layer).map_err(|e| e.to_string())?],
-        many if many.len() as u64 == n_layer => many.to_vec(),
-        many => {
-            return Err(format!(
-                "{head_kv_key} has {} entries for {n_layer} layers",
-                many.len()
-            ));
-        }
-    };
-    let k_dim = g
-        .get(&key("attention.key_length"))
-        .and_then(Value::as_u64)
-        .or(head_dim)
-        .ok_or("unknown head size")?;
-    let v_dim = g
-        .get(&key("attention.value_length"))
-        .and_then(Value::as_u64)
-        .unwrap_or(k_dim);
-    let mut bytes: u64 = 0;
-    for h in &n_head_kv {
-        let layer = n_ctx
-            .checked_mul(*h)
-            .and_then(|x| x.checked_mul(k_dim + v_dim))
-            .and_then(|x| x.checked_mul(2))
-            .ok_or("KV cache size overflows")?;
-        bytes = bytes.checked_add(layer).ok_or("KV cache size overflows")?;
+/// The KV cache the engine would allocate for `n_ctx` tokens: sized by the
+/// model's own `ModelConfig::kv_cache_bytes`, so `zeta info --ctx` reports
+/// exactly what `zeta run --ctx` allocates. Errors (unsupported
+/// architecture, bad metadata, context past the trained length) are shown
+/// instead of a size.
+fn kv_cache_size(g: &Gguf, n_ctx: u64) -> Result<KvCache, String> {
+    let cfg = zeta_engine::ModelConfig::from_gguf(g).map_err(|e| e.to_string())?;
+    let n = usize::try_from(n_ctx).map_err(|e| e.to_string())?;
+    if n == 0 || n > cfg.n_ctx_train {
+        return Err(format!(
+            "--ctx {n_ctx} is outside 1..={} (the trained context length)",
+            cfg.n_ctx_train
+        ));
     }
     Ok(KvCache {
         n_ctx,
-        n_layer,
-        n_head_kv,
-        k_dim,
-        v_dim,
-        bytes,
+        n_layer: cfg.n_layer as u64,
+        n_head_kv: vec![cfg.n_head_kv as u64; cfg.n_layer],
+        k_dim: cfg.head_dim as u64,
+        v_dim: cfg.head_dim_v as u64,
+        bytes: cfg.kv_cache_bytes(n),
     })
 }

@@ -51,7 +51,13 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
             }
         }
     };
-    let r = perplexity(&engine, &text, &opts, args.dump_logits.is_some(), &mut progress)?;
+    let r = perplexity(
+        &engine,
+        &text,
+        &opts,
+        args.dump_logits.is_some(),
+        &mut progress,
+    )?;
     if let (Some(path), Some(logits)) = (&args.dump_logits, &r.first_chunk_logits) {
         let n_vocab = engine.config().n_vocab;
         write_npy_f32(

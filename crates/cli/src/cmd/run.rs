@@ -22,7 +22,12 @@ pub struct RunArgs {
     #[arg(long, short = 'f')]
     pub file: Option<std::path::PathBuf>,
     /// Tokens to generate (-1: until end of generation or a full context).
-    #[arg(long, short = 'n', default_value_t = 128, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        short = 'n',
+        default_value_t = 128,
+        allow_negative_numbers = true
+    )]
     pub n_predict: i64,
     /// Wrap the prompt as a user message in the model's chat template.
     #[arg(long)]
@@ -78,7 +83,10 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
     }
     let timings = generation.timings().clone();
-    let finish = generation.finish_reason().map(|f| f.as_str()).unwrap_or("eog");
+    let finish = generation
+        .finish_reason()
+        .map(|f| f.as_str())
+        .unwrap_or("eog");
     if args.json {
         let obj = json!({
             "model": engine.path().display().to_string(),

@@ -8,7 +8,9 @@ pub fn models_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("ZETA_MODELS") {
         return PathBuf::from(d);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
     home.join(".cache/zeta/models")
 }
 
@@ -20,7 +22,10 @@ pub fn model(file: &str) -> Option<PathBuf> {
         return Some(p);
     }
     if std::env::var("ZETA_REQUIRE_MODELS").as_deref() == Ok("1") {
-        panic!("required model {} is missing (ZETA_REQUIRE_MODELS=1)", p.display());
+        panic!(
+            "required model {} is missing (ZETA_REQUIRE_MODELS=1)",
+            p.display()
+        );
     }
     eprintln!(
         "SKIP: model {} not found; run `cargo xtask models fetch --all`",
