@@ -378,8 +378,36 @@ fn long_context(golden_file: &str) {
     };
     let tokens = ids(&g["tokens"]);
     let pos = parse_positions(&g["positions"]);
+    // One long run at a time, so the peak-RSS check sees only this one.
+    static LONG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = LONG.lock().unwrap_or_else(|e| e.into_inner());
+    let rss_before = reset_peak_rss();
     let t0 = std::time::Instant::now();
-    let a = compare_positions(&model, &tokens, &pos, tokens.len(), 512);
+    let chunk = 512;
+    let a = compare_positions(&model, &tokens, &pos, tokens.len(), chunk);
+    // Memory stays as estimated: the mapped weights, the KV cache
+    // `kv_cache_bytes` reports, one chunk of logits, and 256 MiB for
+    // activations and scratch.
+    if let (Some(before), Some(peak)) = (rss_before, peak_rss()) {
+        let cfg = model.config();
+        let file = std::fs::metadata(models_dir().join(g["model"].as_str().unwrap()))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let estimate = file
+            + cfg.kv_cache_bytes(tokens.len())
+            + (chunk * cfg.n_vocab * 4) as u64
+            + (256 << 20);
+        let grown = peak.saturating_sub(before);
+        eprintln!(
+            "{golden_file}: peak RSS grew by {} MiB (estimate ≤ {} MiB)",
+            grown >> 20,
+            estimate >> 20
+        );
+        assert!(
+            grown <= estimate,
+            "peak RSS grew {grown} > estimate {estimate}"
+        );
+    }
     let kl = a.kl_sum / a.n as f64;
     eprintln!(
         "{golden_file}: {} tokens in {:.1}s, {} positions, top-1 {}/{}, mean KL {kl:.6}, max KL {:.6}",
@@ -392,6 +420,29 @@ fn long_context(golden_file: &str) {
     );
     assert!(a.top1 + 1 >= a.n, "top-1 agreement {}/{}", a.top1, a.n);
     assert!(kl <= 0.01, "mean KL {kl} > 0.01");
+}
+
+/// Resets the peak RSS (Linux `clear_refs` 5) and returns the current RSS.
+fn reset_peak_rss() -> Option<u64> {
+    std::fs::write("/proc/self/clear_refs", "5").ok()?;
+    status_kib("VmRSS:")
+}
+
+/// Peak RSS since the last reset, in bytes.
+fn peak_rss() -> Option<u64> {
+    status_kib("VmHWM:")
+}
+
+fn status_kib(key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with(key))?;
+    let kib: u64 = line[key.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 #[test]
