@@ -404,3 +404,30 @@ fn info_on_real_models() {
         assert!(stdout(&o).contains(&format!("architecture:  {arch}")));
     }
 }
+
+/// `zeta info --gpu` describes the adapter `--backend gpu` would use; with
+/// no adapter it is one error line (a failure when `ZETA_REQUIRE_GPU=1`).
+#[test]
+fn info_gpu_describes_the_adapter() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = zeta(&["info", "--gpu"], dir.path());
+    if o.status.success() {
+        let out = stdout(&o);
+        assert!(out.starts_with("adapter:"), "{out}");
+        assert!(out.contains("limits:"), "{out}");
+    } else {
+        assert!(
+            std::env::var("ZETA_REQUIRE_GPU").as_deref() != Ok("1"),
+            "no GPU adapter but ZETA_REQUIRE_GPU=1: {}",
+            stderr(&o)
+        );
+        eprintln!("SKIP: no GPU adapter ({})", stderr(&o).trim());
+        assert!(stderr(&o).starts_with("error: "));
+    }
+    // --gpu and --json do not mix; a model is required without --gpu.
+    assert_eq!(
+        zeta(&["info", "--gpu", "--json"], dir.path()).status.code(),
+        Some(2)
+    );
+    assert_eq!(zeta(&["info"], dir.path()).status.code(), Some(2));
+}

@@ -1,4 +1,5 @@
 //! `zeta info MODEL [--json] [--ctx N]`: what is in a GGUF model file.
+//! `zeta info --gpu [MODEL]`: the GPU adapter `--backend gpu` would use.
 //!
 //! Everything comes from the file's metadata and tensor table; nothing is
 //! loaded or dequantized. The same [`Report`] is rendered as text or JSON.
@@ -15,8 +16,13 @@ use crate::output::{human_bytes, human_count, print};
 /// Arguments of `zeta info`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Model: a .gguf path or a models.lock name.
-    pub model: String,
+    /// Model: a .gguf path or a models.lock name (optional with --gpu).
+    #[arg(required_unless_present = "gpu")]
+    pub model: Option<String>,
+    /// Show the GPU adapter `--backend gpu` would use: name, backend,
+    /// driver, enabled features and limits.
+    #[arg(long, conflicts_with = "json")]
+    pub gpu: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -27,7 +33,14 @@ pub struct Args {
 
 /// Runs `zeta info`.
 pub fn run(args: Args) -> Result<()> {
-    let path = crate::model::resolve(&args.model)?;
+    if args.gpu {
+        let info = zeta_engine::gpu_info()?;
+        print(&format!("{info}\n"))?;
+    }
+    let Some(model) = &args.model else {
+        return Ok(());
+    };
+    let path = crate::model::resolve(model)?;
     let gguf = crate::model::open(&path)?;
     let file_size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     let report = Report::new(&gguf, &path.display().to_string(), file_size, args.ctx);
