@@ -109,15 +109,8 @@ fn ms(d: std::time::Duration) -> f64 {
 }
 
 pub fn timings_json(t: &Timings, load: std::time::Duration) -> serde_json::Value {
-    let mut lat: Vec<f64> = t.decode_steps.iter().map(|d| ms(*d)).collect();
-    lat.sort_by(f64::total_cmp);
-    let pct = |p: f64| -> Option<f64> {
-        if lat.is_empty() {
-            return None;
-        }
-        let i = ((p / 100.0) * (lat.len() - 1) as f64).round() as usize;
-        lat.get(i).copied()
-    };
+    let lat: Vec<f64> = t.decode_steps.iter().map(|d| ms(*d)).collect();
+    let pct = |p: f64| super::bench::percentile(&lat, p);
     json!({
         "load_ms": ms(load),
         "prompt_tokens_evaluated": t.prompt_tokens_evaluated,
