@@ -7,8 +7,8 @@
 
 use zeta_gguf::GgmlType;
 use zeta_tensor::cpu::kernels::{
-    dot_q4_k_q8_k_gemm, dot_q4_k_q8_k_gemv, dot_q6_k_q8_k_tiled, fast_kernel, kernel_for,
-    portable_kernel,
+    dot_q4_k_q8_k_gemm, dot_q4_k_q8_k_gemv, dot_q6_k_q8_k_tiled, fast_kernel, has_avx2_fma,
+    kernel_for, kernel4_for, portable_kernel,
 };
 use zeta_tensor::cpu::matmul::quantize_act;
 
@@ -114,4 +114,81 @@ fn kernels_match_ggml_bit_exactly() {
         checked += 1;
     }
     assert!(checked >= 40);
+}
+
+/// Deterministic pseudo-random bytes (SplitMix64).
+fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            (z ^ (z >> 31)) as u8
+        })
+        .collect()
+}
+
+/// The four-token kernels equal the one-token kernel `kernel_for` picks for
+/// each of the four tokens, bit for bit, for every batch position and size
+/// where one is handed out (weights: random blocks with sane f16 scales;
+/// activations: random f32 rows quantized like the backend does).
+#[test]
+fn four_token_kernels_equal_one_token_kernels() {
+    let types = [
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+    ];
+    let mut checked = 0;
+    for (ti, ty) in types.into_iter().enumerate() {
+        let n = 512;
+        let aty = zeta_quant::vec_dot_type(ty);
+        let arb = aty.row_bytes(n as u64).unwrap() as usize;
+        // Weights: quantize random floats so every scale field is sane.
+        let wf: Vec<f32> = random_bytes(n, 100 + ti as u64)
+            .iter()
+            .map(|&b| (f32::from(b) - 127.5) / 50.0)
+            .collect();
+        let mut w = vec![0u8; ty.row_bytes(n as u64).unwrap() as usize];
+        zeta_quant::quantize(ty, &wf, &mut w).unwrap();
+        for n_tokens in [4usize, 5, 7, 8, 9, 12] {
+            let mut act = vec![0u8; arb * n_tokens];
+            for t in 0..n_tokens {
+                let x: Vec<f32> = random_bytes(n, 1000 * ti as u64 + t as u64)
+                    .iter()
+                    .map(|&b| (f32::from(b) - 120.0) / 37.0)
+                    .collect();
+                quantize_act(aty, &x, &mut act[t * arb..(t + 1) * arb]).unwrap();
+            }
+            for rows in [8usize, 6] {
+                for t in 0..n_tokens.saturating_sub(3) {
+                    let Some(k4) = kernel4_for(ty, rows, t, n_tokens) else {
+                        continue;
+                    };
+                    let mut out = [0f32; 4];
+                    k4(&w, &act[t * arb..(t + 4) * arb], arb, n, &mut out);
+                    for (j, got) in out.iter().enumerate() {
+                        let k1 = kernel_for(ty, rows, t + j, n_tokens).unwrap();
+                        let want = k1(&w, &act[(t + j) * arb..(t + j + 1) * arb], n);
+                        assert_eq!(
+                            got.to_bits(),
+                            want.to_bits(),
+                            "{ty} rows={rows} tokens={n_tokens} t={t}+{j}: {got} vs {want}"
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+    }
+    if has_avx2_fma() {
+        assert!(checked > 500, "only {checked} results compared");
+    } else {
+        eprintln!("SKIPPED four-token kernels: this CPU lacks AVX2/FMA/F16C");
+    }
 }

@@ -742,6 +742,73 @@ pub fn kernel_for(ty: GgmlType, rows: usize, t: usize, n_tokens: usize) -> Optio
     fast_kernel(ty)
 }
 
+/// A four-token dot-product routine: `(weight row, activation rows, byte
+/// stride between the activation rows, n, out)`; `out[j]` is bit-identical
+/// to the one-token kernel's result for activation row `j`.
+pub type Dot4Fn = fn(&[u8], &[u8], usize, usize, &mut [f32; 4]);
+
+/// Safe entry points into the four-token AVX2 kernels of `simd`; only handed
+/// out by [`kernel4_for`] after runtime detection.
+#[cfg(target_arch = "x86_64")]
+mod avx2_entry4 {
+    macro_rules! entry4 {
+        ($($name:ident => $simd:expr),* $(,)?) => {$(
+            pub(super) fn $name(w: &[u8], a: &[u8], stride: usize, n: usize, out: &mut [f32; 4]) {
+                // SAFETY: `kernel4_for` returns this function only when
+                // `has_avx2_fma()` reported AVX2, FMA and F16C support.
+                unsafe { $simd(w, a, stride, n, out) }
+            }
+        )*};
+    }
+    use super::super::simd;
+    entry4! {
+        q8_0 => simd::q8_0_x4,
+        q4_0 => simd::q4_0_x4,
+        q4_1 => simd::q4_1_x4,
+        q5_0 => simd::q5_0_x4,
+        q4_k_gemv => simd::q4_k_repacked_x4::<false>,
+        q4_k_gemm => simd::q4_k_repacked_x4::<true>,
+        q6_k => simd::q6_k_x4::<false>,
+        q6_k_tiled => simd::q6_k_x4::<true>,
+    }
+}
+
+/// The four-token kernel for activation rows `t..t + 4` of a batch of
+/// `n_tokens` against a weight of type `ty` with `rows` rows, when one exists
+/// and all four rows take the same one-token kernel under [`kernel_for`]
+/// (so the four results equal the one-token kernel's bit for bit).
+pub fn kernel4_for(ty: GgmlType, rows: usize, t: usize, n_tokens: usize) -> Option<Dot4Fn> {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() && t + 4 <= n_tokens {
+        use avx2_entry4 as k;
+        if is_repacked(ty, rows) {
+            let gemm_end = if n_tokens > 3 {
+                n_tokens - n_tokens % 4
+            } else {
+                0
+            };
+            return if t + 4 <= gemm_end {
+                Some(k::q4_k_gemm)
+            } else if t >= gemm_end {
+                Some(k::q4_k_gemv)
+            } else {
+                None
+            };
+        }
+        return match ty {
+            GgmlType::Q8_0 => Some(k::q8_0),
+            GgmlType::Q4_0 => Some(k::q4_0),
+            GgmlType::Q4_1 => Some(k::q4_1),
+            GgmlType::Q5_0 => Some(k::q5_0),
+            GgmlType::Q6_K if n_tokens >= 8 => Some(k::q6_k_tiled),
+            GgmlType::Q6_K => Some(k::q6_k),
+            _ => None,
+        };
+    }
+    let _ = (ty, rows, t, n_tokens);
+    None
+}
+
 /// The portable build of the kernel for `ty` (no CPU feature requirements).
 pub fn portable_kernel(ty: GgmlType) -> Option<DotFn> {
     Some(match ty {

@@ -10,7 +10,7 @@
 use half::{bf16, f16};
 use zeta_gguf::GgmlType;
 
-use super::kernels::{DotFn, kernel_for};
+use super::kernels::{Dot4Fn, DotFn, kernel_for, kernel4_for};
 use super::{CpuBackend, CpuWeight};
 use crate::error::TensorError;
 
@@ -38,6 +38,25 @@ impl Kernel {
 /// does it (not the `_ref` variant): `id = 127/amax`, round half to even, and
 /// for Q8_1 `s = f16(d · Σq)`. Blocks are 34 (Q8_0) or 36 (Q8_1) bytes.
 pub fn quantize_q8_x86(x: &[f32], dst: &mut [u8], q8_1: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if super::kernels::has_avx2_fma() {
+        // SAFETY: AVX2, FMA and F16C were detected at runtime.
+        unsafe { quantize_q8_avx2(x, dst, q8_1) };
+        return;
+    }
+    quantize_q8_body(x, dst, q8_1);
+}
+
+/// [`quantize_q8_body`] compiled with AVX2 (and so SSE4.1's `roundss` for
+/// `round_ties_even` instead of a libm call per element).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn quantize_q8_avx2(x: &[f32], dst: &mut [u8], q8_1: bool) {
+    quantize_q8_body(x, dst, q8_1);
+}
+
+#[inline(always)]
+fn quantize_q8_body(x: &[f32], dst: &mut [u8], q8_1: bool) {
     let bb = if q8_1 { 36 } else { 34 };
     let qoff = if q8_1 { 4 } else { 2 };
     for (xb, yb) in x.chunks_exact(32).zip(dst.chunks_exact_mut(bb)) {
@@ -143,12 +162,36 @@ pub(crate) fn matmul(
     if n_tokens >= be.threads() && n_tokens > 1 {
         be.par_units(&mut out[..n_tokens * m], m, n_tokens, work, |t0, part| {
             let nt = part.len() / m;
+            // Per token group: a four-token kernel, or one kernel per token.
+            let mut groups: Vec<(usize, Option<Dot4Fn>)> = Vec::with_capacity(nt);
+            let mut tt = 0;
+            while tt < nt {
+                let k4 = if tt + 4 <= nt {
+                    kernel4_for(wty, m, t0 + tt, n_tokens)
+                } else {
+                    None
+                };
+                groups.push((tt, k4));
+                tt += if k4.is_some() { 4 } else { 1 };
+            }
             let kernels: Vec<Kernel> = (t0..t0 + nt).map(kernel_at).collect();
+            let mut quad = [0f32; 4];
             for r in 0..m {
                 let wrow = &wb[r * rb..(r + 1) * rb];
-                for (tt, kern) in kernels.iter().enumerate() {
+                for &(tt, k4) in &groups {
                     let t = t0 + tt;
-                    part[tt * m + r] = kern.dot(wrow, &act[t * arb..(t + 1) * arb], k);
+                    match k4 {
+                        Some(f) => {
+                            f(wrow, &act[t * arb..(t + 4) * arb], arb, k, &mut quad);
+                            for (j, v) in quad.iter().enumerate() {
+                                part[(tt + j) * m + r] = *v;
+                            }
+                        }
+                        None => {
+                            part[tt * m + r] =
+                                kernels[tt].dot(wrow, &act[t * arb..(t + 1) * arb], k);
+                        }
+                    }
                 }
             }
         });

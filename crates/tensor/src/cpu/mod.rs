@@ -7,6 +7,7 @@ mod attention;
 pub mod kernels;
 pub mod matmul;
 mod ops;
+mod pool;
 #[cfg(target_arch = "x86_64")]
 mod simd;
 
@@ -98,6 +99,8 @@ impl CpuWeight {
 #[derive(Debug)]
 pub struct CpuBackend {
     threads: usize,
+    /// Persistent workers for the parallel ops.
+    pool: pool::Pool,
     /// Scratch for activations quantized to the weights' `vec_dot_type`
     /// (grown once to the largest batch, then reused).
     act_scratch: Mutex<Vec<u8>>,
@@ -120,8 +123,10 @@ impl CpuBackend {
 
     /// A backend using `threads` threads (at least 1).
     pub fn with_threads(threads: usize) -> Self {
+        let pool = pool::Pool::new(threads.max(1));
         Self {
-            threads: threads.max(1),
+            threads: pool.threads(),
+            pool,
             act_scratch: Mutex::new(Vec::new()),
         }
     }
@@ -149,29 +154,24 @@ impl CpuBackend {
             return;
         }
         let per = n_units.div_ceil(nt);
-        std::thread::scope(|s| {
-            let mut rest = data;
-            let mut start = 0;
-            let f = &f;
-            let mut handles = Vec::with_capacity(nt);
-            while start < n_units {
-                let n = per.min(n_units - start);
-                let (part, tail) = rest.split_at_mut(n * unit);
-                rest = tail;
-                let first = start;
-                start += n;
-                if start >= n_units {
-                    // Last part runs on the calling thread.
-                    f(first, part);
-                } else {
-                    handles.push(s.spawn(move || f(first, part)));
-                }
-            }
-            for h in handles {
-                // A panic in a worker is a bug in this crate; re-raise it.
-                if let Err(e) = h.join() {
-                    std::panic::resume_unwind(e);
-                }
+        // Part `i` (units `i*per..`) goes to pool thread `i`; each part is
+        // taken out of its slot by exactly one thread.
+        let mut slots = Vec::with_capacity(nt);
+        let mut rest = data;
+        let mut start = 0;
+        while start < n_units {
+            let n = per.min(n_units - start);
+            let (part, tail) = rest.split_at_mut(n * unit);
+            rest = tail;
+            slots.push(Mutex::new(Some((start, part))));
+            start += n;
+        }
+        self.pool.run(&|i| {
+            let taken = slots
+                .get(i)
+                .and_then(|s| s.lock().unwrap_or_else(|e| e.into_inner()).take());
+            if let Some((first, part)) = taken {
+                f(first, part);
             }
         });
     }

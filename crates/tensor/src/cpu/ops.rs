@@ -217,7 +217,10 @@ pub fn ggml_v_expf(x: f32) -> f32 {
         return if n <= 0.0 { 0.0 } else { f32::INFINITY };
     }
     // `_mm512_scalef_ps(j, n)`: j·2^n with one rounding (exact in f64).
-    (f64::from(j) * 2f64.powi(n as i32)) as f32
+    // 2^n is built from its exponent bits (|n| ≤ 192 is a normal f64):
+    // `powi` would be a libm call per element.
+    let pow2 = f64::from_bits(((n as i64 + 1023) as u64) << 52);
+    (f64::from(j) * pow2) as f32
 }
 
 /// SiLU as ggml's vector path computes it: `x / (1 + ggml_v_expf(0 - x))`.
