@@ -119,6 +119,23 @@ pub(crate) fn attention(
     let group = n_head / n_head_kv;
     let k: &[f16] = k.reinterpret_cast();
     let v: &[f16] = v.reinterpret_cast();
+    // Every key any query of this call can see, converted to f32 once (the
+    // conversion is exact) instead of once per query head that reads it.
+    let lo = window.map_or(0, |w| (pos0 + 1).saturating_sub(w));
+    let mut scratch = be.kv_scratch.lock().unwrap_or_else(|e| e.into_inner());
+    let (kn, vn) = ((n_kv - lo) * kstride, (n_kv - lo) * vstride);
+    if scratch.len() < kn + vn {
+        let extra = kn + vn - scratch.len();
+        scratch.try_reserve(extra).map_err(|_| TensorError::Alloc {
+            bytes: ((kn + vn) * 4) as u128,
+        })?;
+        scratch.resize(kn + vn, 0.0);
+    }
+    let (kf, rest) = scratch.split_at_mut(kn);
+    let vf = &mut rest[..vn];
+    k[lo * kstride..n_kv * kstride].convert_to_f32_slice(kf);
+    v[lo * vstride..n_kv * vstride].convert_to_f32_slice(vf);
+    let (k, v) = (&*kf, &*vf);
     let span = window.map_or(n_kv, |w| w.min(n_kv));
     let work = n_tokens * n_head * span * (hdk + hdv);
     // llama.cpp uses tinyBLAS for ≥ 2 query rows (and K rows a multiple of 16 wide).
@@ -144,6 +161,7 @@ pub(crate) fn attention(
         kstride,
         vstride,
         pos0,
+        lo,
         n_kv,
         scale,
         window,
@@ -159,8 +177,10 @@ pub(crate) fn attention(
 /// Everything one attention call needs, shared by the worker threads.
 struct Ctx<'a> {
     q: &'a [f32],
-    k: &'a [f16],
-    v: &'a [f16],
+    /// Keys `lo..n_kv` as f32, `[n_kv - lo, kstride]`.
+    k: &'a [f32],
+    /// Values `lo..n_kv` as f32, `[n_kv - lo, vstride]`.
+    v: &'a [f32],
     n_head: usize,
     group: usize,
     hdk: usize,
@@ -168,6 +188,8 @@ struct Ctx<'a> {
     kstride: usize,
     vstride: usize,
     pos0: usize,
+    /// First key held in `k`/`v`.
+    lo: usize,
     n_kv: usize,
     scale: f32,
     window: Option<usize>,
@@ -205,6 +227,7 @@ fn run_units_body(ctx: &Ctx<'_>, u0: usize, part: &mut [f32]) {
         kstride,
         vstride,
         pos0,
+        lo,
         n_kv,
         scale,
         window,
@@ -212,8 +235,6 @@ fn run_units_body(ctx: &Ctx<'_>, u0: usize, part: &mut [f32]) {
         kqv_mode,
     } = *ctx;
     let mut qf = vec![0f32; hdk];
-    let mut kf = vec![0f32; hdk];
-    let mut vf = vec![0f32; hdv];
     let mut scores = vec![0f32; n_kv + 16];
     // Lane accumulators of KQV: [lane][hdv].
     let lanes = if kqv_mode == Mode::Batch { 16 } else { 64 };
@@ -230,9 +251,8 @@ fn run_units_body(ctx: &Ctx<'_>, u0: usize, part: &mut [f32]) {
         // Scores for keys start..=pos, stored at their key index; others are -inf (p = 0).
         let mut max = f32::NEG_INFINITY;
         for j in start..=pos {
-            let off = j * kstride + g * hdk;
-            k[off..off + hdk].convert_to_f32_slice(&mut kf);
-            let s = dot_f16_order(&kf, &qf, kq_mode) * scale;
+            let off = (j - lo) * kstride + g * hdk;
+            let s = dot_f16_order(&k[off..off + hdk], &qf, kq_mode) * scale;
             scores[j] = s;
             max = max.max(s);
         }
@@ -257,15 +277,15 @@ fn run_units_body(ctx: &Ctx<'_>, u0: usize, part: &mut [f32]) {
         acc.fill(0.0);
         for j in start..=pos {
             let pj = f16::from_f32(scores[j] * inv).to_f32();
-            let off = j * vstride + g * hdv;
-            v[off..off + hdv].convert_to_f32_slice(&mut vf);
+            let off = (j - lo) * vstride + g * hdv;
+            let vf = &v[off..off + hdv];
             let lane = if kqv_mode == Mode::Batch {
                 j % 16
             } else {
                 j % 64
             };
             let a = &mut acc[lane * hdv..(lane + 1) * hdv];
-            for (ad, vd) in a.iter_mut().zip(&vf) {
+            for (ad, vd) in a.iter_mut().zip(vf) {
                 *ad = vd.mul_add(pj, *ad);
             }
         }

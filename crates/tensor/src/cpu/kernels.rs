@@ -753,23 +753,48 @@ pub type Dot4Fn = fn(&[u8], &[u8], usize, usize, &mut [f32; 4]);
 mod avx2_entry4 {
     macro_rules! entry4 {
         ($($name:ident => $simd:expr),* $(,)?) => {$(
-            pub(super) fn $name(w: &[u8], a: &[u8], stride: usize, n: usize, out: &mut [f32; 4]) {
+            pub(crate) fn $name(w: &[u8], a: &[u8], stride: usize, n: usize, out: &mut [f32; 4]) {
                 // SAFETY: `kernel4_for` returns this function only when
-                // `has_avx2_fma()` reported AVX2, FMA and F16C support.
+                // `has_avx2_fma()` reported AVX2, FMA and F16C support (and,
+                // for the `vnni` builds, `has_vnni()` AVX-VNNI too).
                 unsafe { $simd(w, a, stride, n, out) }
             }
         )*};
     }
     use super::super::simd;
+    use super::super::simd::x4_avx2;
     entry4! {
-        q8_0 => simd::q8_0_x4,
-        q4_0 => simd::q4_0_x4,
-        q4_1 => simd::q4_1_x4,
-        q5_0 => simd::q5_0_x4,
+        q8_0 => x4_avx2::q8_0_x4,
+        q4_0 => x4_avx2::q4_0_x4,
+        q4_1 => x4_avx2::q4_1_x4,
+        q5_0 => x4_avx2::q5_0_x4,
         q4_k_gemv => simd::q4_k_repacked_x4::<false>,
-        q4_k_gemm => simd::q4_k_repacked_x4::<true>,
+        q4_k_gemm => simd::q4_k_gemm_x4,
         q6_k => simd::q6_k_x4::<false>,
         q6_k_tiled => simd::q6_k_x4::<true>,
+    }
+
+    /// The VNNI builds, handed out only when `has_vnni()` also holds.
+    pub(super) mod vnni {
+        use super::super::super::simd::x4_vnni;
+        entry4! {
+            q8_0 => x4_vnni::q8_0_x4,
+            q4_0 => x4_vnni::q4_0_x4,
+            q4_1 => x4_vnni::q4_1_x4,
+            q5_0 => x4_vnni::q5_0_x4,
+        }
+    }
+}
+
+/// Whether this CPU also has AVX-VNNI (`vpdpbusd` on 256-bit vectors).
+pub fn has_vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        has_avx2_fma() && std::is_x86_feature_detected!("avxvnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
     }
 }
 
@@ -794,6 +819,15 @@ pub fn kernel4_for(ty: GgmlType, rows: usize, t: usize, n_tokens: usize) -> Opti
             } else {
                 None
             };
+        }
+        if has_vnni() {
+            match ty {
+                GgmlType::Q8_0 => return Some(k::vnni::q8_0),
+                GgmlType::Q4_0 => return Some(k::vnni::q4_0),
+                GgmlType::Q4_1 => return Some(k::vnni::q4_1),
+                GgmlType::Q5_0 => return Some(k::vnni::q5_0),
+                _ => {}
+            }
         }
         return match ty {
             GgmlType::Q8_0 => Some(k::q8_0),

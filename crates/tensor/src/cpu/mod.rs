@@ -104,6 +104,9 @@ pub struct CpuBackend {
     /// Scratch for activations quantized to the weights' `vec_dot_type`
     /// (grown once to the largest batch, then reused).
     act_scratch: Mutex<Vec<u8>>,
+    /// Scratch for the f32 copy of the keys and values one attention call
+    /// reads (grown once to the largest, then reused).
+    kv_scratch: Mutex<Vec<f32>>,
 }
 
 impl Default for CpuBackend {
@@ -128,6 +131,7 @@ impl CpuBackend {
             threads: pool.threads(),
             pool,
             act_scratch: Mutex::new(Vec::new()),
+            kv_scratch: Mutex::new(Vec::new()),
         }
     }
 

@@ -386,91 +386,170 @@ fn act_block(a: &[u8], stride: usize, j: usize, i: usize, bs: usize) -> &[u8] {
     &a[o..o + bs]
 }
 
-/// Q8_0 · Q8_0, four tokens.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn q8_0_x4(w: &[u8], a: &[u8], stride: usize, n: usize, out: &mut [f32; 4]) {
-    let mut acc = [_mm256_setzero_ps(); 4];
-    for (i, bw) in w.chunks_exact(34).take(n / 32).enumerate() {
-        let wd = f16_at(bw, 0);
-        let qw = load32(bw, 2);
-        let ax = _mm256_sign_epi8(qw, qw);
-        for (j, acc) in acc.iter_mut().enumerate() {
-            let ba = act_block(a, stride, j, i, 34);
-            let d = _mm256_set1_ps(wd * f16_at(ba, 0));
-            let sy = _mm256_sign_epi8(load32(ba, 2), qw);
-            let q = _mm256_cvtepi32_ps(mul_sum_us8_pairs(ax, sy));
-            *acc = _mm256_fmadd_ps(d, q, *acc);
-        }
-    }
-    for (o, acc) in out.iter_mut().zip(acc) {
-        *o = hsum_float_8(acc);
-    }
+/// The four activation rows `a[j * stride..]` (`nb` blocks of `BS` bytes
+/// each) as block arrays, each exactly `nb` long so that indexing them by a
+/// block index below `nb` needs no bounds check in the loops.
+#[inline(always)]
+fn act_rows<const BS: usize>(a: &[u8], stride: usize, nb: usize) -> [&[[u8; BS]]; 4] {
+    let row = |j: usize| {
+        let r = &a[j * stride..j * stride + nb * BS];
+        &r.as_chunks::<BS>().0[..nb]
+    };
+    [row(0), row(1), row(2), row(3)]
 }
 
-/// Q4_0 · Q8_0, four tokens.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn q4_0_x4(w: &[u8], a: &[u8], stride: usize, n: usize, out: &mut [f32; 4]) {
-    let mut acc = [_mm256_setzero_ps(); 4];
-    for (i, bw) in w.chunks_exact(18).take(n / 32).enumerate() {
-        let wd = f16_at(bw, 0);
-        let qx = _mm256_sub_epi8(nibbles32(bw, 2), _mm256_set1_epi8(8));
-        let ax = _mm256_sign_epi8(qx, qx);
-        for (j, acc) in acc.iter_mut().enumerate() {
-            let ba = act_block(a, stride, j, i, 34);
-            let d = _mm256_set1_ps(wd * f16_at(ba, 0));
-            let sy = _mm256_sign_epi8(load32(ba, 2), qx);
-            let q = _mm256_cvtepi32_ps(mul_sum_us8_pairs(ax, sy));
-            *acc = _mm256_fmadd_ps(d, q, *acc);
-        }
-    }
-    for (o, acc) in out.iter_mut().zip(acc) {
-        *o = hsum_float_8(acc);
-    }
+/// `wd · ad_j` for the four activation blocks `ab[j]` of one block index,
+/// each broadcast to eight lanes; `wbits` is the weight block's f16 scale.
+/// The five f16 values are converted by one `vcvtph2ps` whose lanes are all
+/// used: a one-value conversion gets narrowed by the compiler to a `vpinsrw`
+/// that merges into (and so waits for) an accumulator. A macro, not a
+/// function: it must inline into callers compiled with more target features
+/// than it, which `#[inline]` alone did not achieve.
+macro_rules! scales_x4 {
+    ($wbits:expr, $ab:expr) => {{
+        let h = |b: &[u8]| i16::from_le_bytes([b[0], b[1]]);
+        let v = _mm256_cvtph_ps(_mm_set_epi16(
+            0,
+            0,
+            0,
+            $wbits as i16,
+            h(&$ab[3][..]),
+            h(&$ab[2][..]),
+            h(&$ab[1][..]),
+            h(&$ab[0][..]),
+        ));
+        let d = _mm256_mul_ps(_mm256_permutevar8x32_ps(v, _mm256_set1_epi32(4)), v);
+        [
+            _mm256_permutevar8x32_ps(d, _mm256_set1_epi32(0)),
+            _mm256_permutevar8x32_ps(d, _mm256_set1_epi32(1)),
+            _mm256_permutevar8x32_ps(d, _mm256_set1_epi32(2)),
+            _mm256_permutevar8x32_ps(d, _mm256_set1_epi32(3)),
+        ]
+    }};
 }
 
-/// Q4_1 · Q8_1, four tokens.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn q4_1_x4(w: &[u8], a: &[u8], stride: usize, n: usize, out: &mut [f32; 4]) {
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut summs = [0f32; 4];
-    for (i, bw) in w.chunks_exact(20).take(n / 32).enumerate() {
-        let (wd, wm) = f16_pair(bw, 0);
-        let qw = nibbles32(bw, 4);
-        for j in 0..4 {
-            let ba = act_block(a, stride, j, i, 36);
-            let (ad, as_) = f16_pair(ba, 0);
-            summs[j] = wm.mul_add(as_, summs[j]);
-            let d = _mm256_set1_ps(wd * ad);
-            let q = _mm256_cvtepi32_ps(mul_sum_us8_pairs(qw, load32(ba, 4)));
-            acc[j] = _mm256_fmadd_ps(d, q, acc[j]);
+/// The four-token kernels of the `Q*_0`/`Q4_1` types, instantiated once per
+/// way of summing four adjacent u8×i8 products into an i32 lane: AVX2's
+/// `maddubs`+`madd` pair or AVX-VNNI's single `vpdpbusd`. Both are exact
+/// (the pair sums stay far inside i16 for these value ranges), so both
+/// instantiations give identical results.
+macro_rules! x4_kernels {
+    ($features:literal, $dot:ident) => {
+        /// Q8_0 · Q8_0, four tokens.
+        #[target_feature(enable = $features)]
+        pub(crate) fn q8_0_x4(w: &[u8], a: &[u8], stride: usize, n: usize, out: &mut [f32; 4]) {
+            let nb = n / 32;
+            let wb = &w.as_chunks::<34>().0[..nb];
+            let ar = act_rows::<34>(a, stride, nb);
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for (i, bw) in wb.iter().enumerate() {
+                let ab = [&ar[0][i], &ar[1][i], &ar[2][i], &ar[3][i]];
+                let ds = scales_x4!(u16::from_le_bytes([bw[0], bw[1]]), ab);
+                let qw = load32(bw, 2);
+                let ax = _mm256_sign_epi8(qw, qw);
+                for j in 0..4 {
+                    let sy = _mm256_sign_epi8(load32(ab[j], 2), qw);
+                    let q = _mm256_cvtepi32_ps($dot(ax, sy));
+                    acc[j] = _mm256_fmadd_ps(ds[j], q, acc[j]);
+                }
+            }
+            for (o, acc) in out.iter_mut().zip(acc) {
+                *o = hsum_float_8(acc);
+            }
         }
-    }
-    for j in 0..4 {
-        out[j] = hsum_float_8(acc[j]) + summs[j];
-    }
+
+        /// Q4_0 · Q8_0, four tokens.
+        #[target_feature(enable = $features)]
+        pub(crate) fn q4_0_x4(w: &[u8], a: &[u8], stride: usize, n: usize, out: &mut [f32; 4]) {
+            let nb = n / 32;
+            let wb = &w.as_chunks::<18>().0[..nb];
+            let ar = act_rows::<34>(a, stride, nb);
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for (i, bw) in wb.iter().enumerate() {
+                let ab = [&ar[0][i], &ar[1][i], &ar[2][i], &ar[3][i]];
+                let ds = scales_x4!(u16::from_le_bytes([bw[0], bw[1]]), ab);
+                let qx = _mm256_sub_epi8(nibbles32(bw, 2), _mm256_set1_epi8(8));
+                let ax = _mm256_sign_epi8(qx, qx);
+                for j in 0..4 {
+                    let sy = _mm256_sign_epi8(load32(ab[j], 2), qx);
+                    let q = _mm256_cvtepi32_ps($dot(ax, sy));
+                    acc[j] = _mm256_fmadd_ps(ds[j], q, acc[j]);
+                }
+            }
+            for (o, acc) in out.iter_mut().zip(acc) {
+                *o = hsum_float_8(acc);
+            }
+        }
+
+        /// Q4_1 · Q8_1, four tokens.
+        #[target_feature(enable = $features)]
+        pub(crate) fn q4_1_x4(w: &[u8], a: &[u8], stride: usize, n: usize, out: &mut [f32; 4]) {
+            let nb = n / 32;
+            let wb = &w.as_chunks::<20>().0[..nb];
+            let ar = act_rows::<36>(a, stride, nb);
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut summs = [0f32; 4];
+            for (i, bw) in wb.iter().enumerate() {
+                let (wd, wm) = f16_pair(bw, 0);
+                let qw = nibbles32(bw, 4);
+                for j in 0..4 {
+                    let ba = &ar[j][i];
+                    let (ad, as_) = f16_pair(ba, 0);
+                    summs[j] = wm.mul_add(as_, summs[j]);
+                    let d = _mm256_set1_ps(wd * ad);
+                    let q = _mm256_cvtepi32_ps($dot(qw, load32(ba, 4)));
+                    acc[j] = _mm256_fmadd_ps(d, q, acc[j]);
+                }
+            }
+            for j in 0..4 {
+                out[j] = hsum_float_8(acc[j]) + summs[j];
+            }
+        }
+
+        /// Q5_0 · Q8_0, four tokens.
+        #[target_feature(enable = $features)]
+        pub(crate) fn q5_0_x4(w: &[u8], a: &[u8], stride: usize, n: usize, out: &mut [f32; 4]) {
+            let nb = n / 32;
+            let wb = &w.as_chunks::<22>().0[..nb];
+            let ar = act_rows::<34>(a, stride, nb);
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for (i, bw) in wb.iter().enumerate() {
+                let ab = [&ar[0][i], &ar[1][i], &ar[2][i], &ar[3][i]];
+                let ds = scales_x4!(u16::from_le_bytes([bw[0], bw[1]]), ab);
+                let qh = u32::from_le_bytes([bw[2], bw[3], bw[4], bw[5]]);
+                let hi = _mm256_andnot_si256(bits32(qh), _mm256_set1_epi8(0xF0u8 as i8));
+                let qx = _mm256_or_si256(nibbles32(bw, 6), hi);
+                let ax = _mm256_sign_epi8(qx, qx);
+                for j in 0..4 {
+                    let sy = _mm256_sign_epi8(load32(ab[j], 2), qx);
+                    let q = _mm256_cvtepi32_ps($dot(ax, sy));
+                    acc[j] = _mm256_fmadd_ps(ds[j], q, acc[j]);
+                }
+            }
+            for (o, acc) in out.iter_mut().zip(acc) {
+                *o = hsum_float_8(acc);
+            }
+        }
+    };
 }
 
-/// Q5_0 · Q8_0, four tokens.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn q5_0_x4(w: &[u8], a: &[u8], stride: usize, n: usize, out: &mut [f32; 4]) {
-    let mut acc = [_mm256_setzero_ps(); 4];
-    for (i, bw) in w.chunks_exact(22).take(n / 32).enumerate() {
-        let wd = f16_at(bw, 0);
-        let qh = u32::from_le_bytes([bw[2], bw[3], bw[4], bw[5]]);
-        let hi = _mm256_andnot_si256(bits32(qh), _mm256_set1_epi8(0xF0u8 as i8));
-        let qx = _mm256_or_si256(nibbles32(bw, 6), hi);
-        let ax = _mm256_sign_epi8(qx, qx);
-        for (j, acc) in acc.iter_mut().enumerate() {
-            let ba = act_block(a, stride, j, i, 34);
-            let d = _mm256_set1_ps(wd * f16_at(ba, 0));
-            let sy = _mm256_sign_epi8(load32(ba, 2), qx);
-            let q = _mm256_cvtepi32_ps(mul_sum_us8_pairs(ax, sy));
-            *acc = _mm256_fmadd_ps(d, q, *acc);
-        }
-    }
-    for (o, acc) in out.iter_mut().zip(acc) {
-        *o = hsum_float_8(acc);
-    }
+/// Eight i32 lanes of four-product sums, with AVX-VNNI.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+fn dot_vnni(ax: __m256i, sy: __m256i) -> __m256i {
+    _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), ax, sy)
+}
+
+/// Four-token kernels using AVX2 `maddubs` + `madd`.
+pub(super) mod x4_avx2 {
+    use super::*;
+    x4_kernels!("avx2,fma,f16c", mul_sum_us8_pairs);
+}
+
+/// Four-token kernels using AVX-VNNI `vpdpbusd`.
+pub(super) mod x4_vnni {
+    use super::*;
+    x4_kernels!("avx2,fma,f16c,avxvnni", dot_vnni);
 }
 
 /// Q4_K · Q8_K in the repacked orders (see [`q4_k_repacked`]), four tokens.
@@ -533,6 +612,77 @@ pub(super) fn q4_k_repacked_x4<const PER_SB: bool>(
     for t in 0..4 {
         out[t] = acc[t] - acc_min[t];
     }
+}
+
+/// The four sums of the eight i32 lanes of `a`, `b`, `c`, `d` (exact:
+/// integer adds in any order give the same sums).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum_i32_8x4(a: __m256i, b: __m256i, c: __m256i, d: __m256i) -> __m128i {
+    let ab = _mm256_hadd_epi32(a, b);
+    let cd = _mm256_hadd_epi32(c, d);
+    let abcd = _mm256_hadd_epi32(ab, cd);
+    _mm_add_epi32(
+        _mm256_castsi256_si128(abcd),
+        _mm256_extracti128_si256(abcd, 1),
+    )
+}
+
+/// Q4_K · Q8_K in the repacked gemm order (`q4_k_repacked::<true>`), four
+/// tokens: the per-sub-block-pair integer sums of the four tokens are reduced
+/// together and their float steps (`ij·d + acc`, `mj·dmin + acc_min`, one
+/// rounding each) run as four lanes of one vector FMA, which is the same
+/// arithmetic lane by lane.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q4_k_gemm_x4(w: &[u8], a: &[u8], stride: usize, n: usize, out: &mut [f32; 4]) {
+    let nb = n / 256;
+    let wb = &w.as_chunks::<144>().0[..nb];
+    let ar = act_rows::<292>(a, stride, nb);
+    let m4 = _mm256_set1_epi8(0x0F);
+    let mut acc = _mm_setzero_ps();
+    let mut acc_min = _mm_setzero_ps();
+    for (i, bw) in wb.iter().enumerate() {
+        let ab = [&ar[0][i], &ar[1][i], &ar[2][i], &ar[3][i]];
+        let (wd, wmin) = f16_pair(bw, 0);
+        let yd = _mm_set_ps(
+            f32_at(ab[3], 0),
+            f32_at(ab[2], 0),
+            f32_at(ab[1], 0),
+            f32_at(ab[0], 0),
+        );
+        let d = _mm_mul_ps(_mm_set1_ps(wd), yd);
+        let dmin = _mm_mul_ps(_mm_set1_ps(wmin), yd);
+        let scales = &bw[4..16];
+        for j in 0..4 {
+            let (sc_l, m_l) = scale_min_k4(2 * j, scales);
+            let (sc_h, m_h) = scale_min_k4(2 * j + 1, scales);
+            let q4 = load32(bw, 16 + 32 * j);
+            let lo = _mm256_and_si256(q4, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
+            let scl = _mm256_set1_epi16(sc_l as i16);
+            let sch = _mm256_set1_epi16(sc_h as i16);
+            let mut sums = [_mm256_setzero_si256(); 4];
+            let mut mins = [0i32; 4];
+            for t in 0..4 {
+                let ba = ab[t];
+                let pl = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load32(ba, 4 + 64 * j)), scl);
+                let ph =
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load32(ba, 4 + 64 * j + 32)), sch);
+                sums[t] = _mm256_add_epi32(pl, ph);
+                mins[t] = m_l * (q8k_bsum(ba, 4 * j) + q8k_bsum(ba, 4 * j + 1))
+                    + m_h * (q8k_bsum(ba, 4 * j + 2) + q8k_bsum(ba, 4 * j + 3));
+            }
+            let ij = hsum_i32_8x4(sums[0], sums[1], sums[2], sums[3]);
+            let mj = _mm_set_epi32(mins[3], mins[2], mins[1], mins[0]);
+            acc = _mm_fmadd_ps(_mm_cvtepi32_ps(ij), d, acc);
+            acc_min = _mm_fmadd_ps(_mm_cvtepi32_ps(mj), dmin, acc_min);
+        }
+    }
+    let r = _mm_sub_ps(acc, acc_min);
+    let mut o = [0f32; 4];
+    // SAFETY: `o` has room for the four lanes; unaligned store.
+    unsafe { _mm_storeu_ps(o.as_mut_ptr(), r) };
+    *out = o;
 }
 
 /// Q6_K · Q8_K (see [`q6_k`] for `TILED`), four tokens.
