@@ -122,12 +122,11 @@ impl ChatTemplate {
 /// the model wants one and the template did not already write it.
 pub fn tokenize_rendered(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>> {
     let mut ids = tokenizer.encode(text, false, true)?;
-    if tokenizer.add_bos() {
-        if let Some(bos) = tokenizer.bos() {
-            if ids.first() != Some(&bos) {
-                ids.insert(0, bos);
-            }
-        }
+    if tokenizer.add_bos()
+        && let Some(bos) = tokenizer.bos()
+        && ids.first() != Some(&bos)
+    {
+        ids.insert(0, bos);
     }
     Ok(ids)
 }

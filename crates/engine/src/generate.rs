@@ -223,10 +223,10 @@ impl<'s, 'e> Generation<'s, 'e> {
         if self.finish.is_some() {
             return Ok(None);
         }
-        if let Some(max) = self.params.max_tokens {
-            if self.tokens.len() >= max {
-                return self.end(FinishReason::Length);
-            }
+        if let Some(max) = self.params.max_tokens
+            && self.tokens.len() >= max
+        {
+            return self.end(FinishReason::Length);
         }
         let t0 = Instant::now();
         let feed = match (self.pending_prompt.take(), self.last) {

@@ -292,10 +292,10 @@ impl Store {
 
     /// Best effort: a read-only store just means re-hashing next time.
     fn write_stamp(&self, model: &ModelEntry) {
-        if let Ok(meta) = fs::metadata(self.path(model)) {
-            if let Some(text) = stamp_text(&meta, &model.sha256) {
-                let _ = fs::write(self.stamp_path(model), text);
-            }
+        if let Ok(meta) = fs::metadata(self.path(model))
+            && let Some(text) = stamp_text(&meta, &model.sha256)
+        {
+            let _ = fs::write(self.stamp_path(model), text);
         }
     }
 

@@ -38,10 +38,10 @@ fn greedy_matches_llama_cpp(file: &str, golden: &str) {
         let prompt = engine.tokenize_prompt(text).unwrap();
         assert_eq!(prompt, want_prompt, "prompt tokens of {text:?}");
         let mut want: Vec<u32> = serde_json::from_value(p["generated"].clone()).unwrap();
-        if let Some(&last) = want.last() {
-            if engine.tokenizer().is_eog(last) {
-                want.pop();
-            }
+        if let Some(&last) = want.last()
+            && engine.tokenizer().is_eog(last)
+        {
+            want.pop();
         }
         let mut session = engine.session(Some(512)).unwrap();
         let mut generation = session.generate(&prompt, greedy(32)).unwrap();

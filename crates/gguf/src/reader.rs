@@ -170,7 +170,7 @@ impl Gguf {
     /// copied into an aligned buffer, so tensor data is aligned in memory to
     /// `min(alignment, 64)` just as with [`Gguf::open`].
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Gguf, GgufError> {
-        if (bytes.as_ptr() as usize) % 64 == 0 {
+        if (bytes.as_ptr() as usize).is_multiple_of(64) {
             return Self::from_storage(Storage::Bytes(bytes));
         }
         let len = bytes.len();
@@ -582,7 +582,7 @@ pub(crate) fn check_tensor(name: &str, dims: &[u64], ty: GgmlType) -> Result<u64
     }
     let row_len = dims[0];
     let block_size = ty.block_size() as u64;
-    if row_len % block_size != 0 {
+    if !row_len.is_multiple_of(block_size) {
         return Err(GgufError::RowNotBlockMultiple {
             tensor: name.to_owned(),
             ty,
@@ -761,15 +761,15 @@ fn parse(buf: &[u8]) -> Result<Parsed, GgufError> {
                 alignment,
             });
         }
-        if let Some((previous, previous_end)) = prev {
-            if t.offset < previous_end {
-                return Err(GgufError::OverlappingTensors {
-                    tensor: t.name.clone(),
-                    offset: t.offset,
-                    previous: previous.to_owned(),
-                    previous_end,
-                });
-            }
+        if let Some((previous, previous_end)) = prev
+            && t.offset < previous_end
+        {
+            return Err(GgufError::OverlappingTensors {
+                tensor: t.name.clone(),
+                offset: t.offset,
+                previous: previous.to_owned(),
+                previous_end,
+            });
         }
         let out_of_bounds = || GgufError::TensorOutOfBounds {
             tensor: t.name.clone(),

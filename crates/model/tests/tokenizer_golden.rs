@@ -77,13 +77,13 @@ fn tokenizer_with(
         // "key#index": replace one element of an array of strings.
         let mut v = v.clone();
         for (ok, ov) in overrides {
-            if let Some((key, idx)) = ok.split_once('#') {
-                if key == k {
-                    let Value::Array(Array::String(items)) = &mut v else {
-                        panic!("{ok}: not an array of strings");
-                    };
-                    items[idx.parse::<usize>().unwrap()] = ov.as_str().unwrap().to_string();
-                }
+            if let Some((key, idx)) = ok.split_once('#')
+                && key == k
+            {
+                let Value::Array(Array::String(items)) = &mut v else {
+                    panic!("{ok}: not an array of strings");
+                };
+                items[idx.parse::<usize>().unwrap()] = ov.as_str().unwrap().to_string();
             }
         }
         w.add_kv(k.clone(), v);

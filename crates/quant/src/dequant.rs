@@ -40,7 +40,7 @@ pub fn can_dequantize(ty: GgmlType) -> bool {
 /// Checks that `src` holds exactly the blocks of `ty` for `n` elements.
 pub(crate) fn check_len(ty: GgmlType, n: usize, bytes: usize) -> Result<(), QuantError> {
     let bs = ty.block_size();
-    if n % bs != 0 {
+    if !n.is_multiple_of(bs) {
         return Err(QuantError::PartialBlock {
             ty,
             n,

@@ -83,14 +83,13 @@ impl Sampler {
         }
         self.window.push_back(token);
         *self.counts.entry(token).or_insert(0) += 1;
-        if self.window.len() > self.cfg.penalty_last_n {
-            if let Some(old) = self.window.pop_front() {
-                if let Some(c) = self.counts.get_mut(&old) {
-                    *c -= 1;
-                    if *c == 0 {
-                        self.counts.remove(&old);
-                    }
-                }
+        if self.window.len() > self.cfg.penalty_last_n
+            && let Some(old) = self.window.pop_front()
+            && let Some(c) = self.counts.get_mut(&old)
+        {
+            *c -= 1;
+            if *c == 0 {
+                self.counts.remove(&old);
             }
         }
     }

@@ -404,7 +404,7 @@ impl Backend for GpuBackend {
             GgmlType::BF16 => Some(ActRound::Bf16),
             _ => None,
         }
-        .filter(|r| w.cols % r.block() == 0);
+        .filter(|r| w.cols.is_multiple_of(r.block()));
         let len = n_tokens * w.cols;
         let act = match round {
             Some(_) => {
@@ -523,7 +523,7 @@ impl Backend for GpuBackend {
         const OP: &str = "rope";
         let n = n_tokens.saturating_mul(n_heads).saturating_mul(head_dim);
         need(OP, n, x.len())?;
-        if params.n_dims > head_dim || params.n_dims % 2 != 0 {
+        if params.n_dims > head_dim || !params.n_dims.is_multiple_of(2) {
             return Err(shape_err(
                 OP,
                 format!(
@@ -617,7 +617,7 @@ impl Backend for GpuBackend {
         p: &AttnParams,
     ) -> Result<(), TensorError> {
         const OP: &str = "attention";
-        if p.n_head_kv == 0 || p.n_head % p.n_head_kv != 0 {
+        if p.n_head_kv == 0 || !p.n_head.is_multiple_of(p.n_head_kv) {
             return Err(shape_err(
                 OP,
                 format!(

@@ -179,7 +179,7 @@ impl std::fmt::Debug for GpuBatch<'_> {
 
 fn words_to_bytes(words: &[u32]) -> Vec<u8> {
     let mut v: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-    while v.len() % 16 != 0 || v.is_empty() {
+    while !v.len().is_multiple_of(16) || v.is_empty() {
         v.push(0);
     }
     v
@@ -674,8 +674,8 @@ impl<'a> GpuBatch<'a> {
 
     fn rope_check(&self, op: &'static str, x: &GpuTensor, p: &RopeParams) -> Result<u32> {
         if p.head_dim == 0
-            || p.head_dim % 2 != 0
-            || p.n_rot % 2 != 0
+            || !p.head_dim.is_multiple_of(2)
+            || !p.n_rot.is_multiple_of(2)
             || p.n_rot == 0
             || p.n_rot > p.head_dim
         {
@@ -1124,7 +1124,7 @@ impl<'a> GpuBatch<'a> {
         want(OP, y, "y", GpuDType::F32, n as u64)?;
         distinct(OP, y, &[x])?;
         let block = kind.block();
-        if n % block != 0 {
+        if !n.is_multiple_of(block) {
             return Err(shape(OP, format!("{n} is not a multiple of {block}")));
         }
         let n_blocks = u32::try_from(n / block).map_err(|_| shape(OP, "too many blocks"))?;
@@ -1183,7 +1183,8 @@ impl<'a> GpuBatch<'a> {
                 ),
             ));
         }
-        if p.n_head == 0 || p.n_kv_head == 0 || p.n_head % p.n_kv_head != 0 || p.n_kv == 0 {
+        if p.n_head == 0 || p.n_kv_head == 0 || !p.n_head.is_multiple_of(p.n_kv_head) || p.n_kv == 0
+        {
             return Err(shape(
                 OP,
                 format!(

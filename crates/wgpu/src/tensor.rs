@@ -267,7 +267,7 @@ impl GpuContext {
     /// must be even (whole words).
     pub fn write_f16(&self, t: &GpuTensor, offset: usize, data: &[half::f16]) -> Result<()> {
         check_write(t, GpuDType::F16, offset, data.len())?;
-        if offset % 2 != 0 || data.len() % 2 != 0 {
+        if !offset.is_multiple_of(2) || !data.len().is_multiple_of(2) {
             return Err(shape("write_f16", "offset and length must be even"));
         }
         let bits: Vec<u16> = data.iter().map(|v| v.to_bits()).collect();

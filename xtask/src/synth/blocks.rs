@@ -94,7 +94,7 @@ fn jittered_f16(rng: &mut Rng, center: f32) -> [u8; 2] {
 /// ≈ [`WEIGHT_STD`].
 pub fn fill_random(ty: GgmlType, rng: &mut Rng, out: &mut [u8]) -> Result<()> {
     let bs = ty.type_size();
-    if bs == 0 || out.len() % bs != 0 {
+    if bs == 0 || !out.len().is_multiple_of(bs) {
         bail!(
             "{} bytes is not a whole number of {} blocks",
             out.len(),

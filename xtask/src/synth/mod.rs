@@ -204,7 +204,7 @@ impl Quant {
         };
         let ty = match role {
             Role::Output => {
-                if ne0 % base.block_size() as u64 != 0 || base == GgmlType::Q8_0 {
+                if !ne0.is_multiple_of(base.block_size() as u64) || base == GgmlType::Q8_0 {
                     GgmlType::Q8_0
                 } else {
                     GgmlType::Q6_K
@@ -215,7 +215,7 @@ impl Quant {
             }
             _ => base,
         };
-        if ne0 % ty.block_size() as u64 == 0 {
+        if ne0.is_multiple_of(ty.block_size() as u64) {
             return ty;
         }
         let fallback = match ty {
@@ -223,7 +223,7 @@ impl Quant {
             GgmlType::Q6_K => GgmlType::Q8_0,
             other => other,
         };
-        if ne0 % fallback.block_size() as u64 == 0 {
+        if ne0.is_multiple_of(fallback.block_size() as u64) {
             fallback
         } else {
             GgmlType::F16

@@ -342,11 +342,11 @@ impl Report {
         let tokens = g.get("tokenizer.ggml.tokens").and_then(Value::as_array);
         let token_strings = tokens.and_then(Array::as_strings);
         let mut token_types = BTreeMap::new();
-        if let Some(types) = g.get("tokenizer.ggml.token_type") {
-            if let Some(ts) = ints_signed(types) {
-                for t in ts {
-                    *token_types.entry(token_type_name(t)).or_insert(0) += 1;
-                }
+        if let Some(types) = g.get("tokenizer.ggml.token_type")
+            && let Some(ts) = ints_signed(types)
+        {
+            for t in ts {
+                *token_types.entry(token_type_name(t)).or_insert(0) += 1;
             }
         }
         let special = SPECIAL

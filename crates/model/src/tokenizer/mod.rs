@@ -982,20 +982,20 @@ impl Tokenizer {
     pub fn detokenize(&self, ids: &[u32], remove_special: bool, unparse_special: bool) -> Vec<u8> {
         let mut ids = ids;
         let mut remove_space = self.add_space_prefix;
-        if remove_special && self.add_bos {
-            if let Some((&first, rest)) = ids.split_first() {
-                if Some(first) == self.bos {
-                    remove_space = false;
-                    ids = rest;
-                }
-            }
+        if remove_special
+            && self.add_bos
+            && let Some((&first, rest)) = ids.split_first()
+            && Some(first) == self.bos
+        {
+            remove_space = false;
+            ids = rest;
         }
-        if remove_special && self.add_eos {
-            if let Some((&last, rest)) = ids.split_last() {
-                if Some(last) == self.eos {
-                    ids = rest;
-                }
-            }
+        if remove_special
+            && self.add_eos
+            && let Some((&last, rest)) = ids.split_last()
+            && Some(last) == self.eos
+        {
+            ids = rest;
         }
         let mut text = Vec::new();
         for &id in ids {
@@ -1108,10 +1108,10 @@ fn special_id(
     if slot.is_some_and(|id| id as usize >= n) {
         *slot = None;
     }
-    if let Some(id) = opt_u32(g, key)? {
-        if (id as usize) < n {
-            *slot = Some(id);
-        }
+    if let Some(id) = opt_u32(g, key)?
+        && (id as usize) < n
+    {
+        *slot = Some(id);
     }
     Ok(())
 }

@@ -160,7 +160,7 @@ fn body_float16<const F16: bool, const BATCH: bool>(w: &[u8], a: &[u8], n: usize
             f32_at(b, 4 * i)
         }
     };
-    if BATCH && n % 16 != 0 {
+    if BATCH && !n.is_multiple_of(16) {
         // tinyBLAS declines; ggml falls back to vec_dot.
         return body_float16::<F16, false>(w, a, n);
     }
@@ -704,7 +704,7 @@ pub fn fast_kernel(ty: GgmlType) -> Option<DotFn> {
 /// rows on this CPU (Q4_K with `rows % 8 == 0` on AVX2), which changes the
 /// float order of its dot products.
 pub fn is_repacked(ty: GgmlType, rows: usize) -> bool {
-    ty == GgmlType::Q4_K && rows % 8 == 0 && has_avx2_fma()
+    ty == GgmlType::Q4_K && rows.is_multiple_of(8) && has_avx2_fma()
 }
 
 /// The kernel reproducing llama.cpp's order for activation row `t` of a batch
@@ -725,7 +725,7 @@ pub fn kernel_for(ty: GgmlType, rows: usize, t: usize, n_tokens: usize) -> Optio
     // F32/F16 weights: tinyBLAS for batches (k % 16 == 0, m % 4 == 0), else vec_dot.
     #[cfg(target_arch = "x86_64")]
     if matches!(ty, GgmlType::F32 | GgmlType::F16) && has_avx2_fma() {
-        let batch = n_tokens >= 2 && rows % 4 == 0;
+        let batch = n_tokens >= 2 && rows.is_multiple_of(4);
         return Some(match (ty == GgmlType::F16, batch) {
             (false, true) => avx2_entry::dot_f32_batch,
             (false, false) => avx2_entry::dot_f32_single,

@@ -95,7 +95,7 @@ pub fn quantize_act(ty: GgmlType, x: &[f32], dst: &mut [u8]) -> Result<(), Tenso
             }
         }
         GgmlType::Q8_0 | GgmlType::Q8_1
-            if x.len() % 32 == 0 && dst.len() == ty.type_size() * (x.len() / 32) =>
+            if x.len().is_multiple_of(32) && dst.len() == ty.type_size() * (x.len() / 32) =>
         {
             quantize_q8_x86(x, dst, ty == GgmlType::Q8_1)
         }

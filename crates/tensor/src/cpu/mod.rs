@@ -417,7 +417,7 @@ impl Backend for CpuBackend {
     ) -> Result<(), TensorError> {
         let n = n_tokens.saturating_mul(n_heads).saturating_mul(head_dim);
         need("rope", n, x.data.len())?;
-        if params.n_dims > head_dim || params.n_dims % 2 != 0 {
+        if params.n_dims > head_dim || !params.n_dims.is_multiple_of(2) {
             return Err(TensorError::shape(
                 "rope",
                 format!(
