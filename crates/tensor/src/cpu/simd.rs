@@ -26,13 +26,6 @@ fn f16_pair(b: &[u8], i: usize) -> (f32, f32) {
     (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
 }
 
-/// The f16 at `b[i..i + 2]` as f32 (needs `b[i + 2..i + 4]` readable too).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn f16_at(b: &[u8], i: usize) -> f32 {
-    f16_pair(b, i).0
-}
-
 /// The f16 at `b[i..i + 2]` as f32 (needs `b[i - 2..i]` readable too).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -43,6 +36,18 @@ fn f16_hi(b: &[u8], i: usize) -> f32 {
 #[inline(always)]
 fn f32_at(b: &[u8], i: usize) -> f32 {
     f32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
+}
+
+/// `f16(w[0..2]) · f16(a[0..2])`: both scales converted by one
+/// `vcvtph2ps` whose two lanes are used, so the compiler cannot narrow it to
+/// a `vpinsrw` that merges into (and waits for) the accumulator.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn scale_product(w: &[u8], a: &[u8]) -> f32 {
+    let wb = i16::from_le_bytes([w[0], w[1]]);
+    let ab = i16::from_le_bytes([a[0], a[1]]);
+    let v = _mm_cvtph_ps(_mm_set_epi16(0, 0, 0, 0, 0, 0, ab, wb));
+    _mm_cvtss_f32(_mm_mul_ss(v, _mm_movehdup_ps(v)))
 }
 
 /// Loads 32 bytes from `b[off..off+32]` (bounds checked).
@@ -170,7 +175,7 @@ pub(super) fn q8_0(w: &[u8], a: &[u8], n: usize) -> f32 {
         .enumerate()
     {
         prefetch_block(w, i * 34, 34);
-        let d = _mm256_set1_ps(f16_at(bw, 0) * f16_at(ba, 0));
+        let d = _mm256_set1_ps(scale_product(bw, ba));
         let q = mul_sum_i8_pairs_float(load32(bw, 2), load32(ba, 2));
         acc = _mm256_fmadd_ps(d, q, acc);
     }
@@ -188,7 +193,7 @@ pub(super) fn q4_0(w: &[u8], a: &[u8], n: usize) -> f32 {
         .enumerate()
     {
         prefetch_block(w, i * 18, 18);
-        let d = _mm256_set1_ps(f16_at(bw, 0) * f16_at(ba, 0));
+        let d = _mm256_set1_ps(scale_product(bw, ba));
         let qx = _mm256_sub_epi8(nibbles32(bw, 2), _mm256_set1_epi8(8));
         let q = mul_sum_i8_pairs_float(qx, load32(ba, 2));
         acc = _mm256_fmadd_ps(d, q, acc);
@@ -229,7 +234,7 @@ pub(super) fn q5_0(w: &[u8], a: &[u8], n: usize) -> f32 {
         .enumerate()
     {
         prefetch_block(w, i * 22, 22);
-        let d = _mm256_set1_ps(f16_at(bw, 0) * f16_at(ba, 0));
+        let d = _mm256_set1_ps(scale_product(bw, ba));
         let qh = u32::from_le_bytes([bw[2], bw[3], bw[4], bw[5]]);
         let hi = _mm256_andnot_si256(bits32(qh), _mm256_set1_epi8(0xF0u8 as i8));
         let qx = _mm256_or_si256(nibbles32(bw, 6), hi);
