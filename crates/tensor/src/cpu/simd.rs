@@ -332,12 +332,8 @@ pub(super) fn q6_k<const TILED: bool>(w: &[u8], a: &[u8], n: usize) -> f32 {
         let d = f32_at(ba, 0) * f16_hi(bw, 208);
         let sc = |g: usize| i16::from(bw[192 + g] as i8);
         // 32·Σ scale·bsum per lane (lane l: groups 2l, 2l+1).
-        let mut sub = [0i32; 8];
-        for (l, s) in sub.iter_mut().enumerate() {
-            *s = 32
-                * (q8k_bsum(ba, 2 * l) * i32::from(sc(2 * l))
-                    + q8k_bsum(ba, 2 * l + 1) * i32::from(sc(2 * l + 1)));
-        }
+        let sc16 = _mm256_cvtepi8_epi16(load16(bw, 192));
+        let subv = _mm256_slli_epi32(_mm256_madd_epi16(load32(ba, 260), sc16), 5);
         let mut sumi = _mm256_setzero_si256();
         for j in 0..2 {
             let q4b1 = load32(bw, j * 64);
@@ -360,9 +356,6 @@ pub(super) fn q6_k<const TILED: bool>(w: &[u8], a: &[u8], n: usize) -> f32 {
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(scv, p16));
             }
         }
-        let subv = _mm256_set_epi32(
-            sub[7], sub[6], sub[5], sub[4], sub[3], sub[2], sub[1], sub[0],
-        );
         sumi = _mm256_sub_epi32(sumi, subv);
         if TILED {
             let isum = hsum_i32_8(sumi);
@@ -658,29 +651,46 @@ pub(super) fn q4_k_gemm_x4(w: &[u8], a: &[u8], stride: usize, n: usize, out: &mu
         let d = _mm_mul_ps(_mm_set1_ps(wd), yd);
         let dmin = _mm_mul_ps(_mm_set1_ps(wmin), yd);
         let scales = &bw[4..16];
+        let mut sc = [0i16; 8];
+        let mut mn = [0i16; 16];
+        for k in 0..8 {
+            let (d, m) = scale_min_k4(k, scales);
+            sc[k] = d as i16;
+            mn[2 * k] = m as i16;
+            mn[2 * k + 1] = m as i16;
+        }
+        // Min terms of all four tokens at once: lane `s` of `madd(bsums, mins)`
+        // is `m_s · (bsum_2s + bsum_2s+1)`; pairs of lanes give each `mj`.
+        // SAFETY: `mn` is 16 i16 = 32 readable bytes; unaligned load.
+        let mins = unsafe { _mm256_loadu_si256(mn.as_ptr().cast()) };
+        let v: [__m256i; 4] = std::array::from_fn(|t| _mm256_madd_epi16(load32(ab[t], 260), mins));
+        let h01 = _mm256_castsi256_ps(_mm256_hadd_epi32(v[0], v[1]));
+        let h23 = _mm256_castsi256_ps(_mm256_hadd_epi32(v[2], v[3]));
+        let (l01, l23) = (_mm256_castps256_ps128(h01), _mm256_castps256_ps128(h23));
+        let (u01, u23) = (_mm256_extractf128_ps(h01, 1), _mm256_extractf128_ps(h23, 1));
+        // mj[j] lane t: token t's min sum for sub-block pair j.
+        let mj = [
+            _mm_castps_si128(_mm_shuffle_ps::<0b10_00_10_00>(l01, l23)),
+            _mm_castps_si128(_mm_shuffle_ps::<0b11_01_11_01>(l01, l23)),
+            _mm_castps_si128(_mm_shuffle_ps::<0b10_00_10_00>(u01, u23)),
+            _mm_castps_si128(_mm_shuffle_ps::<0b11_01_11_01>(u01, u23)),
+        ];
         for j in 0..4 {
-            let (sc_l, m_l) = scale_min_k4(2 * j, scales);
-            let (sc_h, m_h) = scale_min_k4(2 * j + 1, scales);
             let q4 = load32(bw, 16 + 32 * j);
             let lo = _mm256_and_si256(q4, m4);
             let hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
-            let scl = _mm256_set1_epi16(sc_l as i16);
-            let sch = _mm256_set1_epi16(sc_h as i16);
-            let mut sums = [_mm256_setzero_si256(); 4];
-            let mut mins = [0i32; 4];
-            for t in 0..4 {
+            let scl = _mm256_set1_epi16(sc[2 * j]);
+            let sch = _mm256_set1_epi16(sc[2 * j + 1]);
+            let sums: [__m256i; 4] = std::array::from_fn(|t| {
                 let ba = ab[t];
                 let pl = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load32(ba, 4 + 64 * j)), scl);
                 let ph =
                     _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load32(ba, 4 + 64 * j + 32)), sch);
-                sums[t] = _mm256_add_epi32(pl, ph);
-                mins[t] = m_l * (q8k_bsum(ba, 4 * j) + q8k_bsum(ba, 4 * j + 1))
-                    + m_h * (q8k_bsum(ba, 4 * j + 2) + q8k_bsum(ba, 4 * j + 3));
-            }
+                _mm256_add_epi32(pl, ph)
+            });
             let ij = hsum_i32_8x4(sums[0], sums[1], sums[2], sums[3]);
-            let mj = _mm_set_epi32(mins[3], mins[2], mins[1], mins[0]);
             acc = _mm_fmadd_ps(_mm_cvtepi32_ps(ij), d, acc);
-            acc_min = _mm_fmadd_ps(_mm_cvtepi32_ps(mj), dmin, acc_min);
+            acc_min = _mm_fmadd_ps(_mm_cvtepi32_ps(mj[j]), dmin, acc_min);
         }
     }
     let r = _mm_sub_ps(acc, acc_min);
@@ -706,6 +716,7 @@ pub(super) fn q6_k_x4<const TILED: bool>(
     for (i, bw) in w.chunks_exact(210).take(n / 256).enumerate() {
         let wd = f16_hi(bw, 208);
         let sc = |g: usize| i16::from(bw[192 + g] as i8);
+        let sc16 = _mm256_cvtepi8_epi16(load16(bw, 192));
         let mut q = [[_mm256_setzero_si256(); 4]; 2];
         for (j, qj) in q.iter_mut().enumerate() {
             let q4b1 = load32(bw, j * 64);
@@ -725,12 +736,7 @@ pub(super) fn q6_k_x4<const TILED: bool>(
         for t in 0..4 {
             let ba = act_block(a, stride, t, i, 292);
             let d = f32_at(ba, 0) * wd;
-            let mut sub = [0i32; 8];
-            for (l, s) in sub.iter_mut().enumerate() {
-                *s = 32
-                    * (q8k_bsum(ba, 2 * l) * i32::from(sc(2 * l))
-                        + q8k_bsum(ba, 2 * l + 1) * i32::from(sc(2 * l + 1)));
-            }
+            let subv = _mm256_slli_epi32(_mm256_madd_epi16(load32(ba, 260), sc16), 5);
             let mut sumi = _mm256_setzero_si256();
             for (j, qj) in q.iter().enumerate() {
                 for (k, qk) in qj.iter().enumerate() {
@@ -740,9 +746,6 @@ pub(super) fn q6_k_x4<const TILED: bool>(
                     sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(scv, p16));
                 }
             }
-            let subv = _mm256_set_epi32(
-                sub[7], sub[6], sub[5], sub[4], sub[3], sub[2], sub[1], sub[0],
-            );
             sumi = _mm256_sub_epi32(sumi, subv);
             if TILED {
                 let isum = hsum_i32_8(sumi);
