@@ -70,6 +70,216 @@ fn dot_f16_order(a: &[f32], b: &[f32], mode: Mode) -> f32 {
     }
 }
 
+/// [`dot_f16_order`] with AVX2 intrinsics where the CPU has them (the same
+/// lanes, FMAs and reduction order, so the same bits).
+#[inline(always)]
+fn dot_f16_order_fast(a: &[f32], b: &[f32], mode: Mode) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if super::kernels::has_avx2_fma() {
+        // SAFETY: AVX2 and FMA were detected at runtime.
+        return unsafe { simd::dot_f16_order(a, b, mode) };
+    }
+    dot_f16_order(a, b, mode)
+}
+
+/// `x[i] = ggml_v_expf(x[i] - max)` for sixteen values.
+#[inline(always)]
+fn exp16_fast(x: &mut [f32], max: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if super::kernels::has_avx2_fma() {
+        // SAFETY: AVX2 and FMA were detected at runtime.
+        unsafe { simd::exp16(x, max) };
+        return;
+    }
+    for v in x.iter_mut().take(16) {
+        *v = ggml_v_expf(*v - max);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    //! AVX2 versions of the attention's inner loops, operation for
+    //! operation the scalar ones (checked against them by unit tests).
+    use super::{Mode, ggml_v_expf};
+    use std::arch::x86_64::*;
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn load8(x: &[f32], i: usize) -> __m256 {
+        let s = &x[i..i + 8];
+        // SAFETY: `s` is exactly 8 readable f32; unaligned load.
+        unsafe { _mm256_loadu_ps(s.as_ptr()) }
+    }
+
+    /// `((x0+x2)+(x1+x3))` of `lo + hi`: ggml's `hsum_float_8`, which is
+    /// also GCC's `_mm512_reduce_add_ps` of the 16 lanes `lo ‖ hi`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn hsum16(lo: __m256, hi: __m256) -> f32 {
+        let t = _mm256_add_ps(hi, lo);
+        let mut r = _mm_add_ps(_mm256_extractf128_ps(t, 1), _mm256_castps256_ps128(t));
+        r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+        r = _mm_add_ss(r, _mm_movehdup_ps(r));
+        _mm_cvtss_f32(r)
+    }
+
+    /// [`super::dot_f16_order`], vectorised.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn dot_f16_order(a: &[f32], b: &[f32], mode: Mode) -> f32 {
+        let n = a.len().min(b.len());
+        match mode {
+            Mode::Batch => {
+                let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+                let mut i = 0;
+                while i + 16 <= n {
+                    lo = _mm256_fmadd_ps(load8(a, i), load8(b, i), lo);
+                    hi = _mm256_fmadd_ps(load8(a, i + 8), load8(b, i + 8), hi);
+                    i += 16;
+                }
+                hsum16(lo, hi)
+            }
+            Mode::Single => {
+                let np = n & !63;
+                let mut acc = [_mm256_setzero_ps(); 8];
+                let mut i = 0;
+                while i < np {
+                    for (c, acc) in acc.iter_mut().enumerate() {
+                        *acc = _mm256_fmadd_ps(load8(a, i + 8 * c), load8(b, i + 8 * c), *acc);
+                    }
+                    i += 64;
+                }
+                // x0[m] = (acc0[m] + acc2[m]) + (acc1[m] + acc3[m]), 16 lanes as 2 halves.
+                let x_lo =
+                    _mm256_add_ps(_mm256_add_ps(acc[0], acc[4]), _mm256_add_ps(acc[2], acc[6]));
+                let x_hi =
+                    _mm256_add_ps(_mm256_add_ps(acc[1], acc[5]), _mm256_add_ps(acc[3], acc[7]));
+                let mut sum = f64::from(hsum16(x_lo, x_hi));
+                for i in np..n {
+                    sum += f64::from(a[i] * b[i]);
+                }
+                sum as f32
+            }
+        }
+    }
+
+    /// `ggml_v_expf(x - max)` on eight lanes, for `x - max ≤ 0`. The final
+    /// `j·2ⁿ` is one f32 multiply, exact while 2ⁿ and the product are
+    /// normal; groups with a lane below that range take the scalar path.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn exp8(x: __m256) -> Option<__m256> {
+        let c = |b: u32| _mm256_set1_ps(f32::from_bits(b));
+        let r = c(0x4b40_0000);
+        let z = _mm256_fmadd_ps(x, c(0x3fb8_aa3b), r);
+        let n = _mm256_sub_ps(z, r);
+        // Any lane with n < -125 (2ⁿ·j may be subnormal) or n > 0: bail out.
+        let low = _mm256_cmp_ps::<_CMP_LT_OQ>(n, _mm256_set1_ps(-125.0));
+        let high = _mm256_cmp_ps::<_CMP_GT_OQ>(n, _mm256_setzero_ps());
+        if _mm256_movemask_ps(_mm256_or_ps(low, high)) != 0 {
+            return None;
+        }
+        let b = _mm256_fnmadd_ps(n, c(0x35bf_be8e), _mm256_fnmadd_ps(n, c(0x3f31_7200), x));
+        let u = _mm256_mul_ps(b, b);
+        let j = _mm256_fmadd_ps(
+            _mm256_fmadd_ps(
+                _mm256_fmadd_ps(c(0x3c07_2010), b, c(0x3d2b_9f17)),
+                u,
+                _mm256_fmadd_ps(c(0x3e2a_af33), b, c(0x3eff_fedb)),
+            ),
+            u,
+            _mm256_fmadd_ps(c(0x3f7f_fff6), b, _mm256_set1_ps(1.0)),
+        );
+        let e = _mm256_slli_epi32(
+            _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)),
+            23,
+        );
+        Some(_mm256_mul_ps(j, _mm256_castsi256_ps(e)))
+    }
+
+    /// `x[i] = ggml_v_expf(x[i] - max)` for `x[..16]`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn exp16(x: &mut [f32], max: f32) {
+        let m = _mm256_set1_ps(max);
+        for h in 0..2 {
+            let v = _mm256_sub_ps(load8(x, 8 * h), m);
+            match exp8(v) {
+                Some(e) => {
+                    let s = &mut x[8 * h..8 * h + 8];
+                    // SAFETY: `s` is exactly 8 writable f32; unaligned store.
+                    unsafe { _mm256_storeu_ps(s.as_mut_ptr(), e) };
+                }
+                None => {
+                    for v in &mut x[8 * h..8 * h + 8] {
+                        *v = ggml_v_expf(*v - max);
+                    }
+                }
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::super::{Mode, dot_f16_order};
+        use super::*;
+
+        fn rand(n: usize, seed: u32) -> Vec<f32> {
+            let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+            (0..n)
+                .map(|_| {
+                    s ^= s << 13;
+                    s ^= s >> 17;
+                    s ^= s << 5;
+                    (s as f32 / u32::MAX as f32) * 8.0 - 4.0
+                })
+                .collect()
+        }
+
+        #[test]
+        fn vector_dots_equal_scalar_dots() {
+            if !crate::cpu::kernels::has_avx2_fma() {
+                eprintln!("SKIPPED: no AVX2/FMA");
+                return;
+            }
+            for n in [16usize, 48, 64, 80, 128, 256, 100] {
+                for seed in 0..20 {
+                    let (a, b) = (rand(n, seed), rand(n, seed + 100));
+                    for mode in [Mode::Batch, Mode::Single] {
+                        if mode == Mode::Batch && n % 16 != 0 {
+                            continue;
+                        }
+                        // SAFETY: AVX2 and FMA were detected above.
+                        let got = unsafe { super::dot_f16_order(&a, &b, mode) };
+                        let want = dot_f16_order(&a, &b, mode);
+                        assert_eq!(got.to_bits(), want.to_bits(), "n={n} seed={seed}");
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn vector_exp_equals_scalar_exp() {
+            if !crate::cpu::kernels::has_avx2_fma() {
+                eprintln!("SKIPPED: no AVX2/FMA");
+                return;
+            }
+            let mut checked = 0;
+            for seed in 0..2000u32 {
+                let scale = [0.01f32, 1.0, 10.0, 60.0, 100.0][(seed % 5) as usize];
+                let mut x: Vec<f32> = rand(16, seed).iter().map(|v| v * scale).collect();
+                let max = x.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+                let want: Vec<f32> = x.iter().map(|v| ggml_v_expf(v - max)).collect();
+                // SAFETY: AVX2 and FMA were detected above.
+                unsafe { exp16(&mut x, max) };
+                for (g, w) in x.iter().zip(&want) {
+                    assert_eq!(g.to_bits(), w.to_bits(), "seed {seed}: {g} vs {w}");
+                    checked += 1;
+                }
+            }
+            assert_eq!(checked, 32_000);
+        }
+    }
+}
+
 /// `GGML_F32x16_REDUCE` of four 16-lane accumulators, as f64.
 #[inline(always)]
 fn reduce4(acc: &[[f32; 16]; 4]) -> f64 {
@@ -252,7 +462,7 @@ fn run_units_body(ctx: &Ctx<'_>, u0: usize, part: &mut [f32]) {
         let mut max = f32::NEG_INFINITY;
         for j in start..=pos {
             let off = (j - lo) * kstride + g * hdk;
-            let s = dot_f16_order(&k[off..off + hdk], &qf, kq_mode) * scale;
+            let s = dot_f16_order_fast(&k[off..off + hdk], &qf, kq_mode) * scale;
             scores[j] = s;
             max = max.max(s);
         }
@@ -262,12 +472,18 @@ fn run_units_body(ctx: &Ctx<'_>, u0: usize, part: &mut [f32]) {
         let mut gs = g0;
         while gs <= pos {
             let mut lane = [0f32; 16];
-            for (m, l) in lane.iter_mut().enumerate() {
-                let j = gs + m;
-                if j >= start && j <= pos {
-                    let e = ggml_v_expf(scores[j] - max);
-                    scores[j] = e;
-                    *l = e;
+            if gs >= start && gs + 15 <= pos {
+                // A whole group inside the window: sixteen lanes at once.
+                exp16_fast(&mut scores[gs..gs + 16], max);
+                lane.copy_from_slice(&scores[gs..gs + 16]);
+            } else {
+                for (m, l) in lane.iter_mut().enumerate() {
+                    let j = gs + m;
+                    if j >= start && j <= pos {
+                        let e = ggml_v_expf(scores[j] - max);
+                        scores[j] = e;
+                        *l = e;
+                    }
                 }
             }
             sum += f64::from(hsum16(&lane));
