@@ -46,7 +46,8 @@ pub struct Args {
     /// (e.g. `synth:llama-8b:q4_0`, generated with `cargo xtask synth` logic).
     #[arg(long, value_delimiter = ',', default_value = DEFAULT_MODELS)]
     pub models: Vec<String>,
-    /// Backend (llama.cpp's reference build is CPU-only, so `cpu`).
+    /// Backend: `cpu`, or `gpu` with a GPU build of llama-bench given by
+    /// `--llama-bench` (run with `-ngl 99 -fa 1`).
     #[arg(long, default_value = "cpu")]
     pub backend: String,
     /// Prompt length of the pp test (0 skips it).
@@ -100,11 +101,14 @@ pub fn run(args: Args) -> Result<()> {
     if args.report_only {
         return write_report(&docs);
     }
-    if args.backend != "cpu" {
-        bail!(
-            "--backend {}: only `cpu` can be compared (the llama.cpp reference build is CPU-only)",
-            args.backend
-        );
+    match args.backend.as_str() {
+        "cpu" => {}
+        "gpu" if args.llama_bench.is_some() => {}
+        "gpu" => bail!(
+            "--backend gpu needs --llama-bench: a llama-bench built for the GPU (CUDA, Vulkan, \
+             Metal); the reference build this command makes is CPU-only"
+        ),
+        other => bail!("--backend {other}: expected `cpu` or `gpu`"),
     }
     if args.rounds == 0 || args.rounds > 1000 {
         bail!("--rounds must be between 1 and 1000");
@@ -167,7 +171,7 @@ pub fn run(args: Args) -> Result<()> {
             } else {
                 format!("tg{n}")
             };
-            let llama_cmd = llama_command(&llama_bench, path, p, n, threads);
+            let llama_cmd = llama_command(&llama_bench, path, p, n, threads, &args.backend);
             let zeta_cmd = zeta_command(&zeta, path, p, n, threads, &args.backend);
             if example_cmds.len() < 2 * tests.len() {
                 example_cmds.push(show(&llama_cmd));
@@ -426,8 +430,15 @@ fn resolve_model(spec: &str, synth_dir: &Path) -> Result<PathBuf> {
         .with_context(|| format!("cannot resolve model `{spec}`"))
 }
 
-fn llama_command(bin: &Path, model: &Path, p: usize, n: usize, threads: usize) -> Vec<String> {
-    vec![
+fn llama_command(
+    bin: &Path,
+    model: &Path,
+    p: usize,
+    n: usize,
+    threads: usize,
+    backend: &str,
+) -> Vec<String> {
+    let mut cmd = vec![
         bin.display().to_string(),
         "-m".into(),
         model.display().to_string(),
@@ -441,7 +452,13 @@ fn llama_command(bin: &Path, model: &Path, p: usize, n: usize, threads: usize) -
         threads.to_string(),
         "-o".into(),
         "json".into(),
-    ]
+    ];
+    if backend == "gpu" {
+        // Every layer on the GPU, with flash attention (llama.cpp's fastest
+        // GPU configuration).
+        cmd.extend(["-ngl", "99", "-fa", "1"].map(String::from));
+    }
+    cmd
 }
 
 fn zeta_command(
