@@ -304,6 +304,24 @@ impl Engine {
         }
     }
 
+    /// Bytes of GPU buffers (weights, KV caches, activations, scratch) the
+    /// model and its sessions hold now (`None` on the CPU backend).
+    pub fn gpu_allocated_bytes(&self) -> Option<u64> {
+        match &self.model {
+            Loaded::Cpu(_) => None,
+            Loaded::Gpu(m) => Some(m.backend().context().allocated_bytes()),
+        }
+    }
+
+    /// The most [`Engine::gpu_allocated_bytes`] has been since load (`None`
+    /// on the CPU backend).
+    pub fn gpu_peak_bytes(&self) -> Option<u64> {
+        match &self.model {
+            Loaded::Cpu(_) => None,
+            Loaded::Gpu(m) => Some(m.backend().context().peak_allocated_bytes()),
+        }
+    }
+
     /// Hyper-parameters.
     pub fn config(&self) -> &ModelConfig {
         self.model.config()
@@ -581,6 +599,27 @@ mod tests {
             session.eval_all(&prompt[..2]).unwrap();
         }
         assert!(compiled > 0, "nothing was compiled at load");
+        // GPU memory: at least the weights stay allocated; sessions' KV
+        // caches and scratch raised the peak and were freed with them.
+        let (now, peak) = (
+            engine.gpu_allocated_bytes().unwrap(),
+            engine.gpu_peak_bytes().unwrap(),
+        );
+        eprintln!("GPU bytes: {now} now, {peak} peak");
+        let weights: u64 = engine
+            .gguf()
+            .tensors()
+            .iter()
+            .map(|t| t.row_bytes() * t.n_rows())
+            .sum();
+        assert!(
+            now >= weights / 2,
+            "{now} bytes for {weights} bytes of weights"
+        );
+        assert!(
+            peak >= now + engine.kv_cache_bytes(128),
+            "peak {peak}, now {now}"
+        );
         assert_eq!(
             ctx.cached_pipelines(),
             compiled,

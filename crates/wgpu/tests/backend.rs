@@ -548,3 +548,30 @@ fn argmax_matches_cpu() {
         Err(TensorError::BufferTooSmall { .. })
     ));
 }
+
+/// The context counts the bytes of the buffers it allocated: a tensor adds
+/// its padded size, clones share it, dropping the last handle takes it off,
+/// and the peak remembers the most held at once.
+#[test]
+fn memory_counter_follows_allocations() {
+    if ctx().is_none() {
+        return;
+    }
+    // A context of its own: the shared one is used by tests running alongside.
+    let c = GpuContext::new().unwrap();
+    let base = c.allocated_bytes();
+    let a = c.zeros(1000, zeta_wgpu::GpuDType::F32).unwrap();
+    assert_eq!(c.allocated_bytes(), base + 4000);
+    let b = c.upload_f32(&[1.0; 3]).unwrap();
+    assert_eq!(c.allocated_bytes(), base + 4012);
+    let a2 = a.clone();
+    drop(a);
+    assert_eq!(c.allocated_bytes(), base + 4012, "a clone still holds it");
+    drop(a2);
+    assert_eq!(c.allocated_bytes(), base + 12);
+    assert_eq!(c.peak_allocated_bytes(), base + 4012);
+    c.reset_peak_bytes();
+    assert_eq!(c.peak_allocated_bytes(), base + 12);
+    drop(b);
+    assert_eq!(c.allocated_bytes(), base);
+}
