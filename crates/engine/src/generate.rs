@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use zeta_model::tokenizer::StreamDecoder;
 use zeta_sampler::{Sampler, SamplerConfig, StopMatcher};
 
-use crate::{EngineError, Result, Session};
+use crate::{BackendKind, EngineError, Result, Session};
 
 /// What to generate and how to pick tokens.
 #[derive(Debug, Clone)]
@@ -91,6 +91,9 @@ pub struct Timings {
     pub decode_steps: Vec<Duration>,
     /// Tokens generated.
     pub generated: usize,
+    /// Steps whose token the backend chose by an argmax on the device
+    /// (greedy sampling on the GPU: only the id was read back, not the logits).
+    pub argmax_on_device: usize,
 }
 
 impl Timings {
@@ -238,11 +241,23 @@ impl<'s, 'e> Generation<'s, 'e> {
         if self.session.cached.len() + feed.len() > self.session.n_ctx() {
             return self.end(FinishReason::ContextFull);
         }
-        let logits = self.session.eval_last(&feed)?;
-        if first {
-            self.timings.prompt_eval = t0.elapsed();
-        }
-        let token = self.sampler.sample(logits)?;
+        let token = if self.sampler.is_plain_argmax()
+            && self.session.engine().backend() == BackendKind::Gpu
+        {
+            // Greedy on the GPU: the argmax runs there; only the id comes back.
+            let id = self.session.eval_argmax(&feed)?;
+            self.timings.argmax_on_device += 1;
+            if first {
+                self.timings.prompt_eval = t0.elapsed();
+            }
+            id
+        } else {
+            let logits = self.session.eval_last(&feed)?;
+            if first {
+                self.timings.prompt_eval = t0.elapsed();
+            }
+            self.sampler.sample(logits)?
+        };
         self.sampler.accept(token);
         let elapsed = t0.elapsed();
         if first {

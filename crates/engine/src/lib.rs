@@ -134,6 +134,18 @@ impl Loaded {
     }
 }
 
+impl Loaded {
+    /// [`Loaded::forward`] of the last position followed by the backend's
+    /// argmax: on the GPU only the chosen id is read back.
+    fn forward_argmax(&self, state: &mut SessionState, tokens: &[u32]) -> Result<u32> {
+        Ok(match (self, state) {
+            (Self::Cpu(m), SessionState::Cpu(s)) => m.forward_argmax(s, tokens)?,
+            (Self::Gpu(m), SessionState::Gpu(s)) => m.forward_argmax(s, tokens)?,
+            _ => return Err(ModelError::StateMismatch.into()),
+        })
+    }
+}
+
 impl SessionState {
     fn n_ctx(&self) -> usize {
         match self {
@@ -169,6 +181,18 @@ fn gpu_error(e: WgpuError) -> EngineError {
         WgpuError::NoAdapter { .. } => EngineError::BackendUnavailable(format!("gpu: {e}")),
         other => EngineError::Gpu(other),
     }
+}
+
+/// The distinct types of the file's matrices (the weights the GPU kernels
+/// dequantize), in file order.
+fn matrix_types(gguf: &Gguf) -> Vec<zeta_gguf::GgmlType> {
+    let mut types = Vec::new();
+    for t in gguf.tensors() {
+        if t.dims.len() >= 2 && !types.contains(&t.ggml_type) {
+            types.push(t.ggml_type);
+        }
+    }
+    types
 }
 
 /// A loaded model: weights (memory-mapped, or uploaded to the GPU),
@@ -230,7 +254,14 @@ impl Engine {
             }
             BackendKind::Gpu => {
                 let backend = GpuBackend::new().map_err(gpu_error)?;
-                Loaded::Gpu(Box::new(Model::load(Arc::clone(&gguf), backend)?))
+                let model = Model::load(Arc::clone(&gguf), backend)?;
+                // Compile every kernel the model will use now, so that the
+                // first token does not pay for pipeline creation.
+                model
+                    .backend()
+                    .precompile(&matrix_types(&gguf))
+                    .map_err(ModelError::from)?;
+                Loaded::Gpu(Box::new(model))
             }
         };
         let chat_template = gguf
@@ -270,6 +301,24 @@ impl Engine {
         match &self.model {
             Loaded::Cpu(_) => None,
             Loaded::Gpu(m) => Some(m.backend().context().info()),
+        }
+    }
+
+    /// Bytes of GPU buffers (weights, KV caches, activations, scratch) the
+    /// model and its sessions hold now (`None` on the CPU backend).
+    pub fn gpu_allocated_bytes(&self) -> Option<u64> {
+        match &self.model {
+            Loaded::Cpu(_) => None,
+            Loaded::Gpu(m) => Some(m.backend().context().allocated_bytes()),
+        }
+    }
+
+    /// The most [`Engine::gpu_allocated_bytes`] has been since load (`None`
+    /// on the CPU backend).
+    pub fn gpu_peak_bytes(&self) -> Option<u64> {
+        match &self.model {
+            Loaded::Cpu(_) => None,
+            Loaded::Gpu(m) => Some(m.backend().context().peak_allocated_bytes()),
         }
     }
 
@@ -442,6 +491,19 @@ impl<'e> Session<'e> {
         keep
     }
 
+    /// Evaluates `tokens` and returns the argmax of the last position's
+    /// logits, computed by the backend (greedy decoding: on the GPU only the
+    /// id is read back).
+    pub(crate) fn eval_argmax(&mut self, tokens: &[u32]) -> Result<u32> {
+        self.check_fits(tokens.len())?;
+        let id = self
+            .engine
+            .model()
+            .forward_argmax(&mut self.state, tokens)?;
+        self.cached.extend_from_slice(tokens);
+        Ok(id)
+    }
+
     /// Evaluates `tokens` and returns the last position's logits.
     pub(crate) fn eval_last(&mut self, tokens: &[u32]) -> Result<&[f32]> {
         self.check_fits(tokens.len())?;
@@ -451,5 +513,117 @@ impl<'e> Session<'e> {
             .forward(&mut self.state, tokens, Logits::Last)?;
         self.cached.extend_from_slice(tokens);
         Ok(logits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// SmolLM2 loaded on the GPU, or `None` after a loud skip (no model
+    /// unless `ZETA_REQUIRE_MODELS=1`, no adapter unless `ZETA_REQUIRE_GPU=1`).
+    fn gpu_smollm2() -> Option<Engine> {
+        let dir = std::env::var_os("ZETA_MODELS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                    .join(".cache/zeta/models")
+            });
+        let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+        if !path.is_file() {
+            assert_ne!(
+                std::env::var("ZETA_REQUIRE_MODELS").as_deref(),
+                Ok("1"),
+                "ZETA_REQUIRE_MODELS=1 but {} is missing",
+                path.display()
+            );
+            eprintln!("SKIP: model {} not found", path.display());
+            return None;
+        }
+        let opts = LoadOptions {
+            backend: BackendKind::Gpu,
+            ..LoadOptions::default()
+        };
+        match Engine::load_path(&path, &opts) {
+            Ok(e) => Some(e),
+            Err(EngineError::BackendUnavailable(msg)) => {
+                assert_ne!(
+                    std::env::var("ZETA_REQUIRE_GPU").as_deref(),
+                    Ok("1"),
+                    "ZETA_REQUIRE_GPU=1 but the GPU backend is unavailable: {msg}"
+                );
+                eprintln!("SKIP: {msg}");
+                None
+            }
+            Err(e) => panic!("GPU load failed: {e}"),
+        }
+    }
+
+    /// Loading on the GPU compiles every pipeline that prefill, decode,
+    /// greedy (device argmax) and sampled generation use: none is created
+    /// after load.
+    #[test]
+    fn gpu_load_precompiles_the_kernels_generation_uses() {
+        let Some(engine) = gpu_smollm2() else { return };
+        let Loaded::Gpu(m) = &engine.model else {
+            panic!("not on the GPU")
+        };
+        let ctx = m.backend().context();
+        let compiled = ctx.cached_pipelines();
+        eprintln!(
+            "load {:?}, {compiled} pipelines compiled at load",
+            engine.load_time()
+        );
+        // A prompt long enough for the tiled prefill matmul.
+        let prompt = engine
+            .tokenize_prompt("Once upon a time, in a small village by the sea, there lived")
+            .unwrap();
+        assert!(prompt.len() >= zeta_wgpu::TILED_MATMUL_MIN_TOKENS as usize);
+        for sampler in [SamplerConfig::greedy(), SamplerConfig::default()] {
+            let mut session = engine.session(Some(128)).unwrap();
+            let params = GenerateParams {
+                max_tokens: Some(3),
+                sampler,
+                ignore_eos: true,
+                ..GenerateParams::default()
+            };
+            let mut g = session.generate(&prompt, params).unwrap();
+            g.collect_text().unwrap();
+            eprintln!(
+                "time to first token {:?} ({} prompt tokens)",
+                g.timings().time_to_first_token,
+                prompt.len()
+            );
+            // The small-batch (< 8 tokens) matmul.
+            session.eval_all(&prompt[..2]).unwrap();
+        }
+        assert!(compiled > 0, "nothing was compiled at load");
+        // GPU memory: at least the weights stay allocated; sessions' KV
+        // caches and scratch raised the peak and were freed with them.
+        let (now, peak) = (
+            engine.gpu_allocated_bytes().unwrap(),
+            engine.gpu_peak_bytes().unwrap(),
+        );
+        eprintln!("GPU bytes: {now} now, {peak} peak");
+        let weights: u64 = engine
+            .gguf()
+            .tensors()
+            .iter()
+            .map(|t| t.row_bytes() * t.n_rows())
+            .sum();
+        assert!(
+            now >= weights / 2,
+            "{now} bytes for {weights} bytes of weights"
+        );
+        assert!(
+            peak >= now + engine.kv_cache_bytes(128),
+            "peak {peak}, now {now}"
+        );
+        assert_eq!(
+            ctx.cached_pipelines(),
+            compiled,
+            "pipelines were compiled after load"
+        );
     }
 }

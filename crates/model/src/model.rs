@@ -321,6 +321,41 @@ impl<B: Backend> Model<B> {
         tokens: &[u32],
         logits: Logits,
     ) -> Result<&'s [f32], ModelError> {
+        let total = self.run(state, tokens, logits, false)?.1;
+        Ok(&state.logits[..total])
+    }
+
+    /// [`Model::forward`] with [`Logits::Last`] followed by an argmax of the
+    /// logits (NaNs ignored, ties → lowest id), computed by the backend
+    /// ([`Backend::argmax`]): a device backend reads back one id instead of
+    /// a row of logits. Returns the id of greedy decoding's next token.
+    pub fn forward_argmax(&self, state: &mut State<B>, tokens: &[u32]) -> Result<u32, ModelError> {
+        if self.config.final_logit_softcap.is_some() {
+            // Capping can merge distinct logits into ties: decide on the capped values.
+            let l = self.forward(state, tokens, Logits::Last)?;
+            let mut best: Option<(usize, f32)> = None;
+            for (i, &v) in l.iter().enumerate() {
+                if !v.is_nan() && best.is_none_or(|(_, b)| v > b) {
+                    best = Some((i, v));
+                }
+            }
+            // Token ids fit 32 bits (the vocabulary size was checked at load).
+            return Ok(best.map_or(0, |(i, _)| i as u32));
+        }
+        let (id, _) = self.run(state, tokens, Logits::Last, true)?;
+        id.ok_or_else(|| ModelError::BadConfig("argmax produced no token".into()))
+    }
+
+    /// The body of [`Model::forward`]; with `argmax` (and [`Logits::Last`])
+    /// the last row's logits stay on the device and only their argmax comes
+    /// back. Returns (the argmax, the number of host logits written).
+    fn run(
+        &self,
+        state: &mut State<B>,
+        tokens: &[u32],
+        logits: Logits,
+        argmax: bool,
+    ) -> Result<(Option<u32>, usize), ModelError> {
         let c = &self.config;
         if state.shape != self.shape_key() {
             return Err(ModelError::StateMismatch);
@@ -345,9 +380,13 @@ impl<B: Backend> Model<B> {
             Logits::Last => 1,
             Logits::All => tokens.len(),
         };
-        let total = n_out
-            .checked_mul(c.n_vocab)
-            .ok_or_else(|| ModelError::BadConfig("logits size overflows".into()))?;
+        let total = if argmax {
+            0
+        } else {
+            n_out
+                .checked_mul(c.n_vocab)
+                .ok_or_else(|| ModelError::BadConfig("logits size overflows".into()))?
+        };
         state.logits.clear();
         state.logits.try_reserve_exact(total).map_err(|_| {
             ModelError::Tensor(zeta_tensor::TensorError::Alloc {
@@ -357,6 +396,7 @@ impl<B: Backend> Model<B> {
         state.logits.resize(total, 0.0);
 
         let n_chunks = tokens.len().div_ceil(state.n_ub);
+        let mut id = None;
         for (ci, chunk) in tokens.chunks(state.n_ub).enumerate() {
             let first = ci * state.n_ub;
             let out = match logits {
@@ -364,20 +404,22 @@ impl<B: Backend> Model<B> {
                 Logits::Last if ci + 1 == n_chunks => Some((chunk.len() - 1..chunk.len(), 0)),
                 Logits::Last => None,
             };
-            self.ubatch(state, chunk, out)?;
+            id = self.ubatch(state, chunk, out, argmax)?;
             state.pos += chunk.len();
         }
-        Ok(&state.logits[..total])
+        Ok((id, total))
     }
 
     /// One micro-batch at `state.pos`. `out = Some((rows, dst_row))` computes
-    /// logits of batch rows `rows` into host rows starting at `dst_row`.
+    /// logits of batch rows `rows` into host rows starting at `dst_row`, or,
+    /// with `argmax` (one row), only the argmax of that row's logits.
     fn ubatch(
         &self,
         s: &mut State<B>,
         ids: &[u32],
         out: Option<(std::ops::Range<usize>, usize)>,
-    ) -> Result<(), ModelError> {
+        argmax: bool,
+    ) -> Result<Option<u32>, ModelError> {
         let c = &self.config;
         let b = &self.backend;
         let w = &self.weights;
@@ -473,7 +515,7 @@ impl<B: Backend> Model<B> {
                 // Like llama.cpp's `inp_out_ids`: the rest of the last layer only
                 // runs on the rows whose logits are wanted.
                 match &out {
-                    None => return Ok(()),
+                    None => return Ok(None),
                     Some((rows, _)) if rows.len() < n => {
                         let m = rows.len();
                         b.copy(&s.proj, rows.start * e, &mut s.xb, 0, m * e)?;
@@ -509,7 +551,7 @@ impl<B: Backend> Model<B> {
         }
 
         let Some((rows, dst_row)) = out else {
-            return Ok(());
+            return Ok(None);
         };
         // Final norm of the requested rows into xb[0..], then logits in chunks.
         let n_rows = rows.len();
@@ -527,6 +569,10 @@ impl<B: Backend> Model<B> {
             if let Some(ob) = &w.output_b {
                 b.add_bias(&mut s.logits_dev, ob, m)?;
             }
+            if argmax {
+                // `run` asks for the argmax of one row (Logits::Last).
+                return Ok(Some(b.argmax(&s.logits_dev, (m - 1) * nv, nv)?));
+            }
             let dst = &mut s.logits[(dst_row + r) * nv..(dst_row + r + m) * nv];
             b.read(&s.logits_dev, 0, dst)?;
             if let Some(cap) = c.final_logit_softcap {
@@ -536,6 +582,6 @@ impl<B: Backend> Model<B> {
             }
             r += m;
         }
-        Ok(())
+        Ok(None)
     }
 }

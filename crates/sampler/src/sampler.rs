@@ -54,6 +54,13 @@ impl Sampler {
         &self.cfg
     }
 
+    /// True when [`Sampler::sample`] returns the plain argmax of the logits (ties → lowest id):
+    /// greedy, no logit bias, no penalties. A caller may then choose the token by an argmax where
+    /// the logits are (e.g. on a GPU) and skip `sample`; it still calls [`Sampler::accept`].
+    pub fn is_plain_argmax(&self) -> bool {
+        self.greedy_shortcut() && self.cfg.logit_bias.is_empty() && !self.cfg.penalties_enabled()
+    }
+
     /// Runs the chain on `logits` (`[n_vocab]`) and draws a token.
     ///
     /// With temperature 0 the result is the most likely remaining candidate (ties → lowest id) and
@@ -189,6 +196,39 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn plain_argmax_only_without_bias_penalties_or_temperature() {
+        assert!(
+            Sampler::new(SamplerConfig::greedy())
+                .unwrap()
+                .is_plain_argmax()
+        );
+        assert!(
+            !Sampler::new(SamplerConfig::default())
+                .unwrap()
+                .is_plain_argmax()
+        );
+        let biased = SamplerConfig {
+            logit_bias: vec![(1, 2.0)],
+            ..SamplerConfig::greedy()
+        };
+        assert!(!Sampler::new(biased).unwrap().is_plain_argmax());
+        let penalized = SamplerConfig {
+            repeat_penalty: 1.1,
+            penalty_last_n: 64,
+            ..SamplerConfig::greedy()
+        };
+        assert!(!Sampler::new(penalized).unwrap().is_plain_argmax());
+        let typical = SamplerConfig {
+            typical_p: 0.5,
+            ..SamplerConfig::greedy()
+        };
+        assert!(!Sampler::new(typical).unwrap().is_plain_argmax());
+        // Where it holds, `sample` is the argmax (ties → lowest id).
+        let mut g = Sampler::new(SamplerConfig::greedy()).unwrap();
+        assert_eq!(g.sample(&[0.5, 2.0, f32::NAN, 2.0, -1.0]), Ok(1));
     }
 
     #[test]

@@ -104,6 +104,13 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Copies `buf[offset .. offset+out.len()]` into `out`.
     fn read(&self, buf: &Self::Buffer, offset: usize, out: &mut [f32]) -> Result<(), TensorError>;
 
+    /// Index (relative to `offset`) of the largest value among
+    /// `buf[offset .. offset+n]`: NaNs are ignored, ties go to the lowest
+    /// index, and the result is 0 when every value is NaN; `n == 0` is an
+    /// error. Greedy decoding uses it so that a device backend reads back one
+    /// id instead of a row of logits.
+    fn argmax(&self, buf: &Self::Buffer, offset: usize, n: usize) -> Result<u32, TensorError>;
+
     /// `dst[dst_off .. dst_off+n] = src[src_off .. src_off+n]`.
     fn copy(
         &self,

@@ -1,6 +1,7 @@
 //! [`TensorError`]: every way a backend op can fail (bad shapes, unsupported
-//! weight types, failed allocations). Ops validate sizes before touching data,
-//! so a wrong call is an error, never a panic.
+//! weight types, failed allocations, device failures of a GPU backend). Ops
+//! validate sizes before touching data, so a wrong call is an error, never a
+//! panic.
 
 use zeta_gguf::GgmlType;
 
@@ -35,6 +36,24 @@ pub enum TensorError {
     /// A buffer could not be allocated.
     #[error("tensor: cannot allocate {bytes} bytes")]
     Alloc { bytes: u128 },
+
+    /// The device ran out of memory (or an allocation would exceed its
+    /// limits) while running `op`.
+    #[error("tensor: {op}: out of device memory: {what} needs {needed_bytes} bytes{}", match .limit_bytes { Some(l) => format!(" (limit {l})"), None => String::new() })]
+    DeviceOutOfMemory {
+        op: &'static str,
+        /// What was being allocated.
+        what: String,
+        /// The estimated size needed (0 when the device did not say).
+        needed_bytes: u64,
+        /// The device limit that was exceeded, when known.
+        limit_bytes: Option<u64>,
+    },
+
+    /// The device failed while running `op` (validation error, lost device,
+    /// failed read-back, shader compilation).
+    #[error("tensor: device failure in {op}: {message}")]
+    Device { op: &'static str, message: String },
 
     /// The named tensor is not in the GGUF file.
     #[error("tensor: tensor {name:?} not found")]

@@ -85,6 +85,9 @@ pub struct GpuBackend {
     /// Rounded activations of the current matmul (`[n_tokens, cols]`, grown
     /// on demand; reuse inside a batch is ordered by the GPU's pass barriers).
     act: Mutex<Option<GpuTensor>>,
+    /// The one-`u32` result of [`Backend::argmax`] (reused: every call
+    /// reads it back before returning).
+    argmax_out: Mutex<Option<GpuTensor>>,
 }
 
 impl std::fmt::Debug for GpuBackend {
@@ -102,21 +105,28 @@ fn shape_err(op: &'static str, msg: impl Into<String>) -> TensorError {
     }
 }
 
-/// `zeta_tensor`'s error for a GPU-layer failure in `op`.
-///
-/// `TensorError` has no device variant: device-side failures (lost device,
-/// validation, read-back) are reported as a `Shape` error of op `op` whose
-/// message starts with "GPU".
+/// `zeta_tensor`'s error for a GPU-layer failure in `op`: shape and type
+/// errors keep their kind, out-of-memory becomes
+/// [`TensorError::DeviceOutOfMemory`] (with the estimated size), every other
+/// device-side failure (validation, lost device, read-back, shader) becomes
+/// [`TensorError::Device`].
 pub fn tensor_error(op: &'static str, e: WgpuError) -> TensorError {
     match e {
         WgpuError::Shape { op, detail } => TensorError::Shape { op, msg: detail },
-        WgpuError::OutOfMemory { needed_bytes, .. } => TensorError::Alloc {
-            bytes: u128::from(needed_bytes),
+        WgpuError::OutOfMemory {
+            what,
+            needed_bytes,
+            limit_bytes,
+        } => TensorError::DeviceOutOfMemory {
+            op,
+            what,
+            needed_bytes,
+            limit_bytes,
         },
         WgpuError::UnsupportedType(ty) => TensorError::UnsupportedType { op, ty },
-        other => TensorError::Shape {
+        other => TensorError::Device {
             op,
-            msg: format!("GPU failure: {other}"),
+            message: other.to_string(),
         },
     }
 }
@@ -146,6 +156,7 @@ impl GpuBackend {
             ctx,
             pending: Mutex::new(None),
             act: Mutex::new(None),
+            argmax_out: Mutex::new(None),
         }
     }
 
@@ -341,6 +352,50 @@ impl Backend for GpuBackend {
         }
         out.copy_from_slice(&v);
         Ok(())
+    }
+
+    fn argmax(&self, buf: &GpuTensor, offset: usize, n: usize) -> Result<u32, TensorError> {
+        const OP: &str = "argmax";
+        if n == 0 {
+            return Err(shape_err(OP, "no values"));
+        }
+        need(OP, offset.saturating_add(n), buf.len())?;
+        to_u32(OP, n)?;
+        // The kernel reads from element 0: copy an offset range to the front
+        // of a scratch buffer first.
+        let mut slot = self.argmax_out.lock().unwrap_or_else(|e| e.into_inner());
+        let out = match slot.as_ref() {
+            Some(t) => t.clone(),
+            None => {
+                let t = self
+                    .ctx
+                    .zeros(1, GpuDType::U32)
+                    .map_err(|e| tensor_error(OP, e))?;
+                *slot = Some(t.clone());
+                t
+            }
+        };
+        let src = if offset == 0 {
+            None
+        } else {
+            Some(
+                self.ctx
+                    .zeros(n, GpuDType::F32)
+                    .map_err(|e| tensor_error(OP, e))?,
+            )
+        };
+        self.record(OP, |b| match &src {
+            Some(tmp) => {
+                b.copy(buf, offset, tmp, 0, n)?;
+                b.argmax(tmp, n, &out)
+            }
+            None => b.argmax(buf, n, &out),
+        })?;
+        self.flush()?;
+        let v = self.ctx.read_u32(&out).map_err(|e| tensor_error(OP, e))?;
+        v.first()
+            .copied()
+            .ok_or_else(|| tensor_error(OP, WgpuError::ReadBack("empty argmax".to_string())))
     }
 
     fn copy(

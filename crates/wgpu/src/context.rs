@@ -141,6 +141,8 @@ pub struct GpuContext {
     use_subgroups: bool,
     /// Bytes written with `queue.write_buffer` since the last flush.
     pub(crate) staged: AtomicU64,
+    /// Bytes of the storage buffers this context allocated and still holds.
+    pub(crate) mem: Arc<crate::tensor::MemCounter>,
     errors: Arc<Mutex<Vec<String>>>,
     lost: Arc<Mutex<Option<String>>>,
 }
@@ -329,6 +331,7 @@ impl GpuContext {
             max_workgroups: limits.max_compute_workgroups_per_dimension.max(1),
             use_subgroups,
             staged: AtomicU64::new(0),
+            mem: Arc::default(),
             errors,
             lost,
         })

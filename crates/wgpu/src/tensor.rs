@@ -18,7 +18,8 @@
 //! once per part with the part's row offset (see `ops`), so callers never see
 //! the split.
 
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use zeta_gguf::{GgmlType, TensorInfo};
 
@@ -47,12 +48,48 @@ impl GpuDType {
     }
 }
 
+/// Bytes of storage buffers allocated through one [`GpuContext`]: now and
+/// at the peak.
+#[derive(Debug, Default)]
+pub(crate) struct MemCounter {
+    current: AtomicU64,
+    peak: AtomicU64,
+}
+
+impl MemCounter {
+    fn add(self: &Arc<Self>, bytes: u64) -> Arc<Allocation> {
+        let now = self.current.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+        Arc::new(Allocation {
+            bytes,
+            counter: Arc::clone(self),
+        })
+    }
+}
+
+/// One counted buffer: dropping the last handle (tensor clones share it)
+/// takes its bytes off the counter, as wgpu frees the buffer then.
+#[derive(Debug)]
+pub(crate) struct Allocation {
+    bytes: u64,
+    counter: Arc<MemCounter>,
+}
+
+impl Drop for Allocation {
+    fn drop(&mut self) {
+        self.counter
+            .current
+            .fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
 /// A dense vector/matrix on the GPU (storage buffer, 4-byte padded).
 #[derive(Debug, Clone)]
 pub struct GpuTensor {
     pub(crate) buffer: wgpu::Buffer,
     len: usize,
     dtype: GpuDType,
+    _alloc: Arc<Allocation>,
 }
 
 impl GpuTensor {
@@ -81,6 +118,7 @@ impl GpuTensor {
 #[derive(Debug, Clone)]
 pub struct WeightPart {
     pub(crate) buffer: wgpu::Buffer,
+    alloc: Arc<Allocation>,
     /// Index of the part's first row in the whole matrix.
     pub first_row: u64,
     /// Rows in this part.
@@ -128,6 +166,7 @@ impl QuantMatrix {
                 buffer: part.buffer.clone(),
                 len: usize::try_from(self.n_rows * self.n_cols).ok()?,
                 dtype: GpuDType::F32,
+                _alloc: Arc::clone(&part.alloc),
             }),
             _ => None,
         }
@@ -151,7 +190,7 @@ impl GpuContext {
         what: &str,
         size: u64,
         extra: wgpu::BufferUsages,
-    ) -> Result<wgpu::Buffer> {
+    ) -> Result<(wgpu::Buffer, Arc<Allocation>)> {
         let size = pad4(size);
         let limit = self.device.limits().max_buffer_size;
         if size > limit {
@@ -185,6 +224,26 @@ impl GpuContext {
                 }
             },
         )
+        .map(|b| (b, self.mem.add(size)))
+    }
+
+    /// Bytes of the storage buffers (weights, activations, KV cache,
+    /// scratch) this context has allocated and still holds.
+    pub fn allocated_bytes(&self) -> u64 {
+        self.mem.current.load(Ordering::Relaxed)
+    }
+
+    /// The most [`allocated_bytes`](Self::allocated_bytes) has been since the
+    /// context was created or [`reset_peak_bytes`](Self::reset_peak_bytes).
+    pub fn peak_allocated_bytes(&self) -> u64 {
+        self.mem.peak.load(Ordering::Relaxed)
+    }
+
+    /// Restarts the peak at the current allocation.
+    pub fn reset_peak_bytes(&self) {
+        self.mem
+            .peak
+            .store(self.allocated_bytes(), Ordering::Relaxed);
     }
 
     /// Writes `bytes` at `offset` (4-aligned) into `buffer`, zero-padding the tail to 4 bytes.
@@ -221,9 +280,15 @@ impl GpuContext {
         len: usize,
         dtype: GpuDType,
     ) -> Result<GpuTensor> {
-        let buffer = self.create_storage(what, bytes.len() as u64, wgpu::BufferUsages::empty())?;
+        let (buffer, alloc) =
+            self.create_storage(what, bytes.len() as u64, wgpu::BufferUsages::empty())?;
         self.write_padded(&buffer, 0, bytes);
-        Ok(GpuTensor { buffer, len, dtype })
+        Ok(GpuTensor {
+            buffer,
+            len,
+            dtype,
+            _alloc: alloc,
+        })
     }
 
     /// Uploads f32 values.
@@ -252,8 +317,13 @@ impl GpuContext {
         let bytes = (len as u64)
             .checked_mul(dtype.size() as u64)
             .ok_or_else(|| shape("zeros", "size overflow"))?;
-        let buffer = self.create_storage("zeros", bytes, wgpu::BufferUsages::empty())?;
-        Ok(GpuTensor { buffer, len, dtype })
+        let (buffer, alloc) = self.create_storage("zeros", bytes, wgpu::BufferUsages::empty())?;
+        Ok(GpuTensor {
+            buffer,
+            len,
+            dtype,
+            _alloc: alloc,
+        })
     }
 
     /// Overwrites f32 elements `offset ..` of `t` (e.g. a KV-cache row).
@@ -356,7 +426,7 @@ impl GpuContext {
             // Both in range: rows * row_bytes <= total == bytes.len().
             let start = (first * row_bytes) as usize;
             let end = ((first + rows) * row_bytes) as usize;
-            let buffer = self.create_storage(
+            let (buffer, alloc) = self.create_storage(
                 "weight part",
                 (end - start) as u64,
                 wgpu::BufferUsages::empty(),
@@ -364,6 +434,7 @@ impl GpuContext {
             self.write_padded(&buffer, 0, &bytes[start..end]);
             parts.push(WeightPart {
                 buffer,
+                alloc,
                 first_row: first,
                 n_rows: rows,
             });

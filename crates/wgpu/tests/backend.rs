@@ -354,6 +354,21 @@ fn ops_are_ordered_and_errors_are_typed() {
     ));
     let norm = be.upload_weight(&g, "output_norm.weight").unwrap();
     assert!(be.matmul(&norm, &a, &mut b, 1).is_err());
+    // Device failures are typed: an allocation beyond the device's buffer
+    // limit is out-of-memory with the size it needed.
+    match be.alloc(1 << 40) {
+        Err(TensorError::DeviceOutOfMemory {
+            op: "alloc",
+            needed_bytes,
+            limit_bytes: Some(_),
+            ..
+        }) => assert_eq!(needed_bytes, 4 << 40),
+        other => panic!("expected DeviceOutOfMemory, got {other:?}"),
+    }
+    assert!(matches!(
+        zeta_wgpu::tensor_error("read", WgpuError::DeviceLost("gone".into())),
+        TensorError::Device { op: "read", ref message } if message.contains("gone")
+    ));
     // The backend still works after the errors.
     be.write(&mut a, 0, &[0.5; 4]).unwrap();
     be.read(&a, 0, &mut out).unwrap();
@@ -487,4 +502,76 @@ fn activation_rounding_matches_cpu_quantization() {
         println!("{ty}: max |gpu - dequantize(quantize(x))| = {d:.3e}");
         assert!(d <= 1e-6 * 4.0, "{ty}: rounding differs by {d}");
     }
+}
+
+/// `Backend::argmax` on the GPU gives the CPU backend's answer: NaNs skipped,
+/// ties to the lowest index, any offset, all-NaN → 0, empty → error.
+#[test]
+fn argmax_matches_cpu() {
+    let Some(ctx) = ctx() else { return };
+    let gpu = GpuBackend::with_context(ctx);
+    let cpu = CpuBackend::new();
+    let n = 70_000;
+    let mut v: Vec<f32> = (0..n)
+        .map(|i| ((i as u64 * 2_654_435_761) % 1_000_003) as f32 * 1e-3 - 500.0)
+        .collect();
+    v[123] = f32::NAN;
+    v[40_000] = 600.0;
+    v[50_000] = 600.0; // a tie: the lower index wins
+    v[60_000] = f32::NAN;
+    v[69_999] = f32::INFINITY;
+    let mut g = gpu.alloc(n).unwrap();
+    gpu.write(&mut g, 0, &v).unwrap();
+    let mut c = cpu.alloc(n).unwrap();
+    cpu.write(&mut c, 0, &v).unwrap();
+    for (off, len) in [
+        (0, n),
+        (0, 69_999),
+        (1, 45_000),
+        (45_000, 20_000),
+        (123, 1),
+        (7, 3),
+    ] {
+        let want = cpu.argmax(&c, off, len).unwrap();
+        assert_eq!(
+            gpu.argmax(&g, off, len).unwrap(),
+            want,
+            "offset {off}, n {len}"
+        );
+    }
+    assert_eq!(cpu.argmax(&c, 0, n - 1).unwrap(), 40_000);
+    assert_eq!(cpu.argmax(&c, 0, n).unwrap(), 69_999);
+    assert_eq!(cpu.argmax(&c, 123, 1).unwrap(), 0);
+    assert!(gpu.argmax(&g, 0, 0).is_err());
+    assert!(matches!(
+        gpu.argmax(&g, 1, n),
+        Err(TensorError::BufferTooSmall { .. })
+    ));
+}
+
+/// The context counts the bytes of the buffers it allocated: a tensor adds
+/// its padded size, clones share it, dropping the last handle takes it off,
+/// and the peak remembers the most held at once.
+#[test]
+fn memory_counter_follows_allocations() {
+    if ctx().is_none() {
+        return;
+    }
+    // A context of its own: the shared one is used by tests running alongside.
+    let c = GpuContext::new().unwrap();
+    let base = c.allocated_bytes();
+    let a = c.zeros(1000, zeta_wgpu::GpuDType::F32).unwrap();
+    assert_eq!(c.allocated_bytes(), base + 4000);
+    let b = c.upload_f32(&[1.0; 3]).unwrap();
+    assert_eq!(c.allocated_bytes(), base + 4012);
+    let a2 = a.clone();
+    drop(a);
+    assert_eq!(c.allocated_bytes(), base + 4012, "a clone still holds it");
+    drop(a2);
+    assert_eq!(c.allocated_bytes(), base + 12);
+    assert_eq!(c.peak_allocated_bytes(), base + 4012);
+    c.reset_peak_bytes();
+    assert_eq!(c.peak_allocated_bytes(), base + 12);
+    drop(b);
+    assert_eq!(c.allocated_bytes(), base);
 }

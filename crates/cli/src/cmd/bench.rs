@@ -293,8 +293,8 @@ impl Ctx<'_> {
     }
 
     fn record(&self, n_prompt: usize, n_gen: usize, samples: &[Duration]) -> Record {
-        // The wgpu backend reports its adapter; it has no memory counter, so
-        // peak GPU memory stays null (not measured) on every backend.
+        // The wgpu backend reports its adapter and the peak bytes of the GPU
+        // buffers it allocated since load (null on the CPU backend).
         let gpu = self.engine.gpu_info();
         let samples_ns: Vec<u64> = samples
             .iter()
@@ -325,7 +325,7 @@ impl Ctx<'_> {
             latency_p99_ms: None,
             load_ms: ms(self.engine.load_time()),
             peak_rss_bytes: peak_rss_bytes(),
-            peak_gpu_bytes: None,
+            peak_gpu_bytes: self.engine.gpu_peak_bytes(),
         }
     }
 }

@@ -283,6 +283,23 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn argmax(&self, buf: &CpuBuffer, offset: usize, n: usize) -> Result<u32, TensorError> {
+        if n == 0 {
+            return Err(TensorError::shape("argmax", "no values"));
+        }
+        need("argmax", offset.saturating_add(n), buf.data.len())?;
+        let _ =
+            u32::try_from(n).map_err(|_| TensorError::shape("argmax", "more than 2^32 values"))?;
+        let mut best: Option<(usize, f32)> = None;
+        for (i, &v) in buf.data[offset..offset + n].iter().enumerate() {
+            if !v.is_nan() && best.is_none_or(|(_, b)| v > b) {
+                best = Some((i, v));
+            }
+        }
+        // `n` fits 32 bits (checked above), so the index does too.
+        Ok(best.map_or(0, |(i, _)| i as u32))
+    }
+
     fn copy(
         &self,
         src: &CpuBuffer,
