@@ -618,10 +618,30 @@ mod tests {
         assert_eq!(str_field(&rec, "build_commit"), "0c1e570");
         assert!(first_record(serde_json::json!([])).is_err());
         assert!(avg_ts(&serde_json::json!({"avg_ts": "x"})).is_err());
-        let cmd = llama_command(Path::new("/b/llama-bench"), Path::new("/m.gguf"), 0, 32, 2);
+        let cmd = llama_command(
+            Path::new("/b/llama-bench"),
+            Path::new("/m.gguf"),
+            0,
+            32,
+            2,
+            "cpu",
+        );
         assert_eq!(
             show(&cmd),
             "/b/llama-bench -m /m.gguf -p 0 -n 32 -r 1 -t 2 -o json"
+        );
+        let gpu = llama_command(
+            Path::new("/b/llama-bench"),
+            Path::new("/m.gguf"),
+            512,
+            0,
+            2,
+            "gpu",
+        );
+        assert!(
+            show(&gpu).ends_with("-o json -ngl 99 -fa 1"),
+            "{}",
+            show(&gpu)
         );
     }
 }
