@@ -196,3 +196,59 @@ fn bench_rejects_bad_parameters() {
         );
     }
 }
+
+/// On the GPU backend the JSON record carries the adapter and the peak GPU
+/// memory, and `--profile` prints a per-kernel table per test on stderr
+/// (where the adapter has timestamp queries). No adapter: SKIP, or a failure
+/// when `ZETA_REQUIRE_GPU=1`.
+#[test]
+fn bench_gpu_reports_adapter_memory_and_profile() {
+    let model = tiny_model();
+    let o = zeta(&[
+        "bench",
+        model.to_str().unwrap(),
+        "--backend",
+        "gpu",
+        "-p",
+        "8",
+        "-n",
+        "3",
+        "-r",
+        "1",
+        "-o",
+        "json",
+        "--profile",
+    ]);
+    let err = text(&o.stderr);
+    if !o.status.success() && err.contains("no GPU adapter") {
+        assert_ne!(
+            std::env::var("ZETA_REQUIRE_GPU").as_deref(),
+            Ok("1"),
+            "no GPU adapter but ZETA_REQUIRE_GPU=1: {err}"
+        );
+        eprintln!("SKIP: no GPU adapter");
+        return;
+    }
+    assert!(o.status.success(), "stderr: {err}");
+    let v: Value = serde_json::from_str(&text(&o.stdout)).unwrap();
+    let recs = v.as_array().unwrap();
+    assert_eq!(recs.len(), 2);
+    for r in recs {
+        assert_eq!(r["backends"], "GPU");
+        assert!(!r["adapter"].as_str().unwrap().is_empty());
+        // At least the model's weights (0.34 MiB) were on the GPU.
+        assert!(r["peak_gpu_bytes"].as_u64().unwrap() > 300_000, "{r}");
+    }
+    if err.contains("no timestamp queries") {
+        eprintln!("SKIP: the adapter has no timestamp queries (no profile)");
+    } else {
+        for test in ["pp8", "tg3"] {
+            assert!(
+                err.contains(&format!("GPU kernel profile: {} {test}", model.display())),
+                "{err}"
+            );
+        }
+        assert!(err.contains("| matmul_tiled:main |"), "{err}");
+        assert!(err.contains("| attn_decode:chunk |"), "{err}");
+    }
+}

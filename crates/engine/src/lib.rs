@@ -41,6 +41,7 @@ pub use perplexity::{PerplexityOptions, PerplexityResult};
 pub use zeta_model::tokenizer::Tokenizer;
 pub use zeta_model::{Arch, ModelConfig};
 pub use zeta_sampler::SamplerConfig;
+pub use zeta_wgpu::KernelTime;
 
 use zeta_gguf::Gguf;
 use zeta_model::{Logits, Model, ModelError, State};
@@ -319,6 +320,31 @@ impl Engine {
         match &self.model {
             Loaded::Cpu(_) => None,
             Loaded::Gpu(m) => Some(m.backend().context().peak_allocated_bytes()),
+        }
+    }
+
+    /// Starts timing every GPU kernel with timestamp queries (see
+    /// [`zeta_wgpu::GpuBackend::start_profile`]); false when the backend is
+    /// the CPU's or the adapter lacks timestamp queries.
+    pub fn start_gpu_profile(&self) -> Result<bool, EngineError> {
+        match &self.model {
+            Loaded::Cpu(_) => Ok(false),
+            Loaded::Gpu(m) => Ok(m
+                .backend()
+                .start_profile()
+                .map_err(zeta_model::ModelError::from)?),
+        }
+    }
+
+    /// Stops profiling; GPU time per kernel since [`Engine::start_gpu_profile`],
+    /// largest first (`None` when not profiling).
+    pub fn take_gpu_profile(&self) -> Result<Option<Vec<KernelTime>>, EngineError> {
+        match &self.model {
+            Loaded::Cpu(_) => Ok(None),
+            Loaded::Gpu(m) => Ok(m
+                .backend()
+                .take_profile()
+                .map_err(zeta_model::ModelError::from)?),
         }
     }
 

@@ -22,6 +22,7 @@
 //! differences: f32 summation order, Q·K with f32 queries (ggml converts them
 //! to f16), and GeGLU's gelu-tanh in f32 (the CPU follows ggml's f16 table).
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use zeta_gguf::{GgmlType, Gguf};
@@ -88,6 +89,19 @@ pub struct GpuBackend {
     /// The one-`u32` result of [`Backend::argmax`] (reused: every call
     /// reads it back before returning).
     argmax_out: Mutex<Option<GpuTensor>>,
+    /// While profiling: GPU time per kernel (pipeline label → ns, passes).
+    profile: Mutex<Option<BTreeMap<String, (f64, u64)>>>,
+}
+
+/// GPU time of one kernel (pipeline variant) over a profiled stretch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KernelTime {
+    /// Pipeline label: `shader[+suffix]:entry[defines]`.
+    pub label: String,
+    /// Total GPU nanoseconds (timestamp queries around each dispatch).
+    pub ns: f64,
+    /// Dispatches timed.
+    pub dispatches: u64,
 }
 
 impl std::fmt::Debug for GpuBackend {
@@ -157,7 +171,86 @@ impl GpuBackend {
             pending: Mutex::new(None),
             act: Mutex::new(None),
             argmax_out: Mutex::new(None),
+            profile: Mutex::new(None),
         }
+    }
+
+    /// Starts timing every dispatch with GPU timestamp queries (each then
+    /// gets its own compute pass, and every submit waits for its results, so
+    /// profiled runs are slower than plain ones). Returns false, and times
+    /// nothing, when the device lacks `TIMESTAMP_QUERY`.
+    pub fn start_profile(&self) -> Result<bool, TensorError> {
+        if !self
+            .ctx
+            .device
+            .features()
+            .contains(wgpu::Features::TIMESTAMP_QUERY)
+        {
+            return Ok(false);
+        }
+        // Work recorded before this point is not timed.
+        self.flush()?;
+        *self.profile.lock().unwrap_or_else(|e| e.into_inner()) = Some(BTreeMap::new());
+        Ok(true)
+    }
+
+    /// Stops profiling and returns the time per kernel since
+    /// [`start_profile`](Self::start_profile), largest first (`None` when not
+    /// profiling). Submits and waits for pending work first.
+    pub fn take_profile(&self) -> Result<Option<Vec<KernelTime>>, TensorError> {
+        self.sync()?;
+        let map = self
+            .profile
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        Ok(map.map(|m| {
+            let mut v: Vec<KernelTime> = m
+                .into_iter()
+                .map(|(label, (ns, dispatches))| KernelTime {
+                    label,
+                    ns,
+                    dispatches,
+                })
+                .collect();
+            v.sort_by(|a, b| b.ns.total_cmp(&a.ns));
+            v
+        }))
+    }
+
+    /// A new pending batch (timed while profiling).
+    fn new_batch(&self) -> GpuBatch<'static> {
+        let mut b = self.ctx.shared_batch();
+        if self
+            .profile
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+        {
+            b.enable_timing();
+        }
+        b
+    }
+
+    /// Submits `b`; a timed batch waits and adds its kernels' times to the profile.
+    fn submit_batch(&self, b: GpuBatch<'static>) -> Result<(), WgpuError> {
+        if !b.is_timed() {
+            return b.submit();
+        }
+        let times = b.submit_timed()?;
+        if let Some(m) = self
+            .profile
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            for (label, ns) in times {
+                let e = m.entry(label).or_insert((0.0, 0));
+                e.0 += ns;
+                e.1 += 1;
+            }
+        }
+        Ok(())
     }
 
     /// The device context.
@@ -173,13 +266,13 @@ impl GpuBackend {
         f: impl FnOnce(&mut GpuBatch<'static>) -> Result<R, WgpuError>,
     ) -> Result<R, TensorError> {
         let mut guard = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let batch = guard.get_or_insert_with(|| self.ctx.shared_batch());
+        let batch = guard.get_or_insert_with(|| self.new_batch());
         match f(batch) {
             Ok(r) => {
                 if batch.dispatches() >= MAX_PENDING_DISPATCHES
                     && let Some(b) = guard.take()
                 {
-                    b.submit().map_err(|e| tensor_error(op, e))?;
+                    self.submit_batch(b).map_err(|e| tensor_error(op, e))?;
                 }
                 Ok(r)
             }
@@ -198,7 +291,7 @@ impl GpuBackend {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         match batch {
-            Some(b) => b.submit().map_err(|e| tensor_error("flush", e)),
+            Some(b) => self.submit_batch(b).map_err(|e| tensor_error("flush", e)),
             None => Ok(()),
         }
     }

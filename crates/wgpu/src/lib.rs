@@ -56,7 +56,7 @@ pub mod ops;
 pub mod pipeline;
 pub mod tensor;
 
-pub use backend::{GpuBackend, GpuWeight, tensor_error};
+pub use backend::{GpuBackend, GpuWeight, KernelTime, tensor_error};
 pub use context::{GpuContext, GpuDeviceType, GpuInfo, GpuOptions, list_adapters};
 pub use error::{Result, WgpuError};
 pub use ops::{

@@ -412,6 +412,11 @@ impl<'a> GpuBatch<'a> {
         ok
     }
 
+    /// Whether [`enable_timing`](Self::enable_timing) is in effect.
+    pub fn is_timed(&self) -> bool {
+        self.timing.is_some()
+    }
+
     /// Submits, waits, and returns (pipeline label, GPU nanoseconds) per
     /// timed pass, in recording order (empty when timing is off).
     pub fn submit_timed(mut self) -> Result<Vec<(String, f64)>> {

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Args as ClapArgs, ValueEnum};
 use serde_json::{Value, json};
-use zeta_engine::{BackendKind, Engine, GenerateParams, LoadOptions, SamplerConfig};
+use zeta_engine::{BackendKind, Engine, GenerateParams, KernelTime, LoadOptions, SamplerConfig};
 
 /// Output formats of `zeta bench`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -98,7 +98,7 @@ pub fn run(args: Args) -> Result<()> {
     validate(&args)?;
     let backend: BackendKind = args.backend.parse()?;
     let machine = Machine::detect();
-    if args.profile {
+    if args.profile && backend != BackendKind::Gpu {
         eprintln!(
             "zeta bench: --profile: per-kernel timing is not available for the {} backend; \
              no kernel profile will be printed",
@@ -155,6 +155,45 @@ pub fn run(args: Args) -> Result<()> {
         Format::Csv => format_csv(&records),
     };
     crate::output::print(&text)
+}
+
+/// Kernel kind of a pipeline label: `shader[+suffix]:entry`, without the
+/// specialisation defines (`[T=q4_0,…]`).
+fn kernel_kind(label: &str) -> &str {
+    label.split('[').next().unwrap_or(label)
+}
+
+/// Per kernel kind: GPU µs per token, dispatches per token and share of the
+/// profiled GPU time, largest first, as a Markdown table.
+fn format_profile(model: &str, test: &str, kernels: &[KernelTime], n_tokens: usize) -> String {
+    let mut kinds: Vec<(&str, f64, u64)> = Vec::new();
+    for k in kernels {
+        let kind = kernel_kind(&k.label);
+        match kinds.iter_mut().find(|(n, _, _)| *n == kind) {
+            Some(e) => {
+                e.1 += k.ns;
+                e.2 += k.dispatches;
+            }
+            None => kinds.push((kind, k.ns, k.dispatches)),
+        }
+    }
+    kinds.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let total: f64 = kinds.iter().map(|k| k.1).sum();
+    let per_tok = n_tokens.max(1) as f64;
+    let mut out = format!(
+        "\nGPU kernel profile: {model} {test} ({:.1} µs of GPU time per token)\n\n\
+         | kernel | µs/token | dispatches/token | share |\n|---|---:|---:|---:|\n",
+        total / 1e3 / per_tok
+    );
+    for (kind, ns, n) in &kinds {
+        let share = if total > 0.0 { 100.0 * ns / total } else { 0.0 };
+        out.push_str(&format!(
+            "| {kind} | {:.2} | {:.2} | {share:.1}% |\n",
+            ns / 1e3 / per_tok,
+            *n as f64 / per_tok
+        ));
+    }
+    out
 }
 
 fn validate(args: &Args) -> Result<()> {
@@ -257,6 +296,10 @@ impl Ctx<'_> {
         }
         let mut r = self.record(n_prompt, 0, &samples);
         r.ttft_ms = Some(mean(&ttft));
+        if self.args.profile {
+            let tokens = self.random_tokens(n_prompt, rng);
+            self.profile(&name, &mut session, &tokens, false)?;
+        }
         Ok(r)
     }
 
@@ -289,7 +332,51 @@ impl Ctx<'_> {
         r.latency_p50_ms = percentile(&latencies_ms, 50.0);
         r.latency_p95_ms = percentile(&latencies_ms, 95.0);
         r.latency_p99_ms = percentile(&latencies_ms, 99.0);
+        if self.args.profile {
+            let tokens = self.random_tokens(n_gen, rng);
+            self.profile(&name, &mut session, &tokens, true)?;
+        }
         Ok(r)
+    }
+
+    /// One extra, unmeasured run of `tokens` (as one batch, or one token at a
+    /// time) under the GPU profiler; prints the time per kernel per token on
+    /// stderr. Profiled runs are slower (a pass and a wait per dispatch):
+    /// shares, not totals, are what to read.
+    fn profile(
+        &self,
+        name: &str,
+        session: &mut zeta_engine::Session<'_>,
+        tokens: &[u32],
+        one_by_one: bool,
+    ) -> Result<()> {
+        if !self.engine.start_gpu_profile()? {
+            if self.engine.backend() == BackendKind::Gpu {
+                eprintln!(
+                    "zeta bench: --profile: the adapter has no timestamp queries; \
+                     no kernel profile"
+                );
+            }
+            return Ok(());
+        }
+        session.reset();
+        let run = if one_by_one {
+            tokens
+                .iter()
+                .try_for_each(|&t| session.eval_all(&[t]).map(|_| ()))
+        } else {
+            session.eval_all(tokens).map(|_| ())
+        };
+        // Stop profiling whether or not the run failed.
+        let kernels = self.engine.take_gpu_profile()?;
+        run?;
+        if let Some(k) = kernels {
+            eprint!(
+                "{}",
+                format_profile(&self.info.filename, name, &k, tokens.len())
+            );
+        }
+        Ok(())
     }
 
     fn record(&self, n_prompt: usize, n_gen: usize, samples: &[Duration]) -> Record {
@@ -587,10 +674,10 @@ pub fn format_md(records: &[Record]) -> String {
     );
     out.push('\n');
     let head2 = [
-        "model", "test", "ttft ms", "p50 ms", "p95 ms", "p99 ms", "load ms", "peak RSS",
+        "model", "test", "ttft ms", "p50 ms", "p95 ms", "p99 ms", "load ms", "peak RSS", "peak GPU",
     ];
     let opt = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |x| format!("{x:.2}"));
-    let rows2: Vec<[String; 8]> = records
+    let rows2: Vec<[String; 9]> = records
         .iter()
         .map(|r| {
             [
@@ -602,6 +689,7 @@ pub fn format_md(records: &[Record]) -> String {
                 opt(r.latency_p99_ms),
                 format!("{:.1}", r.load_ms),
                 r.peak_rss_bytes.map_or_else(|| "-".to_string(), human_size),
+                r.peak_gpu_bytes.map_or_else(|| "-".to_string(), human_size),
             ]
         })
         .collect();
@@ -609,7 +697,7 @@ pub fn format_md(records: &[Record]) -> String {
         &mut out,
         &head2,
         &rows2,
-        &[false, true, true, true, true, true, true, true],
+        &[false, true, true, true, true, true, true, true, true],
     );
     out
 }
@@ -877,6 +965,38 @@ mod tests {
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() <= 1e-9 * b.abs().max(1.0)
+    }
+
+    #[test]
+    fn profile_groups_kernels_by_kind_per_token() {
+        assert_eq!(
+            kernel_kind("matvec+reduce:main[T=q4_0,R=2]"),
+            "matvec+reduce:main"
+        );
+        assert_eq!(kernel_kind("add:main"), "add:main");
+        let k = |label: &str, ns: f64, dispatches: u64| KernelTime {
+            label: label.to_string(),
+            ns,
+            dispatches,
+        };
+        let t = format_profile(
+            "m.gguf",
+            "tg2",
+            &[
+                k("matvec:main[T=q4_0]", 3000.0, 4),
+                k("add:main[]", 2000.0, 2),
+                k("matvec:main[T=q6_k]", 3000.0, 2),
+            ],
+            2,
+        );
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(
+            lines[1],
+            "GPU kernel profile: m.gguf tg2 (4.0 µs of GPU time per token)"
+        );
+        assert_eq!(lines[5], "| matvec:main | 3.00 | 3.00 | 75.0% |");
+        assert_eq!(lines[6], "| add:main | 1.00 | 1.00 | 25.0% |");
+        assert_eq!(lines.len(), 7);
     }
 
     #[test]
