@@ -9,6 +9,8 @@
 //         iscale = -127/max, q = min(round(iscale*x), 127), y = q / iscale
 // kind 2: F16 (y = f16(x)), kind 3: BF16 (y = bf16(x)); round to nearest even.
 // round() is round-half-to-even, like the CPU paths.
+// x and y are read and written as vec4 (blocks are multiples of 4 elements):
+// a quarter of the dependent loads of a scalar loop.
 
 struct Params {
     n_blocks: u32,
@@ -17,8 +19,8 @@ struct Params {
     stride: u32, // invocations per grid row (gx * 64)
 }
 
-@group(0) @binding(0) var<storage, read> X: array<f32>;
-@group(0) @binding(1) var<storage, read_write> Y: array<f32>;
+@group(0) @binding(0) var<storage, read> X: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read_write> Y: array<vec4<f32>>;
 @group(0) @binding(2) var<uniform> P: Params;
 
 // f32 → nearest f16 value (as f32); overflow is not handled (scales are small).
@@ -36,38 +38,50 @@ fn round_bf16(x: f32) -> f32 {
     return bitcast<f32>((u + 0x7fffu + ((u >> 16u) & 1u)) & 0xffff0000u);
 }
 
+fn round_f16_4(v: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(round_f16(v.x), round_f16(v.y), round_f16(v.z), round_f16(v.w));
+}
+
+fn round_bf16_4(v: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(round_bf16(v.x), round_bf16(v.y), round_bf16(v.z), round_bf16(v.w));
+}
+
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let b = gid.x + gid.y * P.stride;
     if (b >= P.n_blocks) {
         return;
     }
-    let base = b * P.block;
-    let end = base + P.block;
+    // Vector indices of the block.
+    let base = b * (P.block / 4u);
+    let end = base + P.block / 4u;
     if (P.kind == 2u) {
         for (var i = base; i < end; i++) {
-            Y[i] = round_f16(X[i]);
+            Y[i] = round_f16_4(X[i]);
         }
         return;
     }
     if (P.kind == 3u) {
         for (var i = base; i < end; i++) {
-            Y[i] = round_bf16(X[i]);
+            Y[i] = round_bf16_4(X[i]);
         }
         return;
     }
+    // Largest |x| and its signed value (the first one on ties, like the CPU).
     var amax = 0.0;
     var smax = 0.0;
     for (var i = base; i < end; i++) {
         let v = X[i];
-        if (abs(v) > amax) {
-            amax = abs(v);
-            smax = v;
+        for (var c = 0u; c < 4u; c++) {
+            if (abs(v[c]) > amax) {
+                amax = abs(v[c]);
+                smax = v[c];
+            }
         }
     }
     if (amax == 0.0) {
         for (var i = base; i < end; i++) {
-            Y[i] = 0.0;
+            Y[i] = vec4<f32>(0.0);
         }
         return;
     }
@@ -75,13 +89,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         let d = round_f16(amax / 127.0);
         let id = 127.0 / amax;
         for (var i = base; i < end; i++) {
-            Y[i] = clamp(round(X[i] * id), -128.0, 127.0) * d;
+            Y[i] = clamp(round(X[i] * id), vec4<f32>(-128.0), vec4<f32>(127.0)) * d;
         }
     } else {
         let iscale = -127.0 / smax;
         let d = 1.0 / iscale;
         for (var i = base; i < end; i++) {
-            Y[i] = min(round(iscale * X[i]), 127.0) * d;
+            Y[i] = min(round(iscale * X[i]), vec4<f32>(127.0)) * d;
         }
     }
 }

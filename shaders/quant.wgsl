@@ -37,13 +37,13 @@ fn rd_f16(off: u32) -> f32 {
     return f16_to_f32(rd_u16(off));
 }
 
-// 32-bit little-endian read at an even (not necessarily 4-aligned) offset.
+// 32-bit little-endian read at an even (not necessarily 4-aligned) offset,
+// without a branch (neighbouring invocations often differ in alignment).
+// The second word is read even when unused (robust access keeps it in bounds).
 fn rd_u32(off: u32) -> u32 {
     let i = off >> 2u;
-    if ((off & 3u) == 0u) {
-        return W[i];
-    }
-    return (W[i] >> 16u) | (W[i + 1u] << 16u);
+    let sh = (off & 2u) * 8u; // 0 or 16
+    return (W[i] >> sh) | ((W[i + 1u] << 16u) << (16u - sh));
 }
 
 // Four consecutive bytes as a vec4 of their values (even offset).

@@ -182,17 +182,25 @@ fn pad4(n: u64) -> u64 {
     n.div_ceil(4).max(1) * 4
 }
 
+/// Buffer size for `n` bytes: a multiple of 16 (shaders may read f32 data as
+/// `vec4`), or of 4 where 16 would pass the largest storage binding.
+fn padded_size(n: u64, max_binding: u64) -> u64 {
+    let p16 = n.div_ceil(16).max(1) * 16;
+    if p16 <= max_binding { p16 } else { pad4(n) }
+}
+
 impl GpuContext {
-    /// Creates a storage buffer of `size` bytes (rounded up to 4), capturing
-    /// out-of-memory and validation errors.
+    /// Creates a storage buffer of `size` bytes (rounded up to 16, see
+    /// `padded_size`), capturing out-of-memory and validation errors.
     pub(crate) fn create_storage(
         &self,
         what: &str,
         size: u64,
         extra: wgpu::BufferUsages,
     ) -> Result<(wgpu::Buffer, Arc<Allocation>)> {
-        let size = pad4(size);
-        let limit = self.device.limits().max_buffer_size;
+        let limits = self.device.limits();
+        let size = padded_size(size, limits.max_storage_buffer_binding_size as u64);
+        let limit = limits.max_buffer_size;
         if size > limit {
             return Err(WgpuError::OutOfMemory {
                 what: what.to_string(),

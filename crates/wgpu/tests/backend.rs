@@ -550,7 +550,7 @@ fn argmax_matches_cpu() {
 }
 
 /// The context counts the bytes of the buffers it allocated: a tensor adds
-/// its padded size, clones share it, dropping the last handle takes it off,
+/// its size padded to 16 bytes, clones share it, dropping the last handle takes it off,
 /// and the peak remembers the most held at once.
 #[test]
 fn memory_counter_follows_allocations() {
@@ -563,15 +563,15 @@ fn memory_counter_follows_allocations() {
     let a = c.zeros(1000, zeta_wgpu::GpuDType::F32).unwrap();
     assert_eq!(c.allocated_bytes(), base + 4000);
     let b = c.upload_f32(&[1.0; 3]).unwrap();
-    assert_eq!(c.allocated_bytes(), base + 4012);
+    assert_eq!(c.allocated_bytes(), base + 4016);
     let a2 = a.clone();
     drop(a);
-    assert_eq!(c.allocated_bytes(), base + 4012, "a clone still holds it");
+    assert_eq!(c.allocated_bytes(), base + 4016, "a clone still holds it");
     drop(a2);
-    assert_eq!(c.allocated_bytes(), base + 12);
-    assert_eq!(c.peak_allocated_bytes(), base + 4012);
+    assert_eq!(c.allocated_bytes(), base + 16);
+    assert_eq!(c.peak_allocated_bytes(), base + 4016);
     c.reset_peak_bytes();
-    assert_eq!(c.peak_allocated_bytes(), base + 12);
+    assert_eq!(c.peak_allocated_bytes(), base + 16);
     drop(b);
     assert_eq!(c.allocated_bytes(), base);
 }
