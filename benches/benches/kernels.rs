@@ -6,6 +6,10 @@
 //! - `matvec/<TYPE>/<rows>x<cols>/reference`: a single-threaded row loop over
 //!   `zeta_quant::vec_dot` (the portable reference arithmetic).
 //! - `rms_norm/2048`, `attention/decode/…`: the other per-token ops.
+//! - `gpu_matvec/<TYPE>/<rows>x<cols>/wgpu`: the wgpu backend's fused
+//!   dequantise+matvec kernel (the adapter `GpuContext::new` picks, or
+//!   `ZETA_ADAPTER`), 64 dispatches per submission, time per dispatch after
+//!   waiting for the device; skipped, with a message, without an adapter.
 //!
 //! Throughput is `Throughput::Bytes` of the data each call streams (weights
 //! for matvec; x, out and the scale for RMSNorm; the K and V rows for
@@ -13,7 +17,7 @@
 //! bandwidth; after them a summary prints each benchmark's median GB/s and
 //! its share of that bandwidth.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use zeta_benches::{QuantMatrix, Recorder, SHAPES, WEIGHT_TYPES, random_f32, vector_weight};
@@ -68,6 +72,71 @@ fn matvec(c: &mut Criterion, rec: &Recorder, backend: &CpuBackend) {
                             panic!("vec_dot failed: {e}");
                         }
                     })
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+/// Dispatches recorded per submission in the GPU benchmark (a decode step
+/// records a few hundred in one).
+const GPU_BATCH: u64 = 64;
+
+fn gpu_matvec(c: &mut Criterion, rec: &Recorder, backend: &CpuBackend) {
+    let ctx = match zeta_wgpu::GpuContext::new() {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            eprintln!("SKIP: gpu_matvec benchmarks: {e}");
+            return;
+        }
+    };
+    eprintln!("GPU adapter: {}", ctx.info().name);
+    let mut group = c.benchmark_group("gpu_matvec");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    for ty in WEIGHT_TYPES {
+        for (rows, cols) in SHAPES {
+            let Ok(m) = QuantMatrix::random(backend, ty, rows, cols, 42) else {
+                continue;
+            };
+            let uploaded = (
+                ctx.upload_matrix(ty, rows as u64, cols as u64, &m.data),
+                ctx.upload_f32(&random_f32(cols, 43)), // x: [cols]
+                ctx.zeros(rows, zeta_wgpu::GpuDType::F32), // y: [rows]
+            );
+            let (Ok(w), Ok(x), Ok(y)) = uploaded else {
+                eprintln!("skipping gpu_matvec {ty} {rows}x{cols}: upload failed");
+                continue;
+            };
+            group.throughput(Throughput::Bytes(m.bytes()));
+            let shape = format!("{ty}/{rows}x{cols}");
+            let id = format!("gpu_matvec/{shape}/wgpu");
+            group.bench_function(BenchmarkId::new(&shape, "wgpu"), |b| {
+                b.iter_custom(|iters| {
+                    let start = Instant::now();
+                    let mut left = iters;
+                    while left > 0 {
+                        let n = left.min(GPU_BATCH);
+                        let mut batch = ctx.batch();
+                        for _ in 0..n {
+                            if let Err(e) = batch.matvec(&w, &x, &y) {
+                                panic!("gpu matvec failed: {e}");
+                            }
+                        }
+                        if let Err(e) = batch.submit() {
+                            panic!("gpu submit failed: {e}");
+                        }
+                        left -= n;
+                    }
+                    if let Err(e) = ctx.wait() {
+                        panic!("gpu wait failed: {e}");
+                    }
+                    let total = start.elapsed();
+                    rec.record(&id, m.bytes(), iters, total);
+                    total
                 })
             });
         }
@@ -157,6 +226,7 @@ fn main() {
     let rec = Recorder::default();
     matvec(&mut c, &rec, &backend);
     norm_and_attention(&mut c, &rec, &backend);
+    gpu_matvec(&mut c, &rec, &backend);
     c.final_summary();
     eprintln!(
         "\nshare of the measured memcpy bandwidth ({:.2} GB/s):\n{}",

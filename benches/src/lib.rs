@@ -214,6 +214,13 @@ impl Recorder {
             f();
         }
         let total = start.elapsed();
+        self.record(id, bytes, iters, total);
+        total
+    }
+
+    /// Records `iters` iterations that took `total` (for benchmarks that time
+    /// themselves, e.g. GPU work submitted in batches and waited for once).
+    pub fn record(&self, id: &str, bytes: u64, iters: u64, total: Duration) {
         if iters > 0 {
             let per = total.as_nanos() as f64 / iters as f64;
             if let Ok(mut m) = self.runs.lock() {
@@ -223,7 +230,6 @@ impl Recorder {
                     .push(per);
             }
         }
-        total
     }
 
     /// `(id, bytes, median ns per iteration)` of every recorded benchmark.

@@ -199,7 +199,7 @@ impl GpuContext {
         extra: wgpu::BufferUsages,
     ) -> Result<(wgpu::Buffer, Arc<Allocation>)> {
         let limits = self.device.limits();
-        let size = padded_size(size, limits.max_storage_buffer_binding_size as u64);
+        let size = padded_size(size, limits.max_storage_buffer_binding_size);
         let limit = limits.max_buffer_size;
         if size > limit {
             return Err(WgpuError::OutOfMemory {
