@@ -10,6 +10,8 @@
 //!   dequantise+matvec kernel (the adapter `GpuContext::new` picks, or
 //!   `ZETA_ADAPTER`), 64 dispatches per submission, time per dispatch after
 //!   waiting for the device; skipped, with a message, without an adapter.
+//!   Their shares are of the GPU's own copy bandwidth (a 64 MiB device-side
+//!   buffer copy, measured before them), in a second summary.
 //!
 //! Throughput is `Throughput::Bytes` of the data each call streams (weights
 //! for matvec; x, out and the scale for RMSNorm; the K and V rows for
@@ -83,15 +85,39 @@ fn matvec(c: &mut Criterion, rec: &Recorder, backend: &CpuBackend) {
 /// records a few hundred in one).
 const GPU_BATCH: u64 = 64;
 
-fn gpu_matvec(c: &mut Criterion, rec: &Recorder, backend: &CpuBackend) {
+/// GPU memory bandwidth: best of 5 device-side copies of 64 MiB (read +
+/// write bytes per second), or `None` if the copy fails.
+fn gpu_copy_bandwidth(ctx: &zeta_wgpu::GpuContext) -> Option<f64> {
+    let n = 16 << 20; // f32 elements
+    let a = ctx.zeros(n, zeta_wgpu::GpuDType::F32).ok()?; // [n]
+    let b = ctx.zeros(n, zeta_wgpu::GpuDType::F32).ok()?; // [n]
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let start = Instant::now();
+        let mut batch = ctx.batch();
+        batch.copy(&a, 0, &b, 0, n).ok()?;
+        batch.submit().ok()?;
+        ctx.wait().ok()?;
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    Some(2.0 * 4.0 * n as f64 / best)
+}
+
+/// GPU matvec benchmarks; returns the GPU's copy bandwidth (None: no GPU).
+fn gpu_matvec(c: &mut Criterion, rec: &Recorder, backend: &CpuBackend) -> Option<f64> {
     let ctx = match zeta_wgpu::GpuContext::new() {
         Ok(ctx) => ctx,
         Err(e) => {
             eprintln!("SKIP: gpu_matvec benchmarks: {e}");
-            return;
+            return None;
         }
     };
-    eprintln!("GPU adapter: {}", ctx.info().name);
+    let gpu_bw = gpu_copy_bandwidth(&ctx).unwrap_or(0.0);
+    eprintln!(
+        "GPU adapter: {}; device copy bandwidth (64 MiB, best of 5, read+write, incl. submit): {:.2} GB/s",
+        ctx.info().name,
+        gpu_bw / 1e9
+    );
     let mut group = c.benchmark_group("gpu_matvec");
     group
         .sample_size(10)
@@ -142,6 +168,7 @@ fn gpu_matvec(c: &mut Criterion, rec: &Recorder, backend: &CpuBackend) {
         }
     }
     group.finish();
+    Some(gpu_bw)
 }
 
 fn norm_and_attention(c: &mut Criterion, rec: &Recorder, backend: &CpuBackend) {
@@ -226,11 +253,18 @@ fn main() {
     let rec = Recorder::default();
     matvec(&mut c, &rec, &backend);
     norm_and_attention(&mut c, &rec, &backend);
-    gpu_matvec(&mut c, &rec, &backend);
+    let gpu_bw = gpu_matvec(&mut c, &rec, &backend);
     c.final_summary();
     eprintln!(
         "\nshare of the measured memcpy bandwidth ({:.2} GB/s):\n{}",
         bw / 1e9,
-        rec.summary(bw)
+        rec.summary_where(bw, |id| !id.starts_with("gpu_"))
     );
+    if let Some(gbw) = gpu_bw {
+        eprintln!(
+            "\nGPU benchmarks, share of the GPU's measured copy bandwidth ({:.2} GB/s):\n{}",
+            gbw / 1e9,
+            rec.summary_where(gbw, |id| id.starts_with("gpu_"))
+        );
+    }
 }

@@ -244,11 +244,16 @@ impl Recorder {
 
     /// The summary table: bytes/s and the share of `bw` (bytes/s) per benchmark.
     pub fn summary(&self, bw: f64) -> String {
+        self.summary_where(bw, |_| true)
+    }
+
+    /// [`summary`](Self::summary) of the benchmarks whose id passes `keep`.
+    pub fn summary_where(&self, bw: f64, keep: impl Fn(&str) -> bool) -> String {
         let mut s = format!(
             "{:<44} {:>12} {:>12} {:>10}\n",
             "benchmark", "median", "GB/s", "% of copy"
         );
-        for (id, bytes, ns) in self.medians() {
+        for (id, bytes, ns) in self.medians().into_iter().filter(|(id, _, _)| keep(id)) {
             let bps = bandwidth(bytes, Duration::from_nanos(ns as u64));
             let share = if bw > 0.0 { 100.0 * bps / bw } else { 0.0 };
             s.push_str(&format!(
