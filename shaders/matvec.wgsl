@@ -9,7 +9,8 @@
 // of x (coalesced loads: with a whole unit per invocation, one load
 // instruction of a subgroup touched 32 cache lines of x). The common weight
 // types have a fused quarter dot product (`deq_<type>_dot8`) on the packed
-// quants; the others dequantise the unit into `dq` and dot their quarter. The entry
+// quants; the others dequantise the unit into `dq` and dot their quarter
+// (`unit_dot8`). The host substitutes `DOT8` with one of them. The entry
 // point comes from matvec_reduce_wg.wgsl (shared-memory tree reduction) or
 // matvec_reduce_sg.wgsl (subgroupAdd, only when the device has SUBGROUP).
 // `deq_TYPE` is substituted by the host.
@@ -68,40 +69,9 @@ fn dq_dot8(q: u32, xb: u32) -> f32 {
     return s;
 }
 
-// ---- types without a fused path: dequantise the unit, dot one quarter ----
-
-fn deq_f32_dot8(rb: u32, u: u32, q: u32, xb: u32) -> f32 {
-    deq_f32(rb, u, P.n_cols);
-    return dq_dot8(q, xb);
-}
-
-fn deq_f16_dot8(rb: u32, u: u32, q: u32, xb: u32) -> f32 {
-    deq_f16(rb, u, P.n_cols);
-    return dq_dot8(q, xb);
-}
-
-fn deq_bf16_dot8(rb: u32, u: u32, q: u32, xb: u32) -> f32 {
-    deq_bf16(rb, u, P.n_cols);
-    return dq_dot8(q, xb);
-}
-
-fn deq_q2_k_dot8(rb: u32, u: u32, q: u32, xb: u32) -> f32 {
-    deq_q2_k(rb, u, P.n_cols);
-    return dq_dot8(q, xb);
-}
-
-fn deq_q3_k_dot8(rb: u32, u: u32, q: u32, xb: u32) -> f32 {
-    deq_q3_k(rb, u, P.n_cols);
-    return dq_dot8(q, xb);
-}
-
-fn deq_iq4_nl_dot8(rb: u32, u: u32, q: u32, xb: u32) -> f32 {
-    deq_iq4_nl(rb, u, P.n_cols);
-    return dq_dot8(q, xb);
-}
-
-fn deq_iq4_xs_dot8(rb: u32, u: u32, q: u32, xb: u32) -> f32 {
-    deq_iq4_xs(rb, u, P.n_cols);
+// Types without a fused path: dequantise the unit into `dq`, dot one quarter.
+fn unit_dot8(rb: u32, u: u32, q: u32, xb: u32) -> f32 {
+    deq_TYPE(rb, u, P.n_cols);
     return dq_dot8(q, xb);
 }
 
@@ -234,7 +204,7 @@ fn row_dot(row: u32, tid: u32) -> f32 {
     let n = P.n_units * 4u;
     for (var i = tid; i < n; i += WG) {
         let u = i >> 2u;
-        acc += deq_TYPE_dot8(row_base, u, i & 3u, u * 32u);
+        acc += DOT8(row_base, u, i & 3u, u * 32u);
     }
     return acc;
 }

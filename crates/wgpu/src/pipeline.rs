@@ -177,8 +177,26 @@ pub(crate) fn quant_variant(file: ShaderFile, ty: GgmlType) -> Result<ShaderVari
     })
 }
 
+/// matvec.wgsl's fused quarter dot product of `ty`, if it has one (the
+/// other types go through `unit_dot8`, which dequantises into `dq`).
+fn fused_dot8(ty: GgmlType) -> Option<&'static str> {
+    Some(match ty {
+        GgmlType::Q4_0 => "deq_q4_0_dot8",
+        GgmlType::Q4_1 => "deq_q4_1_dot8",
+        GgmlType::Q5_0 => "deq_q5_0_dot8",
+        GgmlType::Q5_1 => "deq_q5_1_dot8",
+        GgmlType::Q8_0 => "deq_q8_0_dot8",
+        GgmlType::Q4_K => "deq_q4_k_dot8",
+        GgmlType::Q5_K => "deq_q5_k_dot8",
+        GgmlType::Q6_K => "deq_q6_k_dot8",
+        _ => return None,
+    })
+}
+
 pub(crate) fn matvec_variant(ty: GgmlType, subgroups: bool) -> Result<ShaderVariant> {
     let mut v = quant_variant(files::MATVEC, ty)?;
+    v.defines
+        .push(("DOT8", fused_dot8(ty).unwrap_or("unit_dot8")));
     v.suffix = Some(if subgroups {
         files::MATVEC_REDUCE_SG
     } else {
