@@ -96,8 +96,25 @@ fn chunk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
     if (valid) {
         let kb = pos * P.kv_stride + kvh * P.head_dim;
         var acc = 0.0;
-        for (var d = 0u; d < P.head_dim; d++) {
-            acc += qs[d] * load_kv(false, kb + d);
+        if (KV_F16 && (kb & 7u) == 0u && (P.head_dim & 7u) == 0u) {
+            // Eight f16 values (four words) per step, loads issued together.
+            let wb = kb >> 1u;
+            var a4 = vec4<f32>(0.0);
+            for (var d = 0u; d < P.head_dim; d += 8u) {
+                let w0 = K[wb + (d >> 1u)];
+                let w1 = K[wb + (d >> 1u) + 1u];
+                let w2 = K[wb + (d >> 1u) + 2u];
+                let w3 = K[wb + (d >> 1u) + 3u];
+                a4 += vec4<f32>(qs[d], qs[d + 2u], qs[d + 4u], qs[d + 6u]) * vec4<f32>(
+                    f16_to_f32(w0), f16_to_f32(w1), f16_to_f32(w2), f16_to_f32(w3));
+                a4 += vec4<f32>(qs[d + 1u], qs[d + 3u], qs[d + 5u], qs[d + 7u]) * vec4<f32>(
+                    f16_to_f32(w0 >> 16u), f16_to_f32(w1 >> 16u), f16_to_f32(w2 >> 16u), f16_to_f32(w3 >> 16u));
+            }
+            acc = a4.x + a4.y + a4.z + a4.w;
+        } else {
+            for (var d = 0u; d < P.head_dim; d++) {
+                acc += qs[d] * load_kv(false, kb + d);
+            }
         }
         s = acc * P.scale;
         if (P.softcap > 0.0) {

@@ -2,7 +2,7 @@
 //
 // W: [n_rows, n_cols] in its GGUF block format (one part of a possibly split
 // tensor: rows row_offset .. row_offset + rows), x: [n_cols] f32 (read as
-// vec4), y: [n_rows] f32.
+// vec4), y: [n_rows] f32 (overwritten, or added to when `accumulate`).
 // One workgroup per row. A 32-element unit is split in quarters of 8
 // elements; invocation `tid` takes quarters `tid, tid + WG, ...` of the row
 // (`row_dot`), so neighbouring invocations read neighbouring bytes of W and
@@ -15,6 +15,16 @@
 // matvec_reduce_sg.wgsl (subgroupAdd, only when the device has SUBGROUP).
 // `deq_TYPE` is substituted by the host.
 
+// Stores row `row`'s result.
+fn store_row(row: u32, v: f32) {
+    let i = P.row_offset + row;
+    if (P.accumulate != 0u) {
+        Y[i] = Y[i] + v;
+    } else {
+        Y[i] = v;
+    }
+}
+
 struct Params {
     n_cols: u32,     // elements per row
     n_units: u32,    // ceil(n_cols / 32)
@@ -22,7 +32,7 @@ struct Params {
     rows: u32,       // rows in this part
     row_offset: u32, // index of this part's first row in y
     grid_x: u32,     // workgroups along x in the dispatch (2-D grid for > 65535 rows)
-    _pad0: u32,
+    accumulate: u32, // 1: y += W x, 0: y = W x
     _pad1: u32,
 }
 
@@ -197,14 +207,26 @@ fn deq_q6_k_dot8(rb: u32, u: u32, q: u32, xb: u32) -> f32 {
 }
 
 // Partial dot product of row `row` (of this part) with x, over the quarter
-// units tid, tid + WG, ...
+// units tid, tid + WG, ...; four of them per step, independent, so that
+// their loads are in flight together (measured on the H100: +2-4% over one
+// at a time).
 fn row_dot(row: u32, tid: u32) -> f32 {
     let row_base = row * P.row_bytes;
-    var acc = 0.0;
+    var acc = vec4<f32>(0.0);
     let n = P.n_units * 4u;
-    for (var i = tid; i < n; i += WG) {
-        let u = i >> 2u;
-        acc += DOT8(row_base, u, i & 3u, u * 32u);
+    var i = tid;
+    for (; i + 3u * WG < n; i += 4u * WG) {
+        let i1 = i + WG;
+        let i2 = i + 2u * WG;
+        let i3 = i + 3u * WG;
+        acc += vec4<f32>(
+            DOT8(row_base, i >> 2u, i & 3u, (i >> 2u) * 32u),
+            DOT8(row_base, i1 >> 2u, i1 & 3u, (i1 >> 2u) * 32u),
+            DOT8(row_base, i2 >> 2u, i2 & 3u, (i2 >> 2u) * 32u),
+            DOT8(row_base, i3 >> 2u, i3 & 3u, (i3 >> 2u) * 32u));
     }
-    return acc;
+    for (; i < n; i += WG) {
+        acc.x += DOT8(row_base, i >> 2u, i & 3u, (i >> 2u) * 32u);
+    }
+    return hsum(acc);
 }

@@ -29,7 +29,7 @@ fn main(
             t += partial[i];
         }
         if (row < P.rows) {
-            Y[P.row_offset + row] = t;
+            store_row(row, t);
         }
     }
 }

@@ -19,6 +19,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         workgroupBarrier();
     }
     if (row < P.rows && tid == 0u) {
-        Y[P.row_offset + row] = partial[0];
+        store_row(row, partial[0]);
     }
 }

@@ -104,6 +104,10 @@ fn gpu_copy_bandwidth(ctx: &zeta_wgpu::GpuContext) -> Option<f64> {
 }
 
 /// GPU matvec benchmarks; returns the GPU's copy bandwidth (None: no GPU).
+/// GPU matvec shapes: the CPU ones and Llama-3-8B's FFN up/gate
+/// (14336 x 4096), where a GPU reaches its bandwidth.
+const GPU_SHAPES: [(usize, usize); 3] = [SHAPES[0], SHAPES[1], (14336, 4096)];
+
 fn gpu_matvec(c: &mut Criterion, rec: &Recorder, backend: &CpuBackend) -> Option<f64> {
     let ctx = match zeta_wgpu::GpuContext::new() {
         Ok(ctx) => ctx,
@@ -124,7 +128,7 @@ fn gpu_matvec(c: &mut Criterion, rec: &Recorder, backend: &CpuBackend) -> Option
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
     for ty in WEIGHT_TYPES {
-        for (rows, cols) in SHAPES {
+        for (rows, cols) in GPU_SHAPES {
             let Ok(m) = QuantMatrix::random(backend, ty, rows, cols, 42) else {
                 continue;
             };

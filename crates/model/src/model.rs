@@ -507,7 +507,14 @@ impl<B: Backend> Model<B> {
                 window: if swa { Some(c.n_swa) } else { None },
             };
             b.attention(&s.q, &s.k_cache[il], &s.v_cache[il], &mut s.att, &ap)?;
-            b.matmul(&lw.wo, &s.att, &mut s.proj, n)?;
+            // Without a bias or post-norm the projection adds straight into
+            // the residual stream (one fused op where the backend has one).
+            let fused_o = lw.bo.is_none() && lw.attn_post_norm.is_none();
+            if fused_o {
+                b.matmul_add(&lw.wo, &s.att, &mut s.x, &mut s.proj, n)?;
+            } else {
+                b.matmul(&lw.wo, &s.att, &mut s.proj, n)?;
+            }
             if let Some(bo) = &lw.bo {
                 b.add_bias(&mut s.proj, bo, n)?;
             }
@@ -518,8 +525,10 @@ impl<B: Backend> Model<B> {
                     None => return Ok(None),
                     Some((rows, _)) if rows.len() < n => {
                         let m = rows.len();
-                        b.copy(&s.proj, rows.start * e, &mut s.xb, 0, m * e)?;
-                        b.copy(&s.xb, 0, &mut s.proj, 0, m * e)?;
+                        if !fused_o {
+                            b.copy(&s.proj, rows.start * e, &mut s.xb, 0, m * e)?;
+                            b.copy(&s.xb, 0, &mut s.proj, 0, m * e)?;
+                        }
                         b.copy(&s.x, rows.start * e, &mut s.xb, 0, m * e)?;
                         b.copy(&s.xb, 0, &mut s.x, 0, m * e)?;
                         n_act = m;
@@ -528,10 +537,12 @@ impl<B: Backend> Model<B> {
                 }
             }
             let n = n_act;
-            if let Some(pn) = &lw.attn_post_norm {
-                b.rms_norm_inplace(&mut s.proj, pn, n, c.rms_eps)?;
+            if !fused_o {
+                if let Some(pn) = &lw.attn_post_norm {
+                    b.rms_norm_inplace(&mut s.proj, pn, n, c.rms_eps)?;
+                }
+                b.add(&mut s.x, &s.proj, n * e)?;
             }
-            b.add(&mut s.x, &s.proj, n * e)?;
 
             // --- feed-forward ---
             b.rms_norm(&s.x, &lw.ffn_norm, &mut s.xb, n, c.rms_eps)?;
@@ -543,11 +554,14 @@ impl<B: Backend> Model<B> {
                 GluKind::SwiGlu
             };
             b.glu(&mut s.gate, &s.up, n, c.n_ff, act)?;
-            b.matmul(&lw.ffn_down, &s.gate, &mut s.proj, n)?;
-            if let Some(pn) = &lw.ffn_post_norm {
-                b.rms_norm_inplace(&mut s.proj, pn, n, c.rms_eps)?;
+            match &lw.ffn_post_norm {
+                None => b.matmul_add(&lw.ffn_down, &s.gate, &mut s.x, &mut s.proj, n)?,
+                Some(pn) => {
+                    b.matmul(&lw.ffn_down, &s.gate, &mut s.proj, n)?;
+                    b.rms_norm_inplace(&mut s.proj, pn, n, c.rms_eps)?;
+                    b.add(&mut s.x, &s.proj, n * e)?;
+                }
             }
-            b.add(&mut s.x, &s.proj, n * e)?;
         }
 
         let Some((rows, dst_row)) = out else {

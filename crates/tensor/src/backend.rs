@@ -139,6 +139,31 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         n_tokens: usize,
     ) -> Result<(), TensorError>;
 
+    /// `out[t, r] += Σ_k w[r, k] · x[t, k]`: a projection added to a residual
+    /// stream. `tmp` (at least `[n_tokens, rows]`) is scratch. The default is
+    /// [`Backend::matmul`] into `tmp`, then [`Backend::add`]; a backend may
+    /// fuse the two (the sum is the same: each output gets one f32 add).
+    fn matmul_add(
+        &self,
+        w: &Self::Weight,
+        x: &Self::Buffer,
+        out: &mut Self::Buffer,
+        tmp: &mut Self::Buffer,
+        n_tokens: usize,
+    ) -> Result<(), TensorError> {
+        self.matmul(w, x, tmp, n_tokens)?;
+        let rows = self
+            .weight_dims(w)
+            .iter()
+            .skip(1)
+            .try_fold(1usize, |a, &d| a.checked_mul(usize::try_from(d).ok()?))
+            .ok_or(TensorError::Shape {
+                op: "matmul_add",
+                msg: "weight rows overflow".into(),
+            })?;
+        self.add(out, tmp, n_tokens.saturating_mul(rows))
+    }
+
     /// `x[i, :] += bias` for `i < n_rows`; the row length is the bias length.
     fn add_bias(
         &self,

@@ -143,6 +143,18 @@ pub struct GpuContext {
     pub(crate) staged: AtomicU64,
     /// Bytes of the storage buffers this context allocated and still holds.
     pub(crate) mem: Arc<crate::tensor::MemCounter>,
+    /// Scratch tensors by purpose and thread (see `GpuContext::scratch`).
+    #[allow(clippy::type_complexity)]
+    pub(crate) scratch: Mutex<
+        std::collections::HashMap<(&'static str, std::thread::ThreadId), crate::tensor::GpuTensor>,
+    >,
+    /// Uniform buffers of dispatch parameters, reused by every batch: a
+    /// batch's k-th block of slots is `param_pool[k]`. Each batch writes its
+    /// slots at submit, so the queue orders every batch's writes right
+    /// before its own commands.
+    pub(crate) param_pool: Mutex<Vec<wgpu::Buffer>>,
+    /// Held from a batch's parameter writes to its submission.
+    pub(crate) submit_lock: Mutex<()>,
     errors: Arc<Mutex<Vec<String>>>,
     lost: Arc<Mutex<Option<String>>>,
 }
@@ -332,6 +344,9 @@ impl GpuContext {
             use_subgroups,
             staged: AtomicU64::new(0),
             mem: Arc::default(),
+            scratch: Mutex::default(),
+            param_pool: Mutex::default(),
+            submit_lock: Mutex::default(),
             errors,
             lost,
         })

@@ -137,6 +137,72 @@ pub struct GpuBatch<'a> {
     pass: Option<wgpu::ComputePass<'static>>,
 }
 
+/// Bind groups by (pipeline, storage bindings, parameter slot). A decode step
+/// records the same dispatches on the same buffers every token, so after the
+/// first token its bind groups all come from here. Emptied when any counted
+/// buffer is released (see `tensor::Allocation`) or when it grows past
+/// `MAX_CACHED_BIND_GROUPS`.
+#[derive(Debug, Default)]
+pub(crate) struct BindGroupCache {
+    map: std::sync::Mutex<std::collections::HashMap<BindKey, wgpu::BindGroup>>,
+}
+
+/// What a cached bind group binds.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub(crate) struct BindKey {
+    pipeline: wgpu::ComputePipeline,
+    buffers: Vec<(u32, wgpu::Buffer)>,
+    param_binding: u32,
+    params: wgpu::Buffer,
+    offset: u64,
+}
+
+/// Bound on [`BindGroupCache`]'s entries (a model's decode step needs a few
+/// hundred to a few thousand).
+const MAX_CACHED_BIND_GROUPS: usize = 16384;
+
+impl BindGroupCache {
+    /// Drops every cached bind group (and with them their buffer references).
+    pub(crate) fn clear(&self) {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// The bind group for `key`, made by `make` when not cached.
+    fn get_or_create(
+        &self,
+        key: BindKey,
+        make: impl FnOnce(&BindKey) -> wgpu::BindGroup,
+    ) -> wgpu::BindGroup {
+        if let Some(bg) = self.map.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return bg.clone();
+        }
+        let bg = make(&key);
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX_CACHED_BIND_GROUPS {
+            map.clear();
+        }
+        map.insert(key, bg.clone());
+        bg
+    }
+}
+
+impl GpuContext {
+    /// The `index`-th uniform buffer of parameter slots (`size` bytes),
+    /// shared by all batches (see `GpuContext::param_pool`).
+    fn param_block(&self, index: usize, size: u64) -> wgpu::Buffer {
+        let mut pool = self.param_pool.lock().unwrap_or_else(|e| e.into_inner());
+        while pool.len() <= index {
+            pool.push(self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("params"),
+                size,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }));
+        }
+        pool[index].clone()
+    }
+}
+
 /// Timestamp queries of a timed batch: two per compute pass.
 #[derive(Default)]
 struct Timing {
@@ -296,17 +362,7 @@ impl<'a> GpuBatch<'a> {
             PARAM_BYTES.max(ctx.device.limits().min_uniform_buffer_offset_alignment as u64);
         let index = self.slot % PARAM_SLOTS;
         if index == 0 {
-            let buffer = ctx.scoped(
-                || {
-                    ctx.device.create_buffer(&wgpu::BufferDescriptor {
-                        label: Some("params"),
-                        size: stride * PARAM_SLOTS,
-                        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-                        mapped_at_creation: false,
-                    })
-                },
-                |m, _| WgpuError::Gpu(m),
-            )?;
+            let buffer = ctx.param_block(self.params.len(), stride * PARAM_SLOTS);
             self.params.push(ParamBlock {
                 buffer,
                 bytes: Vec::new(),
@@ -325,32 +381,41 @@ impl<'a> GpuBatch<'a> {
         block.bytes.extend_from_slice(&data);
         block.bytes.resize((offset + PARAM_BYTES) as usize, 0);
         self.slot += 1;
-        let ubuf = &block.buffer;
-        let bind_group = ctx.scoped(
-            || {
-                let mut entries: Vec<wgpu::BindGroupEntry<'_>> = bindings
-                    .iter()
-                    .map(|(b, buf)| wgpu::BindGroupEntry {
-                        binding: *b,
-                        resource: buf.as_entire_binding(),
-                    })
-                    .collect();
-                entries.push(wgpu::BindGroupEntry {
-                    binding: param_binding,
-                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: ubuf,
-                        offset,
-                        size: std::num::NonZeroU64::new(PARAM_BYTES),
-                    }),
-                });
-                ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some(variant.file.name),
-                    layout: &pipeline.get_bind_group_layout(0),
-                    entries: &entries,
+        let key = BindKey {
+            pipeline: pipeline.clone(),
+            buffers: bindings
+                .iter()
+                .map(|(b, buf)| (*b, (*buf).clone()))
+                .collect(),
+            param_binding,
+            params: block.buffer.clone(),
+            offset,
+        };
+        let bind_group = ctx.mem.bind_groups.get_or_create(key, |k| {
+            let mut entries: Vec<wgpu::BindGroupEntry<'_>> = k
+                .buffers
+                .iter()
+                .map(|(b, buf)| wgpu::BindGroupEntry {
+                    binding: *b,
+                    resource: buf.as_entire_binding(),
                 })
-            },
-            |m, _| WgpuError::Gpu(format!("{}: {m}", variant.label())),
-        )?;
+                .collect();
+            entries.push(wgpu::BindGroupEntry {
+                binding: k.param_binding,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &k.params,
+                    offset: k.offset,
+                    size: std::num::NonZeroU64::new(PARAM_BYTES),
+                }),
+            });
+            // Invalid bindings are reported by the device's uncaptured-error
+            // handler and returned by `submit` (`GpuContext::check`).
+            ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(variant.file.name),
+                layout: &k.pipeline.get_bind_group_layout(0),
+                entries: &entries,
+            })
+        });
         let timestamp_writes = match &mut self.timing {
             Some(t) => {
                 let pass = t.labels.len() as u32;
@@ -468,6 +533,9 @@ impl<'a> GpuBatch<'a> {
         self.end_pass();
         let ctx = self.ctx;
         let encoder = self.encoder;
+        // The parameter buffers are shared by all batches: no other batch's
+        // parameters may be written between ours and our submission.
+        let _guard = ctx.submit_lock.lock().unwrap_or_else(|e| e.into_inner());
         ctx.scoped(
             || {
                 for block in &self.params {
@@ -492,6 +560,22 @@ impl<'a> GpuBatch<'a> {
 
     /// y = W x, dequantising W on the fly; one dispatch per weight part.
     pub fn matvec(&mut self, w: &QuantMatrix, x: &GpuTensor, y: &GpuTensor) -> Result<()> {
+        self.matvec_impl(w, x, y, false)
+    }
+
+    /// y += W x (a projection added to a residual stream, in the same
+    /// dispatch): each output gets one f32 add, as a separate `add` would.
+    pub fn matvec_add(&mut self, w: &QuantMatrix, x: &GpuTensor, y: &GpuTensor) -> Result<()> {
+        self.matvec_impl(w, x, y, true)
+    }
+
+    fn matvec_impl(
+        &mut self,
+        w: &QuantMatrix,
+        x: &GpuTensor,
+        y: &GpuTensor,
+        accumulate: bool,
+    ) -> Result<()> {
         const OP: &str = "matvec";
         want(OP, x, "x", GpuDType::F32, w.n_cols())?;
         want(OP, y, "y", GpuDType::F32, w.n_rows())?;
@@ -507,6 +591,7 @@ impl<'a> GpuBatch<'a> {
                 part.n_rows as u32,
                 part.first_row as u32,
                 gx,
+                u32::from(accumulate),
             ];
             self.dispatch(
                 &variant,
@@ -606,9 +691,24 @@ impl<'a> GpuBatch<'a> {
 
     /// `out[t] = table[ids[t]]` dequantised; ids >= n_rows give zeros.
     pub fn embed(&mut self, table: &QuantMatrix, ids: &GpuTensor, out: &GpuTensor) -> Result<()> {
+        self.embed_n(table, ids, ids.len(), out)
+    }
+
+    /// [`embed`](Self::embed) of the first `n_ids` ids of `ids` (a reused,
+    /// larger buffer).
+    pub fn embed_n(
+        &mut self,
+        table: &QuantMatrix,
+        ids: &GpuTensor,
+        n_ids: usize,
+        out: &GpuTensor,
+    ) -> Result<()> {
         const OP: &str = "embed";
-        want(OP, ids, "ids", GpuDType::U32, 1)?;
-        let n_tokens = ids.len() as u64;
+        if n_ids == 0 {
+            return Err(shape(OP, "no ids"));
+        }
+        want(OP, ids, "ids", GpuDType::U32, n_ids as u64)?;
+        let n_tokens = n_ids as u64;
         want(OP, out, "out", GpuDType::F32, n_tokens * table.n_cols())?;
         let variant = quant_variant(files::EMBED, table.ggml_type())?;
         let n_cols = table.n_cols() as u32;
@@ -802,7 +902,7 @@ impl<'a> GpuBatch<'a> {
         let ff_buf = match freq_factors {
             Some(f) => &f.buffer,
             None => {
-                dummy = self.ctx.zeros(1, GpuDType::F32)?;
+                dummy = self.ctx.scratch("rope_no_factors", 1, GpuDType::F32)?;
                 &dummy.buffer
             }
         };
@@ -1259,8 +1359,8 @@ impl<'a> GpuBatch<'a> {
         let slots = n_q as usize * p.n_head as usize * n_chunks as usize;
         let scratch_o = self
             .ctx
-            .zeros(slots * p.head_dim_v as usize, GpuDType::F32)?;
-        let scratch_ml = self.ctx.zeros(slots * 2, GpuDType::F32)?;
+            .scratch("attn_o", slots * p.head_dim_v as usize, GpuDType::F32)?;
+        let scratch_ml = self.ctx.scratch("attn_ml", slots * 2, GpuDType::F32)?;
         let f16 = kv_dtype == GpuDType::F16;
         let params = [
             p.head_dim,

@@ -49,11 +49,13 @@ impl GpuDType {
 }
 
 /// Bytes of storage buffers allocated through one [`GpuContext`]: now and
-/// at the peak.
+/// at the peak; and the context's bind-group cache, which holds buffers
+/// alive and is therefore emptied whenever a counted buffer is released.
 #[derive(Debug, Default)]
 pub(crate) struct MemCounter {
     current: AtomicU64,
     peak: AtomicU64,
+    pub(crate) bind_groups: crate::ops::BindGroupCache,
 }
 
 impl MemCounter {
@@ -80,6 +82,9 @@ impl Drop for Allocation {
         self.counter
             .current
             .fetch_sub(self.bytes, Ordering::Relaxed);
+        // Cached bind groups may name this buffer: drop them so that wgpu
+        // frees it now (they are rebuilt on the next dispatches).
+        self.counter.bind_groups.clear();
     }
 }
 
@@ -332,6 +337,39 @@ impl GpuContext {
             dtype,
             _alloc: alloc,
         })
+    }
+
+    /// Overwrites u32 elements `offset ..` of `t` (token ids).
+    pub fn write_u32(&self, t: &GpuTensor, offset: usize, data: &[u32]) -> Result<()> {
+        check_write(t, GpuDType::U32, offset, data.len())?;
+        self.write_padded(&t.buffer, offset as u64 * 4, bytemuck::cast_slice(data));
+        Ok(())
+    }
+
+    /// A scratch tensor of at least `len` elements for `purpose`, kept by
+    /// the context for the calling thread and reused by that thread's later
+    /// calls with that purpose (grown when too small). An op that uses one
+    /// records all its dispatches that touch it into one batch, so reuse is
+    /// ordered like any other buffer use (barriers between dispatches,
+    /// submissions in queue order); batches recorded by other threads get
+    /// their own. Callers must not need its contents across ops.
+    pub(crate) fn scratch(
+        &self,
+        purpose: &'static str,
+        len: usize,
+        dtype: GpuDType,
+    ) -> Result<GpuTensor> {
+        let key = (purpose, std::thread::current().id());
+        let mut map = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = map.get(&key)
+            && t.len >= len.max(1)
+            && t.dtype == dtype
+        {
+            return Ok(t.clone());
+        }
+        let t = self.zeros(len.max(1), dtype)?;
+        map.insert(key, t.clone());
+        Ok(t)
     }
 
     /// Overwrites f32 elements `offset ..` of `t` (e.g. a KV-cache row).

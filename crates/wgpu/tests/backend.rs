@@ -348,6 +348,26 @@ fn ops_are_ordered_and_errors_are_typed() {
         be.get_rows(&emb, &[rows as u32], &mut x),
         Err(TensorError::RowOutOfRange { .. })
     ));
+    // The ids buffer is reused: a shorter call after a longer one embeds
+    // only its own ids, and ids recorded but not yet run keep their values.
+    let cpu = CpuBackend::new();
+    let cemb = cpu.upload_weight(&g, "token_embd.weight").unwrap();
+    let n_embd = be.weight_dims(&emb)[0] as usize;
+    let mut want = cpu.alloc(3 * n_embd).unwrap();
+    let mut got = vec![0f32; 3 * n_embd];
+    cpu.get_rows(&cemb, &[5, 1, 7], &mut want).unwrap();
+    let mut want_rows = vec![0f32; 3 * n_embd];
+    cpu.read(&want, 0, &mut want_rows).unwrap();
+    let mut x3 = be.alloc(3 * n_embd).unwrap();
+    let mut x1 = be.alloc(n_embd).unwrap();
+    be.get_rows(&emb, &[5, 1, 7], &mut x3).unwrap();
+    be.get_rows(&emb, &[3], &mut x1).unwrap();
+    be.read(&x3, 0, &mut got).unwrap();
+    assert_eq!(got, want_rows);
+    cpu.get_rows(&cemb, &[3], &mut want).unwrap();
+    cpu.read(&want, 0, &mut want_rows[..n_embd]).unwrap();
+    be.read(&x1, 0, &mut got[..n_embd]).unwrap();
+    assert_eq!(got[..n_embd], want_rows[..n_embd]);
     assert!(matches!(
         be.upload_weight(&g, "nope"),
         Err(TensorError::MissingTensor { .. })

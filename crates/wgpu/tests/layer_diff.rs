@@ -398,11 +398,13 @@ fn run(file: &str, golden: &str, free: &[&'static str], n_pos: usize) -> Option<
 }
 
 /// On real activations, every op of the GPU backend, given the CPU's exact
-/// inputs, returns the CPU's result up to float rounding (NMSE bounds with
-/// about 10x margin over lavapipe's measurements: matmul 3.6e-7 on SmolLM2's
-/// Q4_1 — the CPU rounds Q8_1's block sum to f16, the GPU does not —,
-/// attention 2e-7 — f32 vs the CPU's f16 Q and probabilities —, GeGLU 9e-8
-/// — f32 vs ggml's f16 table —, everything else ≤ 4e-13).
+/// inputs, returns the CPU's result up to float rounding. Bounds: matmul
+/// 1e-3 — the GPU multiplies f32 activations while the CPU (like ggml)
+/// first quantizes them to Q8_0/Q8_1/Q8_K, so this is the CPU's own
+/// activation-quantization error (lavapipe: 4e-5 to 1.5e-4 for the 32-blocks,
+/// 4.6e-4 / 6.1e-4 for Q6_K's Q8_K); attention 4e-6 (2e-7 measured: f32 vs
+/// the CPU's f16 Q and probabilities); GeGLU 4e-6 (9e-8: f32 vs ggml's f16
+/// table); everything else 1e-11 (≤ 4e-13).
 fn check_ops(file: &str, golden: &str) {
     let Some(r) = run(file, golden, &[], 32) else {
         return;
@@ -410,7 +412,9 @@ fn check_ops(file: &str, golden: &str) {
     // Both sides continue from the CPU's results: the logits are the CPU's.
     assert_eq!((r.kl_prefill, r.kl_decode), (0.0, 0.0));
     for (op, (nmse, n)) in &r.ops {
-        let bound = if op.starts_with("matmul") || op.starts_with("attention") || *op == "glu" {
+        let bound = if op.starts_with("matmul") {
+            1e-3
+        } else if op.starts_with("attention") || *op == "glu" {
             4e-6
         } else {
             1e-11
