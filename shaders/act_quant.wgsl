@@ -23,16 +23,6 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> Y: array<vec4<f32>>;
 @group(0) @binding(2) var<uniform> P: Params;
 
-// f32 → nearest f16 value (as f32); overflow is not handled (scales are small).
-fn round_f16(x: f32) -> f32 {
-    if (abs(x) < 6.103515625e-5) {
-        // half subnormals: multiples of 2^-24
-        return round(x * 16777216.0) / 16777216.0;
-    }
-    let u = bitcast<u32>(x);
-    return bitcast<f32>((u + 0xfffu + ((u >> 13u) & 1u)) & 0xffffe000u);
-}
-
 fn round_bf16(x: f32) -> f32 {
     let u = bitcast<u32>(x);
     return bitcast<f32>((u + 0x7fffu + ((u >> 16u) & 1u)) & 0xffff0000u);
@@ -98,4 +88,20 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             Y[i] = min(round(iscale * X[i]), vec4<f32>(127.0)) * d;
         }
     }
+}
+
+// ---- pack_q8: x → 8-bit activations for matvec_q8.wgsl (q8.wgsl's layout;
+// the same d and q as kind 0 above, the CPU's Q8_0 activations) ----
+
+@compute @workgroup_size(64)
+fn pack_q8(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let b = gid.x + gid.y * P.stride;
+    if (b >= P.n_blocks) {
+        return;
+    }
+    var y: array<vec4<f32>, 8>;
+    for (var k = 0u; k < 8u; k++) {
+        y[k] = X[8u * b + k];
+    }
+    put_q8(b, P.n_blocks, q8_block(y));
 }

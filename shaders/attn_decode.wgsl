@@ -13,7 +13,9 @@
 // Phase `chunk`: workgroup (c, h, i) handles positions start_i + c*256 .. +256
 // and writes its unnormalised output and (max, sum) to scratch (an empty
 // chunk writes max = -3e38, sum = 0).
-// Phase `combine`: workgroup (h, i) rescales and sums the chunks.
+// Phase `combine`: workgroup (h, i) rescales and sums the chunks. With one
+// chunk, `chunk` writes the normalised output itself and `combine` is not
+// dispatched.
 
 struct Params {
     head_dim: u32,
@@ -46,6 +48,12 @@ const NEG_BIG: f32 = -3.0e38;
 var<workgroup> qs: array<f32, MAX_HEAD_DIM>;
 var<workgroup> probs: array<f32, WG>;
 var<workgroup> red: array<f32, WG>;
+var<workgroup> vsum: array<vec2<f32>, WG>;
+
+// The two f16 values of a word (low half first), exactly.
+fn half2(w: u32) -> vec2<f32> {
+    return vec2<f32>(f16_to_f32(w), f16_to_f32(w >> 16u));
+}
 
 // IEEE half (low 16 bits of h) to f32, exactly, with integer ops only
 // (unpack2x16float needs a capability some targets lack).
@@ -73,6 +81,16 @@ fn load_kv(is_v: bool, i: u32) -> f32 {
         return bitcast<f32>(V[i]);
     }
     return bitcast<f32>(K[i]);
+}
+
+// Output element d of chunk slot `ob`: the final, normalised output when the
+// whole range is one chunk (no `combine` dispatch then), else the partial.
+fn put_o(qh: u32, ob: u32, d: u32, v: f32) {
+    if (P.n_chunks == 1u) {
+        OUT[qh * P.head_dim_v + d] = v / red[0];
+    } else {
+        PART_O[ob + d] = v;
+    }
 }
 
 @compute @workgroup_size(WG)
@@ -147,14 +165,51 @@ fn chunk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
     let cnt = select(0u, min(WG, n_kv - first), first < n_kv);
     let slot = qh * P.n_chunks + c;
     let ob = slot * P.head_dim_v;
-    for (var d = tid; d < P.head_dim_v; d += WG) {
-        var acc = 0.0;
-        for (var j = 0u; j < cnt; j++) {
-            acc += probs[j] * load_kv(true, (first + j) * P.v_stride + kvh * P.head_dim_v + d);
+    let vb = first * P.v_stride + kvh * P.head_dim_v;
+    let nw = P.head_dim_v / 2u;
+    if (KV_F16 && (P.head_dim_v & 1u) == 0u && nw <= WG && (P.v_stride & 1u) == 0u && (vb & 1u) == 0u) {
+        // f16 V, two values (one word) per invocation: the WG / nw groups
+        // take positions g, g + G, ... four at a time, then sum in `vsum`.
+        let n_groups = WG / nw;
+        let w = tid % nw;
+        let g = tid / nw;
+        var a = vec2<f32>(0.0);
+        if (g < n_groups) {
+            let base = (vb >> 1u) + w;
+            let st = P.v_stride >> 1u;
+            var j = g;
+            for (; j + 3u * n_groups < cnt; j += 4u * n_groups) {
+                let v0 = V[base + j * st];
+                let v1 = V[base + (j + n_groups) * st];
+                let v2 = V[base + (j + 2u * n_groups) * st];
+                let v3 = V[base + (j + 3u * n_groups) * st];
+                a += probs[j] * half2(v0) + probs[j + n_groups] * half2(v1)
+                    + probs[j + 2u * n_groups] * half2(v2) + probs[j + 3u * n_groups] * half2(v3);
+            }
+            for (; j < cnt; j += n_groups) {
+                a += probs[j] * half2(V[base + j * st]);
+            }
         }
-        PART_O[ob + d] = acc;
+        vsum[tid] = a;
+        workgroupBarrier();
+        if (tid < nw) {
+            var t = vec2<f32>(0.0);
+            for (var k = 0u; k < n_groups; k++) {
+                t += vsum[k * nw + tid];
+            }
+            put_o(qh, ob, 2u * tid, t.x);
+            put_o(qh, ob, 2u * tid + 1u, t.y);
+        }
+    } else {
+        for (var d = tid; d < P.head_dim_v; d += WG) {
+            var acc = 0.0;
+            for (var j = 0u; j < cnt; j++) {
+                acc += probs[j] * load_kv(true, vb + j * P.v_stride + d);
+            }
+            put_o(qh, ob, d, acc);
+        }
     }
-    if (tid == 0u) {
+    if (tid == 0u && P.n_chunks > 1u) {
         PART_ML[slot * 2u] = m;
         PART_ML[slot * 2u + 1u] = red[0];
     }

@@ -58,3 +58,40 @@ fn geglu_assign(@builtin(global_invocation_id) gid: vec3<u32>) {
         OUT[i] = gelu_tanh(OUT[i]) * UP[i];
     }
 }
+
+// ---- in place, one token, fused with the 8-bit pack of the result ----
+// `swiglu_assign_q8` / `geglu_assign_q8`: OUT = act(OUT) * UP as above, and
+// the result quantised into XQ (q8.wgsl, prepended) for matvec_q8.wgsl, as
+// act_quant.wgsl `pack_q8` would; one invocation per 32-element block, n a
+// multiple of 32, the grid's row length in blocks.
+
+fn act(gelu: bool, x: f32) -> f32 {
+    if (gelu) {
+        return gelu_tanh(x);
+    }
+    return silu(x);
+}
+
+fn assign_q8(b: u32, gelu: bool) {
+    let nb = P.n / 32u;
+    if (b >= nb) {
+        return;
+    }
+    var y: array<vec4<f32>, 8>;
+    for (var k = 0u; k < 32u; k++) {
+        let v = act(gelu, OUT[32u * b + k]) * UP[32u * b + k];
+        OUT[32u * b + k] = v;
+        y[k / 4u][k % 4u] = v;
+    }
+    put_q8(b, nb, q8_block(y));
+}
+
+@compute @workgroup_size(64)
+fn swiglu_assign_q8(@builtin(global_invocation_id) gid: vec3<u32>) {
+    assign_q8(gid.x + gid.y * P.row_len, false);
+}
+
+@compute @workgroup_size(64)
+fn geglu_assign_q8(@builtin(global_invocation_id) gid: vec3<u32>) {
+    assign_q8(gid.x + gid.y * P.row_len, true);
+}

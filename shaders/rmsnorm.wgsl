@@ -3,7 +3,13 @@
 // x: [n_rows, n_cols] f32, w: [n_cols] f32, y: [n_rows, n_cols] f32.
 // One workgroup per row; shared-memory tree reduction of the sum of squares.
 // Entry `inplace` normalises XY in place (each element is rewritten by the
-// invocation that read it, after the reduction).
+// invocation that read it, after the reduction). Entry `norm_pack_q8` (one
+// row, n_cols a multiple of 32) also writes y quantised to 8 bits into XQ
+// (q8.wgsl, prepended), as act_quant.wgsl `pack_q8` would, for matvec_q8.wgsl: one
+// dispatch instead of two before each decode projection.
+// Loads are vec4 when n_cols is a multiple of 4 (the host checks), and a
+// thread's loads are issued before its sums, so that they are in flight
+// together (a serial scalar loop took ~10 us for 4096 elements on an H100).
 
 struct Params {
     n_cols: u32,
@@ -12,25 +18,18 @@ struct Params {
     _pad0: u32,
 }
 
-@group(0) @binding(0) var<storage, read> X: array<f32>;
-@group(0) @binding(1) var<storage, read> Wt: array<f32>;
-@group(0) @binding(2) var<storage, read_write> Y: array<f32>;
+@group(0) @binding(0) var<storage, read> X: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> Wt: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> Y: array<vec4<f32>>;
 @group(0) @binding(3) var<uniform> P: Params;
 @group(0) @binding(4) var<storage, read_write> XY: array<f32>;
 
 const WG: u32 = 256u;
 var<workgroup> partial: array<f32, WG>;
 
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-    let row = wid.x;
-    let base = row * P.n_cols;
-    var acc = 0.0;
-    for (var i = tid; i < P.n_cols; i += WG) {
-        let v = X[base + i];
-        acc += v * v;
-    }
-    partial[tid] = acc;
+// Sum over the workgroup of every invocation's `v` (all invocations call it).
+fn wg_sum(tid: u32, v: f32) -> f32 {
+    partial[tid] = v;
     workgroupBarrier();
     for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
         if (tid < stride) {
@@ -38,12 +37,53 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
         workgroupBarrier();
     }
-    let scale = inverseSqrt(partial[0] / f32(P.n_cols) + P.eps);
-    for (var i = tid; i < P.n_cols; i += WG) {
-        Y[base + i] = X[base + i] * scale * Wt[i];
+    let s = partial[0];
+    workgroupBarrier();
+    return s;
+}
+
+// Vector rows (n_cols % 4 == 0): vec4 i of the row at t + WG * i.
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    let nv = P.n_cols / 4u;
+    let base = wid.x * nv;
+    var acc = vec4<f32>(0.0);
+    var i = tid;
+    for (; i + 3u * WG < nv; i += 4u * WG) {
+        let a = X[base + i];
+        let b = X[base + i + WG];
+        let c = X[base + i + 2u * WG];
+        let d = X[base + i + 3u * WG];
+        acc += a * a + b * b + c * c + d * d;
+    }
+    for (; i < nv; i += WG) {
+        let a = X[base + i];
+        acc += a * a;
+    }
+    let scale = inverseSqrt(wg_sum(tid, acc.x + acc.y + acc.z + acc.w) / f32(P.n_cols) + P.eps);
+    for (var j = tid; j < nv; j += WG) {
+        Y[base + j] = X[base + j] * scale * Wt[j];
     }
 }
 
+// Any row length (scalar).
+@compute @workgroup_size(WG)
+fn main_scalar(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    let base = wid.x * P.n_cols;
+    var acc = 0.0;
+    for (var i = tid; i < P.n_cols; i += WG) {
+        let e = base + i;
+        let v = X[e >> 2u][e & 3u];
+        acc += v * v;
+    }
+    let scale = inverseSqrt(wg_sum(tid, acc) / f32(P.n_cols) + P.eps);
+    for (var i = tid; i < P.n_cols; i += WG) {
+        let e = base + i;
+        Y[e >> 2u][e & 3u] = X[e >> 2u][e & 3u] * scale * Wt[i >> 2u][i & 3u];
+    }
+}
+
+// Any row length, in place (scalar).
 @compute @workgroup_size(WG)
 fn inplace(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
     let base = wid.x * P.n_cols;
@@ -52,16 +92,35 @@ fn inplace(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
         let v = XY[base + i];
         acc += v * v;
     }
-    partial[tid] = acc;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-        if (tid < stride) {
-            partial[tid] += partial[tid + stride];
-        }
-        workgroupBarrier();
-    }
-    let scale = inverseSqrt(partial[0] / f32(P.n_cols) + P.eps);
+    let scale = inverseSqrt(wg_sum(tid, acc) / f32(P.n_cols) + P.eps);
     for (var i = tid; i < P.n_cols; i += WG) {
-        XY[base + i] = XY[base + i] * scale * Wt[i];
+        XY[base + i] = XY[base + i] * scale * Wt[i >> 2u][i & 3u];
+    }
+}
+
+
+// One row (n_cols a multiple of 32): invocation t takes 32-element blocks
+// t, t + WG, ...: y as above, then the block's 8-bit quants, d and d·Σq.
+@compute @workgroup_size(WG)
+fn norm_pack_q8(@builtin(local_invocation_index) tid: u32) {
+    let nb = P.n_cols / 32u;
+    var acc = vec4<f32>(0.0);
+    for (var b = tid; b < nb; b += WG) {
+        var v: array<vec4<f32>, 8>;
+        for (var k = 0u; k < 8u; k++) {
+            v[k] = X[8u * b + k];
+        }
+        for (var k = 0u; k < 8u; k++) {
+            acc += v[k] * v[k];
+        }
+    }
+    let scale = inverseSqrt(wg_sum(tid, acc.x + acc.y + acc.z + acc.w) / f32(P.n_cols) + P.eps);
+    for (var b = tid; b < nb; b += WG) {
+        var y: array<vec4<f32>, 8>;
+        for (var k = 0u; k < 8u; k++) {
+            y[k] = X[8u * b + k] * scale * Wt[8u * b + k];
+            Y[8u * b + k] = y[k];
+        }
+        put_q8(b, nb, q8_block(y));
     }
 }

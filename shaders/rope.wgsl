@@ -6,9 +6,9 @@
 //  - NeoX order (mode 2, gemma/qwen): rotates (i, i + n_rot/2) for i < n_rot/2.
 // theta = pos * freq_scale * freq_base^(-2i / n_rot) / ff[i] (ff: llama3
 // `rope_freqs`, only when has_ff). Dims >= n_rot are copied.
-// Entries: `main` (out of place, positions from POS [n_tokens] u32) and
+// Entries: `main` (out of place, positions from POS [n_tokens] u32),
 // `inplace` (XY rewritten, token t at position pos0 + t; each invocation owns
-// its pair, so in place is safe).
+// its pair, so in place is safe) and `rope_kv` (below).
 
 struct Params {
     head_dim: u32,
@@ -20,9 +20,9 @@ struct Params {
     freq_scale: f32,
     pos0: u32,
     has_ff: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    n_kv_heads: u32, // rope_kv only
+    head_dim_v: u32, // rope_kv only
+    kv_f16: u32,     // rope_kv only: 1 = f16 caches, 0 = f32
 }
 
 @group(0) @binding(0) var<storage, read> X: array<f32>;
@@ -90,4 +90,89 @@ fn inplace(@builtin(global_invocation_id) gid: vec3<u32>) {
         XY[base + ab.x] = r.x;
         XY[base + ab.y] = r.y;
     }
+}
+
+// ---- rope_kv: a layer's RoPE and KV-cache write in one dispatch ----
+// XY = q [n_tokens, n_heads, head_dim] rotated in place; X = k
+// [n_tokens, n_kv_heads, head_dim] rotated into KC and VSRC = v
+// [n_tokens, n_kv_heads, head_dim_v] copied into VC, both caches at rows
+// pos0 + t (f16 pairs packed in u32 words, f16.wgsl's rounding, or f32 bit
+// patterns). k itself is not changed. Invocation (j, hh, t): q head hh's
+// pair j, then k head hh - n_heads's word j (elements 2j, 2j + 1, each
+// rotated from k's unchanged values, so no two invocations write one word),
+// then v head hh - n_heads - n_kv_heads's word j. head_dim, head_dim_v even.
+
+@group(0) @binding(6) var<storage, read_write> KC: array<u32>;
+@group(0) @binding(7) var<storage, read_write> VC: array<u32>;
+@group(0) @binding(8) var<storage, read> VSRC: array<f32>;
+
+// Element e of k row `base` after RoPE at position `pos`.
+fn k_rotated(base: u32, e: u32, pos: u32) -> f32 {
+    if (e >= P.n_rot) {
+        return X[base + e];
+    }
+    let half_rot = P.n_rot / 2u;
+    if (P.mode == 2u) {
+        let i = e % half_rot;
+        let r = rotate(X[base + i], X[base + i + half_rot], i, pos);
+        return select(r.x, r.y, e >= half_rot);
+    }
+    let i = e / 2u;
+    let r = rotate(X[base + 2u * i], X[base + 2u * i + 1u], i, pos);
+    return select(r.x, r.y, (e & 1u) == 1u);
+}
+
+// Cache elements (e, e + 1) (e even) = (a, b).
+fn put2(is_v: bool, e: u32, a: f32, b: f32) {
+    if (P.kv_f16 != 0u) {
+        let w = f32_to_f16(a) | (f32_to_f16(b) << 16u);
+        if (is_v) { VC[e / 2u] = w; } else { KC[e / 2u] = w; }
+    } else if (is_v) {
+        VC[e] = bitcast<u32>(a);
+        VC[e + 1u] = bitcast<u32>(b);
+    } else {
+        KC[e] = bitcast<u32>(a);
+        KC[e + 1u] = bitcast<u32>(b);
+    }
+}
+
+@compute @workgroup_size(64)
+fn rope_kv(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let j = gid.x;
+    let hh = gid.y;
+    let t = gid.z;
+    let pos = P.pos0 + t;
+    if (t >= P.n_tokens) {
+        return;
+    }
+    if (hh < P.n_heads) {
+        if (j >= P.head_dim / 2u) {
+            return;
+        }
+        let base = (t * P.n_heads + hh) * P.head_dim;
+        let ab = pair(j);
+        if (ab.z == 1u) {
+            let r = rotate(XY[base + ab.x], XY[base + ab.y], j, pos);
+            XY[base + ab.x] = r.x;
+            XY[base + ab.y] = r.y;
+        }
+        return;
+    }
+    let kvh = hh - P.n_heads;
+    if (kvh < P.n_kv_heads) {
+        if (j >= P.head_dim / 2u) {
+            return;
+        }
+        let base = (t * P.n_kv_heads + kvh) * P.head_dim;
+        let dst = pos * P.n_kv_heads * P.head_dim + kvh * P.head_dim + 2u * j;
+        put2(false, dst, k_rotated(base, 2u * j, pos), k_rotated(base, 2u * j + 1u, pos));
+        return;
+    }
+    let vh = kvh - P.n_kv_heads;
+    if (vh >= P.n_kv_heads || j >= P.head_dim_v / 2u) {
+        return;
+    }
+    let src = (t * P.n_kv_heads + vh) * P.head_dim_v + 2u * j;
+    let dst = pos * P.n_kv_heads * P.head_dim_v + vh * P.head_dim_v + 2u * j;
+    put2(true, dst, VSRC[src], VSRC[src + 1u]);
 }

@@ -439,10 +439,14 @@ impl<B: Backend> Model<B> {
         let mut n_act = n;
         for (il, lw) in w.layers.iter().enumerate() {
             // --- attention ---
-            b.rms_norm(&s.x, &lw.attn_norm, &mut s.xb, n, c.rms_eps)?;
-            b.matmul(&lw.wq, &s.xb, &mut s.q, n)?;
-            b.matmul(&lw.wk, &s.xb, &mut s.k, n)?;
-            b.matmul(&lw.wv, &s.xb, &mut s.v, n)?;
+            b.rms_norm_matmul_many(
+                &s.x,
+                &lw.attn_norm,
+                &mut s.xb,
+                &mut [(&lw.wq, &mut s.q), (&lw.wk, &mut s.k), (&lw.wv, &mut s.v)],
+                n,
+                c.rms_eps,
+            )?;
             if let Some(bq) = &lw.bq {
                 b.add_bias(&mut s.q, bq, n)?;
             }
@@ -473,29 +477,6 @@ impl<B: Backend> Model<B> {
                     c.rope_freq_scale
                 },
             };
-            b.rope(
-                &mut s.q,
-                n,
-                c.n_head,
-                hd,
-                pos0,
-                &rope,
-                w.rope_freqs.as_ref(),
-            )?;
-            b.rope(
-                &mut s.k,
-                n,
-                c.n_head_kv,
-                hd,
-                pos0,
-                &rope,
-                w.rope_freqs.as_ref(),
-            )?;
-            if let Some(qs) = c.q_prescale {
-                b.scale(&mut s.q, n * c.n_head * hd, qs)?;
-            }
-            b.store_kv(&s.k, &mut s.k_cache[il], n, kd, pos0)?;
-            b.store_kv(&s.v, &mut s.v_cache[il], n, vd, pos0)?;
             let ap = AttnParams {
                 n_tokens: n,
                 pos0,
@@ -506,6 +487,40 @@ impl<B: Backend> Model<B> {
                 scale: c.kq_scale,
                 window: if swa { Some(c.n_swa) } else { None },
             };
+            if let Some(qs) = c.q_prescale {
+                b.rope(
+                    &mut s.q,
+                    n,
+                    c.n_head,
+                    hd,
+                    pos0,
+                    &rope,
+                    w.rope_freqs.as_ref(),
+                )?;
+                b.rope(
+                    &mut s.k,
+                    n,
+                    c.n_head_kv,
+                    hd,
+                    pos0,
+                    &rope,
+                    w.rope_freqs.as_ref(),
+                )?;
+                b.scale(&mut s.q, n * c.n_head * hd, qs)?;
+                b.store_kv(&s.k, &mut s.k_cache[il], n, kd, pos0)?;
+                b.store_kv(&s.v, &mut s.v_cache[il], n, vd, pos0)?;
+            } else {
+                b.rope_store_kv(
+                    &mut s.q,
+                    &mut s.k,
+                    &s.v,
+                    &mut s.k_cache[il],
+                    &mut s.v_cache[il],
+                    &ap,
+                    &rope,
+                    w.rope_freqs.as_ref(),
+                )?;
+            }
             b.attention(&s.q, &s.k_cache[il], &s.v_cache[il], &mut s.att, &ap)?;
             // Without a bias or post-norm the projection adds straight into
             // the residual stream (one fused op where the backend has one).
@@ -545,9 +560,14 @@ impl<B: Backend> Model<B> {
             }
 
             // --- feed-forward ---
-            b.rms_norm(&s.x, &lw.ffn_norm, &mut s.xb, n, c.rms_eps)?;
-            b.matmul(&lw.ffn_gate, &s.xb, &mut s.gate, n)?;
-            b.matmul(&lw.ffn_up, &s.xb, &mut s.up, n)?;
+            b.rms_norm_matmul_many(
+                &s.x,
+                &lw.ffn_norm,
+                &mut s.xb,
+                &mut [(&lw.ffn_gate, &mut s.gate), (&lw.ffn_up, &mut s.up)],
+                n,
+                c.rms_eps,
+            )?;
             let act = if c.arch == Arch::Gemma3 {
                 GluKind::GeGlu
             } else {

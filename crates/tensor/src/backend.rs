@@ -69,6 +69,44 @@ pub struct AttnParams {
     pub window: Option<usize>,
 }
 
+/// [`Backend::rope_store_kv`] as four separate ops (its default; backends
+/// that fuse it fall back to this where their kernel does not apply).
+#[allow(clippy::too_many_arguments)]
+pub fn rope_store_kv_unfused<B: Backend + ?Sized>(
+    b: &B,
+    q: &mut B::Buffer,
+    k: &mut B::Buffer,
+    v: &B::Buffer,
+    k_cache: &mut B::KvBuffer,
+    v_cache: &mut B::KvBuffer,
+    s: &AttnParams,
+    params: &RopeParams,
+    freq_factors: Option<&B::Weight>,
+) -> Result<(), TensorError> {
+    b.rope(
+        q,
+        s.n_tokens,
+        s.n_head,
+        s.head_dim_k,
+        s.pos0,
+        params,
+        freq_factors,
+    )?;
+    b.rope(
+        k,
+        s.n_tokens,
+        s.n_head_kv,
+        s.head_dim_k,
+        s.pos0,
+        params,
+        freq_factors,
+    )?;
+    let kd = s.n_head_kv.saturating_mul(s.head_dim_k);
+    let vd = s.n_head_kv.saturating_mul(s.head_dim_v);
+    b.store_kv(k, k_cache, s.n_tokens, kd, s.pos0)?;
+    b.store_kv(v, v_cache, s.n_tokens, vd, s.pos0)
+}
+
 /// A compute backend. See the module docs for buffer conventions.
 pub trait Backend: Send + Sync + std::fmt::Debug {
     /// A flat f32 device buffer.
@@ -138,6 +176,37 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         out: &mut Self::Buffer,
         n_tokens: usize,
     ) -> Result<(), TensorError>;
+
+    /// [`Backend::matmul`] of several weights with one input (Q/K/V, gate/up):
+    /// `outs[i].1 = x · outs[i].0ᵀ`. The default calls `matmul` for each; a
+    /// backend may share work on `x` (the GPU quantises it once).
+    fn matmul_many(
+        &self,
+        x: &Self::Buffer,
+        outs: &mut [(&Self::Weight, &mut Self::Buffer)],
+        n_tokens: usize,
+    ) -> Result<(), TensorError> {
+        for (w, out) in outs.iter_mut() {
+            self.matmul(w, x, out, n_tokens)?;
+        }
+        Ok(())
+    }
+
+    /// [`Backend::rms_norm`] of `x` into `xb`, then [`Backend::matmul_many`]
+    /// of `xb` (a pre-norm block's input projections). The default makes the
+    /// two calls; a backend may fuse the norm with its preparation of `xb`.
+    fn rms_norm_matmul_many(
+        &self,
+        x: &Self::Buffer,
+        norm: &Self::Weight,
+        xb: &mut Self::Buffer,
+        outs: &mut [(&Self::Weight, &mut Self::Buffer)],
+        n_tokens: usize,
+        eps: f32,
+    ) -> Result<(), TensorError> {
+        self.rms_norm(x, norm, xb, n_tokens, eps)?;
+        self.matmul_many(xb, outs, n_tokens)
+    }
 
     /// `out[t, r] += Σ_k w[r, k] · x[t, k]`: a projection added to a residual
     /// stream. `tmp` (at least `[n_tokens, rows]`) is scratch. The default is
@@ -234,6 +303,29 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         row_len: usize,
         pos0: usize,
     ) -> Result<(), TensorError>;
+
+    /// A layer's RoPE and KV-cache write: [`Backend::rope`] of q
+    /// `[n_tokens, n_head, head_dim_k]` and k `[n_tokens, n_head_kv,
+    /// head_dim_k]` (same parameters, token `t` at `pos0 + t`), then
+    /// [`Backend::store_kv`] of k and v (`[n_tokens, n_head_kv * head_dim_v]`)
+    /// at row `pos0` of the caches; shapes from `shape` (its `scale` and
+    /// `window` are not used). Afterwards k's contents are unspecified (the
+    /// default rotates it in place; a backend may write the rotated values
+    /// straight into the cache).
+    #[allow(clippy::too_many_arguments)]
+    fn rope_store_kv(
+        &self,
+        q: &mut Self::Buffer,
+        k: &mut Self::Buffer,
+        v: &Self::Buffer,
+        k_cache: &mut Self::KvBuffer,
+        v_cache: &mut Self::KvBuffer,
+        shape: &AttnParams,
+        params: &RopeParams,
+        freq_factors: Option<&Self::Weight>,
+    ) -> Result<(), TensorError> {
+        rope_store_kv_unfused(self, q, k, v, k_cache, v_cache, shape, params, freq_factors)
+    }
 
     /// Causal multi-head attention with grouped-query heads:
     /// `q = [n_tokens, n_head, head_dim_k]`, caches `[n_ctx, n_head_kv*head_dim]`,

@@ -15,13 +15,14 @@
 //!   1-D weights (norms, biases, rope factors — a few KiB) are dequantized on
 //!   the host at load and kept as f32 vectors.
 //!
-//! Numerics: weights are dequantized exactly as ggml does and multiplied
-//! with f32 activations (ggml's CPU backend first quantizes activations to
-//! the weight's `vec_dot_type`, e.g. Q8_0; rounding them here as well, with
-//! [`GpuBatch::round_activations`], cost a dispatch per matmul and brought
-//! the logits no closer to the CPU's: on lavapipe SmolLM2's mean KL(cpu‖gpu)
-//! was 3.2e-3 with it and 3.5e-3 without, Gemma 3's 6.2e-3 with and 4.9e-3
-//! without). Other differences: f32 summation order, Q·K with f32 queries
+//! Numerics: weights are dequantized exactly as ggml does. One-token
+//! projections by Q4_0/Q4_1/Q5_0/Q8_0/Q4_K/Q6_K weights quantize x to 8 bits
+//! per 32 elements with the rounding of the CPU's Q8_0 activations and sum
+//! weight quant x activation quant exactly in integers (`matvec_q8.wgsl`;
+//! the CPU uses Q8_1 for Q4_1 and Q8_K for K-quants, so those still differ
+//! slightly); other types and prompts multiply dequantized weights with f32
+//! activations (the cooperative-matrix prompt kernel with both rounded to
+//! f16). Other differences: f32 summation order, Q·K with f32 queries
 //! (ggml converts them to f16), and GeGLU's gelu-tanh in f32 (the CPU follows
 //! ggml's f16 table).
 
@@ -34,7 +35,7 @@ use zeta_tensor::{AttnParams, Backend, GluKind, RopeKind, RopeParams, TensorErro
 use crate::context::GpuContext;
 use crate::error::WgpuError;
 use crate::ops::{self, GluOp, GpuBatch, RopeMode};
-use crate::pipeline::deq_fn;
+use crate::pipeline::{deq_fn, has_q8_matvec};
 use crate::tensor::{GpuDType, GpuTensor, QuantMatrix};
 
 /// A pending batch is submitted once it holds this many dispatches, so the
@@ -43,6 +44,10 @@ use crate::tensor::{GpuDType, GpuTensor, QuantMatrix};
 /// Measured on the H100 (llama-1b Q4_0 tg128): one submission per token
 /// 172 t/s, every 128 dispatches 228, 96: 262, 48: 265, 24: 277.
 const SUBMIT_EVERY_DISPATCHES: u64 = 32;
+
+/// `(buffer, n)`: the backend's `q8x` holds the first n values of buffer,
+/// packed for the integer matvec.
+type Q8Note = (wgpu::Buffer, usize);
 
 /// A model weight on the GPU.
 #[derive(Debug)]
@@ -94,6 +99,14 @@ pub struct GpuBackend {
     /// The one-`u32` result of [`Backend::argmax`] (reused: every call
     /// reads it back before returning).
     argmax_out: Mutex<Option<GpuTensor>>,
+    /// The 8-bit activations of the integer matvec (reused, grown on demand).
+    q8x: Mutex<Option<GpuTensor>>,
+    /// Whether decode projections use the integer matvec where they can.
+    int_matvec: bool,
+    /// `(buffer, n)` when `q8x` holds that buffer's first n values, packed by
+    /// the last recorded op (a fused GLU): the next matvec of that buffer
+    /// skips its pack. Any other op clears it (see `record`).
+    q8_src: Mutex<Option<Q8Note>>,
     /// While profiling: GPU time per kernel (pipeline label → ns, passes).
     profile: Mutex<Option<BTreeMap<String, (f64, u64)>>>,
 }
@@ -163,6 +176,64 @@ fn to_u32(op: &'static str, v: usize) -> Result<u32, TensorError> {
     u32::try_from(v).map_err(|_| shape_err(op, format!("{v} does not fit 32 bits")))
 }
 
+/// Checks RoPE's rotated dimensions against `head_dim` and returns the
+/// frequency factors' vector (at least n_dims / 2 values).
+fn rope_factors<'a>(
+    op: &'static str,
+    params: &RopeParams,
+    head_dim: usize,
+    freq_factors: Option<&'a GpuWeight>,
+) -> Result<Option<&'a GpuTensor>, TensorError> {
+    if params.n_dims > head_dim || !params.n_dims.is_multiple_of(2) {
+        return Err(shape_err(
+            op,
+            format!(
+                "n_dims {} must be even and at most head_dim {head_dim}",
+                params.n_dims
+            ),
+        ));
+    }
+    match freq_factors {
+        Some(w) => {
+            let v = w.vector(op)?;
+            if w.cols < params.n_dims / 2 {
+                return Err(shape_err(
+                    op,
+                    format!(
+                        "rope_freqs has {} values, need {}",
+                        w.cols,
+                        params.n_dims / 2
+                    ),
+                ));
+            }
+            Ok(Some(v))
+        }
+        None => Ok(None),
+    }
+}
+
+/// The kernel's RoPE parameters.
+fn rope_params(
+    op: &'static str,
+    params: &RopeParams,
+    head_dim: usize,
+    n_heads: usize,
+    n_tokens: usize,
+) -> Result<ops::RopeParams, TensorError> {
+    Ok(ops::RopeParams {
+        head_dim: to_u32(op, head_dim)?,
+        n_heads: to_u32(op, n_heads)?,
+        n_tokens: to_u32(op, n_tokens)?,
+        n_rot: to_u32(op, params.n_dims)?,
+        mode: match params.kind {
+            RopeKind::Normal => RopeMode::Normal,
+            RopeKind::Neox => RopeMode::Neox,
+        },
+        freq_base: params.freq_base,
+        freq_scale: params.freq_scale,
+    })
+}
+
 impl GpuBackend {
     /// Opens the best adapter (see [`GpuContext::new`]).
     pub fn new() -> Result<Self, WgpuError> {
@@ -176,6 +247,9 @@ impl GpuBackend {
             pending: Mutex::new(None),
             ids: Mutex::new(None),
             argmax_out: Mutex::new(None),
+            q8x: Mutex::new(None),
+            q8_src: Mutex::new(None),
+            int_matvec: std::env::var("ZETA_GPU_NO_Q8").as_deref() != Ok("1"),
             profile: Mutex::new(None),
         }
     }
@@ -258,6 +332,118 @@ impl GpuBackend {
         Ok(())
     }
 
+    /// Takes the note that `q8x` holds a packed copy of some buffer (every
+    /// op but the fused GLU's following matvec invalidates it).
+    fn forget_q8_src(&self) -> Option<Q8Note> {
+        self.q8_src.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// The buffer kept in `slot`, replaced by a larger one when it holds
+    /// fewer than `len` elements (backend-owned scratch, reused across calls).
+    fn reused(
+        &self,
+        slot: &mut Option<GpuTensor>,
+        len: usize,
+        dtype: GpuDType,
+    ) -> Result<GpuTensor, WgpuError> {
+        match slot.as_ref() {
+            Some(t) if t.len() >= len && t.dtype() == dtype => Ok(t.clone()),
+            _ => {
+                let t = self.ctx.zeros(len.max(1), dtype)?;
+                *slot = Some(t.clone());
+                Ok(t)
+            }
+        }
+    }
+
+    /// Whether decode projections by `m` take the integer matvec.
+    fn q8_path(&self, m: &QuantMatrix) -> bool {
+        self.int_matvec && has_q8_matvec(m.ggml_type()) && m.n_cols().is_multiple_of(32)
+    }
+
+    /// Chooses the decode matvec: integer dot products on 8-bit activations
+    /// (`true`, the default where the weight type has them; the
+    /// `ZETA_GPU_NO_Q8=1` environment variable turns it off) or f32
+    /// activations throughout (`false`).
+    pub fn set_int_matvec(&mut self, on: bool) {
+        self.int_matvec = on;
+    }
+
+    /// outs[i] (+)= ws[i] x for one token: x is quantised once (into the
+    /// backend's reused `q8x` buffer) for every weight that takes the integer
+    /// matvec; the others use the f32 one.
+    fn matvecs(
+        &self,
+        op: &'static str,
+        x: &GpuTensor,
+        outs: &mut [(&QuantMatrix, &mut GpuTensor)],
+        accumulate: bool,
+    ) -> Result<(), TensorError> {
+        self.matvecs_normed(op, x, None, outs, accumulate)
+    }
+
+    /// [`matvecs`](Self::matvecs); with `norm = (w, eps, xb, n)`, x `[n]` is
+    /// first RMS-normalised into `xb` (which the projections then read), fused with
+    /// the quantisation when every weight takes the integer matvec.
+    fn matvecs_normed(
+        &self,
+        op: &'static str,
+        x: &GpuTensor,
+        norm: Option<(&GpuTensor, f32, &GpuTensor, u32)>,
+        outs: &mut [(&QuantMatrix, &mut GpuTensor)],
+        accumulate: bool,
+    ) -> Result<(), TensorError> {
+        let q8_cols = outs
+            .iter()
+            .find(|(m, _)| self.q8_path(m))
+            .map(|(m, _)| m.n_cols() as usize);
+        let fused = norm.is_some()
+            && q8_cols.is_some()
+            && outs
+                .iter()
+                .all(|(m, _)| self.q8_path(m) && Some(m.n_cols() as usize) == q8_cols);
+        let xq = match q8_cols {
+            Some(n) => Some(
+                self.reused(
+                    &mut self.q8x.lock().unwrap_or_else(|e| e.into_inner()),
+                    ops::q8_words(n),
+                    GpuDType::U32,
+                )
+                .map_err(|e| tensor_error(op, e))?,
+            ),
+            None => None,
+        };
+        self.record_noted(op, |b, note| {
+            // Packed already by the op just before (fused GLU)?
+            let prepacked = norm.is_none()
+                && matches!((note, q8_cols),
+                    (Some((buf, n)), Some(c)) if buf == x.buffer && n == c);
+            let x = match norm {
+                Some((w, eps, xb, n)) => {
+                    match (&xq, fused) {
+                        (Some(xq), true) => b.rms_norm_pack_q8(x, w, xb, xq, n, eps)?,
+                        _ => b.rms_norm(x, w, xb, 1, n, eps)?,
+                    }
+                    xb
+                }
+                None => x,
+            };
+            if let (Some(xq), Some(n), false, false) = (&xq, q8_cols, fused, prepacked) {
+                b.pack_q8(x, xq, n)?;
+            }
+            for (m, out) in outs.iter() {
+                match (&xq, q8_cols) {
+                    (Some(xq), Some(n)) if self.q8_path(m) && m.n_cols() as usize == n => {
+                        b.matvec_q8(m, xq, out, accumulate)?
+                    }
+                    _ if accumulate => b.matvec_add(m, x, out)?,
+                    _ => b.matvec(m, x, out)?,
+                }
+            }
+            Ok(((), None))
+        })
+    }
+
     /// The device context.
     pub fn context(&self) -> &Arc<GpuContext> {
         &self.ctx
@@ -270,10 +456,25 @@ impl GpuBackend {
         op: &'static str,
         f: impl FnOnce(&mut GpuBatch<'static>) -> Result<R, WgpuError>,
     ) -> Result<R, TensorError> {
+        self.record_noted(op, |b, _| f(b).map(|r| (r, None)))
+    }
+
+    /// [`record`](Self::record) for the ops that use or leave a note that
+    /// `q8x` holds a packed buffer (`q8_src`): `f` gets the note left by the
+    /// op recorded just before and returns the one to leave. Both are read
+    /// and written under the pending lock, so ops of other threads sharing
+    /// the backend cannot come between.
+    fn record_noted<R>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&mut GpuBatch<'static>, Option<Q8Note>) -> Result<(R, Option<Q8Note>), WgpuError>,
+    ) -> Result<R, TensorError> {
         let mut guard = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let note = self.forget_q8_src();
         let batch = guard.get_or_insert_with(|| self.new_batch());
-        match f(batch) {
-            Ok(r) => {
+        match f(batch, note) {
+            Ok((r, note)) => {
+                *self.q8_src.lock().unwrap_or_else(|e| e.into_inner()) = note;
                 if batch.dispatches() >= SUBMIT_EVERY_DISPATCHES
                     && let Some(b) = guard.take()
                 {
@@ -426,6 +627,7 @@ impl Backend for GpuBackend {
             return Ok(());
         }
         // Recorded work that reads `buf` must run before the upload lands.
+        self.forget_q8_src();
         self.flush()?;
         self.ctx
             .write_f32(buf, offset, data)
@@ -462,17 +664,9 @@ impl Backend for GpuBackend {
         // The kernel reads from element 0: copy an offset range to the front
         // of a scratch buffer first.
         let mut slot = self.argmax_out.lock().unwrap_or_else(|e| e.into_inner());
-        let out = match slot.as_ref() {
-            Some(t) => t.clone(),
-            None => {
-                let t = self
-                    .ctx
-                    .zeros(1, GpuDType::U32)
-                    .map_err(|e| tensor_error(OP, e))?;
-                *slot = Some(t.clone());
-                t
-            }
-        };
+        let out = self
+            .reused(&mut slot, 1, GpuDType::U32)
+            .map_err(|e| tensor_error(OP, e))?;
         let src = if offset == 0 {
             None
         } else {
@@ -537,23 +731,17 @@ impl Backend for GpuBackend {
         // pending). The pending lock is held from that submission to the
         // recording, so no other thread's ids come between.
         let mut guard = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        self.forget_q8_src();
         if let Some(b) = guard.take_if(|b| b.dispatches() > 0) {
             self.submit_batch(b).map_err(|e| tensor_error(OP, e))?;
         }
-        let ids_gpu = {
-            let mut slot = self.ids.lock().unwrap_or_else(|e| e.into_inner());
-            match slot.as_ref() {
-                Some(t) if t.len() >= ids.len() => t.clone(),
-                _ => {
-                    let t = self
-                        .ctx
-                        .zeros(ids.len(), GpuDType::U32)
-                        .map_err(|e| tensor_error(OP, e))?;
-                    *slot = Some(t.clone());
-                    t
-                }
-            }
-        };
+        let ids_gpu = self
+            .reused(
+                &mut self.ids.lock().unwrap_or_else(|e| e.into_inner()),
+                ids.len(),
+                GpuDType::U32,
+            )
+            .map_err(|e| tensor_error(OP, e))?;
         self.ctx
             .write_u32(&ids_gpu, 0, ids)
             .map_err(|e| tensor_error(OP, e))?;
@@ -579,14 +767,69 @@ impl Backend for GpuBackend {
         if n_tokens == 0 {
             return Ok(());
         }
+        if n_tokens == 1 {
+            return self.matvecs(OP, x, &mut [(m, out)], false);
+        }
         let n = to_u32(OP, n_tokens)?;
-        self.record(OP, |b| {
-            if n == 1 {
-                b.matvec(m, x, out)
-            } else {
-                b.matmul(m, x, out, n)
+        self.record(OP, |b| b.matmul(m, x, out, n))
+    }
+
+    fn matmul_many(
+        &self,
+        x: &GpuTensor,
+        outs: &mut [(&GpuWeight, &mut GpuTensor)],
+        n_tokens: usize,
+    ) -> Result<(), TensorError> {
+        const OP: &str = "matmul";
+        if n_tokens != 1 {
+            for (w, out) in outs.iter_mut() {
+                self.matmul(w, x, out, n_tokens)?;
             }
-        })
+            return Ok(());
+        }
+        let mut mats = Vec::with_capacity(outs.len());
+        for (w, out) in outs.iter_mut() {
+            need(OP, w.cols, x.len())?;
+            need(OP, w.rows, out.len())?;
+            mats.push((w.matrix(OP)?, &mut **out));
+        }
+        self.matvecs(OP, x, &mut mats, false)
+    }
+
+    fn rms_norm_matmul_many(
+        &self,
+        x: &GpuTensor,
+        norm: &GpuWeight,
+        xb: &mut GpuTensor,
+        outs: &mut [(&GpuWeight, &mut GpuTensor)],
+        n_tokens: usize,
+        eps: f32,
+    ) -> Result<(), TensorError> {
+        const OP: &str = "rms_norm_matmul_many";
+        if n_tokens != 1 {
+            self.rms_norm(x, norm, xb, n_tokens, eps)?;
+            return self.matmul_many(xb, outs, n_tokens);
+        }
+        let v = norm.vector(OP)?;
+        let cols = norm.cols;
+        need(OP, cols, x.len())?;
+        need(OP, cols, xb.len())?;
+        let n = to_u32(OP, cols)?;
+        let mut mats = Vec::with_capacity(outs.len());
+        for (w, out) in outs.iter_mut() {
+            if w.cols != cols {
+                return Err(shape_err(
+                    OP,
+                    format!("{} columns after a norm of {cols}", w.cols),
+                ));
+            }
+            need(OP, w.rows, out.len())?;
+            mats.push((w.matrix(OP)?, &mut **out));
+        }
+        if cols == 0 {
+            return Ok(());
+        }
+        self.matvecs_normed(OP, x, Some((v, eps, &*xb, n)), &mut mats, false)
     }
 
     fn matmul_add(
@@ -606,7 +849,7 @@ impl Backend for GpuBackend {
         need(OP, w.cols, x.len())?;
         need(OP, w.rows, out.len())?;
         let m = w.matrix(OP)?;
-        self.record(OP, |b| b.matvec_add(m, x, out))
+        self.matvecs(OP, x, &mut [(m, out)], true)
     }
 
     fn add_bias(
@@ -692,47 +935,11 @@ impl Backend for GpuBackend {
         const OP: &str = "rope";
         let n = n_tokens.saturating_mul(n_heads).saturating_mul(head_dim);
         need(OP, n, x.len())?;
-        if params.n_dims > head_dim || !params.n_dims.is_multiple_of(2) {
-            return Err(shape_err(
-                OP,
-                format!(
-                    "n_dims {} must be even and at most head_dim {head_dim}",
-                    params.n_dims
-                ),
-            ));
-        }
-        let ff = match freq_factors {
-            Some(w) => {
-                let v = w.vector(OP)?;
-                if w.cols < params.n_dims / 2 {
-                    return Err(shape_err(
-                        OP,
-                        format!(
-                            "rope_freqs has {} values, need {}",
-                            w.cols,
-                            params.n_dims / 2
-                        ),
-                    ));
-                }
-                Some(v)
-            }
-            None => None,
-        };
+        let ff = rope_factors(OP, params, head_dim, freq_factors)?;
         if n == 0 || params.n_dims == 0 {
             return Ok(());
         }
-        let p = ops::RopeParams {
-            head_dim: to_u32(OP, head_dim)?,
-            n_heads: to_u32(OP, n_heads)?,
-            n_tokens: to_u32(OP, n_tokens)?,
-            n_rot: to_u32(OP, params.n_dims)?,
-            mode: match params.kind {
-                RopeKind::Normal => RopeMode::Normal,
-                RopeKind::Neox => RopeMode::Neox,
-            },
-            freq_base: params.freq_base,
-            freq_scale: params.freq_scale,
-        };
+        let p = rope_params(OP, params, head_dim, n_heads, n_tokens)?;
         let pos0 = to_u32(OP, pos0)?;
         self.record(OP, |b| b.rope_inplace(x, pos0, &p, ff))
     }
@@ -755,7 +962,62 @@ impl Backend for GpuBackend {
             GluKind::SwiGlu => GluOp::SwiGlu,
             GluKind::GeGlu => GluOp::GeGlu,
         };
+        if n_rows == 1 && self.int_matvec && n.is_multiple_of(32) {
+            // One token: also pack the result for the down projection's
+            // integer matvec (used if that is the next op, on this buffer).
+            let xq = self
+                .reused(
+                    &mut self.q8x.lock().unwrap_or_else(|e| e.into_inner()),
+                    ops::q8_words(n),
+                    GpuDType::U32,
+                )
+                .map_err(|e| tensor_error("glu", e))?;
+            let note = (gate.buffer.clone(), n);
+            return self.record_noted("glu", |b, _| {
+                b.glu_inplace_pack_q8(gate, up, &xq, n, op)?;
+                Ok(((), Some(note)))
+            });
+        }
         self.record("glu", |b| b.glu_inplace(gate, up, n, op))
+    }
+
+    fn rope_store_kv(
+        &self,
+        q: &mut GpuTensor,
+        k: &mut GpuTensor,
+        v: &GpuTensor,
+        k_cache: &mut GpuTensor,
+        v_cache: &mut GpuTensor,
+        shape: &AttnParams,
+        params: &RopeParams,
+        freq_factors: Option<&GpuWeight>,
+    ) -> Result<(), TensorError> {
+        const OP: &str = "rope_store_kv";
+        let s = shape;
+        if s.n_tokens == 0 || params.n_dims == 0 || !s.head_dim_v.is_multiple_of(2) {
+            // Nothing to rotate, or odd value rows: the separate ops.
+            return zeta_tensor::rope_store_kv_unfused(
+                self,
+                q,
+                k,
+                v,
+                k_cache,
+                v_cache,
+                s,
+                params,
+                freq_factors,
+            );
+        }
+        let ff = rope_factors(OP, params, s.head_dim_k, freq_factors)?;
+        let p = rope_params(OP, params, s.head_dim_k, s.n_head, s.n_tokens)?;
+        let (pos0, n_kv, hdv) = (
+            to_u32(OP, s.pos0)?,
+            to_u32(OP, s.n_head_kv)?,
+            to_u32(OP, s.head_dim_v)?,
+        );
+        self.record(OP, |b| {
+            b.rope_store_kv(q, k, v, k_cache, v_cache, pos0, &p, n_kv, hdv, ff)
+        })
     }
 
     fn store_kv(

@@ -93,6 +93,10 @@ pub struct GpuInfo {
     pub max_storage_buffers_per_shader_stage: u32,
     /// Smallest and largest subgroup size the adapter reports.
     pub subgroup_size: (u32, u32),
+    /// Cooperative-matrix (tensor core) shapes the adapter reports, as
+    /// `MxNxK A-type->C-type`, and whether wgpu offers the (experimental)
+    /// feature for them; not used by the kernels yet.
+    pub cooperative_matrix: (Vec<String>, bool),
 }
 
 impl std::fmt::Display for GpuInfo {
@@ -113,7 +117,21 @@ impl std::fmt::Display for GpuInfo {
             self.max_compute_invocations_per_workgroup,
             self.subgroup_size.0,
             self.subgroup_size.1
-        )
+        )?;
+        let (shapes, offered) = &self.cooperative_matrix;
+        if !shapes.is_empty() || *offered {
+            writeln!(
+                f,
+                "coop-mat:  {} (wgpu feature {})",
+                if shapes.is_empty() {
+                    "-".to_string()
+                } else {
+                    shapes.join(", ")
+                },
+                if *offered { "offered" } else { "not offered" }
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -139,6 +157,8 @@ pub struct GpuContext {
     pub(crate) max_part_bytes: u64,
     pub(crate) max_workgroups: u32,
     use_subgroups: bool,
+    /// Whether the prefill matmul uses cooperative matrices (matmul_coop.wgsl).
+    use_coop: bool,
     /// Bytes written with `queue.write_buffer` since the last flush.
     pub(crate) staged: AtomicU64,
     /// Bytes of the storage buffers this context allocated and still holds.
@@ -213,6 +233,21 @@ fn info_of(adapter: &wgpu::Adapter, features: wgpu::Features, limits: &wgpu::Lim
         max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
         max_storage_buffers_per_shader_stage: limits.max_storage_buffers_per_shader_stage,
         subgroup_size: (a.subgroup_min_size, a.subgroup_max_size),
+        cooperative_matrix: (
+            adapter
+                .cooperative_matrix_properties()
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{}x{}x{} {:?}->{:?}",
+                        p.m_size, p.n_size, p.k_size, p.ab_type, p.cr_type
+                    )
+                })
+                .collect(),
+            adapter
+                .features()
+                .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX),
+        ),
     }
 }
 
@@ -225,6 +260,20 @@ pub fn list_adapters() -> Vec<GpuInfo> {
         .iter()
         .map(|a| info_of(a, a.features() & optional_features(), &a.limits()))
         .collect()
+}
+
+/// Whether the adapter offers wgpu's cooperative matrices and reports the
+/// 16x16x16 f16 -> f32 shape that matmul_coop.wgsl uses.
+fn coop_f16_16x16(adapter: &wgpu::Adapter) -> bool {
+    use wgpu::CooperativeScalarType as T;
+    adapter
+        .features()
+        .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16)
+        && adapter.cooperative_matrix_properties().iter().any(|p| {
+            (p.m_size, p.n_size, p.k_size) == (16, 16, 16)
+                && p.ab_type == T::F16
+                && p.cr_type == T::F32
+        })
 }
 
 fn optional_features() -> wgpu::Features {
@@ -275,15 +324,31 @@ impl GpuContext {
 
     fn from_adapter(adapter: wgpu::Adapter, no_optional: bool) -> Result<Self> {
         let name = adapter.get_info().name;
-        let wanted = if no_optional {
+        let mut wanted = if no_optional {
             wgpu::Features::empty()
         } else {
             adapter.features() & optional_features()
         };
+        let coop = !no_optional && coop_f16_16x16(&adapter);
+        if coop {
+            wanted |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+        }
         let full = wgpu::DeviceDescriptor {
             label: Some("zeta"),
             required_features: wanted,
             required_limits: adapter.limits(),
+            experimental_features: if coop {
+                // SAFETY: wgpu's experimental cooperative-matrix support may
+                // misbehave when used incorrectly. Only matmul_coop.wgsl uses
+                // it, on adapters that report the exact shape it needs
+                // (16x16x16, f16 inputs, f32 accumulators), with every load
+                // and store inside workgroup arrays sized for its tiles; its
+                // results are checked against the CPU in tests and the
+                // `ZETA_GPU_NO_COOP=1` switch turns it off.
+                unsafe { wgpu::ExperimentalFeatures::enabled() }
+            } else {
+                wgpu::ExperimentalFeatures::disabled()
+            },
             ..Default::default()
         };
         let (device, queue) = match pollster::block_on(adapter.request_device(&full)) {
@@ -329,6 +394,11 @@ impl GpuContext {
         let use_subgroups = device.features().contains(wgpu::Features::SUBGROUP)
             && info.subgroup_size.0 >= 4
             && std::env::var("ZETA_GPU_NO_SUBGROUPS").as_deref() != Ok("1");
+        let use_coop = device
+            .features()
+            .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16)
+            && info.subgroup_size == (32, 32)
+            && std::env::var("ZETA_GPU_NO_COOP").as_deref() != Ok("1");
         let max_part_bytes = limits
             .max_storage_buffer_binding_size
             .min(limits.max_buffer_size)
@@ -342,6 +412,7 @@ impl GpuContext {
             max_part_bytes,
             max_workgroups: limits.max_compute_workgroups_per_dimension.max(1),
             use_subgroups,
+            use_coop,
             staged: AtomicU64::new(0),
             mem: Arc::default(),
             scratch: Mutex::default(),
@@ -365,6 +436,14 @@ impl GpuContext {
     /// Whether the device has `SUBGROUP` enabled.
     pub fn has_subgroups(&self) -> bool {
         self.device.features().contains(wgpu::Features::SUBGROUP)
+    }
+
+    /// Whether the prefill matmul uses cooperative matrices (tensor cores):
+    /// the device has wgpu's experimental cooperative matrices with the
+    /// 16x16x16 f16 -> f32 shape, SHADER_F16 and subgroups of exactly 32
+    /// (`ZETA_GPU_NO_COOP=1` turns it off).
+    pub fn use_coop(&self) -> bool {
+        self.use_coop
     }
 
     /// Whether matvec uses the subgroup reduction: SUBGROUP enabled and a

@@ -60,10 +60,10 @@ pub use backend::{GpuBackend, GpuWeight, KernelTime, tensor_error};
 pub use context::{GpuContext, GpuDeviceType, GpuInfo, GpuOptions, list_adapters};
 pub use error::{Result, WgpuError};
 pub use ops::{
-    ActRound, AttnParams, GluOp, GpuBatch, MAX_HEAD_DIM, RopeMode, RopeParams,
-    TILED_MATMUL_MIN_TOKENS,
+    ActRound, AttnParams, GluOp, GpuBatch, MAX_HEAD_DIM, REG_MATMUL_MIN_TOKENS, RopeMode,
+    RopeParams, TILED_MATMUL_MIN_TOKENS, q8_words,
 };
-pub use pipeline::{GPU_TYPES, ShaderFile, ShaderVariant, shader_variants};
+pub use pipeline::{GPU_TYPES, ShaderFile, ShaderVariant, has_q8_matvec, shader_variants};
 pub use tensor::{GpuDType, GpuTensor, QuantMatrix, WeightPart};
 pub use zeta_gguf::GgmlType;
 

@@ -27,7 +27,8 @@ use std::sync::Arc;
 use crate::context::GpuContext;
 use crate::error::{Result, WgpuError, shape};
 use crate::pipeline::{
-    ShaderFile, ShaderVariant, attn_variant, files, matvec_variant, quant_variant,
+    Q8_TPR, ShaderFile, ShaderVariant, attn_variant, files, matvec_q8_variant, matvec_variant,
+    quant_variant,
 };
 use crate::tensor::{GpuDType, GpuTensor, QuantMatrix};
 
@@ -115,6 +116,10 @@ impl ActRound {
 
 /// From this many tokens on, [`GpuBatch::matmul`] uses the tiled kernel.
 pub const TILED_MATMUL_MIN_TOKENS: u32 = 8;
+
+/// From this many tokens the tiled matmul uses 64 x 64 tiles with 4 x 4
+/// register blocks (matmul_reg.wgsl) instead of 64 x 16 tiles.
+pub const REG_MATMUL_MIN_TOKENS: u32 = 48;
 
 /// Largest head dimension the attention kernel supports.
 pub const MAX_HEAD_DIM: u32 = 512;
@@ -248,6 +253,54 @@ impl std::fmt::Debug for GpuBatch<'_> {
     }
 }
 
+/// rope.wgsl's parameters: `p`, the mode, then pos0, has_ff, n_kv_heads,
+/// head_dim_v, kv_f16 (`rest`, zeros where unused).
+fn rope_words(p: &RopeParams, mode: u32, rest: [u32; 5]) -> [u32; 12] {
+    [
+        p.head_dim,
+        p.n_heads,
+        p.n_tokens,
+        p.n_rot,
+        mode,
+        p.freq_base.to_bits(),
+        p.freq_scale.to_bits(),
+        rest[0],
+        rest[1],
+        rest[2],
+        rest[3],
+        rest[4],
+    ]
+}
+
+/// u32 words of an 8-bit-quantised vector of `n` elements (`pack_q8`):
+/// n/4 words of quants and two per 32-element block.
+pub fn q8_words(n: usize) -> usize {
+    n / 4 + n / 16
+}
+
+/// Invocations per row of the integer matvec for a row of `units` 32-element
+/// units: 32 from 64 units on, 16 from 32, else 8 (`ZETA_GPU_Q8_TPR`
+/// overrides it, for tuning). Measured on the H100 (tg128, t/s, one TPR for
+/// every matrix): llama-8b Q4_0 8: 116, 16: 144, 32: 152, 64: 129; llama-1b
+/// Q4_0 16: 288, 32: 310; llama-8b Q4_K_M 16: 130, 32: 138.
+fn q8_tpr(units: u32) -> u32 {
+    static FORCED: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    let forced = FORCED.get_or_init(|| {
+        std::env::var("ZETA_GPU_Q8_TPR")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .filter(|t| Q8_TPR.contains(t))
+    });
+    if let Some(t) = *forced {
+        return t;
+    }
+    match units {
+        64.. => 32,
+        32.. => 16,
+        _ => 8,
+    }
+}
+
 fn words_to_bytes(words: &[u32]) -> Vec<u8> {
     let mut v: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
     while !v.len().is_multiple_of(16) || v.is_empty() {
@@ -270,6 +323,11 @@ fn want(op: &'static str, t: &GpuTensor, name: &str, dtype: GpuDType, min_len: u
         ));
     }
     Ok(())
+}
+
+/// Checks that `xq` (u32) holds the 8-bit activations of `n` elements.
+fn want_q8(op: &'static str, xq: &GpuTensor, n: usize) -> Result<()> {
+    want(op, xq, "xq", GpuDType::U32, q8_words(n) as u64)
 }
 
 fn distinct(op: &'static str, out: &GpuTensor, inputs: &[&GpuTensor]) -> Result<()> {
@@ -581,9 +639,25 @@ impl<'a> GpuBatch<'a> {
         want(OP, y, "y", GpuDType::F32, w.n_rows())?;
         distinct(OP, y, &[x])?;
         let variant = matvec_variant(w.ggml_type(), self.ctx.use_subgroups())?;
+        self.matvec_parts(OP, &variant, w, x, y, 1, accumulate)
+    }
+
+    /// One matvec dispatch per weight part (`rows_per_group` rows per
+    /// workgroup), with matvec.wgsl / matvec_q8.wgsl's parameter layout.
+    #[allow(clippy::too_many_arguments)]
+    fn matvec_parts(
+        &mut self,
+        op: &'static str,
+        variant: &ShaderVariant,
+        w: &QuantMatrix,
+        x: &GpuTensor,
+        y: &GpuTensor,
+        rows_per_group: u64,
+        accumulate: bool,
+    ) -> Result<()> {
         let n_cols = w.n_cols() as u32;
         for part in w.parts() {
-            let (gx, gy) = self.grid(OP, part.n_rows)?;
+            let (gx, gy) = self.grid(op, part.n_rows.div_ceil(rows_per_group))?;
             let params = [
                 n_cols,
                 n_cols.div_ceil(32),
@@ -594,7 +668,7 @@ impl<'a> GpuBatch<'a> {
                 u32::from(accumulate),
             ];
             self.dispatch(
-                &variant,
+                variant,
                 &[(0, &part.buffer), (1, &x.buffer), (2, &y.buffer)],
                 3,
                 &params,
@@ -638,7 +712,17 @@ impl<'a> GpuBatch<'a> {
         let max = self.ctx.max_workgroups;
         for part in w.parts() {
             if tiled {
-                let (gx, gy) = (part.n_rows.div_ceil(64), n_tok.div_ceil(16));
+                // (kernel, rows, tokens) per workgroup: cooperative matrices
+                // (128 x 64) or 4 x 4 register blocks (64 x 64) from
+                // REG_MATMUL_MIN_TOKENS tokens, else 64 x 16 tiles.
+                let (file, bm, bn) = if n_tok < REG_MATMUL_MIN_TOKENS {
+                    (files::MATMUL_TILED, 64, 16)
+                } else if self.ctx.use_coop() {
+                    (files::MATMUL_COOP, 128, 64)
+                } else {
+                    (files::MATMUL_REG, 64, 64)
+                };
+                let (gx, gy) = (part.n_rows.div_ceil(bm), n_tok.div_ceil(bn));
                 if gx > max as u64 || gy > max {
                     return Err(shape(OP, "too many rows/tokens for one dispatch"));
                 }
@@ -652,7 +736,7 @@ impl<'a> GpuBatch<'a> {
                     w.n_rows() as u32,
                 ];
                 self.dispatch(
-                    &quant_variant(files::MATMUL_TILED, w.ggml_type())?,
+                    &quant_variant(file, w.ggml_type())?,
                     &[(0, &part.buffer), (1, &x.buffer), (2, &y.buffer)],
                     3,
                     &params,
@@ -757,12 +841,54 @@ impl<'a> GpuBatch<'a> {
         want(OP, w, "w", GpuDType::F32, n_cols as u64)?;
         want(OP, y, "y", GpuDType::F32, n)?;
         distinct(OP, y, &[x, w])?;
+        let entry = if n_cols.is_multiple_of(4) {
+            "main"
+        } else {
+            "main_scalar"
+        };
         self.dispatch(
-            &ShaderVariant::plain(files::RMSNORM, "main"),
+            &ShaderVariant::plain(files::RMSNORM, entry),
             &[(0, &x.buffer), (1, &w.buffer), (2, &y.buffer)],
             3,
             &[n_cols, n_rows, eps.to_bits()],
             (n_rows, 1, 1),
+        )
+    }
+
+    /// [`rms_norm`](Self::rms_norm) of one row x `[n_cols]` (a multiple of
+    /// 32) into y, and y quantised for [`matvec_q8`](Self::matvec_q8) into
+    /// `xq` (as [`pack_q8`](Self::pack_q8) would): one dispatch.
+    pub fn rms_norm_pack_q8(
+        &mut self,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        y: &GpuTensor,
+        xq: &GpuTensor,
+        n_cols: u32,
+        eps: f32,
+    ) -> Result<()> {
+        const OP: &str = "rms_norm_pack_q8";
+        let n = self.rows_check(OP, 1, n_cols)?;
+        if !n_cols.is_multiple_of(32) {
+            return Err(shape(OP, format!("{n_cols} is not a multiple of 32")));
+        }
+        want(OP, x, "x", GpuDType::F32, n)?;
+        want(OP, w, "w", GpuDType::F32, n)?;
+        want(OP, y, "y", GpuDType::F32, n)?;
+        want_q8(OP, xq, n_cols as usize)?;
+        distinct(OP, y, &[x, w, xq])?;
+        distinct(OP, xq, &[x, w])?;
+        self.dispatch(
+            &ShaderVariant::plain(files::RMSNORM, "norm_pack_q8"),
+            &[
+                (0, &x.buffer),
+                (1, &w.buffer),
+                (2, &y.buffer),
+                (9, &xq.buffer),
+            ],
+            3,
+            &[n_cols, 1, eps.to_bits()],
+            (1, 1, 1),
         )
     }
 
@@ -863,17 +989,7 @@ impl<'a> GpuBatch<'a> {
                 (5, &x.buffer),
             ],
             3,
-            &[
-                p.head_dim,
-                p.n_heads,
-                p.n_tokens,
-                p.n_rot,
-                mode,
-                p.freq_base.to_bits(),
-                p.freq_scale.to_bits(),
-                0,
-                0,
-            ],
+            &rope_words(p, mode, [0, 0, 0, 0, 0]),
             ((p.head_dim / 2).div_ceil(64), p.n_heads, p.n_tokens),
         )
     }
@@ -910,18 +1026,114 @@ impl<'a> GpuBatch<'a> {
             &ShaderVariant::plain(files::ROPE, "inplace"),
             &[(4, &x.buffer), (5, ff_buf)],
             3,
-            &[
-                p.head_dim,
-                p.n_heads,
-                p.n_tokens,
-                p.n_rot,
-                mode,
-                p.freq_base.to_bits(),
-                p.freq_scale.to_bits(),
-                pos0,
-                u32::from(freq_factors.is_some()),
-            ],
+            &rope_words(p, mode, [pos0, u32::from(freq_factors.is_some()), 0, 0, 0]),
             ((p.head_dim / 2).div_ceil(64), p.n_heads, p.n_tokens),
+        )
+    }
+
+    /// A layer's RoPE and KV-cache write in one dispatch: q `[n_tokens,
+    /// n_heads, head_dim]` rotated in place (as
+    /// [`rope_inplace`](Self::rope_inplace)), k `[n_tokens, n_kv_heads,
+    /// head_dim]` rotated into `k_cache` and v `[n_tokens, n_kv_heads,
+    /// head_dim_v]` copied into `v_cache` (as [`store`](Self::store)), at rows
+    /// `pos0 ..` of caches `[n_ctx, n_kv_heads * head_dim(_v)]` (both F16 or
+    /// both F32). k is left unchanged. head_dim_v must be even.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope_store_kv(
+        &mut self,
+        q: &GpuTensor,
+        k: &GpuTensor,
+        v: &GpuTensor,
+        k_cache: &GpuTensor,
+        v_cache: &GpuTensor,
+        pos0: u32,
+        p: &RopeParams,
+        n_kv_heads: u32,
+        head_dim_v: u32,
+        freq_factors: Option<&GpuTensor>,
+    ) -> Result<()> {
+        const OP: &str = "rope_store_kv";
+        let mode = self.rope_check(OP, q, p)?;
+        let kp = RopeParams {
+            n_heads: n_kv_heads,
+            ..*p
+        };
+        self.rope_check(OP, k, &kp)?;
+        if head_dim_v == 0 || !head_dim_v.is_multiple_of(2) {
+            return Err(shape(OP, format!("head_dim_v {head_dim_v} must be even")));
+        }
+        let max = self.ctx.max_workgroups;
+        let heads = p.n_heads as u64 + 2 * n_kv_heads as u64;
+        if heads > max as u64 {
+            return Err(shape(OP, "too many heads for one dispatch"));
+        }
+        let tokens = p.n_tokens as u64;
+        let end = (pos0 as u64)
+            .checked_add(tokens)
+            .ok_or_else(|| shape(OP, "position overflow"))?;
+        let kv_dtype = k_cache.dtype();
+        if kv_dtype == GpuDType::U32 || v_cache.dtype() != kv_dtype {
+            return Err(shape(OP, "caches must both be f16 or both f32"));
+        }
+        want(
+            OP,
+            v,
+            "v",
+            GpuDType::F32,
+            tokens * n_kv_heads as u64 * head_dim_v as u64,
+        )?;
+        want(
+            OP,
+            k_cache,
+            "k_cache",
+            kv_dtype,
+            end * n_kv_heads as u64 * p.head_dim as u64,
+        )?;
+        want(
+            OP,
+            v_cache,
+            "v_cache",
+            kv_dtype,
+            end * n_kv_heads as u64 * head_dim_v as u64,
+        )?;
+        distinct(OP, q, &[k, v, k_cache, v_cache])?;
+        distinct(OP, k_cache, &[k, v, v_cache])?;
+        distinct(OP, v_cache, &[k, v])?;
+        if let Some(f) = freq_factors {
+            want(OP, f, "freq_factors", GpuDType::F32, p.n_rot as u64 / 2)?;
+        }
+        let dummy;
+        let ff_buf = match freq_factors {
+            Some(f) => &f.buffer,
+            None => {
+                dummy = self.ctx.scratch("rope_no_factors", 1, GpuDType::F32)?;
+                &dummy.buffer
+            }
+        };
+        let words = p.head_dim.max(head_dim_v) / 2;
+        self.dispatch(
+            &ShaderVariant::plain(files::ROPE, "rope_kv"),
+            &[
+                (0, &k.buffer),
+                (4, &q.buffer),
+                (5, ff_buf),
+                (6, &k_cache.buffer),
+                (7, &v_cache.buffer),
+                (8, &v.buffer),
+            ],
+            3,
+            &rope_words(
+                p,
+                mode,
+                [
+                    pos0,
+                    u32::from(freq_factors.is_some()),
+                    n_kv_heads,
+                    head_dim_v,
+                    u32::from(kv_dtype == GpuDType::F16),
+                ],
+            ),
+            (words.div_ceil(64), heads as u32, p.n_tokens),
         )
     }
 
@@ -1008,6 +1220,42 @@ impl<'a> GpuBatch<'a> {
             GluOp::GeGlu => "geglu_assign",
         };
         self.elementwise(entry, files::GLU, entry, &[(1, up), (2, gate)], n, 0.0, 0)
+    }
+
+    /// [`glu_inplace`](Self::glu_inplace) of one token's `n` elements (a
+    /// multiple of 32), and the result quantised for
+    /// [`matvec_q8`](Self::matvec_q8) into `xq` (as
+    /// [`pack_q8`](Self::pack_q8) would): one dispatch.
+    pub fn glu_inplace_pack_q8(
+        &mut self,
+        gate: &GpuTensor,
+        up: &GpuTensor,
+        xq: &GpuTensor,
+        n: usize,
+        kind: GluOp,
+    ) -> Result<()> {
+        const OP: &str = "glu_pack_q8";
+        if n == 0 || !n.is_multiple_of(32) {
+            return Err(shape(OP, format!("{n} is not a positive multiple of 32")));
+        }
+        want(OP, gate, "gate", GpuDType::F32, n as u64)?;
+        want(OP, up, "up", GpuDType::F32, n as u64)?;
+        want_q8(OP, xq, n)?;
+        distinct(OP, gate, &[up, xq])?;
+        distinct(OP, xq, &[up])?;
+        let entry = match kind {
+            GluOp::SwiGlu => "swiglu_assign_q8",
+            GluOp::GeGlu => "geglu_assign_q8",
+        };
+        let nb = u32::try_from(n / 32).map_err(|_| shape(OP, "too many blocks"))?;
+        let (gx, gy) = self.grid(OP, (nb as u64).div_ceil(64))?;
+        self.dispatch(
+            &ShaderVariant::plain(files::GLU, entry),
+            &[(1, &up.buffer), (2, &gate.buffer), (9, &xq.buffer)],
+            3,
+            &[n as u32, gx * 64],
+            (gx, gy, 1),
+        )
     }
 
     /// out = a + b over `n` elements.
@@ -1278,6 +1526,53 @@ impl<'a> GpuBatch<'a> {
         )
     }
 
+    /// Quantises x `[n]` (n a multiple of 32) to 8 bits for
+    /// [`matvec_q8`](Self::matvec_q8): `xq` (u32, at least
+    /// [`q8_words`]`(n)`) gets n/4 words of packed quants, then (d, d·Σq)
+    /// per 32-element block, rounded as the CPU's Q8_0 activations.
+    pub fn pack_q8(&mut self, x: &GpuTensor, xq: &GpuTensor, n: usize) -> Result<()> {
+        const OP: &str = "pack_q8";
+        if n == 0 || !n.is_multiple_of(32) {
+            return Err(shape(OP, format!("{n} is not a positive multiple of 32")));
+        }
+        want(OP, x, "x", GpuDType::F32, n as u64)?;
+        want_q8(OP, xq, n)?;
+        distinct(OP, xq, &[x])?;
+        let n_blocks = u32::try_from(n / 32).map_err(|_| shape(OP, "too many blocks"))?;
+        let (gx, gy) = self.grid(OP, (n_blocks as u64).div_ceil(64))?;
+        self.dispatch(
+            &ShaderVariant::plain(files::ACT_QUANT, "pack_q8"),
+            &[(0, &x.buffer), (9, &xq.buffer)],
+            2,
+            &[n_blocks, 32, 0, gx * 64],
+            (gx, gy, 1),
+        )
+    }
+
+    /// y = W xq (or y += W xq when `accumulate`) with x quantised by
+    /// [`pack_q8`](Self::pack_q8): integer dot products on the weights'
+    /// quants (types with [`has_q8_matvec`]; n_cols a multiple of 32).
+    pub fn matvec_q8(
+        &mut self,
+        w: &QuantMatrix,
+        xq: &GpuTensor,
+        y: &GpuTensor,
+        accumulate: bool,
+    ) -> Result<()> {
+        const OP: &str = "matvec_q8";
+        let n_cols = w.n_cols();
+        if !n_cols.is_multiple_of(32) {
+            return Err(shape(OP, format!("{n_cols} columns: not a multiple of 32")));
+        }
+        want_q8(OP, xq, n_cols as usize)?;
+        want(OP, y, "y", GpuDType::F32, w.n_rows())?;
+        distinct(OP, y, &[xq])?;
+        let units = (n_cols / 32) as u32;
+        let tpr = q8_tpr(units);
+        let variant = matvec_q8_variant(w.ggml_type(), tpr, self.ctx.use_subgroups())?;
+        self.matvec_parts(OP, &variant, w, xq, y, (64 / tpr) as u64, accumulate)
+    }
+
     /// Attention of one query over the KV cache (split-K flash-decoding):
     /// q/out `[n_head, head_dim]`, the query at position `p.n_kv - 1`.
     pub fn attention_decode(
@@ -1384,11 +1679,16 @@ impl<'a> GpuBatch<'a> {
                 (2, &v.buffer),
                 (3, &scratch_o.buffer),
                 (4, &scratch_ml.buffer),
+                (6, &out.buffer),
             ],
             5,
             &params,
             (n_chunks, p.n_head, n_q),
         )?;
+        if n_chunks == 1 {
+            // `chunk` wrote the normalised output.
+            return Ok(());
+        }
         self.dispatch(
             &attn_variant("combine", f16),
             &[

@@ -20,17 +20,42 @@ use zeta_gguf::GgmlType;
 use crate::context::GpuContext;
 use crate::error::{Result, WgpuError};
 
-const QUANT: &str = include_str!("../../../shaders/quant.wgsl");
+/// `shaders/quant.wgsl`: byte access and per-type dequantisation.
+pub const QUANT: &str = include_str!("../../../shaders/quant.wgsl");
+/// `shaders/f16.wgsl`: exact f32 → f16 conversion.
+pub const F16: &str = include_str!("../../../shaders/f16.wgsl");
+/// `shaders/f16.wgsl` then `shaders/q8.wgsl`: writing 8-bit activations.
+pub const F16_Q8: &str = concat!(
+    include_str!("../../../shaders/f16.wgsl"),
+    "\n",
+    include_str!("../../../shaders/q8.wgsl")
+);
 
-/// A shader file: name, source, whether `quant.wgsl` is prepended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A shader file: name, source, and the shared code prepended to it.
+/// Compared and hashed by name alone (names are unique): the pipeline cache
+/// is looked up on every dispatch, and hashing the sources cost ~10 us each.
+#[derive(Debug, Clone, Copy)]
 pub struct ShaderFile {
     /// File stem, e.g. "matvec".
     pub name: &'static str,
     /// The WGSL text (a template if it has substitution tokens).
     pub source: &'static str,
-    /// Whether `quant.wgsl` is prepended.
-    pub with_quant: bool,
+    /// Shared WGSL prepended to the source ([`QUANT`], [`F16`], [`F16_Q8`] or "").
+    pub prelude: &'static str,
+}
+
+impl PartialEq for ShaderFile {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for ShaderFile {}
+
+impl std::hash::Hash for ShaderFile {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+    }
 }
 
 macro_rules! shader {
@@ -39,7 +64,7 @@ macro_rules! shader {
         pub const $id: ShaderFile = ShaderFile {
             name: $name,
             source: include_str!(concat!("../../../shaders/", $name, ".wgsl")),
-            with_quant: $q,
+            prelude: $q,
         };
     };
 }
@@ -47,21 +72,26 @@ macro_rules! shader {
 /// Every shader file.
 pub mod files {
     use super::ShaderFile;
-    shader!(MATVEC, "matvec", true);
-    shader!(MATVEC_REDUCE_WG, "matvec_reduce_wg", false);
-    shader!(MATVEC_REDUCE_SG, "matvec_reduce_sg", false);
-    shader!(MATMUL, "matmul", true);
-    shader!(MATMUL_TILED, "matmul_tiled", true);
-    shader!(EMBED, "embed", true);
-    shader!(RMSNORM, "rmsnorm", false);
-    shader!(ROPE, "rope", false);
-    shader!(GLU, "glu", false);
-    shader!(ADD, "add", false);
-    shader!(SOFTMAX, "softmax", false);
-    shader!(ARGMAX, "argmax", false);
-    shader!(ATTN_DECODE, "attn_decode", false);
-    shader!(KV_STORE, "kv_store", false);
-    shader!(ACT_QUANT, "act_quant", false);
+    shader!(MATVEC, "matvec", super::QUANT);
+    shader!(MATVEC_REDUCE_WG, "matvec_reduce_wg", "");
+    shader!(MATVEC_REDUCE_SG, "matvec_reduce_sg", "");
+    shader!(MATVEC_Q8, "matvec_q8", super::QUANT);
+    shader!(MATVEC_Q8_REDUCE_WG, "matvec_q8_reduce_wg", "");
+    shader!(MATVEC_Q8_REDUCE_SG, "matvec_q8_reduce_sg", "");
+    shader!(MATMUL, "matmul", super::QUANT);
+    shader!(MATMUL_TILED, "matmul_tiled", super::QUANT);
+    shader!(MATMUL_REG, "matmul_reg", super::QUANT);
+    shader!(MATMUL_COOP, "matmul_coop", super::QUANT);
+    shader!(EMBED, "embed", super::QUANT);
+    shader!(RMSNORM, "rmsnorm", super::F16_Q8);
+    shader!(ROPE, "rope", super::F16);
+    shader!(GLU, "glu", super::F16_Q8);
+    shader!(ADD, "add", "");
+    shader!(SOFTMAX, "softmax", "");
+    shader!(ARGMAX, "argmax", "");
+    shader!(ATTN_DECODE, "attn_decode", "");
+    shader!(KV_STORE, "kv_store", super::F16);
+    shader!(ACT_QUANT, "act_quant", super::F16_Q8);
 }
 
 /// One specialisation of a shader: the pipeline-cache key.
@@ -88,19 +118,40 @@ impl ShaderVariant {
         }
     }
 
+    /// Whether the variant uses cooperative matrices and f16 (device
+    /// features EXPERIMENTAL_COOPERATIVE_MATRIX and SHADER_F16; SPIR-V only).
+    pub fn needs_coop(&self) -> bool {
+        self.file == files::MATMUL_COOP
+    }
+
     /// Whether the variant uses subgroup operations (device feature SUBGROUP).
     pub fn needs_subgroups(&self) -> bool {
         self.suffix == Some(files::MATVEC_REDUCE_SG)
+            || self.suffix == Some(files::MATVEC_Q8_REDUCE_SG)
     }
 
     /// The complete WGSL text of this variant.
     pub fn source(&self) -> String {
+        // `enable ...;` directives must precede every declaration, the
+        // prelude's included: they go first.
+        let (directives, body): (Vec<&str>, Vec<&str>) = self
+            .file
+            .source
+            .lines()
+            .partition(|l| l.starts_with("enable "));
         let mut s = String::new();
-        if self.file.with_quant {
-            s.push_str(QUANT);
+        for d in directives {
+            s.push_str(d);
             s.push('\n');
         }
-        s.push_str(self.file.source);
+        if !self.file.prelude.is_empty() {
+            s.push_str(self.file.prelude);
+            s.push('\n');
+        }
+        for l in body {
+            s.push_str(l);
+            s.push('\n');
+        }
         if let Some(suffix) = self.suffix {
             s.push('\n');
             s.push_str(suffix.source);
@@ -205,6 +256,52 @@ pub(crate) fn matvec_variant(ty: GgmlType, subgroups: bool) -> Result<ShaderVari
     Ok(v)
 }
 
+/// matvec_q8.wgsl's unit dot product of `ty`, if the integer matvec takes it.
+fn q8_dot(ty: GgmlType) -> Option<&'static str> {
+    Some(match ty {
+        GgmlType::Q4_0 => "q8dot_q4_0",
+        GgmlType::Q4_1 => "q8dot_q4_1",
+        GgmlType::Q5_0 => "q8dot_q5_0",
+        GgmlType::Q8_0 => "q8dot_q8_0",
+        GgmlType::Q4_K => "q8dot_q4_k",
+        GgmlType::Q6_K => "q8dot_q6_k",
+        _ => return None,
+    })
+}
+
+/// Whether the integer matvec (matvec_q8.wgsl) takes weights of `ty`.
+pub fn has_q8_matvec(ty: GgmlType) -> bool {
+    q8_dot(ty).is_some()
+}
+
+/// Invocations per row of the integer matvec that the host may choose.
+pub const Q8_TPR: [u32; 4] = [8, 16, 32, 64];
+
+pub(crate) fn matvec_q8_variant(ty: GgmlType, tpr: u32, subgroups: bool) -> Result<ShaderVariant> {
+    let f = q8_dot(ty).ok_or(WgpuError::UnsupportedType(ty))?;
+    let tpr = match tpr {
+        8 => "8",
+        16 => "16",
+        32 => "32",
+        64 => "64",
+        _ => {
+            return Err(WgpuError::Gpu(format!(
+                "matvec_q8: no variant for {tpr} invocations per row"
+            )));
+        }
+    };
+    Ok(ShaderVariant {
+        file: files::MATVEC_Q8,
+        suffix: Some(if subgroups {
+            files::MATVEC_Q8_REDUCE_SG
+        } else {
+            files::MATVEC_Q8_REDUCE_WG
+        }),
+        entry: "main",
+        defines: vec![("QDOT", f), ("TPR_V", tpr)],
+    })
+}
+
 pub(crate) fn attn_variant(entry: &'static str, f16: bool) -> ShaderVariant {
     ShaderVariant {
         file: files::ATTN_DECODE,
@@ -223,18 +320,41 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
                 v.push(x);
             }
         }
-        for file in [files::MATMUL, files::MATMUL_TILED, files::EMBED] {
+        for tpr in Q8_TPR {
+            for sg in [false, true] {
+                if let Ok(x) = matvec_q8_variant(ty, tpr, sg) {
+                    v.push(x);
+                }
+            }
+        }
+        for file in [
+            files::MATMUL,
+            files::MATMUL_TILED,
+            files::MATMUL_REG,
+            files::MATMUL_COOP,
+            files::EMBED,
+        ] {
             if let Ok(x) = quant_variant(file, ty) {
                 v.push(x);
             }
         }
     }
     for (file, entries) in [
-        (files::RMSNORM, &["main", "inplace"][..]),
-        (files::ROPE, &["main", "inplace"][..]),
+        (
+            files::RMSNORM,
+            &["main", "main_scalar", "inplace", "norm_pack_q8"][..],
+        ),
+        (files::ROPE, &["main", "inplace", "rope_kv"][..]),
         (
             files::GLU,
-            &["swiglu", "geglu", "swiglu_assign", "geglu_assign"][..],
+            &[
+                "swiglu",
+                "geglu",
+                "swiglu_assign",
+                "geglu_assign",
+                "swiglu_assign_q8",
+                "geglu_assign_q8",
+            ][..],
         ),
         (
             files::ADD,
@@ -257,6 +377,7 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
     v.push(ShaderVariant::plain(files::ARGMAX, "main"));
     v.push(ShaderVariant::plain(files::KV_STORE, "main"));
     v.push(ShaderVariant::plain(files::ACT_QUANT, "main"));
+    v.push(ShaderVariant::plain(files::ACT_QUANT, "pack_q8"));
     for f16 in [false, true] {
         v.push(attn_variant("chunk", f16));
         v.push(attn_variant("combine", f16));
@@ -362,8 +483,20 @@ impl GpuContext {
             if v.needs_subgroups() != self.use_subgroups() && v.suffix.is_some() {
                 continue; // only the matvec reduction this device uses
             }
-            let ty_ok = match v.defines.iter().find(|(t, _)| *t == "deq_TYPE") {
-                Some((_, f)) => types.is_empty() || types.iter().any(|&t| deq_fn(t) == Some(*f)),
+            if v.needs_coop() && !self.use_coop() {
+                continue;
+            }
+            let ty_ok = match v
+                .defines
+                .iter()
+                .find(|(t, _)| *t == "deq_TYPE" || *t == "QDOT")
+            {
+                Some((_, f)) => {
+                    types.is_empty()
+                        || types
+                            .iter()
+                            .any(|&t| deq_fn(t) == Some(*f) || q8_dot(t) == Some(*f))
+                }
                 None => true,
             };
             if ty_ok {
@@ -408,7 +541,7 @@ mod tests {
         let broken = ShaderFile {
             name: "broken",
             source: "@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }",
-            with_quant: false,
+            prelude: "",
         };
         let err = ctx
             .pipeline(&ShaderVariant::plain(broken, "main"))

@@ -207,6 +207,136 @@ fn matvec_vs_ggml_cpu_vec_dot() {
     }
 }
 
+/// x rounded as `pack_q8` (and ggml's x86 `quantize_row_q8_0`) does: per 32
+/// elements d = f16(amax / 127), q = round_ties_even(x · 127 / amax).
+fn q8_round(x: &[f32]) -> Vec<f32> {
+    x.chunks(32)
+        .flat_map(|b| {
+            let amax = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let d = f16::from_f32(amax / 127.0).to_f32();
+            let id = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+            b.iter()
+                .map(move |v| (v * id).round_ties_even().clamp(-128.0, 127.0) * d)
+        })
+        .collect()
+}
+
+/// The integer matvec (x quantised to 8 bits by `pack_q8`, packed 4x8-bit dot
+/// products) for every type that has it, at row lengths that pick each
+/// invocations-per-row variant (8, 16, 32, 64), with subgroup and
+/// shared-memory reductions, split weights and `accumulate`: against the f64
+/// product of the dequantised weights with the Q8_0-rounded x (only f32
+/// rounding differs), and against ggml's CPU `vec_dot`.
+#[test]
+fn matvec_q8_all_types_and_shapes() {
+    let Some(def) = ctx() else { return };
+    let plain = GpuContext::with_options(&zeta_wgpu::GpuOptions {
+        adapter: Some(def.info().name.clone()),
+        no_optional_features: true,
+    })
+    .unwrap();
+    let types = [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q8_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+    ];
+    for ty in zeta_wgpu::GPU_TYPES {
+        assert_eq!(
+            zeta_wgpu::has_q8_matvec(ty),
+            types.contains(&ty),
+            "{}",
+            ty.name()
+        );
+    }
+    let mut seed = 900;
+    for ty in types {
+        let k = ty.block_size();
+        // ~4 units per invocation: 8, 16, 32 and 64 invocations per row.
+        let shapes = if k == 256 {
+            [(37usize, 768usize), (29, 2304), (19, 4352), (9, 8448)]
+        } else {
+            [(37, 224), (29, 2080), (19, 4128), (9, 8224)]
+        };
+        for (si, (n_rows, n_cols)) in shapes.into_iter().enumerate() {
+            seed += 1;
+            let mut rng = StdRng::seed_from_u64(seed);
+            let w = rand_vec(&mut rng, n_rows * n_cols, 1.0);
+            let x = rand_vec(&mut rng, n_cols, 1.0);
+            let y0 = rand_vec(&mut rng, n_rows, 1.0);
+            let bytes = encode(ty, &w);
+            let wd = decode(ty, &bytes, n_rows * n_cols);
+            let xd = q8_round(&x);
+            let exact: Vec<f64> = (0..n_rows)
+                .map(|r| {
+                    (0..n_cols)
+                        .map(|c| wd[r * n_cols + c] as f64 * xd[c] as f64)
+                        .sum()
+                })
+                .collect();
+            let vt = zeta_quant::vec_dot_type(ty);
+            let xv = encode(vt, &x);
+            let rb = ty.row_bytes(n_cols as u64).unwrap() as usize;
+            let ggml: Vec<f64> = (0..n_rows)
+                .map(|r| {
+                    zeta_quant::vec_dot(ty, &bytes[r * rb..(r + 1) * rb], &xv, n_cols).unwrap()
+                        as f64
+                })
+                .collect();
+            for (name, c) in [("default", &def), ("plain", &plain)] {
+                // Every other shape in parts of 5 rows (plus 3 bytes).
+                let m = if si % 2 == 1 {
+                    c.upload_matrix_split(
+                        ty,
+                        n_rows as u64,
+                        n_cols as u64,
+                        &bytes,
+                        5 * rb as u64 + 3,
+                    )
+                    .unwrap()
+                } else {
+                    c.upload_matrix(ty, n_rows as u64, n_cols as u64, &bytes)
+                        .unwrap()
+                };
+                let xg = c.upload_f32(&x).unwrap();
+                let xq = c
+                    .upload_u32(&vec![u32::MAX; zeta_wgpu::q8_words(n_cols)])
+                    .unwrap();
+                let y = poison(c, n_rows);
+                let ya = c.upload_f32(&y0).unwrap();
+                let mut b = c.batch();
+                b.pack_q8(&xg, &xq, n_cols).unwrap();
+                b.matvec_q8(&m, &xq, &y, false).unwrap();
+                b.matvec_q8(&m, &xq, &ya, true).unwrap();
+                b.submit().unwrap();
+                let got = c.read_f32(&y).unwrap();
+                let e = nmse(&got, &exact);
+                let eg = nmse(&got, &ggml);
+                let want_acc: Vec<f64> =
+                    exact.iter().zip(&y0).map(|(a, b)| a + *b as f64).collect();
+                let ea = nmse(&c.read_f32(&ya).unwrap(), &want_acc);
+                println!(
+                    "matvec_q8 {name} {:<5} [{n_rows}, {n_cols}] NMSE exact {e:.2e} vs vec_dot {eg:.2e} accumulate {ea:.2e}",
+                    ty.name()
+                );
+                // GPU division need not be correctly rounded (Vulkan allows
+                // 2.5 ulp): an x that lands next to a rounding tie may get the
+                // neighbouring quant (measured on the H100: one such x costs
+                // NMSE ~2.5e-8); a wrong nibble or scale costs > 1e-4.
+                assert!(
+                    e <= 1e-6,
+                    "{name} {} [{n_rows}, {n_cols}]: NMSE {e}",
+                    ty.name()
+                );
+                assert!(ea <= 1e-6, "{name} {} accumulate: NMSE {ea}", ty.name());
+                assert!(eg <= 5e-4, "{name} {} vs vec_dot: NMSE {eg}", ty.name());
+            }
+        }
+    }
+}
+
 #[test]
 fn matvec_shared_memory_reduction_path() {
     // A device without optional features uses matvec_reduce_wg; the default
@@ -246,9 +376,18 @@ fn matmul_prefill() {
         (GgmlType::Q8_0, 33, 64, 17, Some(10)),
         (GgmlType::Q4_K, 130, 256, 37, None),
         (GgmlType::F32, 70, 45, 20, Some(64)),
+        // >= 48 tokens: the 64 x 64 register-blocked kernel (partial tiles,
+        // a split weight, a row tail).
+        (GgmlType::Q4_0, 133, 160, 70, Some(50)),
+        (GgmlType::Q6_K, 67, 256, 129, None),
+        (GgmlType::F16, 64, 45, 64, None),
     ] {
         let w = rand_vec(&mut rng, n_rows * n_cols, 1.0);
         let x = rand_vec(&mut rng, n_tok * n_cols, 1.0);
+        // Exact up to f32 summation, except the cooperative-matrix kernel
+        // (tensor cores, where the device has them): x and W rounded to f16.
+        let coop = ctx.use_coop() && n_tok >= zeta_wgpu::REG_MATMUL_MIN_TOKENS as usize;
+        let bound = |tiled: bool| if tiled && coop { 1e-5 } else { 1e-9 };
         let bytes = encode(ty, &w);
         let wd = decode(ty, &bytes, n_rows * n_cols);
         let mut want = vec![0f64; n_tok * n_rows];
@@ -280,7 +419,7 @@ fn matmul_prefill() {
                 "matmul tiled={tiled} {:<5} [{n_tok}x{n_cols}]·[{n_rows}x{n_cols}]^T NMSE {e:.3e}",
                 ty.name()
             );
-            assert!(e <= 1e-9, "{} tiled={tiled} NMSE {e}", ty.name());
+            assert!(e <= bound(tiled), "{} tiled={tiled} NMSE {e}", ty.name());
         }
         let mut b = ctx.batch();
         b.matmul(&m, &xg, &y, n_tok as u32).unwrap();
@@ -291,7 +430,7 @@ fn matmul_prefill() {
             ty.name(),
             m.parts().len()
         );
-        assert!(e <= 1e-9, "{} NMSE {e}", ty.name());
+        assert!(e <= bound(true), "{} NMSE {e}", ty.name());
     }
 }
 
@@ -502,33 +641,129 @@ fn embedding_lookup() {
     }
 }
 
+/// Row lengths: scalar (333), vec4 (1028, 4100: loop tail and unrolled body)
+/// and the fused norm + 8-bit pack (one row of 2080 and 4096).
 #[test]
 fn rms_norm() {
     let Some(ctx) = ctx() else { return };
     let mut rng = StdRng::seed_from_u64(4);
-    let (rows, cols) = (5usize, 333usize);
-    let x = rand_vec(&mut rng, rows * cols, 3.0);
-    let w = rand_vec(&mut rng, cols, 1.0);
     let eps = 1e-6f32;
-    let mut want = Vec::new();
-    for r in 0..rows {
-        let row = &x[r * cols..(r + 1) * cols];
-        let ms: f64 = row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / cols as f64;
-        let s = 1.0 / (ms + eps as f64).sqrt();
-        want.extend(row.iter().zip(&w).map(|(&v, &g)| v as f64 * s * g as f64));
+    for (rows, cols) in [
+        (5usize, 333usize),
+        (3, 1028),
+        (2, 4100),
+        (1, 2080),
+        (1, 4096),
+    ] {
+        let x = rand_vec(&mut rng, rows * cols, 3.0);
+        let w = rand_vec(&mut rng, cols, 1.0);
+        let mut want = Vec::new();
+        for r in 0..rows {
+            let row = &x[r * cols..(r + 1) * cols];
+            let ms: f64 = row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / cols as f64;
+            let s = 1.0 / (ms + eps as f64).sqrt();
+            want.extend(row.iter().zip(&w).map(|(&v, &g)| v as f64 * s * g as f64));
+        }
+        let (xg, wg, y) = (
+            ctx.upload_f32(&x).unwrap(),
+            ctx.upload_f32(&w).unwrap(),
+            poison(&ctx, rows * cols),
+        );
+        let mut b = ctx.batch();
+        b.rms_norm(&xg, &wg, &y, rows as u32, cols as u32, eps)
+            .unwrap();
+        b.submit().unwrap();
+        let got = ctx.read_f32(&y).unwrap();
+        let e = nmse(&got, &want);
+        println!("rms_norm [{rows}, {cols}] NMSE {e:.3e}");
+        assert!(e <= 1e-7);
+        if rows == 1 && cols % 32 == 0 {
+            // Fused: the same y, and the same quants as pack_q8 of that y.
+            let y2 = poison(&ctx, cols);
+            let n_words = zeta_wgpu::q8_words(cols);
+            let (xq, xq_ref) = (
+                ctx.upload_u32(&vec![u32::MAX; n_words]).unwrap(),
+                ctx.upload_u32(&vec![u32::MAX; n_words]).unwrap(),
+            );
+            let mut b = ctx.batch();
+            b.rms_norm_pack_q8(&xg, &wg, &y2, &xq, cols as u32, eps)
+                .unwrap();
+            b.pack_q8(&y2, &xq_ref, cols).unwrap();
+            b.submit().unwrap();
+            let e = nmse(&ctx.read_f32(&y2).unwrap(), &want);
+            println!("rms_norm_pack_q8 [{cols}] NMSE {e:.3e}");
+            assert!(e <= 1e-7);
+            assert_eq!(ctx.read_u32(&xq).unwrap(), ctx.read_u32(&xq_ref).unwrap());
+        }
     }
-    let (xg, wg, y) = (
-        ctx.upload_f32(&x).unwrap(),
-        ctx.upload_f32(&w).unwrap(),
-        poison(&ctx, rows * cols),
-    );
-    let mut b = ctx.batch();
-    b.rms_norm(&xg, &wg, &y, rows as u32, cols as u32, eps)
-        .unwrap();
-    b.submit().unwrap();
-    let e = nmse(&ctx.read_f32(&y).unwrap(), &want);
-    println!("rms_norm NMSE {e:.3e}");
-    assert!(e <= 1e-7);
+}
+
+/// The fused RoPE + KV-cache write equals the separate ops bit for bit (q,
+/// both caches; f16 and f32 caches, both element orders, partial rotation,
+/// frequency factors, several tokens at pos0 > 0, value heads of another size).
+#[test]
+fn rope_store_kv_equals_separate_ops() {
+    let Some(ctx) = ctx() else { return };
+    let mut rng = StdRng::seed_from_u64(21);
+    for (dtype, mode, hd, n_rot, hdv, ff) in [
+        (GpuDType::F16, RopeMode::Neox, 64u32, 64u32, 64u32, false),
+        (GpuDType::F16, RopeMode::Normal, 64, 48, 32, true),
+        (GpuDType::F32, RopeMode::Normal, 32, 32, 32, false),
+        (GpuDType::F32, RopeMode::Neox, 80, 40, 96, true),
+    ] {
+        let (n_head, n_kv, n_tok, pos0, n_ctx) = (6u32, 2u32, 3u32, 5u32, 11usize);
+        let p = RopeParams {
+            head_dim: hd,
+            n_heads: n_head,
+            n_tokens: n_tok,
+            n_rot,
+            mode,
+            freq_base: 10000.0,
+            freq_scale: 0.5,
+        };
+        let kp = RopeParams { n_heads: n_kv, ..p };
+        let q = rand_vec(&mut rng, (n_tok * n_head * hd) as usize, 2.0);
+        let k = rand_vec(&mut rng, (n_tok * n_kv * hd) as usize, 2.0);
+        let v = rand_vec(&mut rng, (n_tok * n_kv * hdv) as usize, 2.0);
+        let f: Vec<f32> = (0..n_rot / 2).map(|i| 1.0 + i as f32 * 0.25).collect();
+        let ffg = ctx.upload_f32(&f).unwrap();
+        let ffo = if ff { Some(&ffg) } else { None };
+        let (kd, vd) = (n_ctx * (n_kv * hd) as usize, n_ctx * (n_kv * hdv) as usize);
+        let mut results = Vec::new();
+        for fused in [false, true] {
+            let (qg, kg, vg) = (
+                ctx.upload_f32(&q).unwrap(),
+                ctx.upload_f32(&k).unwrap(),
+                ctx.upload_f32(&v).unwrap(),
+            );
+            let (kc, vc) = (ctx.zeros(kd, dtype).unwrap(), ctx.zeros(vd, dtype).unwrap());
+            let mut b = ctx.batch();
+            if fused {
+                b.rope_store_kv(&qg, &kg, &vg, &kc, &vc, pos0, &p, n_kv, hdv, ffo)
+                    .unwrap();
+            } else {
+                b.rope_inplace(&qg, pos0, &p, ffo).unwrap();
+                b.rope_inplace(&kg, pos0, &kp, ffo).unwrap();
+                let (kr, vr) = ((n_kv * hd) as usize, (n_kv * hdv) as usize);
+                b.store(&kg, n_tok as usize * kr, &kc, pos0 as usize * kr)
+                    .unwrap();
+                b.store(&vg, n_tok as usize * vr, &vc, pos0 as usize * vr)
+                    .unwrap();
+            }
+            b.submit().unwrap();
+            let words = |t: &zeta_wgpu::GpuTensor| ctx.read_raw(t).unwrap();
+            results.push((ctx.read_f32(&qg).unwrap(), words(&kc), words(&vc)));
+        }
+        let label = format!("{dtype:?} {mode:?} hd {hd} n_rot {n_rot} hdv {hdv} ff {ff}");
+        assert_eq!(results[0].0, results[1].0, "q: {label}");
+        assert_eq!(results[0].1, results[1].1, "k cache: {label}");
+        assert_eq!(results[0].2, results[1].2, "v cache: {label}");
+        assert!(
+            results[1].1.iter().any(|&w| w != 0),
+            "k cache empty: {label}"
+        );
+        println!("rope_store_kv {label}: identical");
+    }
 }
 
 fn rope_ref(x: &[f32], pos: &[u32], p: &RopeParams) -> Vec<f64> {
@@ -729,6 +964,13 @@ fn attention_decode_gqa_window_f16() {
         (false, 80, 517, 300, 0.0),
         (true, 256, 1, 0, 0.0),
         (false, 32, 260, 0, 5.0),
+        // f16 V read a word per invocation by 4, 2 and 6 position groups.
+        (true, 128, 517, 300, 0.0),
+        (true, 256, 300, 0, 0.0),
+        (true, 80, 263, 0, 0.0),
+        // One chunk: `chunk` writes the normalised output itself.
+        (true, 128, 200, 0, 0.0),
+        (false, 64, 1000, 100, 0.0),
     ] {
         let p = AttnParams {
             head_dim,
@@ -1172,12 +1414,16 @@ fn shared_batch_crosses_threads() {
 fn every_variant_compiles_on_the_device() {
     let Some(ctx) = ctx() else { return };
     let all = ctx.precompile(&[]).unwrap();
-    // 15 types x (matvec + matmul + tiled matmul + embed) + 23 others: rmsnorm 2, rope 2,
-    // glu 4, add 7, softmax, argmax, kv_store, act_quant, attention 2 x (f32, f16).
-    assert_eq!(all, 15 * 4 + 23, "variants compiled");
+    // 15 types x (matvec + matmul + 2 tiled matmuls + embed), 6 types x 4
+    // integer-matvec widths, + 29 others: rmsnorm 4, rope 3, glu 6, add 7,
+    // softmax, argmax, kv_store, act_quant 2, attention 2 x (f32, f16).
+    // The cooperative-matrix matmul only where the device has it.
+    let coop = if ctx.use_coop() { 15 } else { 0 };
+    println!("cooperative-matrix matmul: {}", ctx.use_coop());
+    assert_eq!(all, 15 * 5 + coop + 6 * 4 + 29, "variants compiled");
     assert_eq!(ctx.cached_pipelines(), all);
     let some = ctx.precompile(&[GgmlType::Q4_K, GgmlType::Q6_K]).unwrap();
-    assert_eq!(some, 2 * 4 + 23);
+    assert_eq!(some, 2 * 5 + coop / 15 * 2 + 2 * 4 + 29);
     assert_eq!(
         ctx.cached_pipelines(),
         all,

@@ -1,19 +1,25 @@
 //! Portability: every shader specialisation the ops use must parse and
 //! validate with naga and translate to MSL (Metal), SPIR-V (Vulkan) and HLSL
 //! (DX12), stay within Metal's workgroup-memory budget and use no 64-bit
-//! atomics. Needs no GPU.
+//! atomics. Needs no GPU. Exception: the cooperative-matrix matmul
+//! (`needs_coop`), which only runs on Vulkan adapters that report its shape,
+//! is checked for SPIR-V alone, against Vulkan's 32 KiB workgroup budget.
 #![allow(clippy::unwrap_used)]
 
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
 /// Metal guarantees 32 KiB of threadgroup memory; we keep to 16 KiB.
 const MAX_WORKGROUP_BYTES: u32 = 16 * 1024;
+/// The cooperative-matrix kernel (Vulkan only): the guaranteed 32 KiB.
+const MAX_WORKGROUP_BYTES_COOP: u32 = 32 * 1024;
 
-fn check(label: &str, src: &str, subgroups: bool) -> Result<(), String> {
+fn check(label: &str, src: &str, subgroups: bool, coop: bool) -> Result<(), String> {
     let module = naga::front::wgsl::parse_str(src).map_err(|e| e.emit_to_string(src))?;
-    // Only the subgroup variants may need a capability; everything else must
-    // validate with none at all.
-    let caps = if subgroups {
+    // Only the subgroup and cooperative-matrix variants may need a
+    // capability; everything else must validate with none at all.
+    let caps = if coop {
+        Capabilities::COOPERATIVE_MATRIX | Capabilities::SHADER_FLOAT16
+    } else if subgroups {
         Capabilities::SUBGROUP
     } else {
         Capabilities::empty()
@@ -33,7 +39,13 @@ fn check(label: &str, src: &str, subgroups: bool) -> Result<(), String> {
             shared += layouter[var.ty].size;
         }
     }
-    if shared > MAX_WORKGROUP_BYTES {
+    if shared
+        > if coop {
+            MAX_WORKGROUP_BYTES_COOP
+        } else {
+            MAX_WORKGROUP_BYTES
+        }
+    {
         return Err(format!("{shared} bytes of workgroup memory"));
     }
     for (_, ty) in module.types.iter() {
@@ -48,6 +60,17 @@ fn check(label: &str, src: &str, subgroups: bool) -> Result<(), String> {
     }
 
     for ep in &module.entry_points {
+        // SPIR-V
+        let spv_opts = naga::back::spv::Options::default();
+        let spv_pipe = naga::back::spv::PipelineOptions {
+            shader_stage: ep.stage,
+            entry_point: ep.name.clone(),
+        };
+        naga::back::spv::write_vec(&module, &info, &spv_opts, Some(&spv_pipe))
+            .map_err(|e| format!("SPIR-V ({}): {e:?}", ep.name))?;
+        if coop {
+            continue;
+        }
         // MSL
         let msl_opts = naga::back::msl::Options {
             lang_version: (2, 1),
@@ -59,14 +82,6 @@ fn check(label: &str, src: &str, subgroups: bool) -> Result<(), String> {
         };
         naga::back::msl::write_string(&module, &info, &msl_opts, &msl_pipe)
             .map_err(|e| format!("MSL ({}): {e:?}", ep.name))?;
-        // SPIR-V
-        let spv_opts = naga::back::spv::Options::default();
-        let spv_pipe = naga::back::spv::PipelineOptions {
-            shader_stage: ep.stage,
-            entry_point: ep.name.clone(),
-        };
-        naga::back::spv::write_vec(&module, &info, &spv_opts, Some(&spv_pipe))
-            .map_err(|e| format!("SPIR-V ({}): {e:?}", ep.name))?;
         // HLSL
         let hlsl_opts = naga::back::hlsl::Options::default();
         let hlsl_pipe = naga::back::hlsl::PipelineOptions {
@@ -93,7 +108,7 @@ fn every_shader_variant_validates_and_translates() {
             "{}: unsubstituted token",
             v.label()
         );
-        if let Err(e) = check(&v.label(), &src, v.needs_subgroups()) {
+        if let Err(e) = check(&v.label(), &src, v.needs_subgroups(), v.needs_coop()) {
             failures.push(format!("{}: {e}", v.label()));
         }
     }
@@ -111,9 +126,12 @@ fn every_shader_file_is_covered() {
         }
         let stem = path.file_stem().unwrap().to_str().unwrap().to_string();
         let on_disk = std::fs::read_to_string(&path).unwrap();
-        if stem == "quant" {
-            // Library prepended to matvec/embed: covered through them.
-            assert!(variants.iter().any(|v| v.source().starts_with(&on_disk)));
+        if stem == "quant" || stem == "f16" || stem == "q8" {
+            // Libraries prepended to other shaders: covered through them.
+            assert!(
+                variants.iter().any(|v| v.source().contains(&on_disk)),
+                "shaders/{stem}.wgsl is prepended to no variant"
+            );
             continue;
         }
         assert!(
@@ -129,11 +147,12 @@ fn every_shader_file_is_covered() {
 
 #[test]
 fn a_broken_shader_is_rejected() {
-    assert!(check("broken", "fn main( { }", false).is_err());
+    assert!(check("broken", "fn main( { }", false, false).is_err());
     assert!(
         check(
             "big",
             "var<workgroup> a: array<f32, 8192>;\n@compute @workgroup_size(1) fn main() { a[0] = 1.0; }",
+            false,
             false
         )
         .is_err()
@@ -143,5 +162,11 @@ fn a_broken_shader_is_rejected() {
         .into_iter()
         .find(|v| v.needs_subgroups())
         .unwrap();
-    assert!(check("sg", &sg.source(), false).is_err());
+    assert!(check("sg", &sg.source(), false, false).is_err());
+    // So do the cooperative-matrix ones.
+    let coop = zeta_wgpu::shader_variants()
+        .into_iter()
+        .find(|v| v.needs_coop())
+        .unwrap();
+    assert!(check("coop", &coop.source(), false, false).is_err());
 }
