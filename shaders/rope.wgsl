@@ -23,6 +23,10 @@ struct Params {
     n_kv_heads: u32, // rope_kv only
     head_dim_v: u32, // rope_kv only
     kv_f16: u32,     // rope_kv only: 1 = f16 caches, 0 = f32
+    q_scale: f32,    // rope_kv only: multiplies the rotated q
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<storage, read> X: array<f32>;
@@ -93,7 +97,7 @@ fn inplace(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 
 // ---- rope_kv: a layer's RoPE and KV-cache write in one dispatch ----
-// XY = q [n_tokens, n_heads, head_dim] rotated in place; X = k
+// XY = q [n_tokens, n_heads, head_dim] rotated in place, times q_scale; X = k
 // [n_tokens, n_kv_heads, head_dim] rotated into KC and VSRC = v
 // [n_tokens, n_kv_heads, head_dim_v] copied into VC, both caches at rows
 // pos0 + t (f16 pairs packed in u32 words, f16.wgsl's rounding, or f32 bit
@@ -151,11 +155,12 @@ fn rope_kv(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
         let base = (t * P.n_heads + hh) * P.head_dim;
         let ab = pair(j);
+        var r = vec2<f32>(XY[base + ab.x], XY[base + ab.y]);
         if (ab.z == 1u) {
-            let r = rotate(XY[base + ab.x], XY[base + ab.y], j, pos);
-            XY[base + ab.x] = r.x;
-            XY[base + ab.y] = r.y;
+            r = rotate(r.x, r.y, j, pos);
         }
+        XY[base + ab.x] = r.x * P.q_scale;
+        XY[base + ab.y] = r.y * P.q_scale;
         return;
     }
     let kvh = hh - P.n_heads;

@@ -427,8 +427,6 @@ impl<B: Backend> Model<B> {
         let pos0 = s.pos;
         let e = c.n_embd;
         let (hd, hdv) = (c.head_dim, c.head_dim_v);
-        let kd = c.n_head_kv * hd;
-        let vd = c.n_head_kv * hdv;
 
         b.get_rows(&w.tok_embd, ids, &mut s.x)?;
         if let Some(sc) = c.embd_scale {
@@ -487,40 +485,17 @@ impl<B: Backend> Model<B> {
                 scale: c.kq_scale,
                 window: if swa { Some(c.n_swa) } else { None },
             };
-            if let Some(qs) = c.q_prescale {
-                b.rope(
-                    &mut s.q,
-                    n,
-                    c.n_head,
-                    hd,
-                    pos0,
-                    &rope,
-                    w.rope_freqs.as_ref(),
-                )?;
-                b.rope(
-                    &mut s.k,
-                    n,
-                    c.n_head_kv,
-                    hd,
-                    pos0,
-                    &rope,
-                    w.rope_freqs.as_ref(),
-                )?;
-                b.scale(&mut s.q, n * c.n_head * hd, qs)?;
-                b.store_kv(&s.k, &mut s.k_cache[il], n, kd, pos0)?;
-                b.store_kv(&s.v, &mut s.v_cache[il], n, vd, pos0)?;
-            } else {
-                b.rope_store_kv(
-                    &mut s.q,
-                    &mut s.k,
-                    &s.v,
-                    &mut s.k_cache[il],
-                    &mut s.v_cache[il],
-                    &ap,
-                    &rope,
-                    w.rope_freqs.as_ref(),
-                )?;
-            }
+            b.rope_store_kv(
+                &mut s.q,
+                &mut s.k,
+                &s.v,
+                &mut s.k_cache[il],
+                &mut s.v_cache[il],
+                &ap,
+                &rope,
+                w.rope_freqs.as_ref(),
+                c.q_prescale,
+            )?;
             b.attention(&s.q, &s.k_cache[il], &s.v_cache[il], &mut s.att, &ap)?;
             // Without a bias or post-norm the projection adds straight into
             // the residual stream (one fused op where the backend has one).

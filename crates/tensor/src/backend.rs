@@ -82,6 +82,7 @@ pub fn rope_store_kv_unfused<B: Backend + ?Sized>(
     s: &AttnParams,
     params: &RopeParams,
     freq_factors: Option<&B::Weight>,
+    q_scale: Option<f32>,
 ) -> Result<(), TensorError> {
     b.rope(
         q,
@@ -101,6 +102,13 @@ pub fn rope_store_kv_unfused<B: Backend + ?Sized>(
         params,
         freq_factors,
     )?;
+    if let Some(qs) = q_scale {
+        let n = s
+            .n_tokens
+            .saturating_mul(s.n_head)
+            .saturating_mul(s.head_dim_k);
+        b.scale(q, n, qs)?;
+    }
     let kd = s.n_head_kv.saturating_mul(s.head_dim_k);
     let vd = s.n_head_kv.saturating_mul(s.head_dim_v);
     b.store_kv(k, k_cache, s.n_tokens, kd, s.pos0)?;
@@ -309,7 +317,8 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// head_dim_k]` (same parameters, token `t` at `pos0 + t`), then
     /// [`Backend::store_kv`] of k and v (`[n_tokens, n_head_kv * head_dim_v]`)
     /// at row `pos0` of the caches; shapes from `shape` (its `scale` and
-    /// `window` are not used). Afterwards k's contents are unspecified (the
+    /// `window` are not used); `q_scale` then multiplies the rotated q
+    /// (Gemma 3's query pre-scaling). Afterwards k's contents are unspecified (the
     /// default rotates it in place; a backend may write the rotated values
     /// straight into the cache).
     #[allow(clippy::too_many_arguments)]
@@ -323,8 +332,20 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         shape: &AttnParams,
         params: &RopeParams,
         freq_factors: Option<&Self::Weight>,
+        q_scale: Option<f32>,
     ) -> Result<(), TensorError> {
-        rope_store_kv_unfused(self, q, k, v, k_cache, v_cache, shape, params, freq_factors)
+        rope_store_kv_unfused(
+            self,
+            q,
+            k,
+            v,
+            k_cache,
+            v_cache,
+            shape,
+            params,
+            freq_factors,
+            q_scale,
+        )
     }
 
     /// Causal multi-head attention with grouped-query heads:

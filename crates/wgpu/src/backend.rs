@@ -991,6 +991,7 @@ impl Backend for GpuBackend {
         shape: &AttnParams,
         params: &RopeParams,
         freq_factors: Option<&GpuWeight>,
+        q_scale: Option<f32>,
     ) -> Result<(), TensorError> {
         const OP: &str = "rope_store_kv";
         let s = shape;
@@ -1006,6 +1007,7 @@ impl Backend for GpuBackend {
                 s,
                 params,
                 freq_factors,
+                q_scale,
             );
         }
         let ff = rope_factors(OP, params, s.head_dim_k, freq_factors)?;
@@ -1016,7 +1018,19 @@ impl Backend for GpuBackend {
             to_u32(OP, s.head_dim_v)?,
         );
         self.record(OP, |b| {
-            b.rope_store_kv(q, k, v, k_cache, v_cache, pos0, &p, n_kv, hdv, ff)
+            b.rope_store_kv(
+                q,
+                k,
+                v,
+                k_cache,
+                v_cache,
+                pos0,
+                &p,
+                n_kv,
+                hdv,
+                ff,
+                q_scale.unwrap_or(1.0),
+            )
         })
     }
 

@@ -1037,7 +1037,8 @@ impl<'a> GpuBatch<'a> {
     /// head_dim]` rotated into `k_cache` and v `[n_tokens, n_kv_heads,
     /// head_dim_v]` copied into `v_cache` (as [`store`](Self::store)), at rows
     /// `pos0 ..` of caches `[n_ctx, n_kv_heads * head_dim(_v)]` (both F16 or
-    /// both F32). k is left unchanged. head_dim_v must be even.
+    /// both F32); the rotated q is then multiplied by `q_scale` (1.0: an
+    /// exact no-op). k is left unchanged. head_dim_v must be even.
     #[allow(clippy::too_many_arguments)]
     pub fn rope_store_kv(
         &mut self,
@@ -1051,6 +1052,7 @@ impl<'a> GpuBatch<'a> {
         n_kv_heads: u32,
         head_dim_v: u32,
         freq_factors: Option<&GpuTensor>,
+        q_scale: f32,
     ) -> Result<()> {
         const OP: &str = "rope_store_kv";
         let mode = self.rope_check(OP, q, p)?;
@@ -1132,7 +1134,10 @@ impl<'a> GpuBatch<'a> {
                     head_dim_v,
                     u32::from(kv_dtype == GpuDType::F16),
                 ],
-            ),
+            )
+            .into_iter()
+            .chain([q_scale.to_bits()])
+            .collect::<Vec<u32>>(),
             (words.div_ceil(64), heads as u32, p.n_tokens),
         )
     }

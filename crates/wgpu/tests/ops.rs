@@ -700,16 +700,25 @@ fn rms_norm() {
 
 /// The fused RoPE + KV-cache write equals the separate ops bit for bit (q,
 /// both caches; f16 and f32 caches, both element orders, partial rotation,
-/// frequency factors, several tokens at pos0 > 0, value heads of another size).
+/// frequency factors, q scaling, several tokens at pos0 > 0, value heads of
+/// another size).
 #[test]
 fn rope_store_kv_equals_separate_ops() {
     let Some(ctx) = ctx() else { return };
     let mut rng = StdRng::seed_from_u64(21);
-    for (dtype, mode, hd, n_rot, hdv, ff) in [
-        (GpuDType::F16, RopeMode::Neox, 64u32, 64u32, 64u32, false),
-        (GpuDType::F16, RopeMode::Normal, 64, 48, 32, true),
-        (GpuDType::F32, RopeMode::Normal, 32, 32, 32, false),
-        (GpuDType::F32, RopeMode::Neox, 80, 40, 96, true),
+    for (dtype, mode, hd, n_rot, hdv, ff, qs) in [
+        (
+            GpuDType::F16,
+            RopeMode::Neox,
+            64u32,
+            64u32,
+            64u32,
+            false,
+            1.0f32,
+        ),
+        (GpuDType::F16, RopeMode::Normal, 64, 48, 32, true, 1.0),
+        (GpuDType::F32, RopeMode::Normal, 32, 32, 32, false, 0.125),
+        (GpuDType::F32, RopeMode::Neox, 80, 40, 96, true, 0.0625),
     ] {
         let (n_head, n_kv, n_tok, pos0, n_ctx) = (6u32, 2u32, 3u32, 5u32, 11usize);
         let p = RopeParams {
@@ -739,10 +748,13 @@ fn rope_store_kv_equals_separate_ops() {
             let (kc, vc) = (ctx.zeros(kd, dtype).unwrap(), ctx.zeros(vd, dtype).unwrap());
             let mut b = ctx.batch();
             if fused {
-                b.rope_store_kv(&qg, &kg, &vg, &kc, &vc, pos0, &p, n_kv, hdv, ffo)
+                b.rope_store_kv(&qg, &kg, &vg, &kc, &vc, pos0, &p, n_kv, hdv, ffo, qs)
                     .unwrap();
             } else {
                 b.rope_inplace(&qg, pos0, &p, ffo).unwrap();
+                if qs != 1.0 {
+                    b.scale_inplace(&qg, qs, q.len()).unwrap();
+                }
                 b.rope_inplace(&kg, pos0, &kp, ffo).unwrap();
                 let (kr, vr) = ((n_kv * hd) as usize, (n_kv * hdv) as usize);
                 b.store(&kg, n_tok as usize * kr, &kc, pos0 as usize * kr)
@@ -754,7 +766,8 @@ fn rope_store_kv_equals_separate_ops() {
             let words = |t: &zeta_wgpu::GpuTensor| ctx.read_raw(t).unwrap();
             results.push((ctx.read_f32(&qg).unwrap(), words(&kc), words(&vc)));
         }
-        let label = format!("{dtype:?} {mode:?} hd {hd} n_rot {n_rot} hdv {hdv} ff {ff}");
+        let label =
+            format!("{dtype:?} {mode:?} hd {hd} n_rot {n_rot} hdv {hdv} ff {ff} q_scale {qs}");
         assert_eq!(results[0].0, results[1].0, "q: {label}");
         assert_eq!(results[0].1, results[1].1, "k cache: {label}");
         assert_eq!(results[0].2, results[1].2, "v cache: {label}");
