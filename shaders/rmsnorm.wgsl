@@ -3,7 +3,8 @@
 // x: [n_rows, n_cols] f32, w: [n_cols] f32, y: [n_rows, n_cols] f32.
 // One workgroup per row; shared-memory tree reduction of the sum of squares.
 // Entry `inplace` normalises XY in place (each element is rewritten by the
-// invocation that read it, after the reduction). Entry `norm_pack_q8` (one
+// invocation that read it, after the reduction); `inplace_add` also adds the
+// result into Y. Entry `norm_pack_q8` (one
 // row, n_cols a multiple of 32) also writes y quantised to 8 bits into XQ
 // (q8.wgsl, prepended), as act_quant.wgsl `pack_q8` would, for matvec_q8.wgsl: one
 // dispatch instead of two before each decode projection.
@@ -83,10 +84,10 @@ fn main_scalar(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     }
 }
 
-// Any row length, in place (scalar).
-@compute @workgroup_size(WG)
-fn inplace(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-    let base = wid.x * P.n_cols;
+// Row wid of XY normalised in place (any row length, scalar); with `add`,
+// also added into Y (a post-norm into the residual stream).
+fn norm_inplace(wid: u32, tid: u32, add: bool) {
+    let base = wid * P.n_cols;
     var acc = 0.0;
     for (var i = tid; i < P.n_cols; i += WG) {
         let v = XY[base + i];
@@ -94,10 +95,24 @@ fn inplace(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     }
     let scale = inverseSqrt(wg_sum(tid, acc) / f32(P.n_cols) + P.eps);
     for (var i = tid; i < P.n_cols; i += WG) {
-        XY[base + i] = XY[base + i] * scale * Wt[i >> 2u][i & 3u];
+        let e = base + i;
+        let v = XY[e] * scale * Wt[i >> 2u][i & 3u];
+        XY[e] = v;
+        if (add) {
+            Y[e >> 2u][e & 3u] += v;
+        }
     }
 }
 
+@compute @workgroup_size(WG)
+fn inplace(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    norm_inplace(wid.x, tid, false);
+}
+
+@compute @workgroup_size(WG)
+fn inplace_add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    norm_inplace(wid.x, tid, true);
+}
 
 // One row (n_cols a multiple of 32): invocation t takes 32-element blocks
 // t, t + WG, ...: y as above, then the block's 8-bit quants, d and d·Σq.

@@ -528,10 +528,10 @@ impl<B: Backend> Model<B> {
             }
             let n = n_act;
             if !fused_o {
-                if let Some(pn) = &lw.attn_post_norm {
-                    b.rms_norm_inplace(&mut s.proj, pn, n, c.rms_eps)?;
+                match &lw.attn_post_norm {
+                    Some(pn) => b.rms_norm_add(&mut s.x, &mut s.proj, pn, n, c.rms_eps)?,
+                    None => b.add(&mut s.x, &s.proj, n * e)?,
                 }
-                b.add(&mut s.x, &s.proj, n * e)?;
             }
 
             // --- feed-forward ---
@@ -553,8 +553,7 @@ impl<B: Backend> Model<B> {
                 None => b.matmul_add(&lw.ffn_down, &s.gate, &mut s.x, &mut s.proj, n)?,
                 Some(pn) => {
                     b.matmul(&lw.ffn_down, &s.gate, &mut s.proj, n)?;
-                    b.rms_norm_inplace(&mut s.proj, pn, n, c.rms_eps)?;
-                    b.add(&mut s.x, &s.proj, n * e)?;
+                    b.rms_norm_add(&mut s.x, &mut s.proj, pn, n, c.rms_eps)?;
                 }
             }
         }

@@ -269,6 +269,29 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         eps: f32,
     ) -> Result<(), TensorError>;
 
+    /// A post-norm into the residual stream: `src` = [`Backend::rms_norm`]
+    /// of `src` (in place, `n_rows` rows of the weight's length), then
+    /// `x += src`. The default makes the two calls; a backend may fuse them.
+    fn rms_norm_add(
+        &self,
+        x: &mut Self::Buffer,
+        src: &mut Self::Buffer,
+        w: &Self::Weight,
+        n_rows: usize,
+        eps: f32,
+    ) -> Result<(), TensorError> {
+        self.rms_norm_inplace(src, w, n_rows, eps)?;
+        let rows = self
+            .weight_dims(w)
+            .first()
+            .and_then(|&d| usize::try_from(d).ok())
+            .ok_or(TensorError::Shape {
+                op: "rms_norm_add",
+                msg: "norm weight without dims".into(),
+            })?;
+        self.add(x, src, n_rows.saturating_mul(rows))
+    }
+
     /// `a[i] += b[i]` for `i < n`.
     fn add(&self, a: &mut Self::Buffer, b: &Self::Buffer, n: usize) -> Result<(), TensorError>;
 

@@ -905,6 +905,26 @@ impl Backend for GpuBackend {
         self.record(OP, |b| b.rms_norm_inplace(x, v, r, c, eps))
     }
 
+    fn rms_norm_add(
+        &self,
+        x: &mut GpuTensor,
+        src: &mut GpuTensor,
+        w: &GpuWeight,
+        n_rows: usize,
+        eps: f32,
+    ) -> Result<(), TensorError> {
+        const OP: &str = "rms_norm_add";
+        let v = w.vector(OP)?;
+        let n = n_rows.saturating_mul(w.cols);
+        need(OP, n, src.len())?;
+        need(OP, n, x.len())?;
+        if n == 0 {
+            return Ok(());
+        }
+        let (r, c) = (to_u32(OP, n_rows)?, to_u32(OP, w.cols)?);
+        self.record(OP, |b| b.rms_norm_inplace_add(src, v, x, r, c, eps))
+    }
+
     fn add(&self, a: &mut GpuTensor, b: &GpuTensor, n: usize) -> Result<(), TensorError> {
         need("add", n, a.len())?;
         need("add", n, b.len())?;

@@ -901,14 +901,63 @@ impl<'a> GpuBatch<'a> {
         n_cols: u32,
         eps: f32,
     ) -> Result<()> {
-        const OP: &str = "rms_norm_inplace";
-        let n = self.rows_check(OP, n_rows, n_cols)?;
-        want(OP, x, "x", GpuDType::F32, n)?;
-        want(OP, w, "w", GpuDType::F32, n_cols as u64)?;
-        distinct(OP, x, &[w])?;
+        self.norm_inplace("rms_norm_inplace", x, w, None, n_rows, n_cols, eps)
+    }
+
+    /// [`rms_norm_inplace`](Self::rms_norm_inplace) of `x`, then `y += x`
+    /// (a post-norm into the residual stream): one dispatch.
+    pub fn rms_norm_inplace_add(
+        &mut self,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        y: &GpuTensor,
+        n_rows: u32,
+        n_cols: u32,
+        eps: f32,
+    ) -> Result<()> {
+        self.norm_inplace("rms_norm_inplace_add", x, w, Some(y), n_rows, n_cols, eps)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn norm_inplace(
+        &mut self,
+        op: &'static str,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        add_to: Option<&GpuTensor>,
+        n_rows: u32,
+        n_cols: u32,
+        eps: f32,
+    ) -> Result<()> {
+        let n = self.rows_check(op, n_rows, n_cols)?;
+        want(op, x, "x", GpuDType::F32, n)?;
+        want(op, w, "w", GpuDType::F32, n_cols as u64)?;
+        distinct(op, x, &[w])?;
+        // Without an add, Y (statically used by the shared shader code) is
+        // bound to a small scratch buffer that is never written.
+        let dummy;
+        let y = match add_to {
+            Some(y) => {
+                want(op, y, "y", GpuDType::F32, n)?;
+                distinct(op, y, &[x, w])?;
+                y
+            }
+            None => {
+                dummy = self.ctx.scratch("norm_no_add", 4, GpuDType::F32)?;
+                &dummy
+            }
+        };
+        let bind = [(1, &w.buffer), (2, &y.buffer), (4, &x.buffer)];
         self.dispatch(
-            &ShaderVariant::plain(files::RMSNORM, "inplace"),
-            &[(1, &w.buffer), (4, &x.buffer)],
+            &ShaderVariant::plain(
+                files::RMSNORM,
+                if add_to.is_some() {
+                    "inplace_add"
+                } else {
+                    "inplace"
+                },
+            ),
+            &bind,
             3,
             &[n_cols, n_rows, eps.to_bits()],
             (n_rows, 1, 1),

@@ -342,7 +342,13 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
     for (file, entries) in [
         (
             files::RMSNORM,
-            &["main", "main_scalar", "inplace", "norm_pack_q8"][..],
+            &[
+                "main",
+                "main_scalar",
+                "inplace",
+                "inplace_add",
+                "norm_pack_q8",
+            ][..],
         ),
         (files::ROPE, &["main", "inplace", "rope_kv"][..]),
         (

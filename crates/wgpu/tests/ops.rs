@@ -1142,6 +1142,27 @@ fn inplace_ops_and_oversized_buffers() {
         &x[rows * cols..],
     );
 
+    // rms_norm_inplace_add: the same norm, and the result added into y.
+    let y = rand_vec(&mut rng, rows * cols + pad, 1.0);
+    let (xg, yg) = (ctx.upload_f32(&x).unwrap(), ctx.upload_f32(&y).unwrap());
+    let mut b = ctx.batch();
+    b.rms_norm_inplace_add(&xg, &wg, &yg, rows as u32, cols as u32, 1e-5)
+        .unwrap();
+    b.submit().unwrap();
+    check(
+        "rms_norm_inplace_add (x)",
+        &ctx.read_f32(&xg).unwrap(),
+        &want,
+        &x[rows * cols..],
+    );
+    let want_y: Vec<f64> = want.iter().zip(&y).map(|(a, b)| a + *b as f64).collect();
+    check(
+        "rms_norm_inplace_add (y)",
+        &ctx.read_f32(&yg).unwrap(),
+        &want_y,
+        &y[rows * cols..],
+    );
+
     // rope_inplace from pos0, with and without llama3 frequency factors.
     for with_ff in [false, true] {
         let p = RopeParams {
@@ -1428,15 +1449,15 @@ fn every_variant_compiles_on_the_device() {
     let Some(ctx) = ctx() else { return };
     let all = ctx.precompile(&[]).unwrap();
     // 15 types x (matvec + matmul + 2 tiled matmuls + embed), 6 types x 4
-    // integer-matvec widths, + 29 others: rmsnorm 4, rope 3, glu 6, add 7,
+    // integer-matvec widths, + 30 others: rmsnorm 5, rope 3, glu 6, add 7,
     // softmax, argmax, kv_store, act_quant 2, attention 2 x (f32, f16).
     // The cooperative-matrix matmul only where the device has it.
     let coop = if ctx.use_coop() { 15 } else { 0 };
     println!("cooperative-matrix matmul: {}", ctx.use_coop());
-    assert_eq!(all, 15 * 5 + coop + 6 * 4 + 29, "variants compiled");
+    assert_eq!(all, 15 * 5 + coop + 6 * 4 + 30, "variants compiled");
     assert_eq!(ctx.cached_pipelines(), all);
     let some = ctx.precompile(&[GgmlType::Q4_K, GgmlType::Q6_K]).unwrap();
-    assert_eq!(some, 2 * 5 + coop / 15 * 2 + 2 * 4 + 29);
+    assert_eq!(some, 2 * 5 + coop / 15 * 2 + 2 * 4 + 30);
     assert_eq!(
         ctx.cached_pipelines(),
         all,
