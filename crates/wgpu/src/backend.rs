@@ -176,6 +176,31 @@ fn to_u32(op: &'static str, v: usize) -> Result<u32, TensorError> {
     u32::try_from(v).map_err(|_| shape_err(op, format!("{v} does not fit 32 bits")))
 }
 
+/// The matrices and outputs of a one-token `matmul_many`: every weight reads
+/// at most `x_len` inputs (exactly `cols` when given) and fits its output.
+fn one_token_targets<'s, 'w>(
+    op: &'static str,
+    outs: &'s mut [(&'w GpuWeight, &mut GpuTensor)],
+    x_len: usize,
+    cols: Option<usize>,
+) -> Result<Vec<(&'w QuantMatrix, &'s mut GpuTensor)>, TensorError> {
+    let mut mats = Vec::with_capacity(outs.len());
+    for (w, out) in outs.iter_mut() {
+        if let Some(c) = cols
+            && w.cols != c
+        {
+            return Err(shape_err(
+                op,
+                format!("{} columns after a norm of {c}", w.cols),
+            ));
+        }
+        need(op, w.cols, x_len)?;
+        need(op, w.rows, out.len())?;
+        mats.push((w.matrix(op)?, &mut **out));
+    }
+    Ok(mats)
+}
+
 /// Checks RoPE's rotated dimensions against `head_dim` and returns the
 /// frequency factors' vector (at least n_dims / 2 values).
 fn rope_factors<'a>(
@@ -787,12 +812,7 @@ impl Backend for GpuBackend {
             }
             return Ok(());
         }
-        let mut mats = Vec::with_capacity(outs.len());
-        for (w, out) in outs.iter_mut() {
-            need(OP, w.cols, x.len())?;
-            need(OP, w.rows, out.len())?;
-            mats.push((w.matrix(OP)?, &mut **out));
-        }
+        let mut mats = one_token_targets(OP, outs, x.len(), None)?;
         self.matvecs(OP, x, &mut mats, false)
     }
 
@@ -815,17 +835,7 @@ impl Backend for GpuBackend {
         need(OP, cols, x.len())?;
         need(OP, cols, xb.len())?;
         let n = to_u32(OP, cols)?;
-        let mut mats = Vec::with_capacity(outs.len());
-        for (w, out) in outs.iter_mut() {
-            if w.cols != cols {
-                return Err(shape_err(
-                    OP,
-                    format!("{} columns after a norm of {cols}", w.cols),
-                ));
-            }
-            need(OP, w.rows, out.len())?;
-            mats.push((w.matrix(OP)?, &mut **out));
-        }
+        let mut mats = one_token_targets(OP, outs, cols, Some(cols))?;
         if cols == 0 {
             return Ok(());
         }

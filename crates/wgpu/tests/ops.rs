@@ -83,6 +83,18 @@ fn decode(ty: GgmlType, bytes: &[u8], n: usize) -> Vec<f32> {
     out
 }
 
+/// y = W x in f64 for a dequantised W `[n_rows, x.len()]`.
+fn ref_matvec(wd: &[f32], x: &[f32], n_rows: usize) -> Vec<f64> {
+    let n_cols = x.len();
+    (0..n_rows)
+        .map(|r| {
+            (0..n_cols)
+                .map(|c| wd[r * n_cols + c] as f64 * x[c] as f64)
+                .sum()
+        })
+        .collect()
+}
+
 fn matvec_case(
     ctx: &GpuContext,
     ty: GgmlType,
@@ -96,13 +108,7 @@ fn matvec_case(
     let x = rand_vec(&mut rng, n_cols, 1.0);
     let bytes = encode(ty, &w);
     let wd = decode(ty, &bytes, n_rows * n_cols);
-    let want: Vec<f64> = (0..n_rows)
-        .map(|r| {
-            (0..n_cols)
-                .map(|c| wd[r * n_cols + c] as f64 * x[c] as f64)
-                .sum()
-        })
-        .collect();
+    let want = ref_matvec(&wd, &x, n_rows);
     let m = match split {
         Some(s) => ctx
             .upload_matrix_split(ty, n_rows as u64, n_cols as u64, &bytes, s)
@@ -269,13 +275,7 @@ fn matvec_q8_all_types_and_shapes() {
             let bytes = encode(ty, &w);
             let wd = decode(ty, &bytes, n_rows * n_cols);
             let xd = q8_round(&x);
-            let exact: Vec<f64> = (0..n_rows)
-                .map(|r| {
-                    (0..n_cols)
-                        .map(|c| wd[r * n_cols + c] as f64 * xd[c] as f64)
-                        .sum()
-                })
-                .collect();
+            let exact = ref_matvec(&wd, &xd, n_rows);
             let vt = zeta_quant::vec_dot_type(ty);
             let xv = encode(vt, &x);
             let rb = ty.row_bytes(n_cols as u64).unwrap() as usize;
