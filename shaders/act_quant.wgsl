@@ -16,7 +16,12 @@ struct Params {
     n_blocks: u32,
     block: u32,
     kind: u32,
-    stride: u32, // invocations per grid row (gx * 64)
+    stride: u32,    // invocations per grid row (gx * 64)
+    // pack_q8 only:
+    n_rows: u32,    // rows of n_blocks 32-element blocks each
+    row_words: u32, // XQ words per row (q8_stride)
+    mode: u32,      // q8.wgsl's rounding mode
+    _pad0: u32,
 }
 
 @group(0) @binding(0) var<storage, read> X: array<vec4<f32>>;
@@ -90,18 +95,30 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
 }
 
-// ---- pack_q8: x → 8-bit activations for matvec_q8.wgsl (q8.wgsl's layout;
-// the same d and q as kind 0 above, the CPU's Q8_0 activations) ----
+// ---- pack_q8: x [n_rows, 32 n_blocks] → 8-bit activations for
+// matvec_q8.wgsl / matmul_q8.wgsl (q8.wgsl's layout and rounding modes);
+// one invocation per 32-element block, a workgroup's 64 blocks consecutive
+// (so the 8 blocks of a Q8_K block share a workgroup: n_blocks % 8 == 0
+// for mode 2, which the host checks) ----
 
 @compute @workgroup_size(64)
-fn pack_q8(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let b = gid.x + gid.y * P.stride;
-    if (b >= P.n_blocks) {
-        return;
-    }
+fn pack_q8(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let g = gid.x + gid.y * P.stride;
+    let live = g < P.n_blocks * P.n_rows;
+    let i = min(g, P.n_blocks * P.n_rows - 1u);
     var y: array<vec4<f32>, 8>;
     for (var k = 0u; k < 8u; k++) {
-        y[k] = X[8u * b + k];
+        y[k] = X[8u * i + k];
     }
-    put_q8(b, P.n_blocks, q8_block(y));
+    var kmax = 0.0;
+    if (P.mode == 2u) {
+        kmax = q8_kmax(lid, q8_stats(y));
+    }
+    if (live) {
+        let r = i / P.n_blocks;
+        put_q8(r * P.row_words, i % P.n_blocks, P.n_blocks, q8_block(y, P.mode, kmax));
+    }
 }

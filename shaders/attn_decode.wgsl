@@ -16,6 +16,11 @@
 // Phase `combine`: workgroup (h, i) rescales and sums the chunks. With one
 // chunk, `chunk` writes the normalised output itself and `combine` is not
 // dispatched.
+// With an f16 cache the arithmetic is the CPU backend's (llama.cpp's CPU
+// attention): the query is rounded to f16 before Q·K, and with one chunk the
+// probabilities are normalised and rounded to f16 before they weight V
+// (several chunks keep f32 partial sums: their normaliser is only known in
+// `combine`). f16.wgsl is prepended (round_f16).
 
 struct Params {
     head_dim: u32,
@@ -87,7 +92,7 @@ fn load_kv(is_v: bool, i: u32) -> f32 {
 // whole range is one chunk (no `combine` dispatch then), else the partial.
 fn put_o(qh: u32, ob: u32, d: u32, v: f32) {
     if (P.n_chunks == 1u) {
-        OUT[qh * P.head_dim_v + d] = v / red[0];
+        OUT[qh * P.head_dim_v + d] = select(v / red[0], v, KV_F16);
     } else {
         PART_O[ob + d] = v;
     }
@@ -101,7 +106,8 @@ fn chunk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
     let kvh = h / (P.n_head / P.n_kv_head);
     let qh = qi * P.n_head + h; // (query, head) index
     for (var d = tid; d < P.head_dim; d += WG) {
-        qs[d] = Q[qh * P.head_dim + d];
+        let q = Q[qh * P.head_dim + d];
+        qs[d] = select(q, round_f16(q), KV_F16);
     }
     workgroupBarrier();
 
@@ -160,6 +166,11 @@ fn chunk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
         if (tid < stride) {
             red[tid] += red[tid + stride];
         }
+        workgroupBarrier();
+    }
+    if (KV_F16 && P.n_chunks == 1u) {
+        // Normalised f16 probabilities (red[0], the sum, is read by all).
+        probs[tid] = round_f16(e * (1.0 / red[0]));
         workgroupBarrier();
     }
     let cnt = select(0u, min(WG, n_kv - first), first < n_kv);

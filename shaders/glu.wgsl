@@ -1,14 +1,14 @@
 // glu.wgsl — fused gated activations, out = act(gate) * up, elementwise.
 //
 // gate, up, out: [n] f32. Entry points: `swiglu` (act = silu) and `geglu`
-// (act = gelu, tanh approximation, computed in f32 like ggml's GPU backends),
+// (act = gelu, tanh approximation, rounded through f16 like ggml's CPU backend),
 // and in-place `swiglu_assign` / `geglu_assign` (out = act(out) * up).
 // 2-D grid: index = gid.x + gid.y * row_len, for n > 65535 * 256.
 
 struct Params {
     n: u32,
     row_len: u32,    // invocations per grid row (grid_x * 256)
-    _pad0: u32,
+    mode: u32,       // *_assign_q8: q8.wgsl's rounding mode
     _pad1: u32,
 }
 
@@ -21,10 +21,20 @@ fn silu(x: f32) -> f32 {
     return x / (1.0 + exp(-x));
 }
 
+// GELU (tanh approximation) as ggml's CPU backend computes it
+// (GGML_GELU_FP16): inputs in (-10, 10) rounded to f16, the result of the
+// f32 formula rounded to f16 (its table); f16.wgsl (prepended) rounds.
 fn gelu_tanh(x: f32) -> f32 {
+    if (x <= -10.0) {
+        return 0.0;
+    }
+    if (x >= 10.0) {
+        return x;
+    }
+    let h = round_f16(x);
     let k = 0.7978845608028654; // sqrt(2/pi)
-    let u = clamp(k * x * (1.0 + 0.044715 * x * x), -15.0, 15.0);
-    return 0.5 * x * (1.0 + tanh(u));
+    let u = clamp(k * h * (1.0 + 0.044715 * h * h), -15.0, 15.0);
+    return round_f16(0.5 * h * (1.0 + tanh(u)));
 }
 
 @compute @workgroup_size(256)
@@ -72,26 +82,38 @@ fn act(gelu: bool, x: f32) -> f32 {
     return silu(x);
 }
 
-fn assign_q8(b: u32, gelu: bool) {
+fn assign_q8(b: u32, lid: u32, gelu: bool) {
     let nb = P.n / 32u;
-    if (b >= nb) {
-        return;
-    }
+    let live = b < nb;
+    let bi = min(b, nb - 1u);
     var y: array<vec4<f32>, 8>;
     for (var k = 0u; k < 32u; k++) {
-        let v = act(gelu, OUT[32u * b + k]) * UP[32u * b + k];
-        OUT[32u * b + k] = v;
-        y[k / 4u][k % 4u] = v;
+        y[k / 4u][k % 4u] = act(gelu, OUT[32u * bi + k]) * UP[32u * bi + k];
     }
-    put_q8(b, nb, q8_block(y));
+    var kmax = 0.0;
+    if (P.mode == 2u) {
+        kmax = q8_kmax(lid, q8_stats(y));
+    }
+    if (live) {
+        for (var k = 0u; k < 32u; k++) {
+            OUT[32u * b + k] = y[k / 4u][k % 4u];
+        }
+        put_q8(0u, b, nb, q8_block(y, P.mode, kmax));
+    }
 }
 
 @compute @workgroup_size(64)
-fn swiglu_assign_q8(@builtin(global_invocation_id) gid: vec3<u32>) {
-    assign_q8(gid.x + gid.y * P.row_len, false);
+fn swiglu_assign_q8(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    assign_q8(gid.x + gid.y * P.row_len, lid, false);
 }
 
 @compute @workgroup_size(64)
-fn geglu_assign_q8(@builtin(global_invocation_id) gid: vec3<u32>) {
-    assign_q8(gid.x + gid.y * P.row_len, true);
+fn geglu_assign_q8(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    assign_q8(gid.x + gid.y * P.row_len, lid, true);
 }

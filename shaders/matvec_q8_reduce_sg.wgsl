@@ -17,7 +17,7 @@ fn main(
     let row = (wid.x + wid.y * P.grid_x) * RPW + tid / TPR;
     var acc = 0.0;
     if (row < P.rows) {
-        acc = row_dot_q8(row, t);
+        acc = row_dot_q8(row * P.row_bytes, t);
     }
     let g = min(TPR, sg_size);
     for (var o = g / 2u; o > 0u; o >>= 1u) {

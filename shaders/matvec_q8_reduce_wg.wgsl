@@ -9,7 +9,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let row = (wid.x + wid.y * P.grid_x) * RPW + tid / TPR;
     var acc = 0.0;
     if (row < P.rows) {
-        acc = row_dot_q8(row, t);
+        acc = row_dot_q8(row * P.row_bytes, t);
     }
     partial[tid] = acc;
     workgroupBarrier();

@@ -1,45 +1,149 @@
-// q8.wgsl — writing 8-bit activations for matvec_q8.wgsl (prepended after
-// f16.wgsl to the kernels that produce them: act_quant `pack_q8`, rmsnorm
-// `norm_pack_q8`, glu `*_assign_q8`).
-// XQ layout for n_blocks 32-element blocks: words 8b .. 8b + 8 the packed
-// int8 quants of block b (element order), then per block two f32 words at
-// n_blocks * 8 + 2b: d and d·Σq.
+// q8.wgsl — writing 8-bit activations for matvec_q8.wgsl / matmul_q8.wgsl
+// (prepended after f16.wgsl to the kernels that produce them: act_quant
+// `pack_q8`, rmsnorm `norm_pack_q8`, glu `*_assign_q8`).
+// XQ layout of one row of n_blocks 32-element blocks (rows `q8_stride` words
+// apart): words 8b .. 8b + 8 the packed int8 quants of block b (element
+// order), then per block two words at n_blocks * 8 + 2b: d (f32) and s.
+// The rounding mirrors the CPU backend's activations for the consuming
+// weight type (its ggml vec_dot_type), `mode`:
+//   0 Q8_0 (Q4_0, Q5_0, Q8_0 weights): d = f16(amax/127),
+//     q = round(y·(127/amax)) (ties to even), s = Σq (i32 bits);
+//   1 Q8_1 (Q4_1): d and q as Q8_0, s = f16((amax/127)·Σq) (f32 bits);
+//   2 Q8_K (K-quants; blocks of 256): kmax = the signed value of the first
+//     element with the largest |y| in the 256, iscale = -127/kmax,
+//     q = min(round(iscale·y), 127), d = 1/iscale (f32), s = Σq (i32 bits).
+// Divisions are rounded correctly (`div_rn`) as the CPU's are.
 
 @group(0) @binding(9) var<storage, read_write> XQ: array<u32>;
 
-// One 32-element block y as 8-bit activations for matvec_q8.wgsl: words
-// 0..8 the packed quants (element order), 8: d, 9: d·Σq (f32 bits), with
-// d = f16(amax / 127) and q = round(y · 127 / amax) (ties to even), as the
-// CPU's x86 Q8_0 activations.
-fn q8_block(y: array<vec4<f32>, 8>) -> array<u32, 10> {
-    var m = vec4<f32>(0.0);
-    for (var k = 0u; k < 8u; k++) {
-        m = max(m, abs(y[k]));
+// Per-invocation block statistics shared by the 8 blocks of a Q8_K block
+// (workgroups of at most 256 invocations).
+var<workgroup> q8_sh: array<vec2<f32>, 256>;
+
+// a / b rounded to nearest, ties to even, as IEEE division (WGSL's may be
+// off by 2.5 ulp, and fma need not be fused, so no residual correction):
+// long division of the 24-bit significands. Zeros, subnormals, infinities,
+// NaN and results outside the normal range fall back to `a / b`.
+fn div_rn(a: f32, b: f32) -> f32 {
+    let ua = bitcast<u32>(a);
+    let ub = bitcast<u32>(b);
+    let ea = i32((ua >> 23u) & 0xffu);
+    let eb = i32((ub >> 23u) & 0xffu);
+    if (ea == 0 || eb == 0 || ea == 255 || eb == 255) {
+        return a / b;
     }
-    let amax = max(max(m.x, m.y), max(m.z, m.w));
+    let ma = (ua & 0x7fffffu) | 0x800000u;
+    let mb = (ub & 0x7fffffu) | 0x800000u;
+    var e = ea - eb + 127;
+    var r = ma;
+    if (ma < mb) {
+        r = ma << 1u;
+        e -= 1;
+    }
+    // r in [mb, 2 mb): 24 quotient bits, the first one set.
+    var q = 0u;
+    for (var i = 0u; i < 24u; i++) {
+        q <<= 1u;
+        if (r >= mb) {
+            r -= mb;
+            q |= 1u;
+        }
+        r <<= 1u;
+    }
+    // r = 2 · remainder: above mb rounds up, equal is a tie.
+    if (r > mb || (r == mb && (q & 1u) == 1u)) {
+        q += 1u;
+    }
+    if (q == 0x1000000u) {
+        q >>= 1u;
+        e += 1;
+    }
+    if (e <= 0 || e >= 255) {
+        return a / b;
+    }
+    return bitcast<f32>(((ua ^ ub) & 0x80000000u) | (u32(e) << 23u) | (q & 0x7fffffu));
+}
+
+// (amax, the signed value of the first element with |y| = amax).
+fn q8_stats(y: array<vec4<f32>, 8>) -> vec2<f32> {
+    var st = vec2<f32>(0.0);
+    for (var k = 0u; k < 8u; k++) {
+        for (var c = 0u; c < 4u; c++) {
+            let v = y[k][c];
+            if (abs(v) > st.x) {
+                st = vec2<f32>(abs(v), v);
+            }
+        }
+    }
+    return st;
+}
+
+// Q8_K: the signed max over the 8 consecutive invocations (slots) of slot's
+// 256-element block, each passing its own block's `q8_stats`. Every
+// invocation of the workgroup calls it (it has barriers).
+fn q8_kmax(slot: u32, st: vec2<f32>) -> f32 {
+    q8_sh[slot] = st;
+    workgroupBarrier();
+    let first = slot & ~7u;
+    var m = q8_sh[first];
+    for (var j = 1u; j < 8u; j++) {
+        let o = q8_sh[first + j];
+        if (o.x > m.x) {
+            m = o;
+        }
+    }
+    workgroupBarrier();
+    return m.y;
+}
+
+// One 32-element block y in `mode` (kmax: Q8_K's signed max, else unused):
+// words 0..8 the packed quants, 8: d, 9: s.
+fn q8_block(y: array<vec4<f32>, 8>, mode: u32, kmax: f32) -> array<u32, 10> {
+    var out: array<u32, 10>;
+    var sum = vec4<i32>(0);
+    if (mode == 2u) {
+        var iscale = 0.0;
+        var d = 0.0;
+        if (kmax != 0.0) {
+            iscale = div_rn(-127.0, kmax);
+            d = div_rn(1.0, iscale);
+        }
+        for (var k = 0u; k < 8u; k++) {
+            let q = vec4<i32>(min(round(y[k] * iscale), vec4<f32>(127.0)));
+            sum += q;
+            out[k] = pack4xI8(q);
+        }
+        out[8] = bitcast<u32>(d);
+        out[9] = bitcast<u32>(sum.x + sum.y + sum.z + sum.w);
+        return out;
+    }
+    let amax = q8_stats(y).x;
     var d = 0.0;
     var id = 0.0;
     if (amax > 0.0) {
-        d = round_f16(amax / 127.0);
-        id = 127.0 / amax;
+        d = div_rn(amax, 127.0);
+        id = div_rn(127.0, amax);
     }
-    var out: array<u32, 10>;
-    var sum = vec4<i32>(0);
     for (var k = 0u; k < 8u; k++) {
         let q = vec4<i32>(clamp(round(y[k] * id), vec4<f32>(-128.0), vec4<f32>(127.0)));
         sum += q;
         out[k] = pack4xI8(q);
     }
-    out[8] = bitcast<u32>(d);
-    out[9] = bitcast<u32>(d * f32(sum.x + sum.y + sum.z + sum.w));
+    let isum = sum.x + sum.y + sum.z + sum.w;
+    out[8] = bitcast<u32>(round_f16(d));
+    if (mode == 1u) {
+        out[9] = bitcast<u32>(round_f16(d * f32(isum)));
+    } else {
+        out[9] = bitcast<u32>(isum);
+    }
     return out;
 }
 
-// Stores block b's words (q8_block) into XQ.
-fn put_q8(b: u32, n_blocks: u32, w: array<u32, 10>) {
+// Stores block b's words (q8_block) into the XQ row at word `base`.
+fn put_q8(base: u32, b: u32, n_blocks: u32, w: array<u32, 10>) {
     for (var k = 0u; k < 8u; k++) {
-        XQ[8u * b + k] = w[k];
+        XQ[base + 8u * b + k] = w[k];
     }
-    XQ[n_blocks * 8u + 2u * b] = w[8];
-    XQ[n_blocks * 8u + 2u * b + 1u] = w[9];
+    XQ[base + n_blocks * 8u + 2u * b] = w[8];
+    XQ[base + n_blocks * 8u + 2u * b + 1u] = w[9];
 }

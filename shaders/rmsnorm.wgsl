@@ -16,7 +16,7 @@ struct Params {
     n_cols: u32,
     n_rows: u32,
     eps: f32,
-    _pad0: u32,
+    mode: u32, // norm_pack_q8: q8.wgsl's rounding mode
 }
 
 @group(0) @binding(0) var<storage, read> X: array<vec4<f32>>;
@@ -114,8 +114,9 @@ fn inplace_add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     norm_inplace(wid.x, tid, true);
 }
 
-// One row (n_cols a multiple of 32): invocation t takes 32-element blocks
-// t, t + WG, ...: y as above, then the block's 8-bit quants, d and d·Σq.
+// One row (n_cols a multiple of 32; of 256 for Q8_K): invocation t takes
+// 32-element blocks t, t + WG, ...: y as above, then the block's 8-bit
+// quants, d and s in q8.wgsl's rounding mode `P.mode`.
 @compute @workgroup_size(WG)
 fn norm_pack_q8(@builtin(local_invocation_index) tid: u32) {
     let nb = P.n_cols / 32u;
@@ -130,12 +131,24 @@ fn norm_pack_q8(@builtin(local_invocation_index) tid: u32) {
         }
     }
     let scale = inverseSqrt(wg_sum(tid, acc.x + acc.y + acc.z + acc.w) / f32(P.n_cols) + P.eps);
-    for (var b = tid; b < nb; b += WG) {
+    // Uniform trip count (Q8_K's block max has barriers).
+    for (var b0 = 0u; b0 < nb; b0 += WG) {
+        let b = b0 + tid;
+        let live = b < nb;
+        let bi = min(b, nb - 1u);
         var y: array<vec4<f32>, 8>;
         for (var k = 0u; k < 8u; k++) {
-            y[k] = X[8u * b + k] * scale * Wt[8u * b + k];
-            Y[8u * b + k] = y[k];
+            y[k] = X[8u * bi + k] * scale * Wt[8u * bi + k];
         }
-        put_q8(b, nb, q8_block(y));
+        var kmax = 0.0;
+        if (P.mode == 2u) {
+            kmax = q8_kmax(tid, q8_stats(y));
+        }
+        if (live) {
+            for (var k = 0u; k < 8u; k++) {
+                Y[8u * b + k] = y[k];
+            }
+            put_q8(0u, b, nb, q8_block(y, P.mode, kmax));
+        }
     }
 }

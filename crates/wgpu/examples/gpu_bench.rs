@@ -57,6 +57,68 @@ fn main() -> Result<(), WgpuError> {
         );
     }
 
+    // Integer matvec (decode) at llama-8b shapes: the dispatches write the
+    // same y, so each waits for the one before, as in a forward pass.
+    for (ty, rows, cols) in [
+        (GgmlType::Q4_0, 4096usize, 4096usize),
+        (GgmlType::Q4_0, 14336, 4096),
+        (GgmlType::Q4_0, 4096, 14336),
+        (GgmlType::Q4_K, 4096, 4096),
+        (GgmlType::Q4_K, 14336, 4096),
+        (GgmlType::Q6_K, 4096, 14336),
+    ] {
+        let row_bytes = ty.row_bytes(cols as u64).unwrap_or(0) as usize;
+        let w = ctx.upload_matrix(
+            ty,
+            rows as u64,
+            cols as u64,
+            &vec![0x3cu8; rows * row_bytes],
+        )?;
+        let x = ctx.upload_f32(&vec![0.5; cols])?;
+        let xq = ctx.zeros(zeta_wgpu::q8_words(cols), GpuDType::U32)?;
+        let y = ctx.zeros(rows, GpuDType::F32)?;
+        let mut b = ctx.batch();
+        b.pack_q8(&x, &xq, cols, zeta_wgpu::Q8Mode::of(ty))?;
+        b.matvec_q8(&w, &xq, &y, false)?;
+        b.submit()?;
+        ctx.wait()?;
+        let t = Instant::now();
+        let mut b = ctx.batch();
+        for _ in 0..iters {
+            b.matvec_q8(&w, &xq, &y, false)?;
+        }
+        let recorded = t.elapsed().as_secs_f64();
+        b.submit()?;
+        let submitted = t.elapsed().as_secs_f64();
+        ctx.wait()?;
+        let s = t.elapsed().as_secs_f64() / iters as f64;
+        let gbs = (rows * row_bytes) as f64 / s / 1e9;
+        println!(
+            "matvec_q8 {:<5} [{rows:>5}, {cols:>5}]  {:>9.1} us  {gbs:>7.2} GB/s  (host: record {:.1} us, submit {:.1} us a dispatch)",
+            ty.name(),
+            s * 1e6,
+            recorded / iters as f64 * 1e6,
+            (submitted - recorded) / iters as f64 * 1e6
+        );
+    }
+    // The floor: a chain of tiny dependent dispatches.
+    let v = ctx.upload_f32(&[1.0; 64])?;
+    let mut b = ctx.batch();
+    b.scale_inplace(&v, 1.0, 64)?;
+    b.submit()?;
+    ctx.wait()?;
+    let t = Instant::now();
+    let mut b = ctx.batch();
+    for _ in 0..iters {
+        b.scale_inplace(&v, 1.0, 64)?;
+    }
+    b.submit()?;
+    ctx.wait()?;
+    println!(
+        "tiny dependent dispatch  {:.1} us",
+        t.elapsed().as_secs_f64() / iters as f64 * 1e6
+    );
+
     // Prefill: 16 tokens through a Q4_K [2048, 2048].
     let (rows, cols, n_tok) = (2048usize, 2048usize, 16u32);
     let ty = GgmlType::Q4_K;

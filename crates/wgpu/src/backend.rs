@@ -15,16 +15,21 @@
 //!   1-D weights (norms, biases, rope factors — a few KiB) are dequantized on
 //!   the host at load and kept as f32 vectors.
 //!
-//! Numerics: weights are dequantized exactly as ggml does. One-token
-//! projections by Q4_0/Q4_1/Q5_0/Q8_0/Q4_K/Q6_K weights quantize x to 8 bits
-//! per 32 elements with the rounding of the CPU's Q8_0 activations and sum
-//! weight quant x activation quant exactly in integers (`matvec_q8.wgsl`;
-//! the CPU uses Q8_1 for Q4_1 and Q8_K for K-quants, so those still differ
-//! slightly); other types and prompts multiply dequantized weights with f32
-//! activations (the cooperative-matrix prompt kernel with both rounded to
-//! f16). Other differences: f32 summation order, Q·K with f32 queries
-//! (ggml converts them to f16), and GeGLU's gelu-tanh in f32 (the CPU follows
-//! ggml's f16 table).
+//! Numerics: weights are dequantized exactly as ggml does. Projections of
+//! fewer than 48 tokens by Q4_0/Q4_1/Q5_0/Q8_0/Q4_K/Q6_K weights quantize x
+//! to 8 bits exactly as the CPU backend does for that type (Q8_0, Q8_1 or
+//! Q8_K) and sum weight quant x activation quant in integers
+//! (`matvec_q8.wgsl`, `matmul_q8.wgsl`), so each block's contribution is the
+//! CPU's; other types and longer prompts multiply dequantized weights with
+//! f32 activations (the cooperative-matrix prompt kernel with both rounded to
+//! f16). Attention over an f16 cache rounds the query (and, within one
+//! 256-position chunk, the probabilities) to f16 and GeGLU goes through
+//! ggml's f16 table, as the CPU does. What differs is float summation order
+//! and `exp`/`tanh`.
+//!
+//! Weight groups: Q/K/V and gate/up of one type and row length are uploaded
+//! into one buffer (`WEIGHT_GROUPS`) and decode reads each group with one
+//! dispatch (`matvec_q8_multi`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -34,7 +39,7 @@ use zeta_tensor::{AttnParams, Backend, GluKind, RopeKind, RopeParams, TensorErro
 
 use crate::context::GpuContext;
 use crate::error::WgpuError;
-use crate::ops::{self, GluOp, GpuBatch, RopeMode};
+use crate::ops::{self, GluOp, GpuBatch, Q8Mode, REG_MATMUL_MIN_TOKENS, RopeMode};
 use crate::pipeline::{deq_fn, has_q8_matvec};
 use crate::tensor::{GpuDType, GpuTensor, QuantMatrix};
 
@@ -45,9 +50,22 @@ use crate::tensor::{GpuDType, GpuTensor, QuantMatrix};
 /// 172 t/s, every 128 dispatches 228, 96: 262, 48: 265, 24: 277.
 const SUBMIT_EVERY_DISPATCHES: u64 = 32;
 
-/// `(buffer, n)`: the backend's `q8x` holds the first n values of buffer,
-/// packed for the integer matvec.
-type Q8Note = (wgpu::Buffer, usize);
+/// `(buffer, n, mode)`: the backend's `q8x` holds the first n values of
+/// buffer, packed for the integer matvec in `mode`.
+type Q8Note = (wgpu::Buffer, usize, Q8Mode);
+
+/// Weights (GGUF name suffixes within a layer) that decode reads with one
+/// integer-matvec dispatch when they share a type and row length: uploaded
+/// into one buffer (`GpuContext::upload_group`), read by `matvec_q8_multi`.
+const WEIGHT_GROUPS: [&[&str]; 2] = [
+    &["attn_q.weight", "attn_k.weight", "attn_v.weight"],
+    &["ffn_gate.weight", "ffn_up.weight"],
+];
+
+/// Weights uploaded with a group member that was asked for first, waiting
+/// for their own `upload_weight` call: (file, name) → weight. The `Arc`
+/// keeps the file (and so its address, the key) alive while an entry waits.
+type GroupCache = std::collections::HashMap<(usize, String), (Arc<Gguf>, GpuWeight)>;
 
 /// A model weight on the GPU.
 #[derive(Debug)]
@@ -101,12 +119,19 @@ pub struct GpuBackend {
     argmax_out: Mutex<Option<GpuTensor>>,
     /// The 8-bit activations of the integer matvec (reused, grown on demand).
     q8x: Mutex<Option<GpuTensor>>,
-    /// Whether decode projections use the integer matvec where they can.
+    /// Whether projections use the integer matvec/matmul where they can.
     int_matvec: bool,
-    /// `(buffer, n)` when `q8x` holds that buffer's first n values, packed by
-    /// the last recorded op (a fused GLU): the next matvec of that buffer
-    /// skips its pack. Any other op clears it (see `record`).
+    /// `(buffer, n, mode)` when `q8x` holds that buffer's first n values,
+    /// packed by the last recorded op (a fused GLU): the next matvec of that
+    /// buffer in that mode skips its pack. Any other op clears it (see `record`).
     q8_src: Mutex<Option<Q8Note>>,
+    /// The mode the fused GLU packs in: the one its last consumer wanted
+    /// (the down projection's; a mismatch costs one more pack, once).
+    glu_mode: Mutex<Q8Mode>,
+    /// Grouped weights not yet asked for (see [`WEIGHT_GROUPS`]).
+    group_cache: Mutex<GroupCache>,
+    /// Bound as the unused third output of two-matrix `matvec_q8_multi`s.
+    dummy: Mutex<Option<GpuTensor>>,
     /// While profiling: GPU time per kernel (pipeline label → ns, passes).
     profile: Mutex<Option<BTreeMap<String, (f64, u64)>>>,
 }
@@ -176,13 +201,15 @@ fn to_u32(op: &'static str, v: usize) -> Result<u32, TensorError> {
     u32::try_from(v).map_err(|_| shape_err(op, format!("{v} does not fit 32 bits")))
 }
 
-/// The matrices and outputs of a one-token `matmul_many`: every weight reads
-/// at most `x_len` inputs (exactly `cols` when given) and fits its output.
-fn one_token_targets<'s, 'w>(
+/// The matrices and outputs of a `matmul_many` of `n_tok` tokens: every
+/// weight reads at most `x_len` inputs (its columns per token; exactly
+/// `cols` columns when given) and fits its output.
+fn targets<'s, 'w>(
     op: &'static str,
     outs: &'s mut [(&'w GpuWeight, &mut GpuTensor)],
     x_len: usize,
     cols: Option<usize>,
+    n_tok: usize,
 ) -> Result<Vec<(&'w QuantMatrix, &'s mut GpuTensor)>, TensorError> {
     let mut mats = Vec::with_capacity(outs.len());
     for (w, out) in outs.iter_mut() {
@@ -194,8 +221,8 @@ fn one_token_targets<'s, 'w>(
                 format!("{} columns after a norm of {c}", w.cols),
             ));
         }
-        need(op, w.cols, x_len)?;
-        need(op, w.rows, out.len())?;
+        need(op, w.cols.saturating_mul(n_tok), x_len)?;
+        need(op, w.rows.saturating_mul(n_tok), out.len())?;
         mats.push((w.matrix(op)?, &mut **out));
     }
     Ok(mats)
@@ -274,6 +301,9 @@ impl GpuBackend {
             argmax_out: Mutex::new(None),
             q8x: Mutex::new(None),
             q8_src: Mutex::new(None),
+            glu_mode: Mutex::new(Q8Mode::Q8_0),
+            group_cache: Mutex::new(GroupCache::new()),
+            dummy: Mutex::new(None),
             int_matvec: std::env::var("ZETA_GPU_NO_Q8").as_deref() != Ok("1"),
             profile: Mutex::new(None),
         }
@@ -381,88 +411,176 @@ impl GpuBackend {
         }
     }
 
-    /// Whether decode projections by `m` take the integer matvec.
-    fn q8_path(&self, m: &QuantMatrix) -> bool {
-        self.int_matvec && has_q8_matvec(m.ggml_type()) && m.n_cols().is_multiple_of(32)
+    /// The activation mode in which projections of `n_tok` tokens by `m`
+    /// take the integer matvec/matmul, if they do: where the type has one and
+    /// the rows split into the mode's blocks, for fewer than
+    /// [`REG_MATMUL_MIN_TOKENS`] tokens. Longer prompts take the f32
+    /// register-blocked or the cooperative-matrix kernel: on the H100 without
+    /// cooperative matrices, pp512 of llama-8b Q4_0 / Q4_K_M ran at 874 / 510
+    /// t/s with the integer matmul (8 tokens per workgroup, each weight unit
+    /// decoded per token) and 991 / 909 with the register-blocked one.
+    fn q8_mode(&self, m: &QuantMatrix, n_tok: usize) -> Option<Q8Mode> {
+        let ty = m.ggml_type();
+        let mode = Q8Mode::of(ty);
+        (self.int_matvec
+            && n_tok < REG_MATMUL_MIN_TOKENS as usize
+            && has_q8_matvec(ty)
+            && (m.n_cols() as usize).is_multiple_of(mode.block()))
+        .then_some(mode)
     }
 
-    /// Chooses the decode matvec: integer dot products on 8-bit activations
-    /// (`true`, the default where the weight type has them; the
-    /// `ZETA_GPU_NO_Q8=1` environment variable turns it off) or f32
-    /// activations throughout (`false`).
+    /// Chooses the projections' kernels: integer dot products on 8-bit
+    /// activations rounded as the CPU's (`true`, the default where the
+    /// weight type has them; the `ZETA_GPU_NO_Q8=1` environment variable
+    /// turns it off) or f32 activations throughout (`false`).
     pub fn set_int_matvec(&mut self, on: bool) {
         self.int_matvec = on;
     }
 
-    /// outs[i] (+)= ws[i] x for one token: x is quantised once (into the
-    /// backend's reused `q8x` buffer) for every weight that takes the integer
-    /// matvec; the others use the f32 one.
-    fn matvecs(
-        &self,
-        op: &'static str,
-        x: &GpuTensor,
-        outs: &mut [(&QuantMatrix, &mut GpuTensor)],
-        accumulate: bool,
-    ) -> Result<(), TensorError> {
-        self.matvecs_normed(op, x, None, outs, accumulate)
-    }
-
-    /// [`matvecs`](Self::matvecs); with `norm = (w, eps, xb, n)`, x `[n]` is
-    /// first RMS-normalised into `xb` (which the projections then read), fused with
-    /// the quantisation when every weight takes the integer matvec.
-    fn matvecs_normed(
+    /// outs[i] (+)= ws[i] x for `n_tok` tokens (x `[n_tok, cols_i]`, out
+    /// `[n_tok, rows_i]`): x is quantised once per activation mode (into the
+    /// backend's reused `q8x` buffer) for the weights that take the integer
+    /// kernels; the others use the f32 ones. With `norm = (w, eps, xb, n)`,
+    /// x is first RMS-normalised into `xb` (which the projections then
+    /// read); for one token that is fused with the quantisation when every
+    /// weight takes the integer matvec in one mode.
+    fn project(
         &self,
         op: &'static str,
         x: &GpuTensor,
         norm: Option<(&GpuTensor, f32, &GpuTensor, u32)>,
         outs: &mut [(&QuantMatrix, &mut GpuTensor)],
         accumulate: bool,
+        n_tok: usize,
     ) -> Result<(), TensorError> {
-        let q8_cols = outs
+        // Integer groups by (mode, cols), in order of first use; f32 = None.
+        let keys: Vec<Option<(Q8Mode, usize)>> = outs
             .iter()
-            .find(|(m, _)| self.q8_path(m))
-            .map(|(m, _)| m.n_cols() as usize);
-        let fused = norm.is_some()
-            && q8_cols.is_some()
-            && outs
-                .iter()
-                .all(|(m, _)| self.q8_path(m) && Some(m.n_cols() as usize) == q8_cols);
-        let xq = match q8_cols {
-            Some(n) => Some(
+            .map(|(m, _)| self.q8_mode(m, n_tok).map(|md| (md, m.n_cols() as usize)))
+            .collect();
+        let mut groups: Vec<(Q8Mode, usize)> = Vec::new();
+        for k in keys.iter().flatten() {
+            if !groups.contains(k) {
+                groups.push(*k);
+            }
+        }
+        let fused =
+            n_tok == 1 && norm.is_some() && groups.len() == 1 && keys.iter().all(Option::is_some);
+        let words = groups
+            .iter()
+            .map(|&(_, c)| {
+                ops::q8_stride(c)
+                    .checked_mul(n_tok)
+                    .ok_or_else(|| shape_err(op, "too many tokens"))
+            })
+            .try_fold(0, |a, w| w.map(|w| a.max(w)))?;
+        let xq = if groups.is_empty() {
+            None
+        } else {
+            Some(
                 self.reused(
                     &mut self.q8x.lock().unwrap_or_else(|e| e.into_inner()),
-                    ops::q8_words(n),
+                    words,
                     GpuDType::U32,
                 )
                 .map_err(|e| tensor_error(op, e))?,
-            ),
-            None => None,
+            )
+        };
+        let n = to_u32(op, n_tok)?;
+        let multi = n_tok == 1 && !accumulate && outs.len() > 1 && self.ctx.use_subgroups();
+        let dummy = if multi && !groups.is_empty() {
+            Some(
+                self.reused(
+                    &mut self.dummy.lock().unwrap_or_else(|e| e.into_inner()),
+                    4,
+                    GpuDType::F32,
+                )
+                .map_err(|e| tensor_error(op, e))?,
+            )
+        } else {
+            None
         };
         self.record_noted(op, |b, note| {
-            // Packed already by the op just before (fused GLU)?
-            let prepacked = norm.is_none()
-                && matches!((note, q8_cols),
-                    (Some((buf, n)), Some(c)) if buf == x.buffer && n == c);
             let x = match norm {
-                Some((w, eps, xb, n)) => {
+                Some((w, eps, xb, cols)) => {
                     match (&xq, fused) {
-                        (Some(xq), true) => b.rms_norm_pack_q8(x, w, xb, xq, n, eps)?,
-                        _ => b.rms_norm(x, w, xb, 1, n, eps)?,
+                        (Some(xq), true) => {
+                            b.rms_norm_pack_q8(x, w, xb, xq, cols, eps, groups[0].0)?
+                        }
+                        _ => b.rms_norm(x, w, xb, n, cols, eps)?,
                     }
                     xb
                 }
                 None => x,
             };
-            if let (Some(xq), Some(n), false, false) = (&xq, q8_cols, fused, prepacked) {
-                b.pack_q8(x, xq, n)?;
-            }
-            for (m, out) in outs.iter() {
-                match (&xq, q8_cols) {
-                    (Some(xq), Some(n)) if self.q8_path(m) && m.n_cols() as usize == n => {
-                        b.matvec_q8(m, xq, out, accumulate)?
+            for (g, &(mode, cols)) in groups.iter().enumerate() {
+                let Some(xq) = &xq else { break };
+                // Packed already by the op just before (fused GLU)?
+                let noted = match &note {
+                    Some((buf, nn, md))
+                        if g == 0
+                            && n_tok == 1
+                            && norm.is_none()
+                            && *buf == x.buffer
+                            && *nn == cols =>
+                    {
+                        if *md != mode {
+                            *self.glu_mode.lock().unwrap_or_else(|e| e.into_inner()) = mode;
+                        }
+                        *md == mode
                     }
-                    _ if accumulate => b.matvec_add(m, x, out)?,
-                    _ => b.matvec(m, x, out)?,
+                    _ => false,
+                };
+                if !(fused || noted) {
+                    b.pack_q8_rows(x, xq, cols, n_tok, mode)?;
+                }
+                // Weights of one group buffer (Q/K/V, gate/up): one dispatch.
+                let mut done = vec![false; outs.len()];
+                if let Some(dummy) = &dummy {
+                    for i in 0..outs.len() {
+                        if done[i] || keys[i] != Some((mode, cols)) {
+                            continue;
+                        }
+                        let same: Vec<usize> = (i..outs.len())
+                            .filter(|&j| {
+                                !done[j]
+                                    && keys[j] == keys[i]
+                                    && b.can_matvec_q8_multi(&[outs[i].0, outs[j].0])
+                            })
+                            .take(3)
+                            .collect();
+                        let ms: Vec<&QuantMatrix> = same.iter().map(|&j| outs[j].0).collect();
+                        if same.len() >= 2 && b.can_matvec_q8_multi(&ms) {
+                            let ys: Vec<&GpuTensor> = same.iter().map(|&j| &*outs[j].1).collect();
+                            b.matvec_q8_multi(&ms, xq, &ys, dummy)?;
+                            for j in same {
+                                done[j] = true;
+                            }
+                        }
+                    }
+                }
+                for (((m, out), k), _) in outs.iter().zip(&keys).zip(&done).filter(|(_, d)| !**d) {
+                    if *k != Some((mode, cols)) {
+                        continue;
+                    }
+                    if n_tok == 1 {
+                        b.matvec_q8(m, xq, out, accumulate)?;
+                    } else {
+                        b.matmul_q8(m, xq, out, n, accumulate)?;
+                    }
+                }
+            }
+            for ((m, out), k) in outs.iter().zip(&keys) {
+                match (k, n_tok, accumulate) {
+                    (Some(_), _, _) => {}
+                    (None, 1, true) => b.matvec_add(m, x, out)?,
+                    (None, 1, false) => b.matvec(m, x, out)?,
+                    (None, _, false) => b.matmul(m, x, out, n)?,
+                    (None, _, true) => {
+                        return Err(WgpuError::Gpu(format!(
+                            "{op}: f32 matmul cannot accumulate"
+                        )));
+                    }
                 }
             }
             Ok(((), None))
@@ -542,6 +660,80 @@ impl GpuBackend {
     }
 }
 
+impl GpuBackend {
+    /// `name` as a member of a weight group ([`WEIGHT_GROUPS`]): from the
+    /// cache when a sibling was uploaded first, else uploaded now together
+    /// with the siblings of the same type and row length (which wait in the
+    /// cache). `None` for weights outside a group of two or more.
+    fn grouped_weight(
+        &self,
+        gguf: &Arc<Gguf>,
+        name: &str,
+    ) -> Result<Option<GpuWeight>, TensorError> {
+        const OP: &str = "upload_weight";
+        let file = Arc::as_ptr(gguf) as usize;
+        let mut cache = self.group_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, w)) = cache.remove(&(file, name.to_string())) {
+            return Ok(Some(w));
+        }
+        if !self.ctx.use_subgroups() {
+            return Ok(None);
+        }
+        let Some((prefix, group)) = WEIGHT_GROUPS.iter().find_map(|g| {
+            g.iter()
+                .find_map(|suffix| name.strip_suffix(suffix).map(|p| (p, *g)))
+        }) else {
+            return Ok(None);
+        };
+        let Some(me) = gguf.tensor(name) else {
+            return Ok(None);
+        };
+        let key = |i: &zeta_gguf::TensorInfo| (i.ggml_type, i.row_len(), i.dims.len());
+        let members: Vec<(String, &zeta_gguf::TensorInfo)> = group
+            .iter()
+            .map(|suffix| format!("{prefix}{suffix}"))
+            .filter_map(|n| gguf.tensor(&n).map(|i| (n, i)))
+            .filter(|(_, i)| key(i) == key(me))
+            .collect();
+        if members.len() < 2 || me.dims.len() != 2 || !has_q8_matvec(me.ggml_type) {
+            return Ok(None);
+        }
+        let mut weights = Vec::with_capacity(members.len());
+        for (n, info) in &members {
+            let data = gguf.tensor_data(info);
+            let want = info
+                .ggml_type
+                .row_bytes(info.row_len())
+                .and_then(|rb| rb.checked_mul(info.n_rows()));
+            if want != Some(data.len() as u64) {
+                return Err(shape_err(OP, format!("{n}: {} data bytes", data.len())));
+            }
+            weights.push((info.ggml_type, info.n_rows(), info.row_len(), data));
+        }
+        let mats = self
+            .ctx
+            .upload_group(&weights)
+            .map_err(|e| tensor_error(OP, e))?;
+        let mut mine = None;
+        for ((n, info), m) in members.iter().zip(mats) {
+            let w = GpuWeight {
+                dims: info.dims.clone(),
+                ty: info.ggml_type,
+                cols: usize::try_from(info.row_len()).map_err(|_| shape_err(OP, "row too long"))?,
+                rows: usize::try_from(info.n_rows()).map_err(|_| shape_err(OP, "too many rows"))?,
+                matrix: Some(m),
+                vector: None,
+            };
+            if n == name {
+                mine = Some(w);
+            } else {
+                cache.insert((file, n.clone()), (Arc::clone(gguf), w));
+            }
+        }
+        Ok(mine)
+    }
+}
+
 /// Host dequantization of a 1-D weight to f32.
 fn dequantize_vector(ty: GgmlType, data: &[u8], n: usize) -> Result<Vec<f32>, TensorError> {
     let mut v = Vec::new();
@@ -571,6 +763,9 @@ impl Backend for GpuBackend {
 
     fn upload_weight(&self, gguf: &Arc<Gguf>, name: &str) -> Result<GpuWeight, TensorError> {
         const OP: &str = "upload_weight";
+        if let Some(w) = self.grouped_weight(gguf, name)? {
+            return Ok(w);
+        }
         let info = gguf
             .tensor(name)
             .ok_or_else(|| TensorError::MissingTensor {
@@ -792,11 +987,7 @@ impl Backend for GpuBackend {
         if n_tokens == 0 {
             return Ok(());
         }
-        if n_tokens == 1 {
-            return self.matvecs(OP, x, &mut [(m, out)], false);
-        }
-        let n = to_u32(OP, n_tokens)?;
-        self.record(OP, |b| b.matmul(m, x, out, n))
+        self.project(OP, x, None, &mut [(m, out)], false, n_tokens)
     }
 
     fn matmul_many(
@@ -806,14 +997,11 @@ impl Backend for GpuBackend {
         n_tokens: usize,
     ) -> Result<(), TensorError> {
         const OP: &str = "matmul";
-        if n_tokens != 1 {
-            for (w, out) in outs.iter_mut() {
-                self.matmul(w, x, out, n_tokens)?;
-            }
+        let mut mats = targets(OP, outs, x.len(), None, n_tokens)?;
+        if n_tokens == 0 {
             return Ok(());
         }
-        let mut mats = one_token_targets(OP, outs, x.len(), None)?;
-        self.matvecs(OP, x, &mut mats, false)
+        self.project(OP, x, None, &mut mats, false, n_tokens)
     }
 
     fn rms_norm_matmul_many(
@@ -826,20 +1014,17 @@ impl Backend for GpuBackend {
         eps: f32,
     ) -> Result<(), TensorError> {
         const OP: &str = "rms_norm_matmul_many";
-        if n_tokens != 1 {
-            self.rms_norm(x, norm, xb, n_tokens, eps)?;
-            return self.matmul_many(xb, outs, n_tokens);
-        }
         let v = norm.vector(OP)?;
         let cols = norm.cols;
-        need(OP, cols, x.len())?;
-        need(OP, cols, xb.len())?;
+        let len = cols.saturating_mul(n_tokens);
+        need(OP, len, x.len())?;
+        need(OP, len, xb.len())?;
         let n = to_u32(OP, cols)?;
-        let mut mats = one_token_targets(OP, outs, cols, Some(cols))?;
-        if cols == 0 {
+        let mut mats = targets(OP, outs, len, Some(cols), n_tokens)?;
+        if len == 0 {
             return Ok(());
         }
-        self.matvecs_normed(OP, x, Some((v, eps, &*xb, n)), &mut mats, false)
+        self.project(OP, x, Some((v, eps, &*xb, n)), &mut mats, false, n_tokens)
     }
 
     fn matmul_add(
@@ -851,15 +1036,18 @@ impl Backend for GpuBackend {
         n_tokens: usize,
     ) -> Result<(), TensorError> {
         const OP: &str = "matmul_add";
-        if n_tokens != 1 {
-            // Prefill: the tiled matmul, then an add (not dispatch-bound).
+        let m = w.matrix(OP)?;
+        if n_tokens != 1 && self.q8_mode(m, n_tokens).is_none() {
+            // Prefill with an f32 kernel: the matmul, then an add.
             self.matmul(w, x, tmp, n_tokens)?;
             return self.add(out, tmp, n_tokens.saturating_mul(w.rows));
         }
-        need(OP, w.cols, x.len())?;
-        need(OP, w.rows, out.len())?;
-        let m = w.matrix(OP)?;
-        self.matvecs(OP, x, &mut [(m, out)], true)
+        need(OP, w.cols.saturating_mul(n_tokens), x.len())?;
+        need(OP, w.rows.saturating_mul(n_tokens), out.len())?;
+        if n_tokens == 0 {
+            return Ok(());
+        }
+        self.project(OP, x, None, &mut [(m, out)], true, n_tokens)
     }
 
     fn add_bias(
@@ -992,9 +1180,11 @@ impl Backend for GpuBackend {
             GluKind::SwiGlu => GluOp::SwiGlu,
             GluKind::GeGlu => GluOp::GeGlu,
         };
-        if n_rows == 1 && self.int_matvec && n.is_multiple_of(32) {
+        let mode = *self.glu_mode.lock().unwrap_or_else(|e| e.into_inner());
+        if n_rows == 1 && self.int_matvec && n.is_multiple_of(mode.block()) {
             // One token: also pack the result for the down projection's
-            // integer matvec (used if that is the next op, on this buffer).
+            // integer matvec (used if that is the next op, on this buffer,
+            // in this mode).
             let xq = self
                 .reused(
                     &mut self.q8x.lock().unwrap_or_else(|e| e.into_inner()),
@@ -1002,9 +1192,9 @@ impl Backend for GpuBackend {
                     GpuDType::U32,
                 )
                 .map_err(|e| tensor_error("glu", e))?;
-            let note = (gate.buffer.clone(), n);
+            let note = (gate.buffer.clone(), n, mode);
             return self.record_noted("glu", |b, _| {
-                b.glu_inplace_pack_q8(gate, up, &xq, n, op)?;
+                b.glu_inplace_pack_q8(gate, up, &xq, n, op, mode)?;
                 Ok(((), Some(note)))
             });
         }

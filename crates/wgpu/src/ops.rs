@@ -27,10 +27,11 @@ use std::sync::Arc;
 use crate::context::GpuContext;
 use crate::error::{Result, WgpuError, shape};
 use crate::pipeline::{
-    Q8_TPR, ShaderFile, ShaderVariant, attn_variant, files, matvec_q8_variant, matvec_variant,
-    quant_variant,
+    Q8_TPR, ShaderFile, ShaderVariant, attn_variant, files, matmul_q8_variant,
+    matvec_q8_multi_variant, matvec_q8_variant, matvec_variant, quant_variant,
 };
-use crate::tensor::{GpuDType, GpuTensor, QuantMatrix};
+use crate::tensor::{GpuDType, GpuTensor, QuantMatrix, WeightPart};
+use zeta_gguf::GgmlType;
 
 /// RoPE element order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,7 +157,8 @@ pub(crate) struct BindGroupCache {
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub(crate) struct BindKey {
     pipeline: wgpu::ComputePipeline,
-    buffers: Vec<(u32, wgpu::Buffer)>,
+    /// (binding, buffer, byte offset, bytes; 0 = to the end).
+    buffers: Vec<(u32, wgpu::Buffer, u64, u64)>,
     param_binding: u32,
     params: wgpu::Buffer,
     offset: u64,
@@ -276,6 +278,57 @@ fn rope_words(p: &RopeParams, mode: u32, rest: [u32; 5]) -> [u32; 12] {
 /// n/4 words of quants and two per 32-element block.
 pub fn q8_words(n: usize) -> usize {
     n / 4 + n / 16
+}
+
+/// u32 words between the token rows of several 8-bit-quantised vectors of
+/// `n` elements ([`q8_words`] rounded up to whole vec4s).
+pub fn q8_stride(n: usize) -> usize {
+    q8_words(n).next_multiple_of(4)
+}
+
+/// How `pack_q8` rounds activations: as the CPU backend does for the
+/// consuming weight type (its ggml `vec_dot_type`; shaders/q8.wgsl).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Q8Mode {
+    /// Q8_0 (Q4_0, Q5_0, Q8_0 weights): blocks of 32, f16 scale.
+    Q8_0 = 0,
+    /// Q8_1 (Q4_1): as Q8_0, with the f16-rounded scaled sum.
+    Q8_1 = 1,
+    /// Q8_K (K-quants): blocks of 256 (n a multiple of 256), f32 scale.
+    Q8K = 2,
+}
+
+impl Q8Mode {
+    /// The mode whose rounding the CPU uses for weights of `ty`.
+    pub fn of(ty: GgmlType) -> Self {
+        match zeta_quant::vec_dot_type(ty) {
+            GgmlType::Q8_1 => Q8Mode::Q8_1,
+            GgmlType::Q8_K => Q8Mode::Q8K,
+            _ => Q8Mode::Q8_0,
+        }
+    }
+
+    /// Elements per scale block (32, or 256 for Q8_K).
+    pub fn block(self) -> usize {
+        match self {
+            Q8Mode::Q8K => 256,
+            _ => 32,
+        }
+    }
+}
+
+/// Checks that `n` elements can be packed in `mode`.
+fn q8_len(op: &'static str, n: usize, mode: Q8Mode) -> Result<()> {
+    if n == 0 || !n.is_multiple_of(mode.block()) {
+        return Err(shape(
+            op,
+            format!(
+                "{n} is not a positive multiple of {} ({mode:?})",
+                mode.block()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Invocations per row of the integer matvec for a row of `units` 32-element
@@ -413,6 +466,21 @@ impl<'a> GpuBatch<'a> {
         params: &[u32],
         groups: (u32, u32, u32),
     ) -> Result<()> {
+        let ranged: Vec<(u32, &wgpu::Buffer, u64, u64)> =
+            bindings.iter().map(|&(b, buf)| (b, buf, 0, 0)).collect();
+        self.dispatch_ranged(variant, &ranged, param_binding, params, groups)
+    }
+
+    /// [`dispatch`](Self::dispatch) binding `size` bytes at `offset` of each
+    /// buffer (`size` 0: the rest of the buffer), e.g. a weight of a group.
+    fn dispatch_ranged(
+        &mut self,
+        variant: &ShaderVariant,
+        bindings: &[(u32, &wgpu::Buffer, u64, u64)],
+        param_binding: u32,
+        params: &[u32],
+        groups: (u32, u32, u32),
+    ) -> Result<()> {
         let ctx = self.ctx.clone();
         let pipeline = ctx.pipeline(variant)?;
         // Parameter slot: offsets are multiples of the uniform offset alignment.
@@ -443,7 +511,7 @@ impl<'a> GpuBatch<'a> {
             pipeline: pipeline.clone(),
             buffers: bindings
                 .iter()
-                .map(|(b, buf)| (*b, (*buf).clone()))
+                .map(|&(b, buf, o, n)| (b, buf.clone(), o, n))
                 .collect(),
             param_binding,
             params: block.buffer.clone(),
@@ -453,9 +521,13 @@ impl<'a> GpuBatch<'a> {
             let mut entries: Vec<wgpu::BindGroupEntry<'_>> = k
                 .buffers
                 .iter()
-                .map(|(b, buf)| wgpu::BindGroupEntry {
+                .map(|(b, buf, offset, size)| wgpu::BindGroupEntry {
                     binding: *b,
-                    resource: buf.as_entire_binding(),
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: buf,
+                        offset: *offset,
+                        size: std::num::NonZeroU64::new(*size),
+                    }),
                 })
                 .collect();
             entries.push(wgpu::BindGroupEntry {
@@ -667,9 +739,13 @@ impl<'a> GpuBatch<'a> {
                 gx,
                 u32::from(accumulate),
             ];
-            self.dispatch(
+            self.dispatch_ranged(
                 variant,
-                &[(0, &part.buffer), (1, &x.buffer), (2, &y.buffer)],
+                &[
+                    (0, &part.buffer, part.offset, part.size),
+                    (1, &x.buffer, 0, 0),
+                    (2, &y.buffer, 0, 0),
+                ],
                 3,
                 &params,
                 (gx, gy, 1),
@@ -735,9 +811,13 @@ impl<'a> GpuBatch<'a> {
                     n_tok,
                     w.n_rows() as u32,
                 ];
-                self.dispatch(
+                self.dispatch_ranged(
                     &quant_variant(file, w.ggml_type())?,
-                    &[(0, &part.buffer), (1, &x.buffer), (2, &y.buffer)],
+                    &[
+                        (0, &part.buffer, part.offset, part.size),
+                        (1, &x.buffer, 0, 0),
+                        (2, &y.buffer, 0, 0),
+                    ],
                     3,
                     &params,
                     (gx as u32, gy, 1),
@@ -761,9 +841,13 @@ impl<'a> GpuBatch<'a> {
                     n_tok,
                     w.n_rows() as u32,
                 ];
-                self.dispatch(
+                self.dispatch_ranged(
                     &quant_variant(files::MATMUL, w.ggml_type())?,
-                    &[(0, &part.buffer), (1, &x.buffer), (2, &y.buffer)],
+                    &[
+                        (0, &part.buffer, part.offset, part.size),
+                        (1, &x.buffer, 0, 0),
+                        (2, &y.buffer, 0, 0),
+                    ],
                     3,
                     &params,
                     (gx, gy, blocks),
@@ -813,9 +897,13 @@ impl<'a> GpuBatch<'a> {
                 table.n_rows() as u32,
                 n_tokens as u32,
             ];
-            self.dispatch(
+            self.dispatch_ranged(
                 &variant,
-                &[(0, &part.buffer), (1, &ids.buffer), (2, &out.buffer)],
+                &[
+                    (0, &part.buffer, part.offset, part.size),
+                    (1, &ids.buffer, 0, 0),
+                    (2, &out.buffer, 0, 0),
+                ],
                 3,
                 &params,
                 (n_units.div_ceil(64), n_tokens as u32, 1),
@@ -856,8 +944,10 @@ impl<'a> GpuBatch<'a> {
     }
 
     /// [`rms_norm`](Self::rms_norm) of one row x `[n_cols]` (a multiple of
-    /// 32) into y, and y quantised for [`matvec_q8`](Self::matvec_q8) into
-    /// `xq` (as [`pack_q8`](Self::pack_q8) would): one dispatch.
+    /// the mode's block) into y, and y quantised for
+    /// [`matvec_q8`](Self::matvec_q8) into `xq` (as [`pack_q8`](Self::pack_q8)
+    /// would): one dispatch.
+    #[allow(clippy::too_many_arguments)]
     pub fn rms_norm_pack_q8(
         &mut self,
         x: &GpuTensor,
@@ -866,12 +956,11 @@ impl<'a> GpuBatch<'a> {
         xq: &GpuTensor,
         n_cols: u32,
         eps: f32,
+        mode: Q8Mode,
     ) -> Result<()> {
         const OP: &str = "rms_norm_pack_q8";
         let n = self.rows_check(OP, 1, n_cols)?;
-        if !n_cols.is_multiple_of(32) {
-            return Err(shape(OP, format!("{n_cols} is not a multiple of 32")));
-        }
+        q8_len(OP, n_cols as usize, mode)?;
         want(OP, x, "x", GpuDType::F32, n)?;
         want(OP, w, "w", GpuDType::F32, n)?;
         want(OP, y, "y", GpuDType::F32, n)?;
@@ -887,7 +976,7 @@ impl<'a> GpuBatch<'a> {
                 (9, &xq.buffer),
             ],
             3,
-            &[n_cols, 1, eps.to_bits()],
+            &[n_cols, 1, eps.to_bits(), mode as u32],
             (1, 1, 1),
         )
     }
@@ -1287,11 +1376,10 @@ impl<'a> GpuBatch<'a> {
         xq: &GpuTensor,
         n: usize,
         kind: GluOp,
+        mode: Q8Mode,
     ) -> Result<()> {
         const OP: &str = "glu_pack_q8";
-        if n == 0 || !n.is_multiple_of(32) {
-            return Err(shape(OP, format!("{n} is not a positive multiple of 32")));
-        }
+        q8_len(OP, n, mode)?;
         want(OP, gate, "gate", GpuDType::F32, n as u64)?;
         want(OP, up, "up", GpuDType::F32, n as u64)?;
         want_q8(OP, xq, n)?;
@@ -1307,7 +1395,7 @@ impl<'a> GpuBatch<'a> {
             &ShaderVariant::plain(files::GLU, entry),
             &[(1, &up.buffer), (2, &gate.buffer), (9, &xq.buffer)],
             3,
-            &[n as u32, gx * 64],
+            &[n as u32, gx * 64, mode as u32],
             (gx, gy, 1),
         )
     }
@@ -1580,32 +1668,122 @@ impl<'a> GpuBatch<'a> {
         )
     }
 
-    /// Quantises x `[n]` (n a multiple of 32) to 8 bits for
+    /// Quantises x `[n]` (n a multiple of the mode's block) to 8 bits for
     /// [`matvec_q8`](Self::matvec_q8): `xq` (u32, at least
-    /// [`q8_words`]`(n)`) gets n/4 words of packed quants, then (d, d·Σq)
-    /// per 32-element block, rounded as the CPU's Q8_0 activations.
-    pub fn pack_q8(&mut self, x: &GpuTensor, xq: &GpuTensor, n: usize) -> Result<()> {
+    /// [`q8_words`]`(n)`) gets n/4 words of packed quants, then (d, s) per
+    /// 32-element block, rounded as the CPU's activations for `mode`.
+    pub fn pack_q8(&mut self, x: &GpuTensor, xq: &GpuTensor, n: usize, mode: Q8Mode) -> Result<()> {
+        self.pack_q8_rows(x, xq, n, 1, mode)
+    }
+
+    /// [`pack_q8`](Self::pack_q8) of `n_rows` rows x `[n_rows, n]`: row t
+    /// at word t·[`q8_stride`]`(n)` of `xq` (for [`matmul_q8`](Self::matmul_q8)).
+    pub fn pack_q8_rows(
+        &mut self,
+        x: &GpuTensor,
+        xq: &GpuTensor,
+        n: usize,
+        n_rows: usize,
+        mode: Q8Mode,
+    ) -> Result<()> {
         const OP: &str = "pack_q8";
-        if n == 0 || !n.is_multiple_of(32) {
-            return Err(shape(OP, format!("{n} is not a positive multiple of 32")));
-        }
-        want(OP, x, "x", GpuDType::F32, n as u64)?;
-        want_q8(OP, xq, n)?;
+        q8_len(OP, n, mode)?;
+        let total = n as u64 * n_rows as u64;
+        want(OP, x, "x", GpuDType::F32, total)?;
+        let stride = q8_stride(n);
+        let words = (n_rows.saturating_sub(1) as u64) * stride as u64 + q8_words(n) as u64;
+        want(OP, xq, "xq", GpuDType::U32, words)?;
         distinct(OP, xq, &[x])?;
-        let n_blocks = u32::try_from(n / 32).map_err(|_| shape(OP, "too many blocks"))?;
-        let (gx, gy) = self.grid(OP, (n_blocks as u64).div_ceil(64))?;
+        let too_many = || shape(OP, "too many blocks");
+        let n_blocks = u32::try_from(n / 32).map_err(|_| too_many())?;
+        let rows = u32::try_from(n_rows).map_err(|_| too_many())?;
+        let all = n_blocks.checked_mul(rows).ok_or_else(too_many)?;
+        if all == 0 {
+            return Ok(());
+        }
+        let (gx, gy) = self.grid(OP, (all as u64).div_ceil(64))?;
         self.dispatch(
             &ShaderVariant::plain(files::ACT_QUANT, "pack_q8"),
             &[(0, &x.buffer), (9, &xq.buffer)],
             2,
-            &[n_blocks, 32, 0, gx * 64],
+            &[n_blocks, 32, 0, gx * 64, rows, stride as u32, mode as u32],
             (gx, gy, 1),
         )
     }
 
+    /// Y `[n_tok, n_rows]` (+)= X W^T with X `[n_tok, n_cols]` quantised
+    /// by [`pack_q8_rows`](Self::pack_q8_rows) in the weight type's
+    /// [`Q8Mode`]: the integer dot products of [`matvec_q8`](Self::matvec_q8),
+    /// 8 tokens per workgroup (matmul_q8.wgsl).
+    pub fn matmul_q8(
+        &mut self,
+        w: &QuantMatrix,
+        xq: &GpuTensor,
+        y: &GpuTensor,
+        n_tok: u32,
+        accumulate: bool,
+    ) -> Result<()> {
+        const OP: &str = "matmul_q8";
+        let n_cols = w.n_cols();
+        if !n_cols.is_multiple_of(32) {
+            return Err(shape(OP, format!("{n_cols} columns: not a multiple of 32")));
+        }
+        if n_tok == 0 {
+            return Err(shape(OP, "no tokens"));
+        }
+        let stride = q8_stride(n_cols as usize);
+        want(
+            OP,
+            xq,
+            "xq",
+            GpuDType::U32,
+            (n_tok as u64 - 1) * stride as u64 + q8_words(n_cols as usize) as u64,
+        )?;
+        want(OP, y, "y", GpuDType::F32, n_tok as u64 * w.n_rows())?;
+        distinct(OP, y, &[xq])?;
+        let units = (n_cols / 32) as u32;
+        let tpr = q8_tpr(units).max(8);
+        let variant = matmul_q8_variant(w.ggml_type(), tpr)?;
+        let rpw = (64 / tpr) as u64;
+        let gz = n_tok.div_ceil(8);
+        if gz > self.ctx.max_workgroups {
+            return Err(shape(
+                OP,
+                format!("{n_tok} tokens exceed the dispatch limit"),
+            ));
+        }
+        for part in w.parts() {
+            let (gx, gy) = self.grid(OP, part.n_rows.div_ceil(rpw))?;
+            let params = [
+                n_cols as u32,
+                units,
+                w.row_bytes() as u32,
+                part.n_rows as u32,
+                part.first_row as u32,
+                gx,
+                u32::from(accumulate),
+                n_tok,
+                w.n_rows() as u32,
+                (stride / 4) as u32,
+            ];
+            self.dispatch_ranged(
+                &variant,
+                &[
+                    (0, &part.buffer, part.offset, part.size),
+                    (1, &xq.buffer, 0, 0),
+                    (2, &y.buffer, 0, 0),
+                ],
+                3,
+                &params,
+                (gx, gy, gz),
+            )?;
+        }
+        Ok(())
+    }
+
     /// y = W xq (or y += W xq when `accumulate`) with x quantised by
     /// [`pack_q8`](Self::pack_q8): integer dot products on the weights'
-    /// quants (types with [`has_q8_matvec`]; n_cols a multiple of 32).
+    /// quants (types with [`has_q8_matvec`](crate::has_q8_matvec); n_cols a multiple of 32).
     pub fn matvec_q8(
         &mut self,
         w: &QuantMatrix,
@@ -1625,6 +1803,94 @@ impl<'a> GpuBatch<'a> {
         let tpr = q8_tpr(units);
         let variant = matvec_q8_variant(w.ggml_type(), tpr, self.ctx.use_subgroups())?;
         self.matvec_parts(OP, &variant, w, xq, y, (64 / tpr) as u64, accumulate)
+    }
+
+    /// Whether [`matvec_q8_multi`](Self::matvec_q8_multi) can take these
+    /// matrices together: 2 or 3 of one type (with the integer matvec) and
+    /// row length, each one part of the same buffer, on a device with
+    /// subgroups.
+    pub fn can_matvec_q8_multi(&self, ms: &[&QuantMatrix]) -> bool {
+        let Some(first) = ms.first() else {
+            return false;
+        };
+        let buf = first.single_part().map(|p| &p.buffer);
+        self.ctx.use_subgroups()
+            && (2..=3).contains(&ms.len())
+            && buf.is_some()
+            && ms.iter().all(|m| {
+                m.ggml_type() == first.ggml_type()
+                    && m.n_cols() == first.n_cols()
+                    && m.single_part().map(|p| &p.buffer) == buf
+                    && m.single_part()
+                        .is_some_and(|p| p.offset + p.size <= u32::MAX as u64)
+            })
+    }
+
+    /// `ys[i] = ms[i] xq` for the 2 or 3 matrices of a weight group
+    /// ([`can_matvec_q8_multi`](Self::can_matvec_q8_multi)) in one dispatch
+    /// (matvec_q8_multi.wgsl); `dummy` is bound as the third output of a
+    /// two-matrix group.
+    pub fn matvec_q8_multi(
+        &mut self,
+        ms: &[&QuantMatrix],
+        xq: &GpuTensor,
+        ys: &[&GpuTensor],
+        dummy: &GpuTensor,
+    ) -> Result<()> {
+        const OP: &str = "matvec_q8_multi";
+        if !self.can_matvec_q8_multi(ms) || ys.len() != ms.len() {
+            return Err(shape(OP, "not a group of 2-3 matrices in one buffer"));
+        }
+        let n_cols = ms[0].n_cols();
+        if !n_cols.is_multiple_of(32) {
+            return Err(shape(OP, format!("{n_cols} columns: not a multiple of 32")));
+        }
+        want_q8(OP, xq, n_cols as usize)?;
+        for (i, (m, y)) in ms.iter().zip(ys).enumerate() {
+            want(OP, y, "y", GpuDType::F32, m.n_rows())?;
+            let mut others: Vec<&GpuTensor> = vec![xq, dummy];
+            others.extend(ys.iter().take(i).copied());
+            distinct(OP, y, &others)?;
+        }
+        let parts: Vec<&WeightPart> = ms.iter().filter_map(|m| m.single_part()).collect();
+        let rows: Vec<u64> = ms.iter().map(|m| m.n_rows()).collect();
+        let total: u64 = rows.iter().sum();
+        let units = (n_cols / 32) as u32;
+        let tpr = q8_tpr(units);
+        let variant = matvec_q8_multi_variant(ms[0].ggml_type(), tpr)?;
+        let (gx, gy) = self.grid(OP, total.div_ceil((64 / tpr) as u64))?;
+        let off = |i: usize| parts.get(i).map_or(0, |p| p.offset as u32);
+        let params = [
+            n_cols as u32,
+            units,
+            ms[0].row_bytes() as u32,
+            u32::try_from(total).map_err(|_| shape(OP, "too many rows"))?,
+            0,
+            gx,
+            0,
+            0,
+            0,
+            0,
+            rows[0] as u32,
+            rows[1] as u32,
+            off(0),
+            off(1),
+            off(2),
+        ];
+        let y2 = ys.get(2).copied().unwrap_or(dummy);
+        self.dispatch_ranged(
+            &variant,
+            &[
+                (0, &parts[0].buffer, 0, 0),
+                (1, &xq.buffer, 0, 0),
+                (2, &ys[0].buffer, 0, 0),
+                (4, &ys[1].buffer, 0, 0),
+                (5, &y2.buffer, 0, 0),
+            ],
+            3,
+            &params,
+            (gx, gy, 1),
+        )
     }
 
     /// Attention of one query over the KV cache (split-K flash-decoding):

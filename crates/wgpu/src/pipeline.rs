@@ -78,6 +78,8 @@ pub mod files {
     shader!(MATVEC_Q8, "matvec_q8", super::QUANT);
     shader!(MATVEC_Q8_REDUCE_WG, "matvec_q8_reduce_wg", "");
     shader!(MATVEC_Q8_REDUCE_SG, "matvec_q8_reduce_sg", "");
+    shader!(MATMUL_Q8, "matmul_q8", "");
+    shader!(MATVEC_Q8_MULTI, "matvec_q8_multi", "");
     shader!(MATMUL, "matmul", super::QUANT);
     shader!(MATMUL_TILED, "matmul_tiled", super::QUANT);
     shader!(MATMUL_REG, "matmul_reg", super::QUANT);
@@ -89,7 +91,7 @@ pub mod files {
     shader!(ADD, "add", "");
     shader!(SOFTMAX, "softmax", "");
     shader!(ARGMAX, "argmax", "");
-    shader!(ATTN_DECODE, "attn_decode", "");
+    shader!(ATTN_DECODE, "attn_decode", super::F16);
     shader!(KV_STORE, "kv_store", super::F16);
     shader!(ACT_QUANT, "act_quant", super::F16_Q8);
 }
@@ -128,6 +130,7 @@ impl ShaderVariant {
     pub fn needs_subgroups(&self) -> bool {
         self.suffix == Some(files::MATVEC_REDUCE_SG)
             || self.suffix == Some(files::MATVEC_Q8_REDUCE_SG)
+            || self.suffix == Some(files::MATVEC_Q8_MULTI)
     }
 
     /// The complete WGSL text of this variant.
@@ -302,6 +305,27 @@ pub(crate) fn matvec_q8_variant(ty: GgmlType, tpr: u32, subgroups: bool) -> Resu
     })
 }
 
+/// matvec_q8.wgsl with matmul_q8.wgsl's entry point: the integer product of
+/// several tokens (`tpr` ≥ 8 invocations per row).
+pub(crate) fn matmul_q8_variant(ty: GgmlType, tpr: u32) -> Result<ShaderVariant> {
+    let mut v = matvec_q8_variant(ty, tpr, false)?;
+    if tpr < 8 {
+        return Err(WgpuError::Gpu(format!(
+            "matmul_q8: no variant for {tpr} invocations per row"
+        )));
+    }
+    v.suffix = Some(files::MATMUL_Q8);
+    Ok(v)
+}
+
+/// matvec_q8.wgsl with matvec_q8_multi.wgsl's entry point: several
+/// matrices of a weight group in one dispatch (needs SUBGROUP).
+pub(crate) fn matvec_q8_multi_variant(ty: GgmlType, tpr: u32) -> Result<ShaderVariant> {
+    let mut v = matvec_q8_variant(ty, tpr, true)?;
+    v.suffix = Some(files::MATVEC_Q8_MULTI);
+    Ok(v)
+}
+
 pub(crate) fn attn_variant(entry: &'static str, f16: bool) -> ShaderVariant {
     ShaderVariant {
         file: files::ATTN_DECODE,
@@ -325,6 +349,12 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
                 if let Ok(x) = matvec_q8_variant(ty, tpr, sg) {
                     v.push(x);
                 }
+            }
+            if let Ok(x) = matmul_q8_variant(ty, tpr) {
+                v.push(x);
+            }
+            if let Ok(x) = matvec_q8_multi_variant(ty, tpr) {
+                v.push(x);
             }
         }
         for file in [
@@ -486,8 +516,14 @@ impl GpuContext {
     pub fn precompile(&self, types: &[GgmlType]) -> Result<usize> {
         let mut n = 0;
         for v in shader_variants() {
-            if v.needs_subgroups() != self.use_subgroups() && v.suffix.is_some() {
+            let reduce = v.suffix.is_some()
+                && v.suffix != Some(files::MATMUL_Q8)
+                && v.suffix != Some(files::MATVEC_Q8_MULTI);
+            if reduce && v.needs_subgroups() != self.use_subgroups() {
                 continue; // only the matvec reduction this device uses
+            }
+            if v.needs_subgroups() && !self.use_subgroups() {
+                continue;
             }
             if v.needs_coop() && !self.use_coop() {
                 continue;

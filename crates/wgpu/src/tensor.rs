@@ -119,10 +119,17 @@ impl GpuTensor {
     }
 }
 
-/// One row range of a split weight, in its own buffer.
+/// One row range of a split weight: `size` bytes at `offset` of its buffer
+/// (its own, or one shared by a group of weights, see
+/// [`GpuContext::upload_group`]).
 #[derive(Debug, Clone)]
 pub struct WeightPart {
     pub(crate) buffer: wgpu::Buffer,
+    /// Byte offset of the part in `buffer` (a multiple of the device's
+    /// storage offset alignment; 0 for a buffer of its own).
+    pub(crate) offset: u64,
+    /// Bytes bound for the part (padded to 16).
+    pub(crate) size: u64,
     alloc: Arc<Allocation>,
     /// Index of the part's first row in the whole matrix.
     pub first_row: u64,
@@ -167,7 +174,7 @@ impl QuantMatrix {
     /// buffer; `None` for other types or split weights.
     pub fn as_f32_tensor(&self) -> Option<GpuTensor> {
         match (self.ty, self.parts.as_slice()) {
-            (GgmlType::F32, [part]) => Some(GpuTensor {
+            (GgmlType::F32, [part]) if part.offset == 0 => Some(GpuTensor {
                 buffer: part.buffer.clone(),
                 len: usize::try_from(self.n_rows * self.n_cols).ok()?,
                 dtype: GpuDType::F32,
@@ -179,7 +186,16 @@ impl QuantMatrix {
 
     /// Total bytes on the GPU (including padding).
     pub fn size_bytes(&self) -> u64 {
-        self.parts.iter().map(|p| p.buffer.size()).sum()
+        self.parts.iter().map(|p| p.size).sum()
+    }
+
+    /// The buffer holding the whole matrix, if it is one part: shared with
+    /// the other weights of its group (see [`GpuContext::upload_group`]).
+    pub(crate) fn single_part(&self) -> Option<&WeightPart> {
+        match self.parts.as_slice() {
+            [p] => Some(p),
+            _ => None,
+        }
     }
 }
 
@@ -479,7 +495,9 @@ impl GpuContext {
             )?;
             self.write_padded(&buffer, 0, &bytes[start..end]);
             parts.push(WeightPart {
+                size: buffer.size(),
                 buffer,
+                offset: 0,
                 alloc,
                 first_row: first,
                 n_rows: rows,
@@ -494,6 +512,69 @@ impl GpuContext {
             row_bytes,
             parts,
         })
+    }
+
+    /// Uploads weights `[rows_i, cols_i]` of types `ty_i` (from their GGUF
+    /// bytes) into one buffer, each at an offset aligned for storage
+    /// bindings, so that one dispatch can read several of them (the integer
+    /// matvec of Q/K/V or gate/up: `matvec_q8_multi`). Falls back to one
+    /// [`upload_matrix`](Self::upload_matrix) each when they do not fit one
+    /// binding together.
+    pub fn upload_group(
+        &self,
+        weights: &[(GgmlType, u64, u64, &[u8])],
+    ) -> Result<Vec<QuantMatrix>> {
+        const OP: &str = "upload_group";
+        let align = (self.device.limits().min_storage_buffer_offset_alignment as u64).max(256);
+        let mut offsets = Vec::with_capacity(weights.len());
+        let mut end = 0u64;
+        for &(ty, n_rows, n_cols, bytes) in weights {
+            if deq_fn(ty).is_none() {
+                return Err(WgpuError::UnsupportedType(ty));
+            }
+            let total = ty
+                .row_bytes(n_cols)
+                .and_then(|rb| rb.checked_mul(n_rows))
+                .ok_or_else(|| shape(OP, format!("bad shape [{n_rows}, {n_cols}]")))?;
+            if n_rows == 0 || n_cols == 0 || bytes.len() as u64 != total {
+                return Err(shape(
+                    OP,
+                    format!("[{n_rows}, {n_cols}] {}: {} bytes", ty.name(), bytes.len()),
+                ));
+            }
+            let start = end.next_multiple_of(align);
+            offsets.push(start);
+            end = start + total.next_multiple_of(16);
+        }
+        if weights.len() < 2 || end > self.max_part_bytes {
+            return weights
+                .iter()
+                .map(|&(ty, r, c, b)| self.upload_matrix(ty, r, c, b))
+                .collect();
+        }
+        let (buffer, alloc) =
+            self.create_storage("weight group", end, wgpu::BufferUsages::empty())?;
+        let mut out = Vec::with_capacity(weights.len());
+        for (&(ty, n_rows, n_cols, bytes), &offset) in weights.iter().zip(&offsets) {
+            self.write_padded(&buffer, offset, bytes);
+            let row_bytes = bytes.len() as u64 / n_rows;
+            out.push(QuantMatrix {
+                ty,
+                n_rows,
+                n_cols,
+                row_bytes,
+                parts: vec![WeightPart {
+                    buffer: buffer.clone(),
+                    offset,
+                    size: (bytes.len() as u64).next_multiple_of(16),
+                    alloc: Arc::clone(&alloc),
+                    first_row: 0,
+                    n_rows,
+                }],
+            });
+        }
+        self.check()?;
+        Ok(out)
     }
 
     /// Copies a buffer back to the CPU (blocking).

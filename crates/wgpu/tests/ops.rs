@@ -11,7 +11,9 @@ use half::f16;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use zeta_quant::{GgmlType, dequantize, quantize};
-use zeta_wgpu::{AttnParams, GluOp, GpuContext, GpuDType, RopeMode, RopeParams, WgpuError};
+use zeta_wgpu::{
+    AttnParams, GluOp, GpuContext, GpuDType, GpuTensor, Q8Mode, RopeMode, RopeParams, WgpuError,
+};
 
 fn ctx() -> Option<GpuContext> {
     match GpuContext::new() {
@@ -213,26 +215,207 @@ fn matvec_vs_ggml_cpu_vec_dot() {
     }
 }
 
-/// x rounded as `pack_q8` (and ggml's x86 `quantize_row_q8_0`) does: per 32
-/// elements d = f16(amax / 127), q = round_ties_even(x · 127 / amax).
-fn q8_round(x: &[f32]) -> Vec<f32> {
-    x.chunks(32)
-        .flat_map(|b| {
-            let amax = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let d = f16::from_f32(amax / 127.0).to_f32();
-            let id = if amax > 0.0 { 127.0 / amax } else { 0.0 };
-            b.iter()
-                .map(move |v| (v * id).round_ties_even().clamp(-128.0, 127.0) * d)
+/// GELU (tanh approximation) as ggml's CPU computes it: inputs in (-10, 10)
+/// rounded to f16, the result rounded to f16 (its lookup table).
+fn gelu_ggml(x: f64) -> f64 {
+    if x <= -10.0 {
+        return 0.0;
+    }
+    if x >= 10.0 {
+        return x;
+    }
+    let h = f16::from_f64(x).to_f64();
+    let g =
+        0.5 * h * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (h + 0.044715 * h * h * h)).tanh());
+    f16::from_f64(g).to_f64()
+}
+
+/// x quantised as the CPU backend does for weights of `ty` (its
+/// `vec_dot_type`, with the x86 rounding of Q8_0/Q8_1).
+fn cpu_act(ty: GgmlType, x: &[f32]) -> Vec<u8> {
+    let vt = zeta_quant::vec_dot_type(ty);
+    let mut out = vec![0u8; vt.row_bytes(x.len() as u64).unwrap() as usize];
+    zeta_tensor::cpu::matmul::quantize_act(vt, x, &mut out).unwrap();
+    out
+}
+
+/// ggml's `vec_dot` of every row of `bytes` (`[n_rows, n_cols]` of `ty`)
+/// with every token of x `[n_tok, n_cols]` quantised as the CPU does:
+/// `[n_tok, n_rows]`.
+fn ggml_products(ty: GgmlType, bytes: &[u8], x: &[f32], n_rows: usize, n_cols: usize) -> Vec<f64> {
+    let rb = ty.row_bytes(n_cols as u64).unwrap() as usize;
+    x.chunks(n_cols)
+        .flat_map(|xt| {
+            let xv = cpu_act(ty, xt);
+            (0..n_rows)
+                .map(|r| {
+                    zeta_quant::vec_dot(ty, &bytes[r * rb..(r + 1) * rb], &xv, n_cols).unwrap()
+                        as f64
+                })
+                .collect::<Vec<_>>()
         })
         .collect()
 }
 
-/// The integer matvec (x quantised to 8 bits by `pack_q8`, packed 4x8-bit dot
-/// products) for every type that has it, at row lengths that pick each
-/// invocations-per-row variant (8, 16, 32, 64), with subgroup and
-/// shared-memory reductions, split weights and `accumulate`: against the f64
-/// product of the dequantised weights with the Q8_0-rounded x (only f32
-/// rounding differs), and against ggml's CPU `vec_dot`.
+/// Activations that exercise the rounding: random magnitudes per block,
+/// values on rounding ties of the Q8_0 grid, a zero block, and the largest
+/// |x| occurring with both signs (Q8_K takes the first one's sign).
+fn awkward_acts(rng: &mut StdRng, n: usize) -> Vec<f32> {
+    let mut x = rand_vec(rng, n, 1.0);
+    for (b, blk) in x.chunks_mut(32).enumerate() {
+        let scale = [1.0f32, 1e-3, 37.0, 0.25][b % 4];
+        for v in blk.iter_mut() {
+            *v *= scale;
+        }
+        match b % 7 {
+            0 => blk.fill(0.0),
+            1 => {
+                // amax = 127 · 0.5: x = k + 0.5 halves are ties of x·127/amax.
+                blk[0] = 63.5;
+                for (i, v) in blk.iter_mut().enumerate().skip(1) {
+                    *v = (i as f32 - 16.0) + 0.5;
+                }
+            }
+            2 => {
+                blk[3] = -2.0 * scale;
+                blk[9] = 2.0 * scale;
+            }
+            _ => {}
+        }
+    }
+    x
+}
+
+/// An integer product `y` (and `ya` = y0 + the product) against ggml's
+/// `vec_dot` results: the same integer sums and per-block scale products as
+/// the CPU's, so only f32 summation order differs (a single activation
+/// quantised differently costs ~1e-8, a wrong nibble or scale > 1e-4).
+fn check_vs_ggml(
+    c: &GpuContext,
+    y: &GpuTensor,
+    ya: &GpuTensor,
+    ggml: &[f64],
+    y0: &[f32],
+    what: &str,
+) {
+    let eg = nmse(&c.read_f32(y).unwrap(), ggml);
+    let want_acc: Vec<f64> = ggml.iter().zip(y0).map(|(a, b)| a + *b as f64).collect();
+    let ea = nmse(&c.read_f32(ya).unwrap(), &want_acc);
+    println!("{what}: NMSE vs vec_dot {eg:.2e}, accumulate {ea:.2e}");
+    assert!(eg <= 1e-10, "{what}: NMSE {eg}");
+    assert!(ea <= 1e-10, "{what} accumulate: NMSE {ea}");
+}
+
+/// `pack_q8` in each mode gives exactly the CPU backend's activation bytes
+/// (quants, scale, and the sum term), for several rows at once; the fused
+/// producers (RMSNorm, GLU) give exactly `pack_q8` of their own output.
+#[test]
+fn pack_q8_matches_cpu_activations_bit_for_bit() {
+    let Some(ctx) = ctx() else { return };
+    let mut rng = StdRng::seed_from_u64(77);
+    for (ty, mode) in [
+        (GgmlType::Q4_0, Q8Mode::Q8_0),
+        (GgmlType::Q4_1, Q8Mode::Q8_1),
+        (GgmlType::Q4_K, Q8Mode::Q8K),
+    ] {
+        assert_eq!(Q8Mode::of(ty), mode);
+        for (n, rows, awkward) in [
+            (256usize, 1usize, true),
+            (1536, 3, true),
+            (4096, 2, true),
+            (8192, 8, false),
+        ] {
+            let x = if awkward {
+                awkward_acts(&mut rng, n * rows)
+            } else {
+                rand_vec(&mut rng, n * rows, 1.0)
+            };
+            let stride = zeta_wgpu::q8_stride(n);
+            let xg = ctx.upload_f32(&x).unwrap();
+            let xq = ctx.upload_u32(&vec![u32::MAX; stride * rows]).unwrap();
+            let mut b = ctx.batch();
+            b.pack_q8_rows(&xg, &xq, n, rows, mode).unwrap();
+            b.submit().unwrap();
+            let got = ctx.read_u32(&xq).unwrap();
+            let nb = n / 32;
+            for (r, xr) in x.chunks(n).enumerate() {
+                let g = &got[r * stride..r * stride + zeta_wgpu::q8_words(n)];
+                let cpu = cpu_act(ty, xr);
+                for blk in 0..nb {
+                    let quants: Vec<u8> = g[8 * blk..8 * blk + 8]
+                        .iter()
+                        .flat_map(|w| w.to_le_bytes())
+                        .collect();
+                    let (d, sw) = (f32::from_bits(g[8 * nb + 2 * blk]), g[8 * nb + 2 * blk + 1]);
+                    let what = format!("{mode:?} n {n} row {r} block {blk}");
+                    let (cq, cd, cs): (&[u8], f32, u32) = match mode {
+                        Q8Mode::Q8_0 => {
+                            let c = &cpu[34 * blk..34 * blk + 34];
+                            let isum: i32 = c[2..].iter().map(|&q| q as i8 as i32).sum();
+                            (
+                                &c[2..],
+                                f16::from_le_bytes([c[0], c[1]]).to_f32(),
+                                isum as u32,
+                            )
+                        }
+                        Q8Mode::Q8_1 => {
+                            let c = &cpu[36 * blk..36 * blk + 36];
+                            let s = f16::from_le_bytes([c[2], c[3]]).to_f32();
+                            (
+                                &c[4..],
+                                f16::from_le_bytes([c[0], c[1]]).to_f32(),
+                                s.to_bits(),
+                            )
+                        }
+                        Q8Mode::Q8K => {
+                            let c = &cpu[292 * (blk / 8)..292 * (blk / 8 + 1)];
+                            let o = 4 + 32 * (blk % 8);
+                            let bs = |j: usize| {
+                                i16::from_le_bytes([c[260 + 2 * j], c[261 + 2 * j]]) as i32
+                            };
+                            let isum = bs(2 * (blk % 8)) + bs(2 * (blk % 8) + 1);
+                            let d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                            (&c[o..o + 32], d, isum as u32)
+                        }
+                    };
+                    assert_eq!(quants, cq, "{what}: quants");
+                    assert_eq!(d.to_bits(), cd.to_bits(), "{what}: d {d} vs {cd}");
+                    assert_eq!(sw, cs, "{what}: s");
+                }
+            }
+            if rows == 1 {
+                // RMSNorm and GLU fused with the pack: their f32 output packed
+                // separately gives the same words.
+                let w = rand_vec(&mut rng, n, 1.0);
+                let (wg, y) = (ctx.upload_f32(&w).unwrap(), poison(&ctx, n));
+                let up = ctx.upload_f32(&rand_vec(&mut rng, n, 2.0)).unwrap();
+                let gate = ctx.upload_f32(&x).unwrap();
+                let words = zeta_wgpu::q8_words(n);
+                let bufs: Vec<_> = (0..4)
+                    .map(|_| ctx.upload_u32(&vec![u32::MAX; words]).unwrap())
+                    .collect();
+                let mut b = ctx.batch();
+                b.rms_norm_pack_q8(&xg, &wg, &y, &bufs[0], n as u32, 1e-6, mode)
+                    .unwrap();
+                b.pack_q8(&y, &bufs[1], n, mode).unwrap();
+                b.glu_inplace_pack_q8(&gate, &up, &bufs[2], n, GluOp::SwiGlu, mode)
+                    .unwrap();
+                b.pack_q8(&gate, &bufs[3], n, mode).unwrap();
+                b.submit().unwrap();
+                let w: Vec<Vec<u32>> = bufs.iter().map(|t| ctx.read_u32(t).unwrap()).collect();
+                assert_eq!(w[0], w[1], "{mode:?}: fused RMSNorm pack");
+                assert_eq!(w[2], w[3], "{mode:?}: fused GLU pack");
+            }
+        }
+    }
+}
+
+/// The integer matvec (x quantised to 8 bits by `pack_q8` as the CPU does,
+/// packed 4x8-bit dot products) for every type that has it, at row lengths
+/// that pick each invocations-per-row variant (8, 16, 32, 64), with subgroup
+/// and shared-memory reductions, split weights and `accumulate`: against
+/// ggml's CPU `vec_dot` on the CPU's activations (the same per-block values;
+/// only the order of the f32 sums differs).
 #[test]
 fn matvec_q8_all_types_and_shapes() {
     let Some(def) = ctx() else { return };
@@ -273,18 +456,8 @@ fn matvec_q8_all_types_and_shapes() {
             let x = rand_vec(&mut rng, n_cols, 1.0);
             let y0 = rand_vec(&mut rng, n_rows, 1.0);
             let bytes = encode(ty, &w);
-            let wd = decode(ty, &bytes, n_rows * n_cols);
-            let xd = q8_round(&x);
-            let exact = ref_matvec(&wd, &xd, n_rows);
-            let vt = zeta_quant::vec_dot_type(ty);
-            let xv = encode(vt, &x);
+            let ggml = ggml_products(ty, &bytes, &x, n_rows, n_cols);
             let rb = ty.row_bytes(n_cols as u64).unwrap() as usize;
-            let ggml: Vec<f64> = (0..n_rows)
-                .map(|r| {
-                    zeta_quant::vec_dot(ty, &bytes[r * rb..(r + 1) * rb], &xv, n_cols).unwrap()
-                        as f64
-                })
-                .collect();
             for (name, c) in [("default", &def), ("plain", &plain)] {
                 // Every other shape in parts of 5 rows (plus 3 bytes).
                 let m = if si % 2 == 1 {
@@ -307,32 +480,181 @@ fn matvec_q8_all_types_and_shapes() {
                 let y = poison(c, n_rows);
                 let ya = c.upload_f32(&y0).unwrap();
                 let mut b = c.batch();
-                b.pack_q8(&xg, &xq, n_cols).unwrap();
+                b.pack_q8(&xg, &xq, n_cols, Q8Mode::of(ty)).unwrap();
                 b.matvec_q8(&m, &xq, &y, false).unwrap();
                 b.matvec_q8(&m, &xq, &ya, true).unwrap();
                 b.submit().unwrap();
-                let got = c.read_f32(&y).unwrap();
-                let e = nmse(&got, &exact);
-                let eg = nmse(&got, &ggml);
-                let want_acc: Vec<f64> =
-                    exact.iter().zip(&y0).map(|(a, b)| a + *b as f64).collect();
-                let ea = nmse(&c.read_f32(&ya).unwrap(), &want_acc);
-                println!(
-                    "matvec_q8 {name} {:<5} [{n_rows}, {n_cols}] NMSE exact {e:.2e} vs vec_dot {eg:.2e} accumulate {ea:.2e}",
-                    ty.name()
-                );
-                // GPU division need not be correctly rounded (Vulkan allows
-                // 2.5 ulp): an x that lands next to a rounding tie may get the
-                // neighbouring quant (measured on the H100: one such x costs
-                // NMSE ~2.5e-8); a wrong nibble or scale costs > 1e-4.
-                assert!(
-                    e <= 1e-6,
-                    "{name} {} [{n_rows}, {n_cols}]: NMSE {e}",
-                    ty.name()
-                );
-                assert!(ea <= 1e-6, "{name} {} accumulate: NMSE {ea}", ty.name());
-                assert!(eg <= 5e-4, "{name} {} vs vec_dot: NMSE {eg}", ty.name());
+                let what = format!("matvec_q8 {name} {} [{n_rows}, {n_cols}]", ty.name());
+                check_vs_ggml(c, &y, &ya, &ggml, &y0, &what);
             }
+        }
+    }
+}
+
+/// A weight group (one buffer, weights at aligned offsets): the grouped
+/// integer matvec gives each member's product as ggml's `vec_dot` does, and
+/// every other kernel reading a member (f32 matvec, both matmuls, the
+/// integer matmul, embedding rows) gives what it gives for the same weight
+/// uploaded alone.
+#[test]
+fn weight_group_kernels() {
+    let Some(c) = ctx() else { return };
+    let mut seed = 3100;
+    for (ty, n_cols, rows) in [
+        (GgmlType::Q4_1, 576usize, &[37usize, 13, 13][..]),
+        (GgmlType::Q5_0, 640, &[29, 7][..]),
+        (GgmlType::Q4_K, 2048, &[19, 5, 3][..]),
+        (GgmlType::Q6_K, 4352, &[9, 9][..]),
+    ] {
+        seed += 1;
+        let mut rng = StdRng::seed_from_u64(seed);
+        let bytes: Vec<Vec<u8>> = rows
+            .iter()
+            .map(|&r| encode(ty, &rand_vec(&mut rng, r * n_cols, 1.0)))
+            .collect();
+        let group: Vec<(GgmlType, u64, u64, &[u8])> = rows
+            .iter()
+            .zip(&bytes)
+            .map(|(&r, b)| (ty, r as u64, n_cols as u64, b.as_slice()))
+            .collect();
+        let ms = c.upload_group(&group).unwrap();
+        let x = rand_vec(&mut rng, n_cols, 1.0);
+        let xg = c.upload_f32(&x).unwrap();
+        let xq = c
+            .upload_u32(&vec![u32::MAX; zeta_wgpu::q8_words(n_cols)])
+            .unwrap();
+        let ys: Vec<_> = rows.iter().map(|&r| poison(&c, r)).collect();
+        let dummy = poison(&c, 4);
+        let mut b = c.batch();
+        let refs: Vec<&zeta_wgpu::QuantMatrix> = ms.iter().collect();
+        assert_eq!(b.can_matvec_q8_multi(&refs), c.use_subgroups());
+        b.pack_q8(&xg, &xq, n_cols, Q8Mode::of(ty)).unwrap();
+        if c.use_subgroups() {
+            let yr: Vec<&GpuTensor> = ys.iter().collect();
+            b.matvec_q8_multi(&refs, &xq, &yr, &dummy).unwrap();
+        } else {
+            for (m, y) in ms.iter().zip(&ys) {
+                b.matvec_q8(m, &xq, y, false).unwrap();
+            }
+        }
+        b.submit().unwrap();
+        for (i, ((m, y), wb)) in ms.iter().zip(&ys).zip(&bytes).enumerate() {
+            let want = ggml_products(ty, wb, &x, rows[i], n_cols);
+            let e = nmse(&c.read_f32(y).unwrap(), &want);
+            println!(
+                "group {} member {i} [{}, {n_cols}] NMSE {e:.2e}",
+                ty.name(),
+                rows[i]
+            );
+            assert!(e <= 1e-10, "{} member {i}: NMSE {e}", ty.name());
+            // Every kernel on the member equals the same kernel on the
+            // weight uploaded alone (3 and 50 tokens: the small and the
+            // large matmul).
+            let alone = c
+                .upload_matrix(ty, rows[i] as u64, n_cols as u64, wb)
+                .unwrap();
+            assert_eq!(m.size_bytes(), alone.size_bytes());
+            for n_tok in [1usize, 3, 50] {
+                let xs = rand_vec(&mut rng, n_tok * n_cols, 1.0);
+                let xsg = c.upload_f32(&xs).unwrap();
+                let xq = c
+                    .upload_u32(&vec![0; zeta_wgpu::q8_stride(n_cols) * n_tok])
+                    .unwrap();
+                let outs: Vec<Vec<f32>> = [m, &alone]
+                    .iter()
+                    .map(|w| {
+                        let (y1, y2) = (poison(&c, n_tok * rows[i]), poison(&c, n_tok * rows[i]));
+                        let mut b = c.batch();
+                        if n_tok == 1 {
+                            b.matvec(w, &xsg, &y1).unwrap();
+                        } else {
+                            b.matmul(w, &xsg, &y1, n_tok as u32).unwrap();
+                        }
+                        b.pack_q8_rows(&xsg, &xq, n_cols, n_tok, Q8Mode::of(ty))
+                            .unwrap();
+                        b.matmul_q8(w, &xq, &y2, n_tok as u32, false).unwrap();
+                        b.submit().unwrap();
+                        let mut v = c.read_f32(&y1).unwrap();
+                        v.extend(c.read_f32(&y2).unwrap());
+                        v
+                    })
+                    .collect();
+                assert_eq!(outs[0], outs[1], "{} member {i}, {n_tok} tokens", ty.name());
+            }
+            let ids = c.upload_u32(&[0, rows[i] as u32 - 1, 1]).unwrap();
+            let rows_of = |w: &zeta_wgpu::QuantMatrix| {
+                let out = poison(&c, 3 * n_cols);
+                let mut b = c.batch();
+                b.embed(w, &ids, &out).unwrap();
+                b.submit().unwrap();
+                c.read_f32(&out).unwrap()
+            };
+            assert_eq!(
+                rows_of(m),
+                rows_of(&alone),
+                "{} member {i}: embed",
+                ty.name()
+            );
+        }
+    }
+}
+
+/// The integer matmul of several tokens (matmul_q8.wgsl) for every type and
+/// invocations-per-row variant, token counts around its 8-token groups,
+/// split weights and `accumulate`: against ggml's `vec_dot` per token.
+#[test]
+fn matmul_q8_all_types_and_token_counts() {
+    let Some(c) = ctx() else { return };
+    let mut seed = 1900;
+    for ty in [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q8_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+    ] {
+        let k = ty.block_size();
+        let shapes = if k == 256 {
+            [
+                (37usize, 768usize, 1usize),
+                (29, 2304, 9),
+                (19, 4352, 16),
+                (9, 8448, 3),
+            ]
+        } else {
+            [(37, 224, 13), (29, 2080, 2), (19, 4128, 8), (9, 8224, 17)]
+        };
+        for (si, (n_rows, n_cols, n_tok)) in shapes.into_iter().enumerate() {
+            seed += 1;
+            let mut rng = StdRng::seed_from_u64(seed);
+            let w = rand_vec(&mut rng, n_rows * n_cols, 1.0);
+            let x = awkward_acts(&mut rng, n_tok * n_cols);
+            let y0 = rand_vec(&mut rng, n_tok * n_rows, 1.0);
+            let bytes = encode(ty, &w);
+            let ggml = ggml_products(ty, &bytes, &x, n_rows, n_cols);
+            let rb = ty.row_bytes(n_cols as u64).unwrap();
+            let m = if si % 2 == 1 {
+                c.upload_matrix_split(ty, n_rows as u64, n_cols as u64, &bytes, 5 * rb + 3)
+                    .unwrap()
+            } else {
+                c.upload_matrix(ty, n_rows as u64, n_cols as u64, &bytes)
+                    .unwrap()
+            };
+            let xg = c.upload_f32(&x).unwrap();
+            let xq = c
+                .upload_u32(&vec![u32::MAX; zeta_wgpu::q8_stride(n_cols) * n_tok])
+                .unwrap();
+            let y = poison(&c, n_tok * n_rows);
+            let ya = c.upload_f32(&y0).unwrap();
+            let mut b = c.batch();
+            b.pack_q8_rows(&xg, &xq, n_cols, n_tok, Q8Mode::of(ty))
+                .unwrap();
+            b.matmul_q8(&m, &xq, &y, n_tok as u32, false).unwrap();
+            b.matmul_q8(&m, &xq, &ya, n_tok as u32, true).unwrap();
+            b.submit().unwrap();
+            let what = format!("matmul_q8 {} [{n_rows}, {n_cols}] x {n_tok}", ty.name());
+            check_vs_ggml(&c, &y, &ya, &ggml, &y0, &what);
         }
     }
 }
@@ -686,9 +1008,9 @@ fn rms_norm() {
                 ctx.upload_u32(&vec![u32::MAX; n_words]).unwrap(),
             );
             let mut b = ctx.batch();
-            b.rms_norm_pack_q8(&xg, &wg, &y2, &xq, cols as u32, eps)
+            b.rms_norm_pack_q8(&xg, &wg, &y2, &xq, cols as u32, eps, Q8Mode::Q8_0)
                 .unwrap();
-            b.pack_q8(&y2, &xq_ref, cols).unwrap();
+            b.pack_q8(&y2, &xq_ref, cols, Q8Mode::Q8_0).unwrap();
             b.submit().unwrap();
             let e = nmse(&ctx.read_f32(&y2).unwrap(), &want);
             println!("rms_norm_pack_q8 [{cols}] NMSE {e:.3e}");
@@ -851,9 +1173,7 @@ fn gated_activations_and_add() {
     let u = rand_vec(&mut rng, n, 2.0);
     let (gg, ug) = (ctx.upload_f32(&g).unwrap(), ctx.upload_f32(&u).unwrap());
     let silu = |x: f64| x / (1.0 + (-x).exp());
-    let gelu = |x: f64| {
-        0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh())
-    };
+    let gelu = gelu_ggml;
     for name in ["swiglu", "geglu", "add", "mul", "scale"] {
         let want: Vec<f64> = g
             .iter()
@@ -929,7 +1249,17 @@ fn argmax_token() {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn attn_ref(q: &[f32], k: &[f32], v: &[f32], p: &AttnParams) -> Vec<f64> {
+/// Attention in f64; with `f16` (an f16 cache) in the GPU's (and the CPU
+/// backend's) arithmetic: the query rounded to f16, and over at most 256
+/// positions (one chunk) the normalised probabilities rounded to f16.
+fn attn_ref(q: &[f32], k: &[f32], v: &[f32], p: &AttnParams, f16: bool) -> Vec<f64> {
+    let rq = |x: f32| {
+        if f16 {
+            half::f16::from_f32(x).to_f64()
+        } else {
+            x as f64
+        }
+    };
     let (hd, nh, nkv) = (p.head_dim as usize, p.n_head as usize, p.n_kv_head as usize);
     let stride = nkv * hd;
     let start = if p.window > 0 {
@@ -943,7 +1273,7 @@ fn attn_ref(q: &[f32], k: &[f32], v: &[f32], p: &AttnParams) -> Vec<f64> {
         let scores: Vec<f64> = (start..p.n_kv as usize)
             .map(|t| {
                 let mut s: f64 = (0..hd)
-                    .map(|d| q[h * hd + d] as f64 * k[t * stride + kvh * hd + d] as f64)
+                    .map(|d| rq(q[h * hd + d]) * k[t * stride + kvh * hd + d] as f64)
                     .sum();
                 s *= p.scale as f64;
                 if p.softcap > 0.0 {
@@ -955,13 +1285,21 @@ fn attn_ref(q: &[f32], k: &[f32], v: &[f32], p: &AttnParams) -> Vec<f64> {
         let m = scores.iter().cloned().fold(f64::MIN, f64::max);
         let e: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
         let sum: f64 = e.iter().sum();
+        let one_chunk = f16 && e.len() <= 256;
         for d in 0..hd {
-            out[h * hd + d] = e
+            let acc = e
                 .iter()
                 .enumerate()
-                .map(|(j, w)| w * v[(start + j) * stride + kvh * hd + d] as f64)
-                .sum::<f64>()
-                / sum;
+                .map(|(j, w)| {
+                    let w = if one_chunk {
+                        half::f16::from_f64(w / sum).to_f64()
+                    } else {
+                        *w
+                    };
+                    w * v[(start + j) * stride + kvh * hd + d] as f64
+                })
+                .sum::<f64>();
+            out[h * hd + d] = if one_chunk { acc } else { acc / sum };
         }
     }
     out
@@ -1005,7 +1343,7 @@ fn attention_decode_gqa_window_f16() {
                 *t = f16::from_f32(*t).to_f32();
             }
         }
-        let want = attn_ref(&q, &k, &v, &p);
+        let want = attn_ref(&q, &k, &v, &p, f16kv);
         let (kg, vg) = if f16kv {
             let kh: Vec<f16> = k.iter().map(|&x| f16::from_f32(x)).collect();
             let vh: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
@@ -1026,8 +1364,10 @@ fn attention_decode_gqa_window_f16() {
         println!(
             "attention f16={f16kv} head_dim {head_dim} n_kv {n_kv} window {window} softcap {softcap} NMSE {e:.3e}"
         );
-        assert!(e <= 5e-4, "attention: {e}");
-        assert!(e <= 1e-8, "attention: {e}");
+        // f16 caches: probabilities next to an f16 rounding tie may round
+        // the other way with the device's exp (H100: 3.6e-8 once).
+        let bound = if f16kv { 1e-7 } else { 1e-8 };
+        assert!(e <= bound, "attention: {e}");
     }
 }
 
@@ -1074,6 +1414,7 @@ fn attention_prefill_causal() {
                 &k,
                 &v,
                 &p,
+                f16kv,
             ));
         }
         let (kg, vg) = if f16kv {
@@ -1092,7 +1433,8 @@ fn attention_prefill_causal() {
         println!(
             "attention prefill f16={f16kv} head_dim {head_dim} n_kv {n_kv} n_q {n_q} window {window} NMSE {e:.3e}"
         );
-        assert!(e <= 1e-8, "prefill attention: {e}");
+        let bound = if f16kv { 1e-7 } else { 1e-8 };
+        assert!(e <= bound, "prefill attention: {e}");
     }
 }
 
@@ -1191,9 +1533,7 @@ fn inplace_ops_and_oversized_buffers() {
     let g = rand_vec(&mut rng, n + pad, 5.0);
     let u = rand_vec(&mut rng, n + pad, 1.0);
     let silu = |x: f64| x / (1.0 + (-x).exp());
-    let gelu = |x: f64| {
-        0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh())
-    };
+    let gelu = gelu_ggml;
     for kind in [GluOp::SwiGlu, GluOp::GeGlu] {
         let want: Vec<f64> = (0..n)
             .map(|i| {
@@ -1449,15 +1789,17 @@ fn every_variant_compiles_on_the_device() {
     let Some(ctx) = ctx() else { return };
     let all = ctx.precompile(&[]).unwrap();
     // 15 types x (matvec + matmul + 2 tiled matmuls + embed), 6 types x 4
-    // integer-matvec widths, + 30 others: rmsnorm 5, rope 3, glu 6, add 7,
-    // softmax, argmax, kv_store, act_quant 2, attention 2 x (f32, f16).
+    // integer widths x (matvec, matmul_q8, and with subgroups the grouped
+    // matvec), + 30 others: rmsnorm 5, rope 3, glu 6, add 7, softmax,
+    // argmax, kv_store, act_quant 2, attention 2 x (f32, f16).
     // The cooperative-matrix matmul only where the device has it.
     let coop = if ctx.use_coop() { 15 } else { 0 };
+    let int = if ctx.use_subgroups() { 3 } else { 2 };
     println!("cooperative-matrix matmul: {}", ctx.use_coop());
-    assert_eq!(all, 15 * 5 + coop + 6 * 4 + 30, "variants compiled");
+    assert_eq!(all, 15 * 5 + coop + 6 * 4 * int + 30, "variants compiled");
     assert_eq!(ctx.cached_pipelines(), all);
     let some = ctx.precompile(&[GgmlType::Q4_K, GgmlType::Q6_K]).unwrap();
-    assert_eq!(some, 2 * 5 + coop / 15 * 2 + 2 * 4 + 30);
+    assert_eq!(some, 2 * 5 + coop / 15 * 2 + 2 * 4 * int + 30);
     assert_eq!(
         ctx.cached_pipelines(),
         all,
