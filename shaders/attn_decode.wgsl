@@ -20,7 +20,12 @@
 // attention): the query is rounded to f16 before Q·K, and with one chunk the
 // probabilities are normalised and rounded to f16 before they weight V
 // (several chunks keep f32 partial sums: their normaliser is only known in
-// `combine`). f16.wgsl is prepended (round_f16).
+// `combine`). f16.wgsl and q8.wgsl are prepended (round_f16; put_q8).
+// Entries `chunk_pack` (one chunk) and `combine_pack` (one query): as
+// `chunk` / `combine`, then each head's output also quantised to 8 bits
+// into XQ (binding 9) in q8.wgsl's mode `q8_mode` (Q8_0 or Q8_1: blocks of
+// 32 within a head, head_dim_v a multiple of 32), for the output
+// projection's integer matvec: one dispatch fewer per layer.
 
 struct Params {
     head_dim: u32,
@@ -35,6 +40,7 @@ struct Params {
     softcap: f32,    // 0 = off, else s = softcap * tanh(s / softcap)
     head_dim_v: u32, // value head size (may differ from head_dim)
     v_stride: u32,   // n_kv_head * head_dim_v
+    q8_mode: u32,    // *_pack: q8.wgsl's rounding mode (0 or 1)
 }
 
 @group(0) @binding(0) var<storage, read> Q: array<f32>;
@@ -54,6 +60,8 @@ var<workgroup> qs: array<f32, MAX_HEAD_DIM>;
 var<workgroup> probs: array<f32, WG>;
 var<workgroup> red: array<f32, WG>;
 var<workgroup> vsum: array<vec2<f32>, WG>;
+// The head's final output (single chunk / combine), for the *_pack entries.
+var<workgroup> obuf: array<f32, MAX_HEAD_DIM>;
 
 // The two f16 values of a word (low half first), exactly.
 fn half2(w: u32) -> vec2<f32> {
@@ -92,14 +100,41 @@ fn load_kv(is_v: bool, i: u32) -> f32 {
 // whole range is one chunk (no `combine` dispatch then), else the partial.
 fn put_o(qh: u32, ob: u32, d: u32, v: f32) {
     if (P.n_chunks == 1u) {
-        OUT[qh * P.head_dim_v + d] = select(v / red[0], v, KV_F16);
+        let o = select(v / red[0], v, KV_F16);
+        OUT[qh * P.head_dim_v + d] = o;
+        obuf[d] = o;
     } else {
         PART_O[ob + d] = v;
     }
 }
 
+// Head qh's output (obuf) as 8-bit blocks qh * head_dim_v / 32 + b of the
+// query's row in XQ (every invocation calls it, after a barrier).
+fn pack_head(qh: u32, tid: u32) {
+    let nbh = P.head_dim_v / 32u;
+    if (tid < nbh) {
+        var y: array<vec4<f32>, 8>;
+        for (var k = 0u; k < 8u; k++) {
+            let e = 32u * tid + 4u * k;
+            y[k] = vec4<f32>(obuf[e], obuf[e + 1u], obuf[e + 2u], obuf[e + 3u]);
+        }
+        put_q8(0u, qh * nbh + tid, P.n_head * nbh, q8_block(y, P.q8_mode, 0.0));
+    }
+}
+
 @compute @workgroup_size(WG)
 fn chunk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    chunk_body(wid, tid);
+}
+
+@compute @workgroup_size(WG)
+fn chunk_pack(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    chunk_body(wid, tid);
+    workgroupBarrier();
+    pack_head(wid.y, tid);
+}
+
+fn chunk_body(wid: vec3<u32>, tid: u32) {
     let c = wid.x;
     let h = wid.y;
     let qi = wid.z;
@@ -228,6 +263,17 @@ fn chunk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
 
 @compute @workgroup_size(WG)
 fn combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    combine_body(wid, tid);
+}
+
+@compute @workgroup_size(WG)
+fn combine_pack(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    combine_body(wid, tid);
+    workgroupBarrier();
+    pack_head(wid.x, tid);
+}
+
+fn combine_body(wid: vec3<u32>, tid: u32) {
     let qh = wid.y * P.n_head + wid.x; // (query, head) index
     let mb = qh * P.n_chunks * 2u;
     var mx = NEG_BIG;
@@ -245,5 +291,6 @@ fn combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
             acc += exp(PART_ML[mb + 2u * c] - mx) * PART_O[(qh * P.n_chunks + c) * P.head_dim_v + d];
         }
         OUT[qh * P.head_dim_v + d] = acc * inv;
+        obuf[d] = acc * inv;
     }
 }

@@ -50,9 +50,18 @@ use crate::tensor::{GpuDType, GpuTensor, QuantMatrix};
 /// 172 t/s, every 128 dispatches 228, 96: 262, 48: 265, 24: 277.
 const SUBMIT_EVERY_DISPATCHES: u64 = 32;
 
-/// `(buffer, n, mode)`: the backend's `q8x` holds the first n values of
-/// buffer, packed for the integer matvec in `mode`.
-type Q8Note = (wgpu::Buffer, usize, Q8Mode);
+/// `(buffer, n, mode, producer)`: the backend's `q8x` holds the first n
+/// values of buffer, packed for the integer matvec in `mode` by `producer`.
+type Q8Note = (wgpu::Buffer, usize, Q8Mode, Packer);
+
+/// The ops that pack their own output for the next projection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Packer {
+    /// `glu` (→ the FFN down projection).
+    Glu = 0,
+    /// `attention` (→ the output projection).
+    Attention = 1,
+}
 
 /// Weights (GGUF name suffixes within a layer) that decode reads with one
 /// integer-matvec dispatch when they share a type and row length: uploaded
@@ -125,9 +134,10 @@ pub struct GpuBackend {
     /// packed by the last recorded op (a fused GLU): the next matvec of that
     /// buffer in that mode skips its pack. Any other op clears it (see `record`).
     q8_src: Mutex<Option<Q8Note>>,
-    /// The mode the fused GLU packs in: the one its last consumer wanted
-    /// (the down projection's; a mismatch costs one more pack, once).
-    glu_mode: Mutex<Q8Mode>,
+    /// The mode each [`Packer`] packs in: the one its last consumer wanted
+    /// (the down / output projection's; a mismatch costs one more pack,
+    /// once). Attention does not pack for Q8_K.
+    pack_modes: Mutex<[Q8Mode; 2]>,
     /// Grouped weights not yet asked for (see [`WEIGHT_GROUPS`]).
     group_cache: Mutex<GroupCache>,
     /// Bound as the unused third output of two-matrix `matvec_q8_multi`s.
@@ -301,7 +311,7 @@ impl GpuBackend {
             argmax_out: Mutex::new(None),
             q8x: Mutex::new(None),
             q8_src: Mutex::new(None),
-            glu_mode: Mutex::new(Q8Mode::Q8_0),
+            pack_modes: Mutex::new([Q8Mode::Q8_0; 2]),
             group_cache: Mutex::new(GroupCache::new()),
             dummy: Mutex::new(None),
             int_matvec: std::env::var("ZETA_GPU_NO_Q8").as_deref() != Ok("1"),
@@ -517,7 +527,7 @@ impl GpuBackend {
                 let Some(xq) = &xq else { break };
                 // Packed already by the op just before (fused GLU)?
                 let noted = match &note {
-                    Some((buf, nn, md))
+                    Some((buf, nn, md, by))
                         if g == 0
                             && n_tok == 1
                             && norm.is_none()
@@ -525,7 +535,8 @@ impl GpuBackend {
                             && *nn == cols =>
                     {
                         if *md != mode {
-                            *self.glu_mode.lock().unwrap_or_else(|e| e.into_inner()) = mode;
+                            self.pack_modes.lock().unwrap_or_else(|e| e.into_inner())
+                                [*by as usize] = mode;
                         }
                         *md == mode
                     }
@@ -1180,7 +1191,7 @@ impl Backend for GpuBackend {
             GluKind::SwiGlu => GluOp::SwiGlu,
             GluKind::GeGlu => GluOp::GeGlu,
         };
-        let mode = *self.glu_mode.lock().unwrap_or_else(|e| e.into_inner());
+        let mode = self.pack_modes.lock().unwrap_or_else(|e| e.into_inner())[Packer::Glu as usize];
         if n_rows == 1 && self.int_matvec && n.is_multiple_of(mode.block()) {
             // One token: also pack the result for the down projection's
             // integer matvec (used if that is the next op, on this buffer,
@@ -1192,7 +1203,7 @@ impl Backend for GpuBackend {
                     GpuDType::U32,
                 )
                 .map_err(|e| tensor_error("glu", e))?;
-            let note = (gate.buffer.clone(), n, mode);
+            let note = (gate.buffer.clone(), n, mode, Packer::Glu);
             return self.record_noted("glu", |b, _| {
                 b.glu_inplace_pack_q8(gate, up, &xq, n, op, mode)?;
                 Ok(((), Some(note)))
@@ -1318,6 +1329,26 @@ impl Backend for GpuBackend {
             softcap: 0.0,
         };
         let n_q = to_u32(OP, p.n_tokens)?;
+        let mode =
+            self.pack_modes.lock().unwrap_or_else(|e| e.into_inner())[Packer::Attention as usize];
+        let n = p.n_head * p.head_dim_v;
+        if n_q == 1 && self.int_matvec && mode != Q8Mode::Q8K && p.head_dim_v.is_multiple_of(32) {
+            // One token: also pack the output for the output projection's
+            // integer matvec (used if that is the next op, on this buffer,
+            // in this mode).
+            let xq = self
+                .reused(
+                    &mut self.q8x.lock().unwrap_or_else(|e| e.into_inner()),
+                    ops::q8_words(n),
+                    GpuDType::U32,
+                )
+                .map_err(|e| tensor_error(OP, e))?;
+            let note = (out.buffer.clone(), n, mode, Packer::Attention);
+            return self.record_noted(OP, |b, _| {
+                b.attention_pack_q8(q, k_cache, v_cache, out, &gp, &xq, mode)?;
+                Ok(((), Some(note)))
+            });
+        }
         self.record(OP, |b| b.attention(q, k_cache, v_cache, out, &gp, n_q))
     }
 }

@@ -156,6 +156,9 @@ pub struct GpuContext {
     /// Largest buffer part (bytes) a weight is split into.
     pub(crate) max_part_bytes: u64,
     pub(crate) max_workgroups: u32,
+    /// Bytes between dispatch-parameter slots in a uniform buffer (64, or the
+    /// device's uniform offset alignment if larger).
+    pub(crate) param_stride: u64,
     use_subgroups: bool,
     /// Whether the prefill matmul uses cooperative matrices (matmul_coop.wgsl).
     use_coop: bool,
@@ -411,6 +414,8 @@ impl GpuContext {
             info,
             max_part_bytes,
             max_workgroups: limits.max_compute_workgroups_per_dimension.max(1),
+            param_stride: crate::ops::PARAM_BYTES
+                .max(limits.min_uniform_buffer_offset_alignment as u64),
             use_subgroups,
             use_coop,
             staged: AtomicU64::new(0),

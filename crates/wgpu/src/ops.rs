@@ -150,7 +150,7 @@ pub struct GpuBatch<'a> {
 /// `MAX_CACHED_BIND_GROUPS`.
 #[derive(Debug, Default)]
 pub(crate) struct BindGroupCache {
-    map: std::sync::Mutex<std::collections::HashMap<BindKey, wgpu::BindGroup>>,
+    map: std::sync::Mutex<crate::pipeline::FastMap<BindKey, wgpu::BindGroup>>,
 }
 
 /// What a cached bind group binds.
@@ -245,7 +245,7 @@ struct ParamBlock {
 }
 
 /// Bytes bound per dispatch (the largest params struct is 48 bytes).
-const PARAM_BYTES: u64 = 64;
+pub(crate) const PARAM_BYTES: u64 = 64;
 /// Slots per uniform buffer.
 const PARAM_SLOTS: u64 = 256;
 
@@ -484,8 +484,7 @@ impl<'a> GpuBatch<'a> {
         let ctx = self.ctx.clone();
         let pipeline = ctx.pipeline(variant)?;
         // Parameter slot: offsets are multiples of the uniform offset alignment.
-        let stride =
-            PARAM_BYTES.max(ctx.device.limits().min_uniform_buffer_offset_alignment as u64);
+        let stride = ctx.param_stride;
         let index = self.slot % PARAM_SLOTS;
         if index == 0 {
             let buffer = ctx.param_block(self.params.len(), stride * PARAM_SLOTS);
@@ -1919,6 +1918,47 @@ impl<'a> GpuBatch<'a> {
         p: &AttnParams,
         n_q: u32,
     ) -> Result<()> {
+        self.attention_impl(q, k, v, out, p, n_q, None)
+    }
+
+    /// [`attention`](Self::attention) of one query that also writes its
+    /// output quantised to 8 bits into `xq` (as [`pack_q8`](Self::pack_q8)
+    /// in `mode` would; Q8_0 or Q8_1, head_dim_v a multiple of 32), in the
+    /// same dispatch.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_pack_q8(
+        &mut self,
+        q: &GpuTensor,
+        k: &GpuTensor,
+        v: &GpuTensor,
+        out: &GpuTensor,
+        p: &AttnParams,
+        xq: &GpuTensor,
+        mode: Q8Mode,
+    ) -> Result<()> {
+        const OP: &str = "attention_pack_q8";
+        if mode == Q8Mode::Q8K || !p.head_dim_v.is_multiple_of(32) {
+            return Err(shape(
+                OP,
+                format!("{mode:?} with head_dim_v {}", p.head_dim_v),
+            ));
+        }
+        want_q8(OP, xq, p.n_head as usize * p.head_dim_v as usize)?;
+        distinct(OP, xq, &[q, k, v, out])?;
+        self.attention_impl(q, k, v, out, p, 1, Some((xq, mode)))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attention_impl(
+        &mut self,
+        q: &GpuTensor,
+        k: &GpuTensor,
+        v: &GpuTensor,
+        out: &GpuTensor,
+        p: &AttnParams,
+        n_q: u32,
+        pack: Option<(&GpuTensor, Q8Mode)>,
+    ) -> Result<()> {
         const OP: &str = "attention";
         if p.head_dim == 0 || p.head_dim > MAX_HEAD_DIM || p.head_dim_v == 0 {
             return Err(shape(
@@ -1990,32 +2030,48 @@ impl<'a> GpuBatch<'a> {
             p.softcap.to_bits(),
             p.head_dim_v,
             v_stride as u32,
+            pack.map_or(0, |(_, m)| m as u32),
         ];
+        let packed = |entry: &'static str, pack_entry: &'static str| match pack {
+            Some((xq, _)) => (pack_entry, Some((9u32, &xq.buffer))),
+            None => (entry, None),
+        };
+        let single = n_chunks == 1;
+        let (entry, xq_bind) = if single {
+            packed("chunk", "chunk_pack")
+        } else {
+            ("chunk", None)
+        };
+        let mut binds = vec![
+            (0, &q.buffer),
+            (1, &k.buffer),
+            (2, &v.buffer),
+            (3, &scratch_o.buffer),
+            (4, &scratch_ml.buffer),
+            (6, &out.buffer),
+        ];
+        binds.extend(xq_bind);
         self.dispatch(
-            &attn_variant("chunk", f16),
-            &[
-                (0, &q.buffer),
-                (1, &k.buffer),
-                (2, &v.buffer),
-                (3, &scratch_o.buffer),
-                (4, &scratch_ml.buffer),
-                (6, &out.buffer),
-            ],
+            &attn_variant(entry, f16),
+            &binds,
             5,
             &params,
             (n_chunks, p.n_head, n_q),
         )?;
-        if n_chunks == 1 {
+        if single {
             // `chunk` wrote the normalised output.
             return Ok(());
         }
+        let (entry, xq_bind) = packed("combine", "combine_pack");
+        let mut binds = vec![
+            (3, &scratch_o.buffer),
+            (4, &scratch_ml.buffer),
+            (6, &out.buffer),
+        ];
+        binds.extend(xq_bind);
         self.dispatch(
-            &attn_variant("combine", f16),
-            &[
-                (3, &scratch_o.buffer),
-                (4, &scratch_ml.buffer),
-                (6, &out.buffer),
-            ],
+            &attn_variant(entry, f16),
+            &binds,
             5,
             &params,
             (p.n_head, n_q, 1),

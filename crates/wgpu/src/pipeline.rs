@@ -91,7 +91,7 @@ pub mod files {
     shader!(ADD, "add", "");
     shader!(SOFTMAX, "softmax", "");
     shader!(ARGMAX, "argmax", "");
-    shader!(ATTN_DECODE, "attn_decode", super::F16);
+    shader!(ATTN_DECODE, "attn_decode", super::F16_Q8);
     shader!(KV_STORE, "kv_store", super::F16);
     shader!(ACT_QUANT, "act_quant", super::F16_Q8);
 }
@@ -415,16 +415,50 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
     v.push(ShaderVariant::plain(files::ACT_QUANT, "main"));
     v.push(ShaderVariant::plain(files::ACT_QUANT, "pack_q8"));
     for f16 in [false, true] {
-        v.push(attn_variant("chunk", f16));
-        v.push(attn_variant("combine", f16));
+        for e in ["chunk", "combine", "chunk_pack", "combine_pack"] {
+            v.push(attn_variant(e, f16));
+        }
     }
     v
 }
 
+/// A multiply-rotate hasher (the `FxHasher` of rustc) for the caches looked
+/// up on every dispatch: keys are handles and short names, never untrusted
+/// input, and SipHash's cost showed in the host time per dispatch.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FastHasher(u64);
+
+impl std::hash::Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let (words, rest) = bytes.as_chunks::<8>();
+        for w in words {
+            self.write_u64(u64::from_le_bytes(*w));
+        }
+        let mut tail = [0u8; 8];
+        tail[..rest.len()].copy_from_slice(rest);
+        self.write_u64(u64::from_le_bytes(tail) ^ rest.len() as u64);
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
+}
+
+/// A hash map with [`FastHasher`].
+pub(crate) type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FastHasher>>;
+
 /// Compute pipelines by [`ShaderVariant`].
 #[derive(Default)]
 pub(crate) struct PipelineCache {
-    map: Mutex<HashMap<ShaderVariant, wgpu::ComputePipeline>>,
+    map: Mutex<FastMap<ShaderVariant, wgpu::ComputePipeline>>,
 }
 
 impl PipelineCache {

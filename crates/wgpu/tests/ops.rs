@@ -1305,6 +1305,87 @@ fn attn_ref(q: &[f32], k: &[f32], v: &[f32], p: &AttnParams, f16: bool) -> Vec<f
     out
 }
 
+/// Decode attention that also packs its output for the output projection
+/// (one chunk and several, f16 and f32 caches, Q8_0 and Q8_1): the same
+/// output as plain attention, and the same words as `pack_q8` of it.
+#[test]
+fn attention_pack_q8_equals_attention_then_pack() {
+    let Some(ctx) = ctx() else { return };
+    let mut rng = StdRng::seed_from_u64(41);
+    for (n_kv, f16kv, mode) in [
+        (37u32, true, Q8Mode::Q8_0),
+        (200, false, Q8Mode::Q8_1),
+        (600, true, Q8Mode::Q8_1),
+        (300, false, Q8Mode::Q8_0),
+    ] {
+        let p = AttnParams {
+            head_dim: 64,
+            head_dim_v: 64,
+            n_head: 6,
+            n_kv_head: 2,
+            n_kv,
+            window: 0,
+            scale: 0.125,
+            softcap: 0.0,
+        };
+        let q = rand_vec(&mut rng, 6 * 64, 1.0);
+        let k = rand_vec(&mut rng, n_kv as usize * 2 * 64, 1.0);
+        let v = rand_vec(&mut rng, n_kv as usize * 2 * 64, 1.0);
+        let (kg, vg) = if f16kv {
+            let h = |x: &[f32]| x.iter().map(|&a| f16::from_f32(a)).collect::<Vec<_>>();
+            (
+                ctx.upload_f16(&h(&k)).unwrap(),
+                ctx.upload_f16(&h(&v)).unwrap(),
+            )
+        } else {
+            (ctx.upload_f32(&k).unwrap(), ctx.upload_f32(&v).unwrap())
+        };
+        let qg = ctx.upload_f32(&q).unwrap();
+        let (o1, o2) = (poison(&ctx, 6 * 64), poison(&ctx, 6 * 64));
+        let words = zeta_wgpu::q8_words(6 * 64);
+        let (x1, x2) = (
+            ctx.upload_u32(&vec![u32::MAX; words]).unwrap(),
+            ctx.upload_u32(&vec![u32::MAX; words]).unwrap(),
+        );
+        let mut b = ctx.batch();
+        b.attention_pack_q8(&qg, &kg, &vg, &o1, &p, &x1, mode)
+            .unwrap();
+        b.attention(&qg, &kg, &vg, &o2, &p, 1).unwrap();
+        b.pack_q8(&o2, &x2, 6 * 64, mode).unwrap();
+        b.submit().unwrap();
+        let what = format!("n_kv {n_kv} f16 {f16kv} {mode:?}");
+        assert_eq!(
+            ctx.read_f32(&o1).unwrap(),
+            ctx.read_f32(&o2).unwrap(),
+            "{what}"
+        );
+        assert_eq!(
+            ctx.read_u32(&x1).unwrap(),
+            ctx.read_u32(&x2).unwrap(),
+            "{what}"
+        );
+    }
+    // Q8_K blocks would span heads: refused.
+    let t = poison(&ctx, 256);
+    let xq = ctx.upload_u32(&[0; 64]).unwrap();
+    let p = AttnParams {
+        head_dim: 32,
+        head_dim_v: 32,
+        n_head: 8,
+        n_kv_head: 8,
+        n_kv: 1,
+        window: 0,
+        scale: 1.0,
+        softcap: 0.0,
+    };
+    let kv = ctx.upload_f32(&[0.0; 256]).unwrap();
+    let mut b = ctx.batch();
+    assert!(
+        b.attention_pack_q8(&t, &kv, &kv, &poison(&ctx, 256), &p, &xq, Q8Mode::Q8K)
+            .is_err()
+    );
+}
+
 #[test]
 fn attention_decode_gqa_window_f16() {
     let Some(ctx) = ctx() else { return };
@@ -1791,15 +1872,15 @@ fn every_variant_compiles_on_the_device() {
     // 15 types x (matvec + matmul + 2 tiled matmuls + embed), 6 types x 4
     // integer widths x (matvec, matmul_q8, and with subgroups the grouped
     // matvec), + 30 others: rmsnorm 5, rope 3, glu 6, add 7, softmax,
-    // argmax, kv_store, act_quant 2, attention 2 x (f32, f16).
+    // argmax, kv_store, act_quant 2, attention 4 x (f32, f16).
     // The cooperative-matrix matmul only where the device has it.
     let coop = if ctx.use_coop() { 15 } else { 0 };
     let int = if ctx.use_subgroups() { 3 } else { 2 };
     println!("cooperative-matrix matmul: {}", ctx.use_coop());
-    assert_eq!(all, 15 * 5 + coop + 6 * 4 * int + 30, "variants compiled");
+    assert_eq!(all, 15 * 5 + coop + 6 * 4 * int + 34, "variants compiled");
     assert_eq!(ctx.cached_pipelines(), all);
     let some = ctx.precompile(&[GgmlType::Q4_K, GgmlType::Q6_K]).unwrap();
-    assert_eq!(some, 2 * 5 + coop / 15 * 2 + 2 * 4 * int + 30);
+    assert_eq!(some, 2 * 5 + coop / 15 * 2 + 2 * 4 * int + 34);
     assert_eq!(
         ctx.cached_pipelines(),
         all,
