@@ -90,6 +90,29 @@ pub struct Args {
     pub seed: u64,
 }
 
+/// Evaluates `prompt` and samples one token greedily (what `ppP` times,
+/// like llama-bench's `test_prompt`: the last position's logits only).
+fn prompt_and_one_token(
+    session: &mut zeta_engine::Session<'_>,
+    prompt: &[u32],
+) -> Result<zeta_engine::Timings> {
+    let params = GenerateParams {
+        max_tokens: Some(1),
+        sampler: SamplerConfig {
+            temperature: 0.0,
+            ..SamplerConfig::default()
+        },
+        stop: Vec::new(),
+        ignore_eos: true,
+        render_special: false,
+    };
+    let mut generation = session.generate(prompt, params)?;
+    if let Some(step) = generation.next() {
+        step?;
+    }
+    Ok(generation.timings().clone())
+}
+
 /// Upper bound on `-p`/`-n`/`-r`/`--warmup` values (a typo guard).
 const MAX_TOKENS: usize = 1 << 20;
 const MAX_REPS: usize = 10_000;
@@ -259,21 +282,7 @@ impl Ctx<'_> {
             let warm = i < self.args.warmup;
             session.reset();
             let prompt = self.random_tokens(n_prompt, rng);
-            let params = GenerateParams {
-                max_tokens: Some(1),
-                sampler: SamplerConfig {
-                    temperature: 0.0,
-                    ..SamplerConfig::default()
-                },
-                stop: Vec::new(),
-                ignore_eos: true,
-                render_special: false,
-            };
-            let mut generation = session.generate(&prompt, params)?;
-            if let Some(step) = generation.next() {
-                step?;
-            }
-            let t = generation.timings().clone();
+            let t = prompt_and_one_token(&mut session, &prompt)?;
             if t.prompt_tokens_evaluated != n_prompt {
                 bail!(
                     "internal: {} of {n_prompt} prompt tokens were evaluated",
@@ -297,8 +306,11 @@ impl Ctx<'_> {
         let mut r = self.record(n_prompt, 0, &samples);
         r.ttft_ms = Some(mean(&ttft));
         if self.args.profile {
+            // The measured work: the prompt with the last position's logits.
             let tokens = self.random_tokens(n_prompt, rng);
-            self.profile(&name, &mut session, &tokens, false)?;
+            self.profile(&name, &mut session, n_prompt, |s| {
+                prompt_and_one_token(s, &tokens).map(|_| ())
+            })?;
         }
         Ok(r)
     }
@@ -334,7 +346,12 @@ impl Ctx<'_> {
         r.latency_p99_ms = percentile(&latencies_ms, 99.0);
         if self.args.profile {
             let tokens = self.random_tokens(n_gen, rng);
-            self.profile(&name, &mut session, &tokens, true)?;
+            self.profile(&name, &mut session, n_gen, |s| {
+                tokens
+                    .iter()
+                    .try_for_each(|&t| s.eval_all(&[t]).map(|_| ()))
+                    .map_err(Into::into)
+            })?;
         }
         Ok(r)
     }
@@ -343,12 +360,13 @@ impl Ctx<'_> {
     /// time) under the GPU profiler; prints the time per kernel per token on
     /// stderr. Profiled runs are slower (a pass and a wait per dispatch):
     /// shares, not totals, are what to read.
+    /// Kernel times of `run` (over `n_tokens` tokens) with the GPU profiler.
     fn profile(
         &self,
         name: &str,
         session: &mut zeta_engine::Session<'_>,
-        tokens: &[u32],
-        one_by_one: bool,
+        n_tokens: usize,
+        run: impl FnOnce(&mut zeta_engine::Session<'_>) -> Result<()>,
     ) -> Result<()> {
         if !self.engine.start_gpu_profile()? {
             if self.engine.backend() == BackendKind::Gpu {
@@ -360,20 +378,14 @@ impl Ctx<'_> {
             return Ok(());
         }
         session.reset();
-        let run = if one_by_one {
-            tokens
-                .iter()
-                .try_for_each(|&t| session.eval_all(&[t]).map(|_| ()))
-        } else {
-            session.eval_all(tokens).map(|_| ())
-        };
+        let result = run(session);
         // Stop profiling whether or not the run failed.
         let kernels = self.engine.take_gpu_profile()?;
-        run?;
+        result?;
         if let Some(k) = kernels {
             eprint!(
                 "{}",
-                format_profile(&self.info.filename, name, &k, tokens.len())
+                format_profile(&self.info.filename, name, &k, n_tokens)
             );
         }
         Ok(())
