@@ -8,7 +8,7 @@
 // `rope_freqs`, only when has_ff). Dims >= n_rot are copied.
 // Entries: `main` (out of place, positions from POS [n_tokens] u32),
 // `inplace` (XY rewritten, token t at position pos0 + t; each invocation owns
-// its pair, so in place is safe) and `rope_kv` (below).
+// its pair, so in place is safe), `rope_kv` and `norm_rope_kv` (below).
 
 struct Params {
     head_dim: u32,
@@ -24,7 +24,7 @@ struct Params {
     head_dim_v: u32, // rope_kv only
     kv_f16: u32,     // rope_kv only: 1 = f16 caches, 0 = f32
     q_scale: f32,    // rope_kv only: multiplies the rotated q
-    _pad0: u32,
+    eps: f32,        // norm_rope_kv only: the q/k norms' epsilon
     _pad1: u32,
     _pad2: u32,
 }
@@ -180,4 +180,106 @@ fn rope_kv(@builtin(global_invocation_id) gid: vec3<u32>) {
     let src = (t * P.n_kv_heads + vh) * P.head_dim_v + 2u * j;
     let dst = pos * P.n_kv_heads * P.head_dim_v + vh * P.head_dim_v + 2u * j;
     put2(true, dst, VSRC[src], VSRC[src + 1u]);
+}
+
+// ---- norm_rope_kv: rope_kv with per-head RMSNorms of q and k first ----
+// (Qwen3, Gemma 3.) One workgroup per (head hh, token t), hh as in rope_kv:
+// q and k heads are RMS-normalised with their weight (QW / KW, head_dim
+// each; eps in P.eps) into workgroup memory, then rotated and written as
+// rope_kv writes them; v heads are copied. head_dim ≤ 512 and even.
+
+@group(0) @binding(10) var<storage, read> QW: array<f32>;
+@group(0) @binding(11) var<storage, read> KW: array<f32>;
+
+var<workgroup> hv: array<f32, 512>;
+var<workgroup> red: array<f32, 64>;
+
+// Element e of the normalised head in hv after RoPE at position `pos`.
+fn hv_rotated(e: u32, pos: u32) -> f32 {
+    if (e >= P.n_rot) {
+        return hv[e];
+    }
+    let half_rot = P.n_rot / 2u;
+    if (P.mode == 2u) {
+        let i = e % half_rot;
+        let r = rotate(hv[i], hv[i + half_rot], i, pos);
+        return select(r.x, r.y, e >= half_rot);
+    }
+    let i = e / 2u;
+    let r = rotate(hv[2u * i], hv[2u * i + 1u], i, pos);
+    return select(r.x, r.y, (e & 1u) == 1u);
+}
+
+// Σ hv[e]² over e = t, t + 256, ... (rmsnorm.wgsl's per-invocation sum).
+fn sq_from(t: u32) -> f32 {
+    var a = 0.0;
+    for (var e = t; e < P.head_dim; e += 256u) {
+        a += hv[e] * hv[e];
+    }
+    return a;
+}
+
+@compute @workgroup_size(64)
+fn norm_rope_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let hh = wid.y;
+    let t = wid.z;
+    let pos = P.pos0 + t;
+    let hd = P.head_dim;
+    if (hh >= P.n_heads + P.n_kv_heads) {
+        // v head: copied.
+        let vh = hh - P.n_heads - P.n_kv_heads;
+        for (var j = lid; j < P.head_dim_v / 2u; j += 64u) {
+            let src = (t * P.n_kv_heads + vh) * P.head_dim_v + 2u * j;
+            let dst = pos * P.n_kv_heads * P.head_dim_v + vh * P.head_dim_v + 2u * j;
+            put2(true, dst, VSRC[src], VSRC[src + 1u]);
+        }
+        return;
+    }
+    let is_q = hh < P.n_heads;
+    let kvh = hh - select(P.n_heads, 0u, is_q);
+    var base: u32;
+    if (is_q) {
+        base = (t * P.n_heads + hh) * hd;
+    } else {
+        base = (t * P.n_kv_heads + kvh) * hd;
+    }
+    for (var e = lid; e < hd; e += 64u) {
+        if (is_q) { hv[e] = XY[base + e]; } else { hv[e] = X[base + e]; }
+    }
+    workgroupBarrier();
+    // The sum of squares in rmsnorm.wgsl `inplace`'s order (256 partial sums
+    // over e = t, t + 256, then its tree), so that the result is bit for bit
+    // that of the separate norm: invocation l holds slots l, l+64, l+128,
+    // l+192 after the tree's first two steps.
+    red[lid] = (sq_from(lid) + sq_from(lid + 128u)) + (sq_from(lid + 64u) + sq_from(lid + 192u));
+    workgroupBarrier();
+    for (var stride = 32u; stride > 0u; stride >>= 1u) {
+        if (lid < stride) {
+            red[lid] += red[lid + stride];
+        }
+        workgroupBarrier();
+    }
+    let scale = inverseSqrt(red[0] / f32(hd) + P.eps);
+    for (var e = lid; e < hd; e += 64u) {
+        var w: f32;
+        if (is_q) { w = QW[e]; } else { w = KW[e]; }
+        hv[e] = hv[e] * scale * w;
+    }
+    workgroupBarrier();
+    if (is_q) {
+        for (var j = lid; j < hd / 2u; j += 64u) {
+            let ab = pair(j);
+            var r = vec2<f32>(hv[ab.x], hv[ab.y]);
+            if (ab.z == 1u) {
+                r = rotate(r.x, r.y, j, pos);
+            }
+            XY[base + ab.x] = r.x * P.q_scale;
+            XY[base + ab.y] = r.y * P.q_scale;
+        }
+    } else {
+        for (var j = lid; j < hd / 2u; j += 64u) {
+            let dst = pos * P.n_kv_heads * hd + kvh * hd + 2u * j;
+            put2(false, dst, hv_rotated(2u * j, pos), hv_rotated(2u * j + 1u, pos));
+        }
+    }
 }

@@ -454,12 +454,20 @@ impl<B: Backend> Model<B> {
             if let Some(bv) = &lw.bv {
                 b.add_bias(&mut s.v, bv, n)?;
             }
-            if let Some(qn) = &lw.q_norm {
-                b.rms_norm_inplace(&mut s.q, qn, n * c.n_head, c.rms_eps)?;
-            }
-            if let Some(kn) = &lw.k_norm {
-                b.rms_norm_inplace(&mut s.k, kn, n * c.n_head_kv, c.rms_eps)?;
-            }
+            // Per-head q/k norms (Qwen3, Gemma 3) go with RoPE when both are
+            // there (one fused op where the backend has one).
+            let qk_norm = match (&lw.q_norm, &lw.k_norm) {
+                (Some(qn), Some(kn)) => Some((qn, kn, c.rms_eps)),
+                (qn, kn) => {
+                    if let Some(qn) = qn {
+                        b.rms_norm_inplace(&mut s.q, qn, n * c.n_head, c.rms_eps)?;
+                    }
+                    if let Some(kn) = kn {
+                        b.rms_norm_inplace(&mut s.k, kn, n * c.n_head_kv, c.rms_eps)?;
+                    }
+                    None
+                }
+            };
             let swa = c.is_swa(il);
             let rope = RopeParams {
                 kind: c.rope_kind,
@@ -495,6 +503,7 @@ impl<B: Backend> Model<B> {
                 &rope,
                 w.rope_freqs.as_ref(),
                 c.q_prescale,
+                qk_norm,
             )?;
             b.attention(&s.q, &s.k_cache[il], &s.v_cache[il], &mut s.att, &ap)?;
             // Without a bias or post-norm the projection adds straight into

@@ -69,7 +69,11 @@ pub struct AttnParams {
     pub window: Option<usize>,
 }
 
-/// [`Backend::rope_store_kv`] as four separate ops (its default; backends
+/// Per-head RMSNorms of q and k before RoPE (Qwen3, Gemma 3): the q and k
+/// norm weights (`[head_dim_k]` each) and the epsilon.
+pub type QkNorm<'a, W> = Option<(&'a W, &'a W, f32)>;
+
+/// [`Backend::rope_store_kv`] as separate ops (its default; backends
 /// that fuse it fall back to this where their kernel does not apply).
 #[allow(clippy::too_many_arguments)]
 pub fn rope_store_kv_unfused<B: Backend + ?Sized>(
@@ -83,7 +87,12 @@ pub fn rope_store_kv_unfused<B: Backend + ?Sized>(
     params: &RopeParams,
     freq_factors: Option<&B::Weight>,
     q_scale: Option<f32>,
+    qk_norm: QkNorm<'_, B::Weight>,
 ) -> Result<(), TensorError> {
+    if let Some((qn, kn, eps)) = qk_norm {
+        b.rms_norm_inplace(q, qn, s.n_tokens.saturating_mul(s.n_head), eps)?;
+        b.rms_norm_inplace(k, kn, s.n_tokens.saturating_mul(s.n_head_kv), eps)?;
+    }
     b.rope(
         q,
         s.n_tokens,
@@ -335,7 +344,9 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         pos0: usize,
     ) -> Result<(), TensorError>;
 
-    /// A layer's RoPE and KV-cache write: [`Backend::rope`] of q
+    /// A layer's RoPE and KV-cache write: with `qk_norm`, first
+    /// [`Backend::rms_norm_inplace`] of every q and k head by its weight;
+    /// then [`Backend::rope`] of q
     /// `[n_tokens, n_head, head_dim_k]` and k `[n_tokens, n_head_kv,
     /// head_dim_k]` (same parameters, token `t` at `pos0 + t`), then
     /// [`Backend::store_kv`] of k and v (`[n_tokens, n_head_kv * head_dim_v]`)
@@ -356,6 +367,7 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         params: &RopeParams,
         freq_factors: Option<&Self::Weight>,
         q_scale: Option<f32>,
+        qk_norm: QkNorm<'_, Self::Weight>,
     ) -> Result<(), TensorError> {
         rope_store_kv_unfused(
             self,
@@ -368,6 +380,7 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
             params,
             freq_factors,
             q_scale,
+            qk_norm,
         )
     }
 

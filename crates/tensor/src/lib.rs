@@ -17,6 +17,8 @@ pub mod backend;
 pub mod cpu;
 pub mod error;
 
-pub use backend::{AttnParams, Backend, GluKind, RopeKind, RopeParams, rope_store_kv_unfused};
+pub use backend::{
+    AttnParams, Backend, GluKind, QkNorm, RopeKind, RopeParams, rope_store_kv_unfused,
+};
 pub use cpu::{CpuBackend, CpuBuffer, CpuKvBuffer, CpuWeight};
 pub use error::TensorError;

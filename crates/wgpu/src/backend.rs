@@ -1223,10 +1223,19 @@ impl Backend for GpuBackend {
         params: &RopeParams,
         freq_factors: Option<&GpuWeight>,
         q_scale: Option<f32>,
+        qk_norm: zeta_tensor::QkNorm<'_, GpuWeight>,
     ) -> Result<(), TensorError> {
         const OP: &str = "rope_store_kv";
         let s = shape;
-        if s.n_tokens == 0 || params.n_dims == 0 || !s.head_dim_v.is_multiple_of(2) {
+        let norms = match qk_norm {
+            Some((qn, kn, eps)) => Some((qn.vector(OP)?, kn.vector(OP)?, eps)),
+            None => None,
+        };
+        if s.n_tokens == 0
+            || params.n_dims == 0
+            || !s.head_dim_v.is_multiple_of(2)
+            || (norms.is_some() && s.head_dim_k > ops::MAX_HEAD_DIM as usize)
+        {
             // Nothing to rotate, or odd value rows: the separate ops.
             return zeta_tensor::rope_store_kv_unfused(
                 self,
@@ -1239,7 +1248,11 @@ impl Backend for GpuBackend {
                 params,
                 freq_factors,
                 q_scale,
+                qk_norm,
             );
+        }
+        if let Some((qn, _, _)) = qk_norm {
+            need(OP, s.head_dim_k, qn.cols)?;
         }
         let ff = rope_factors(OP, params, s.head_dim_k, freq_factors)?;
         let p = rope_params(OP, params, s.head_dim_k, s.n_head, s.n_tokens)?;
@@ -1261,6 +1274,7 @@ impl Backend for GpuBackend {
                 hdv,
                 ff,
                 q_scale.unwrap_or(1.0),
+                norms,
             )
         })
     }

@@ -1190,9 +1190,17 @@ impl<'a> GpuBatch<'a> {
         head_dim_v: u32,
         freq_factors: Option<&GpuTensor>,
         q_scale: f32,
+        qk_norm: Option<(&GpuTensor, &GpuTensor, f32)>,
     ) -> Result<()> {
         const OP: &str = "rope_store_kv";
         let mode = self.rope_check(OP, q, p)?;
+        if let Some((qn, kn, _)) = qk_norm {
+            if p.head_dim > MAX_HEAD_DIM {
+                return Err(shape(OP, format!("head_dim {} with q/k norms", p.head_dim)));
+            }
+            want(OP, qn, "q_norm", GpuDType::F32, p.head_dim as u64)?;
+            want(OP, kn, "k_norm", GpuDType::F32, p.head_dim as u64)?;
+        }
         let kp = RopeParams {
             n_heads: n_kv_heads,
             ..*p
@@ -1250,16 +1258,25 @@ impl<'a> GpuBatch<'a> {
             }
         };
         let words = p.head_dim.max(head_dim_v) / 2;
+        let mut binds = vec![
+            (0, &k.buffer),
+            (4, &q.buffer),
+            (5, ff_buf),
+            (6, &k_cache.buffer),
+            (7, &v_cache.buffer),
+            (8, &v.buffer),
+        ];
+        let (entry, gx, eps) = match qk_norm {
+            // One workgroup per head: the norm needs the whole head.
+            Some((qn, kn, eps)) => {
+                binds.extend([(10, &qn.buffer), (11, &kn.buffer)]);
+                ("norm_rope_kv", 1, eps)
+            }
+            None => ("rope_kv", words.div_ceil(64), 0.0),
+        };
         self.dispatch(
-            &ShaderVariant::plain(files::ROPE, "rope_kv"),
-            &[
-                (0, &k.buffer),
-                (4, &q.buffer),
-                (5, ff_buf),
-                (6, &k_cache.buffer),
-                (7, &v_cache.buffer),
-                (8, &v.buffer),
-            ],
+            &ShaderVariant::plain(files::ROPE, entry),
+            &binds,
             3,
             &rope_words(
                 p,
@@ -1273,9 +1290,9 @@ impl<'a> GpuBatch<'a> {
                 ],
             )
             .into_iter()
-            .chain([q_scale.to_bits()])
+            .chain([q_scale.to_bits(), eps.to_bits()])
             .collect::<Vec<u32>>(),
-            (words.div_ceil(64), heads as u32, p.n_tokens),
+            (gx, heads as u32, p.n_tokens),
         )
     }
 

@@ -380,7 +380,10 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
                 "norm_pack_q8",
             ][..],
         ),
-        (files::ROPE, &["main", "inplace", "rope_kv"][..]),
+        (
+            files::ROPE,
+            &["main", "inplace", "rope_kv", "norm_rope_kv"][..],
+        ),
         (
             files::GLU,
             &[

@@ -1023,7 +1023,7 @@ fn rms_norm() {
 /// The fused RoPE + KV-cache write equals the separate ops bit for bit (q,
 /// both caches; f16 and f32 caches, both element orders, partial rotation,
 /// frequency factors, q scaling, several tokens at pos0 > 0, value heads of
-/// another size).
+/// another size), with and without the per-head q/k RMSNorms first.
 #[test]
 fn rope_store_kv_equals_separate_ops() {
     let Some(ctx) = ctx() else { return };
@@ -1041,63 +1041,80 @@ fn rope_store_kv_equals_separate_ops() {
         (GpuDType::F16, RopeMode::Normal, 64, 48, 32, true, 1.0),
         (GpuDType::F32, RopeMode::Normal, 32, 32, 32, false, 0.125),
         (GpuDType::F32, RopeMode::Neox, 80, 40, 96, true, 0.0625),
+        (GpuDType::F16, RopeMode::Neox, 256, 256, 256, false, 0.0625),
     ] {
-        let (n_head, n_kv, n_tok, pos0, n_ctx) = (6u32, 2u32, 3u32, 5u32, 11usize);
-        let p = RopeParams {
-            head_dim: hd,
-            n_heads: n_head,
-            n_tokens: n_tok,
-            n_rot,
-            mode,
-            freq_base: 10000.0,
-            freq_scale: 0.5,
-        };
-        let kp = RopeParams { n_heads: n_kv, ..p };
-        let q = rand_vec(&mut rng, (n_tok * n_head * hd) as usize, 2.0);
-        let k = rand_vec(&mut rng, (n_tok * n_kv * hd) as usize, 2.0);
-        let v = rand_vec(&mut rng, (n_tok * n_kv * hdv) as usize, 2.0);
-        let f: Vec<f32> = (0..n_rot / 2).map(|i| 1.0 + i as f32 * 0.25).collect();
-        let ffg = ctx.upload_f32(&f).unwrap();
-        let ffo = if ff { Some(&ffg) } else { None };
-        let (kd, vd) = (n_ctx * (n_kv * hd) as usize, n_ctx * (n_kv * hdv) as usize);
-        let mut results = Vec::new();
-        for fused in [false, true] {
-            let (qg, kg, vg) = (
-                ctx.upload_f32(&q).unwrap(),
-                ctx.upload_f32(&k).unwrap(),
-                ctx.upload_f32(&v).unwrap(),
-            );
-            let (kc, vc) = (ctx.zeros(kd, dtype).unwrap(), ctx.zeros(vd, dtype).unwrap());
-            let mut b = ctx.batch();
-            if fused {
-                b.rope_store_kv(&qg, &kg, &vg, &kc, &vc, pos0, &p, n_kv, hdv, ffo, qs)
-                    .unwrap();
-            } else {
-                b.rope_inplace(&qg, pos0, &p, ffo).unwrap();
-                if qs != 1.0 {
-                    b.scale_inplace(&qg, qs, q.len()).unwrap();
+        for norms in [false, true] {
+            let (n_head, n_kv, n_tok, pos0, n_ctx) = (6u32, 2u32, 3u32, 5u32, 11usize);
+            let p = RopeParams {
+                head_dim: hd,
+                n_heads: n_head,
+                n_tokens: n_tok,
+                n_rot,
+                mode,
+                freq_base: 10000.0,
+                freq_scale: 0.5,
+            };
+            let kp = RopeParams { n_heads: n_kv, ..p };
+            let q = rand_vec(&mut rng, (n_tok * n_head * hd) as usize, 2.0);
+            let k = rand_vec(&mut rng, (n_tok * n_kv * hd) as usize, 2.0);
+            let v = rand_vec(&mut rng, (n_tok * n_kv * hdv) as usize, 2.0);
+            let f: Vec<f32> = (0..n_rot / 2).map(|i| 1.0 + i as f32 * 0.25).collect();
+            let ffg = ctx.upload_f32(&f).unwrap();
+            let ffo = if ff { Some(&ffg) } else { None };
+            let (kd, vd) = (n_ctx * (n_kv * hd) as usize, n_ctx * (n_kv * hdv) as usize);
+            let qw = ctx
+                .upload_f32(&rand_vec(&mut rng, hd as usize, 1.5))
+                .unwrap();
+            let kw = ctx
+                .upload_f32(&rand_vec(&mut rng, hd as usize, 1.5))
+                .unwrap();
+            let eps = 1e-6;
+            let mut results = Vec::new();
+            for fused in [false, true] {
+                let (qg, kg, vg) = (
+                    ctx.upload_f32(&q).unwrap(),
+                    ctx.upload_f32(&k).unwrap(),
+                    ctx.upload_f32(&v).unwrap(),
+                );
+                let (kc, vc) = (ctx.zeros(kd, dtype).unwrap(), ctx.zeros(vd, dtype).unwrap());
+                let mut b = ctx.batch();
+                if fused {
+                    let nw = if norms { Some((&qw, &kw, eps)) } else { None };
+                    b.rope_store_kv(&qg, &kg, &vg, &kc, &vc, pos0, &p, n_kv, hdv, ffo, qs, nw)
+                        .unwrap();
+                } else {
+                    if norms {
+                        b.rms_norm_inplace(&qg, &qw, n_tok * n_head, hd, eps)
+                            .unwrap();
+                        b.rms_norm_inplace(&kg, &kw, n_tok * n_kv, hd, eps).unwrap();
+                    }
+                    b.rope_inplace(&qg, pos0, &p, ffo).unwrap();
+                    if qs != 1.0 {
+                        b.scale_inplace(&qg, qs, q.len()).unwrap();
+                    }
+                    b.rope_inplace(&kg, pos0, &kp, ffo).unwrap();
+                    let (kr, vr) = ((n_kv * hd) as usize, (n_kv * hdv) as usize);
+                    b.store(&kg, n_tok as usize * kr, &kc, pos0 as usize * kr)
+                        .unwrap();
+                    b.store(&vg, n_tok as usize * vr, &vc, pos0 as usize * vr)
+                        .unwrap();
                 }
-                b.rope_inplace(&kg, pos0, &kp, ffo).unwrap();
-                let (kr, vr) = ((n_kv * hd) as usize, (n_kv * hdv) as usize);
-                b.store(&kg, n_tok as usize * kr, &kc, pos0 as usize * kr)
-                    .unwrap();
-                b.store(&vg, n_tok as usize * vr, &vc, pos0 as usize * vr)
-                    .unwrap();
+                b.submit().unwrap();
+                let words = |t: &zeta_wgpu::GpuTensor| ctx.read_raw(t).unwrap();
+                results.push((ctx.read_f32(&qg).unwrap(), words(&kc), words(&vc)));
             }
-            b.submit().unwrap();
-            let words = |t: &zeta_wgpu::GpuTensor| ctx.read_raw(t).unwrap();
-            results.push((ctx.read_f32(&qg).unwrap(), words(&kc), words(&vc)));
+            let label = format!(
+                "{dtype:?} {mode:?} hd {hd} n_rot {n_rot} hdv {hdv} ff {ff} q_scale {qs} norms {norms}"
+            );
+            assert_eq!(results[0].0, results[1].0, "q: {label}");
+            assert_eq!(results[0].1, results[1].1, "k cache: {label}");
+            assert_eq!(results[0].2, results[1].2, "v cache: {label}");
+            assert!(
+                results[1].1.iter().any(|&w| w != 0),
+                "k cache empty: {label}"
+            );
+            println!("rope_store_kv {label}: identical");
         }
-        let label =
-            format!("{dtype:?} {mode:?} hd {hd} n_rot {n_rot} hdv {hdv} ff {ff} q_scale {qs}");
-        assert_eq!(results[0].0, results[1].0, "q: {label}");
-        assert_eq!(results[0].1, results[1].1, "k cache: {label}");
-        assert_eq!(results[0].2, results[1].2, "v cache: {label}");
-        assert!(
-            results[1].1.iter().any(|&w| w != 0),
-            "k cache empty: {label}"
-        );
-        println!("rope_store_kv {label}: identical");
     }
 }
 
@@ -1871,16 +1888,16 @@ fn every_variant_compiles_on_the_device() {
     let all = ctx.precompile(&[]).unwrap();
     // 15 types x (matvec + matmul + 2 tiled matmuls + embed), 6 types x 4
     // integer widths x (matvec, matmul_q8, and with subgroups the grouped
-    // matvec), + 30 others: rmsnorm 5, rope 3, glu 6, add 7, softmax,
-    // argmax, kv_store, act_quant 2, attention 4 x (f32, f16).
+    // matvec), + 35 others: rmsnorm 5, glu 6, add 7, softmax,
+    // argmax, kv_store, act_quant 2, attention 4 x (f32, f16), rope 4.
     // The cooperative-matrix matmul only where the device has it.
     let coop = if ctx.use_coop() { 15 } else { 0 };
     let int = if ctx.use_subgroups() { 3 } else { 2 };
     println!("cooperative-matrix matmul: {}", ctx.use_coop());
-    assert_eq!(all, 15 * 5 + coop + 6 * 4 * int + 34, "variants compiled");
+    assert_eq!(all, 15 * 5 + coop + 6 * 4 * int + 35, "variants compiled");
     assert_eq!(ctx.cached_pipelines(), all);
     let some = ctx.precompile(&[GgmlType::Q4_K, GgmlType::Q6_K]).unwrap();
-    assert_eq!(some, 2 * 5 + coop / 15 * 2 + 2 * 4 * int + 34);
+    assert_eq!(some, 2 * 5 + coop / 15 * 2 + 2 * 4 * int + 35);
     assert_eq!(
         ctx.cached_pipelines(),
         all,
