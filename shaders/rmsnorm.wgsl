@@ -152,3 +152,63 @@ fn norm_pack_q8(@builtin(local_invocation_index) tid: u32) {
         }
     }
 }
+
+// Entry `post_add_norm_pack_q8` (one row; n_cols a multiple of 32, of 256
+// for Q8_K): a post-norm into the residual stream followed by the next
+// norm and its 8-bit pack (Gemma 3's attention post-norm, then the FFN
+// norm), one dispatch instead of two. Phase 1 is `inplace_add` with weight
+// W2: XY (the projection) = XY / rms · W2, Y (x) += XY. Phase 2 is
+// `norm_pack_q8` of the new Y with weight Wt into XB and XQ. Same
+// operation order as those entries, so bit for bit the two dispatches.
+
+@group(0) @binding(5) var<storage, read> W2: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> XB: array<vec4<f32>>;
+
+@compute @workgroup_size(WG)
+fn post_add_norm_pack_q8(@builtin(local_invocation_index) tid: u32) {
+    let n = P.n_cols;
+    var acc1 = 0.0;
+    for (var i = tid; i < n; i += WG) {
+        let v = XY[i];
+        acc1 += v * v;
+    }
+    let s1 = inverseSqrt(wg_sum(tid, acc1) / f32(n) + P.eps);
+    for (var i = tid; i < n; i += WG) {
+        let v = XY[i] * s1 * W2[i >> 2u][i & 3u];
+        XY[i] = v;
+        Y[i >> 2u][i & 3u] += v;
+    }
+    storageBarrier();
+    workgroupBarrier();
+    let nb = n / 32u;
+    var acc = vec4<f32>(0.0);
+    for (var b = tid; b < nb; b += WG) {
+        var v: array<vec4<f32>, 8>;
+        for (var k = 0u; k < 8u; k++) {
+            v[k] = Y[8u * b + k];
+        }
+        for (var k = 0u; k < 8u; k++) {
+            acc += v[k] * v[k];
+        }
+    }
+    let scale = inverseSqrt(wg_sum(tid, acc.x + acc.y + acc.z + acc.w) / f32(n) + P.eps);
+    for (var b0 = 0u; b0 < nb; b0 += WG) {
+        let b = b0 + tid;
+        let live = b < nb;
+        let bi = min(b, nb - 1u);
+        var y: array<vec4<f32>, 8>;
+        for (var k = 0u; k < 8u; k++) {
+            y[k] = Y[8u * bi + k] * scale * Wt[8u * bi + k];
+        }
+        var kmax = 0.0;
+        if (P.mode == 2u) {
+            kmax = q8_kmax(tid, q8_stats(y));
+        }
+        if (live) {
+            for (var k = 0u; k < 8u; k++) {
+                XB[8u * b + k] = y[k];
+            }
+            put_q8(0u, b, nb, q8_block(y, P.mode, kmax));
+        }
+    }
+}

@@ -536,22 +536,28 @@ impl<B: Backend> Model<B> {
                 }
             }
             let n = n_act;
-            if !fused_o {
-                match &lw.attn_post_norm {
-                    Some(pn) => b.rms_norm_add(&mut s.x, &mut s.proj, pn, n, c.rms_eps)?,
-                    None => b.add(&mut s.x, &s.proj, n * e)?,
+            // --- feed-forward (its norm fused with the attention post-norm
+            // where the backend can) ---
+            let ffn = &mut [(&lw.ffn_gate, &mut s.gate), (&lw.ffn_up, &mut s.up)];
+            match (&lw.attn_post_norm, fused_o) {
+                (Some(pn), false) => b.rms_norm_add_matmul_many(
+                    &mut s.x,
+                    &mut s.proj,
+                    pn,
+                    &lw.ffn_norm,
+                    &mut s.xb,
+                    ffn,
+                    n,
+                    c.rms_eps,
+                )?,
+                (None, false) => {
+                    b.add(&mut s.x, &s.proj, n * e)?;
+                    b.rms_norm_matmul_many(&s.x, &lw.ffn_norm, &mut s.xb, ffn, n, c.rms_eps)?;
+                }
+                (_, true) => {
+                    b.rms_norm_matmul_many(&s.x, &lw.ffn_norm, &mut s.xb, ffn, n, c.rms_eps)?
                 }
             }
-
-            // --- feed-forward ---
-            b.rms_norm_matmul_many(
-                &s.x,
-                &lw.ffn_norm,
-                &mut s.xb,
-                &mut [(&lw.ffn_gate, &mut s.gate), (&lw.ffn_up, &mut s.up)],
-                n,
-                c.rms_eps,
-            )?;
             let act = if c.arch == Arch::Gemma3 {
                 GluKind::GeGlu
             } else {

@@ -344,6 +344,27 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         pos0: usize,
     ) -> Result<(), TensorError>;
 
+    /// [`Backend::rms_norm_add`] (`x += rms_norm(src)`, `src` normalised in
+    /// place with `post`), then [`Backend::rms_norm_matmul_many`] of the new
+    /// `x` with `norm` (Gemma 3's attention post-norm followed by the FFN
+    /// norm and projections). The default makes the two calls; a backend may
+    /// fuse the two norms.
+    #[allow(clippy::too_many_arguments)]
+    fn rms_norm_add_matmul_many(
+        &self,
+        x: &mut Self::Buffer,
+        src: &mut Self::Buffer,
+        post: &Self::Weight,
+        norm: &Self::Weight,
+        xb: &mut Self::Buffer,
+        outs: &mut [(&Self::Weight, &mut Self::Buffer)],
+        n_tokens: usize,
+        eps: f32,
+    ) -> Result<(), TensorError> {
+        self.rms_norm_add(x, src, post, n_tokens, eps)?;
+        self.rms_norm_matmul_many(x, norm, xb, outs, n_tokens, eps)
+    }
+
     /// A layer's RoPE and KV-cache write: with `qk_norm`, first
     /// [`Backend::rms_norm_inplace`] of every q and k head by its weight;
     /// then [`Backend::rope`] of q

@@ -54,6 +54,17 @@ const SUBMIT_EVERY_DISPATCHES: u64 = 32;
 /// values of buffer, packed for the integer matvec in `mode` by `producer`.
 type Q8Note = (wgpu::Buffer, usize, Q8Mode, Packer);
 
+/// The RMSNorm before projections: weight, epsilon, output `xb`, row
+/// length, and optionally a post-norm into x first: (projection to
+/// normalise and add, its weight) — `Backend::rms_norm_add_matmul_many`.
+type NormIn<'a> = (
+    &'a GpuTensor,
+    f32,
+    &'a GpuTensor,
+    u32,
+    Option<(&'a GpuTensor, &'a GpuTensor)>,
+);
+
 /// The ops that pack their own output for the next projection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Packer {
@@ -458,7 +469,7 @@ impl GpuBackend {
         &self,
         op: &'static str,
         x: &GpuTensor,
-        norm: Option<(&GpuTensor, f32, &GpuTensor, u32)>,
+        norm: Option<NormIn<'_>>,
         outs: &mut [(&QuantMatrix, &mut GpuTensor)],
         accumulate: bool,
         n_tok: usize,
@@ -512,12 +523,28 @@ impl GpuBackend {
         };
         self.record_noted(op, |b, note| {
             let x = match norm {
-                Some((w, eps, xb, cols)) => {
-                    match (&xq, fused) {
-                        (Some(xq), true) => {
+                Some((w, eps, xb, cols, post)) => {
+                    match (&xq, fused, post) {
+                        (Some(xq), true, Some((src, pw))) => b.post_add_rms_norm_pack_q8(
+                            src,
+                            pw,
+                            x,
+                            w,
+                            xb,
+                            xq,
+                            cols,
+                            eps,
+                            groups[0].0,
+                        )?,
+                        (Some(xq), true, None) => {
                             b.rms_norm_pack_q8(x, w, xb, xq, cols, eps, groups[0].0)?
                         }
-                        _ => b.rms_norm(x, w, xb, n, cols, eps)?,
+                        (_, _, post) => {
+                            if let Some((src, pw)) = post {
+                                b.rms_norm_inplace_add(src, pw, x, n, cols, eps)?;
+                            }
+                            b.rms_norm(x, w, xb, n, cols, eps)?
+                        }
                     }
                     xb
                 }
@@ -1035,7 +1062,50 @@ impl Backend for GpuBackend {
         if len == 0 {
             return Ok(());
         }
-        self.project(OP, x, Some((v, eps, &*xb, n)), &mut mats, false, n_tokens)
+        self.project(
+            OP,
+            x,
+            Some((v, eps, &*xb, n, None)),
+            &mut mats,
+            false,
+            n_tokens,
+        )
+    }
+
+    fn rms_norm_add_matmul_many(
+        &self,
+        x: &mut GpuTensor,
+        src: &mut GpuTensor,
+        post: &GpuWeight,
+        norm: &GpuWeight,
+        xb: &mut GpuTensor,
+        outs: &mut [(&GpuWeight, &mut GpuTensor)],
+        n_tokens: usize,
+        eps: f32,
+    ) -> Result<(), TensorError> {
+        const OP: &str = "rms_norm_add_matmul_many";
+        let cols = norm.cols;
+        if n_tokens != 1 || post.cols != cols {
+            self.rms_norm_add(x, src, post, n_tokens, eps)?;
+            return self.rms_norm_matmul_many(x, norm, xb, outs, n_tokens, eps);
+        }
+        let (v, pv) = (norm.vector(OP)?, post.vector(OP)?);
+        need(OP, cols, x.len())?;
+        need(OP, cols, src.len())?;
+        need(OP, cols, xb.len())?;
+        let n = to_u32(OP, cols)?;
+        let mut mats = targets(OP, outs, cols, Some(cols), 1)?;
+        if cols == 0 {
+            return Ok(());
+        }
+        self.project(
+            OP,
+            x,
+            Some((v, eps, &*xb, n, Some((&*src, pv)))),
+            &mut mats,
+            false,
+            1,
+        )
     }
 
     fn matmul_add(

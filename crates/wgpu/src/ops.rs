@@ -980,6 +980,50 @@ impl<'a> GpuBatch<'a> {
         )
     }
 
+    /// [`rms_norm_inplace_add`](Self::rms_norm_inplace_add) of `src` (weight
+    /// `post`) into `x` (one row), then
+    /// [`rms_norm_pack_q8`](Self::rms_norm_pack_q8) of the new `x` (weight
+    /// `w`) into `y` and `xq`: one dispatch, bit for bit the two.
+    #[allow(clippy::too_many_arguments)]
+    pub fn post_add_rms_norm_pack_q8(
+        &mut self,
+        src: &GpuTensor,
+        post: &GpuTensor,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        y: &GpuTensor,
+        xq: &GpuTensor,
+        n_cols: u32,
+        eps: f32,
+        mode: Q8Mode,
+    ) -> Result<()> {
+        const OP: &str = "post_add_rms_norm_pack_q8";
+        let n = self.rows_check(OP, 1, n_cols)?;
+        q8_len(OP, n_cols as usize, mode)?;
+        for (t, name) in [(src, "src"), (post, "post"), (x, "x"), (w, "w"), (y, "y")] {
+            want(OP, t, name, GpuDType::F32, n)?;
+        }
+        want_q8(OP, xq, n_cols as usize)?;
+        distinct(OP, src, &[post, x, w, y, xq])?;
+        distinct(OP, x, &[post, w, y, xq])?;
+        distinct(OP, y, &[post, w, xq])?;
+        distinct(OP, xq, &[post, w])?;
+        self.dispatch(
+            &ShaderVariant::plain(files::RMSNORM, "post_add_norm_pack_q8"),
+            &[
+                (1, &w.buffer),
+                (2, &x.buffer),
+                (4, &src.buffer),
+                (5, &post.buffer),
+                (6, &y.buffer),
+                (9, &xq.buffer),
+            ],
+            3,
+            &[n_cols, 1, eps.to_bits(), mode as u32],
+            (1, 1, 1),
+        )
+    }
+
     /// In-place [`rms_norm`](Self::rms_norm) of `x`.
     pub fn rms_norm_inplace(
         &mut self,

@@ -378,6 +378,7 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
                 "inplace",
                 "inplace_add",
                 "norm_pack_q8",
+                "post_add_norm_pack_q8",
             ][..],
         ),
         (

@@ -1020,6 +1020,54 @@ fn rms_norm() {
     }
 }
 
+/// The post-norm + residual add + next norm + pack in one dispatch equals
+/// `rms_norm_inplace_add` then `rms_norm_pack_q8` bit for bit (projection,
+/// residual, normalised x, packed words), in the Q8_0 and Q8_K modes.
+#[test]
+fn post_add_norm_pack_equals_separate_ops() {
+    let Some(ctx) = ctx() else { return };
+    let mut rng = StdRng::seed_from_u64(57);
+    for (cols, mode) in [
+        (640usize, Q8Mode::Q8_0),
+        (2048, Q8Mode::Q8K),
+        (576, Q8Mode::Q8_1),
+    ] {
+        let src = rand_vec(&mut rng, cols, 3.0);
+        let x = rand_vec(&mut rng, cols, 2.0);
+        let pw = ctx.upload_f32(&rand_vec(&mut rng, cols, 1.0)).unwrap();
+        let w = ctx.upload_f32(&rand_vec(&mut rng, cols, 1.0)).unwrap();
+        let mut out = Vec::new();
+        for fused in [false, true] {
+            let (sg, xg, y) = (
+                ctx.upload_f32(&src).unwrap(),
+                ctx.upload_f32(&x).unwrap(),
+                poison(&ctx, cols),
+            );
+            let xq = ctx
+                .upload_u32(&vec![u32::MAX; zeta_wgpu::q8_words(cols)])
+                .unwrap();
+            let mut b = ctx.batch();
+            if fused {
+                b.post_add_rms_norm_pack_q8(&sg, &pw, &xg, &w, &y, &xq, cols as u32, 1e-6, mode)
+                    .unwrap();
+            } else {
+                b.rms_norm_inplace_add(&sg, &pw, &xg, 1, cols as u32, 1e-6)
+                    .unwrap();
+                b.rms_norm_pack_q8(&xg, &w, &y, &xq, cols as u32, 1e-6, mode)
+                    .unwrap();
+            }
+            b.submit().unwrap();
+            out.push((
+                ctx.read_f32(&sg).unwrap(),
+                ctx.read_f32(&xg).unwrap(),
+                ctx.read_f32(&y).unwrap(),
+                ctx.read_u32(&xq).unwrap(),
+            ));
+        }
+        assert_eq!(out[0], out[1], "{cols} {mode:?}");
+    }
+}
+
 /// The fused RoPE + KV-cache write equals the separate ops bit for bit (q,
 /// both caches; f16 and f32 caches, both element orders, partial rotation,
 /// frequency factors, q scaling, several tokens at pos0 > 0, value heads of
@@ -1888,16 +1936,16 @@ fn every_variant_compiles_on_the_device() {
     let all = ctx.precompile(&[]).unwrap();
     // 15 types x (matvec + matmul + 2 tiled matmuls + embed), 6 types x 4
     // integer widths x (matvec, matmul_q8, and with subgroups the grouped
-    // matvec), + 35 others: rmsnorm 5, glu 6, add 7, softmax,
+    // matvec), + 36 others: rmsnorm 6, glu 6, add 7, softmax,
     // argmax, kv_store, act_quant 2, attention 4 x (f32, f16), rope 4.
     // The cooperative-matrix matmul only where the device has it.
     let coop = if ctx.use_coop() { 15 } else { 0 };
     let int = if ctx.use_subgroups() { 3 } else { 2 };
     println!("cooperative-matrix matmul: {}", ctx.use_coop());
-    assert_eq!(all, 15 * 5 + coop + 6 * 4 * int + 35, "variants compiled");
+    assert_eq!(all, 15 * 5 + coop + 6 * 4 * int + 36, "variants compiled");
     assert_eq!(ctx.cached_pipelines(), all);
     let some = ctx.precompile(&[GgmlType::Q4_K, GgmlType::Q6_K]).unwrap();
-    assert_eq!(some, 2 * 5 + coop / 15 * 2 + 2 * 4 * int + 35);
+    assert_eq!(some, 2 * 5 + coop / 15 * 2 + 2 * 4 * int + 36);
     assert_eq!(
         ctx.cached_pipelines(),
         all,
