@@ -471,6 +471,31 @@ impl<'a> GpuBatch<'a> {
         self.dispatch_ranged(variant, &ranged, param_binding, params, groups)
     }
 
+    /// One dispatch that reads weight part `part` (binding 0, its byte range)
+    /// and `x` (1) and writes `y` (2), parameters at binding 3: the layout of
+    /// every kernel over a weight.
+    fn dispatch_part(
+        &mut self,
+        variant: &ShaderVariant,
+        part: &WeightPart,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        params: &[u32],
+        groups: (u32, u32, u32),
+    ) -> Result<()> {
+        self.dispatch_ranged(
+            variant,
+            &[
+                (0, &part.buffer, part.offset, part.size),
+                (1, x, 0, 0),
+                (2, y, 0, 0),
+            ],
+            3,
+            params,
+            groups,
+        )
+    }
+
     /// [`dispatch`](Self::dispatch) binding `size` bytes at `offset` of each
     /// buffer (`size` 0: the rest of the buffer), e.g. a weight of a group.
     fn dispatch_ranged(
@@ -738,17 +763,7 @@ impl<'a> GpuBatch<'a> {
                 gx,
                 u32::from(accumulate),
             ];
-            self.dispatch_ranged(
-                variant,
-                &[
-                    (0, &part.buffer, part.offset, part.size),
-                    (1, &x.buffer, 0, 0),
-                    (2, &y.buffer, 0, 0),
-                ],
-                3,
-                &params,
-                (gx, gy, 1),
-            )?;
+            self.dispatch_part(variant, part, &x.buffer, &y.buffer, &params, (gx, gy, 1))?;
         }
         Ok(())
     }
@@ -810,14 +825,11 @@ impl<'a> GpuBatch<'a> {
                     n_tok,
                     w.n_rows() as u32,
                 ];
-                self.dispatch_ranged(
+                self.dispatch_part(
                     &quant_variant(file, w.ggml_type())?,
-                    &[
-                        (0, &part.buffer, part.offset, part.size),
-                        (1, &x.buffer, 0, 0),
-                        (2, &y.buffer, 0, 0),
-                    ],
-                    3,
+                    part,
+                    &x.buffer,
+                    &y.buffer,
                     &params,
                     (gx as u32, gy, 1),
                 )?;
@@ -840,14 +852,11 @@ impl<'a> GpuBatch<'a> {
                     n_tok,
                     w.n_rows() as u32,
                 ];
-                self.dispatch_ranged(
+                self.dispatch_part(
                     &quant_variant(files::MATMUL, w.ggml_type())?,
-                    &[
-                        (0, &part.buffer, part.offset, part.size),
-                        (1, &x.buffer, 0, 0),
-                        (2, &y.buffer, 0, 0),
-                    ],
-                    3,
+                    part,
+                    &x.buffer,
+                    &y.buffer,
                     &params,
                     (gx, gy, blocks),
                 )?;
@@ -896,14 +905,11 @@ impl<'a> GpuBatch<'a> {
                 table.n_rows() as u32,
                 n_tokens as u32,
             ];
-            self.dispatch_ranged(
+            self.dispatch_part(
                 &variant,
-                &[
-                    (0, &part.buffer, part.offset, part.size),
-                    (1, &ids.buffer, 0, 0),
-                    (2, &out.buffer, 0, 0),
-                ],
-                3,
+                part,
+                &ids.buffer,
+                &out.buffer,
                 &params,
                 (n_units.div_ceil(64), n_tokens as u32, 1),
             )?;
@@ -1826,17 +1832,7 @@ impl<'a> GpuBatch<'a> {
                 w.n_rows() as u32,
                 (stride / 4) as u32,
             ];
-            self.dispatch_ranged(
-                &variant,
-                &[
-                    (0, &part.buffer, part.offset, part.size),
-                    (1, &xq.buffer, 0, 0),
-                    (2, &y.buffer, 0, 0),
-                ],
-                3,
-                &params,
-                (gx, gy, gz),
-            )?;
+            self.dispatch_part(&variant, part, &xq.buffer, &y.buffer, &params, (gx, gy, gz))?;
         }
         Ok(())
     }
