@@ -1,6 +1,9 @@
-// f16.wgsl — f32 to IEEE half conversions with integer ops only, exactly
-// (round to nearest even; WGSL's pack2x16float leaves the rounding to the
-// implementation). Prepended to the shaders that need them.
+// f16.wgsl — exact float helpers, prepended to the shaders that need them:
+// f32 to IEEE half conversions with integer ops only (round to nearest even;
+// WGSL's pack2x16float leaves the rounding to the implementation), a
+// correctly rounded division, and sin/cos accurate to about an ulp (the
+// builtins may be far less accurate: NVIDIA's hardware sine loses digits
+// as the argument grows).
 
 // The f16 bit pattern of f: overflow to ±inf, NaN kept, subnormals exact.
 fn f32_to_f16(f: f32) -> u32 {
@@ -46,4 +49,86 @@ fn round_f16(x: f32) -> f32 {
     }
     let u = bitcast<u32>(x);
     return bitcast<f32>((u + 0xfffu + ((u >> 13u) & 1u)) & 0xffffe000u);
+}
+
+// a / b rounded to nearest, ties to even, as IEEE division (WGSL's may be
+// off by 2.5 ulp, and fma need not be fused, so no residual correction):
+// long division of the 24-bit significands. Zeros, subnormals, infinities,
+// NaN and results outside the normal range fall back to `a / b`.
+fn div_rn(a: f32, b: f32) -> f32 {
+    let ua = bitcast<u32>(a);
+    let ub = bitcast<u32>(b);
+    let ea = i32((ua >> 23u) & 0xffu);
+    let eb = i32((ub >> 23u) & 0xffu);
+    if (ea == 0 || eb == 0 || ea == 255 || eb == 255) {
+        return a / b;
+    }
+    let ma = (ua & 0x7fffffu) | 0x800000u;
+    let mb = (ub & 0x7fffffu) | 0x800000u;
+    var e = ea - eb + 127;
+    var r = ma;
+    if (ma < mb) {
+        r = ma << 1u;
+        e -= 1;
+    }
+    // r in [mb, 2 mb): 24 quotient bits, the first one set.
+    var q = 0u;
+    for (var i = 0u; i < 24u; i++) {
+        q <<= 1u;
+        if (r >= mb) {
+            r -= mb;
+            q |= 1u;
+        }
+        r <<= 1u;
+    }
+    // r = 2 · remainder: above mb rounds up, equal is a tie.
+    if (r > mb || (r == mb && (q & 1u) == 1u)) {
+        q += 1u;
+    }
+    if (q == 0x1000000u) {
+        q >>= 1u;
+        e += 1;
+    }
+    if (e <= 0 || e >= 255) {
+        return a / b;
+    }
+    return bitcast<f32>(((ua ^ ub) & 0x80000000u) | (u32(e) << 23u) | (q & 0x7fffffu));
+}
+
+// (cos x, sin x) to about an ulp for |x| < 65536: Cody-Waite reduction by
+// pi/4 with a three-part constant, then Cephes' single-precision
+// polynomials (sinf/cosf); the CPU backend uses libm's.
+fn sincos_f32(x: f32) -> vec2<f32> {
+    let ax = abs(x);
+    var j = u32(ax * 1.27323954473516);
+    if ((j & 1u) == 1u) {
+        j += 1u;
+    }
+    let y = f32(j);
+    let z = ((ax - y * 0.78515625) - y * 2.4187564849853515625e-4) - y * 3.77489497744594108e-8;
+    j = j & 7u;
+    var neg_s = x < 0.0;
+    var neg_c = false;
+    if (j > 3u) {
+        j -= 4u;
+        neg_s = !neg_s;
+        neg_c = !neg_c;
+    }
+    if (j > 1u) {
+        neg_c = !neg_c;
+    }
+    let zz = z * z;
+    let pc = ((2.443315711809948e-5 * zz - 1.388731625493765e-3) * zz + 4.166664568298827e-2) * zz * zz
+        - 0.5 * zz + 1.0;
+    let ps = ((-1.9515295891e-4 * zz + 8.3321608736e-3) * zz - 1.6666654611e-1) * zz * z + z;
+    let swap = j == 1u || j == 2u;
+    var s = select(ps, pc, swap);
+    var c = select(pc, ps, swap);
+    if (neg_s) {
+        s = -s;
+    }
+    if (neg_c) {
+        c = -c;
+    }
+    return vec2<f32>(c, s);
 }

@@ -12,57 +12,13 @@
 //   2 Q8_K (K-quants; blocks of 256): kmax = the signed value of the first
 //     element with the largest |y| in the 256, iscale = -127/kmax,
 //     q = min(round(iscale·y), 127), d = 1/iscale (f32), s = Σq (i32 bits).
-// Divisions are rounded correctly (`div_rn`) as the CPU's are.
+// Divisions are rounded correctly (f16.wgsl `div_rn`) as the CPU's are.
 
 @group(0) @binding(9) var<storage, read_write> XQ: array<u32>;
 
 // Per-invocation block statistics shared by the 8 blocks of a Q8_K block
 // (workgroups of at most 256 invocations).
 var<workgroup> q8_sh: array<vec2<f32>, 256>;
-
-// a / b rounded to nearest, ties to even, as IEEE division (WGSL's may be
-// off by 2.5 ulp, and fma need not be fused, so no residual correction):
-// long division of the 24-bit significands. Zeros, subnormals, infinities,
-// NaN and results outside the normal range fall back to `a / b`.
-fn div_rn(a: f32, b: f32) -> f32 {
-    let ua = bitcast<u32>(a);
-    let ub = bitcast<u32>(b);
-    let ea = i32((ua >> 23u) & 0xffu);
-    let eb = i32((ub >> 23u) & 0xffu);
-    if (ea == 0 || eb == 0 || ea == 255 || eb == 255) {
-        return a / b;
-    }
-    let ma = (ua & 0x7fffffu) | 0x800000u;
-    let mb = (ub & 0x7fffffu) | 0x800000u;
-    var e = ea - eb + 127;
-    var r = ma;
-    if (ma < mb) {
-        r = ma << 1u;
-        e -= 1;
-    }
-    // r in [mb, 2 mb): 24 quotient bits, the first one set.
-    var q = 0u;
-    for (var i = 0u; i < 24u; i++) {
-        q <<= 1u;
-        if (r >= mb) {
-            r -= mb;
-            q |= 1u;
-        }
-        r <<= 1u;
-    }
-    // r = 2 · remainder: above mb rounds up, equal is a tie.
-    if (r > mb || (r == mb && (q & 1u) == 1u)) {
-        q += 1u;
-    }
-    if (q == 0x1000000u) {
-        q >>= 1u;
-        e += 1;
-    }
-    if (e <= 0 || e >= 255) {
-        return a / b;
-    }
-    return bitcast<f32>(((ua ^ ub) & 0x80000000u) | (u32(e) << 23u) | (q & 0x7fffffu));
-}
 
 // (amax, the signed value of the first element with |y| = amax).
 fn q8_stats(y: array<vec4<f32>, 8>) -> vec2<f32> {

@@ -16,7 +16,7 @@ struct Params {
     n_tokens: u32,
     n_rot: u32,
     mode: u32,       // 0 = normal, 2 = NeoX
-    freq_base: f32,
+    theta_scale: f32, // freq_base^(-2 / n_rot), computed on the host
     freq_scale: f32,
     pos0: u32,
     has_ff: u32,
@@ -50,15 +50,20 @@ fn pair(i: u32) -> vec3<u32> {
     return vec3<u32>(2u * i, 2u * i + 1u, select(0u, 1u, rotate));
 }
 
+// Pair i rotated by theta_i = freq_scale · (pos · theta_scale^i / ff[i]),
+// computed as the CPU backend (and ggml) does: the power by repeated
+// multiplication, a correctly rounded division by the factor, an accurate
+// sin/cos (f16.wgsl), and a fused multiply-add on the first products.
 fn rotate(x0: f32, x1: f32, i: u32, pos: u32) -> vec2<f32> {
-    var inv_freq = exp2(-f32(2u * i) / f32(P.n_rot) * log2(P.freq_base));
-    if (P.has_ff != 0u) {
-        inv_freq = inv_freq / FF[i];
+    var theta = f32(pos);
+    for (var k = 0u; k < i; k++) {
+        theta = theta * P.theta_scale;
     }
-    let theta = f32(pos) * P.freq_scale * inv_freq;
-    let c = cos(theta);
-    let s = sin(theta);
-    return vec2<f32>(x0 * c - x1 * s, x0 * s + x1 * c);
+    if (P.has_ff != 0u) {
+        theta = div_rn(theta, FF[i]);
+    }
+    let cs = sincos_f32(P.freq_scale * theta);
+    return vec2<f32>(fma(x0, cs.x, -(x1 * cs.y)), fma(x0, cs.y, x1 * cs.x));
 }
 
 @compute @workgroup_size(64)

@@ -264,7 +264,9 @@ fn rope_words(p: &RopeParams, mode: u32, rest: [u32; 5]) -> [u32; 12] {
         p.n_tokens,
         p.n_rot,
         mode,
-        p.freq_base.to_bits(),
+        // The CPU backend's theta scale (its `powf`), so both iterate the
+        // same values.
+        p.freq_base.powf(-2.0 / p.n_rot.max(1) as f32).to_bits(),
         p.freq_scale.to_bits(),
         rest[0],
         rest[1],

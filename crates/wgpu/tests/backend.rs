@@ -490,6 +490,7 @@ fn rope_and_attention_match_cpu() {
         (RopeKind::Normal, 100000.0, 0),
         (RopeKind::Neox, 1e6, 0),
         (RopeKind::Neox, 10000.0, 3000),
+        (RopeKind::Normal, 10000.0, 30000),
     ] {
         let p = RopeParams {
             kind,
@@ -508,7 +509,9 @@ fn rope_and_attention_match_cpu() {
         gpu.read(&g, 0, &mut rg).unwrap();
         let d = max_diff(&rc, &rg);
         println!("rope {kind:?} base {base} pos0 {pos0}: max |cpu-gpu| = {d:.3e}");
-        assert!(d < 1e-3, "rope differs by {d}");
+        // The same theta recurrence as the CPU and sin/cos to about an ulp
+        // (the hardware sine on an H100 is far off at large angles).
+        assert!(d < 1e-5, "rope differs by {d}");
     }
     // Attention: 64 positions, prefill then check.
     let kv = n_tok * hd;
