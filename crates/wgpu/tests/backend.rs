@@ -27,15 +27,16 @@ use zeta_wgpu::{GpuBackend, GpuContext, WgpuError};
 /// (largest mean KL(cpu‖gpu), smallest top-1 agreement) for the synthetic models.
 const SYNTH_BOUNDS: (f64, f64) = (1e-3, 0.99);
 /// The same for the real models. NOT the 1e-3 / 99% the backend aims at:
-/// measured on lavapipe, SmolLM2 gives KL 4.0e-3 / top-1 96.9% and Gemma 3
-/// 5.7e-3 / 98.4% (see the crate README for what differs from the CPU).
+/// measured on lavapipe, SmolLM2 gives KL 3.2e-3 / top-1 96.9% and Gemma 3
+/// 5.9e-3 / 95.3% (see the crate README for why: last-bit float differences
+/// that these models amplify).
 const REAL_BOUNDS: (f64, f64) = (1e-2, 0.9);
 /// Largest mean KL(llama.cpp‖gpu) on llama.cpp's golden top-k data (the
 /// bound zeta-model's golden test uses for the CPU backend).
 const KL_LLAMA_MAX: f64 = 5e-3;
 /// Smallest fraction of greedy tokens in the common CPU/GPU prefix (measured:
-/// SmolLM2 48%, Gemma 3 69%; the brief asks for 90%, not reached).
-const GREEDY_MIN: f64 = 0.3;
+/// SmolLM2 84%, Gemma 3 72%; the brief asks for 90%, not reached).
+const GREEDY_MIN: f64 = 0.6;
 
 fn ctx() -> Option<Arc<GpuContext>> {
     static CTX: OnceLock<Option<Arc<GpuContext>>> = OnceLock::new();
