@@ -97,9 +97,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 // ---- pack_q8: x [n_rows, 32 n_blocks] → 8-bit activations for
 // matvec_q8.wgsl / matmul_q8.wgsl (q8.wgsl's layout and rounding modes);
-// four elements per invocation (q8.wgsl `q8_coop`), a workgroup's 64
-// invocations consecutive (so the 8 blocks of a Q8_K block share a
-// workgroup: n_blocks % 8 == 0 for mode 2, which the host checks) ----
+// one invocation per 32-element block, a workgroup's 64 blocks consecutive
+// (so the 8 blocks of a Q8_K block share a workgroup: n_blocks % 8 == 0
+// for mode 2, which the host checks) ----
 
 @compute @workgroup_size(64)
 fn pack_q8(
@@ -107,12 +107,18 @@ fn pack_q8(
     @builtin(local_invocation_index) lid: u32,
 ) {
     let g = gid.x + gid.y * P.stride;
-    let per_row = P.n_blocks * 8u;
-    let live = g < per_row * P.n_rows;
-    var y = vec4<f32>(0.0);
-    if (live) {
-        y = X[g];
+    let live = g < P.n_blocks * P.n_rows;
+    let i = min(g, P.n_blocks * P.n_rows - 1u);
+    var y: array<vec4<f32>, 8>;
+    for (var k = 0u; k < 8u; k++) {
+        y[k] = X[8u * i + k];
     }
-    let r = g / per_row;
-    q8_coop(lid, y, P.mode, live, r * P.row_words, (g % per_row) / 8u, P.n_blocks);
+    var kmax = 0.0;
+    if (P.mode == 2u) {
+        kmax = q8_kmax(lid, q8_stats(y));
+    }
+    if (live) {
+        let r = i / P.n_blocks;
+        put_q8(r * P.row_words, i % P.n_blocks, P.n_blocks, q8_block(y, P.mode, kmax));
+    }
 }

@@ -118,7 +118,7 @@ fn pack_head(qh: u32, tid: u32) {
             let e = 32u * tid + 4u * k;
             y[k] = vec4<f32>(obuf[e], obuf[e + 1u], obuf[e + 2u], obuf[e + 3u]);
         }
-        put_q8(0u, qh * nbh + tid, P.n_head * nbh, q8_block(y, P.q8_mode));
+        put_q8(0u, qh * nbh + tid, P.n_head * nbh, q8_block(y, P.q8_mode, 0.0));
     }
 }
 

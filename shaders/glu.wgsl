@@ -72,9 +72,8 @@ fn geglu_assign(@builtin(global_invocation_id) gid: vec3<u32>) {
 // ---- in place, one token, fused with the 8-bit pack of the result ----
 // `swiglu_assign_q8` / `geglu_assign_q8`: OUT = act(OUT) * UP as above, and
 // the result quantised into XQ (q8.wgsl, prepended) for matvec_q8.wgsl, as
-// act_quant.wgsl `pack_q8` would; four elements per invocation (q8.wgsl
-// `q8_coop`), n a multiple of 32 (of 256 for Q8_K), the grid's row length in
-// invocations.
+// act_quant.wgsl `pack_q8` would; one invocation per 32-element block, n a
+// multiple of 32, the grid's row length in blocks.
 
 fn act(gelu: bool, x: f32) -> f32 {
     if (gelu) {
@@ -83,19 +82,24 @@ fn act(gelu: bool, x: f32) -> f32 {
     return silu(x);
 }
 
-// Invocation g takes elements 4g .. 4g + 4 (8 invocations per 32-element
-// block, q8.wgsl `q8_coop`).
-fn assign_q8(g: u32, lid: u32, gelu: bool) {
+fn assign_q8(b: u32, lid: u32, gelu: bool) {
     let nb = P.n / 32u;
-    let live = g < P.n / 4u;
-    var y = vec4<f32>(0.0);
-    if (live) {
-        for (var c = 0u; c < 4u; c++) {
-            y[c] = act(gelu, OUT[4u * g + c]) * UP[4u * g + c];
-            OUT[4u * g + c] = y[c];
-        }
+    let live = b < nb;
+    let bi = min(b, nb - 1u);
+    var y: array<vec4<f32>, 8>;
+    for (var k = 0u; k < 32u; k++) {
+        y[k / 4u][k % 4u] = act(gelu, OUT[32u * bi + k]) * UP[32u * bi + k];
     }
-    q8_coop(lid, y, P.mode, live, 0u, g / 8u, nb);
+    var kmax = 0.0;
+    if (P.mode == 2u) {
+        kmax = q8_kmax(lid, q8_stats(y));
+    }
+    if (live) {
+        for (var k = 0u; k < 32u; k++) {
+            OUT[32u * b + k] = y[k / 4u][k % 4u];
+        }
+        put_q8(0u, b, nb, q8_block(y, P.mode, kmax));
+    }
 }
 
 @compute @workgroup_size(64)

@@ -114,9 +114,9 @@ fn inplace_add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     norm_inplace(wid.x, tid, true);
 }
 
-// One row (n_cols a multiple of 32; of 256 for Q8_K): y as above, then its
-// 8-bit quants, d and s in q8.wgsl's rounding mode `P.mode`, four elements
-// per invocation (`q8_coop`).
+// One row (n_cols a multiple of 32; of 256 for Q8_K): invocation t takes
+// 32-element blocks t, t + WG, ...: y as above, then the block's 8-bit
+// quants, d and s in q8.wgsl's rounding mode `P.mode`.
 @compute @workgroup_size(WG)
 fn norm_pack_q8(@builtin(local_invocation_index) tid: u32) {
     let nb = P.n_cols / 32u;
@@ -131,18 +131,25 @@ fn norm_pack_q8(@builtin(local_invocation_index) tid: u32) {
         }
     }
     let scale = inverseSqrt(wg_sum(tid, acc.x + acc.y + acc.z + acc.w) / f32(P.n_cols) + P.eps);
-    // Four elements per invocation (q8.wgsl `q8_coop`); uniform trip count
-    // (the pack has barriers).
-    let nq = P.n_cols / 4u;
-    for (var g0 = 0u; g0 < nq; g0 += WG) {
-        let g = g0 + tid;
-        let live = g < nq;
-        var y = vec4<f32>(0.0);
-        if (live) {
-            y = X[g] * scale * Wt[g];
-            Y[g] = y;
+    // Uniform trip count (Q8_K's block max has barriers).
+    for (var b0 = 0u; b0 < nb; b0 += WG) {
+        let b = b0 + tid;
+        let live = b < nb;
+        let bi = min(b, nb - 1u);
+        var y: array<vec4<f32>, 8>;
+        for (var k = 0u; k < 8u; k++) {
+            y[k] = X[8u * bi + k] * scale * Wt[8u * bi + k];
         }
-        q8_coop(tid, y, P.mode, live, 0u, g / 8u, nb);
+        var kmax = 0.0;
+        if (P.mode == 2u) {
+            kmax = q8_kmax(tid, q8_stats(y));
+        }
+        if (live) {
+            for (var k = 0u; k < 8u; k++) {
+                Y[8u * b + k] = y[k];
+            }
+            put_q8(0u, b, nb, q8_block(y, P.mode, kmax));
+        }
     }
 }
 
@@ -185,15 +192,23 @@ fn post_add_norm_pack_q8(@builtin(local_invocation_index) tid: u32) {
         }
     }
     let scale = inverseSqrt(wg_sum(tid, acc.x + acc.y + acc.z + acc.w) / f32(n) + P.eps);
-    let nq = n / 4u;
-    for (var g0 = 0u; g0 < nq; g0 += WG) {
-        let g = g0 + tid;
-        let live = g < nq;
-        var y = vec4<f32>(0.0);
-        if (live) {
-            y = Y[g] * scale * Wt[g];
-            XB[g] = y;
+    for (var b0 = 0u; b0 < nb; b0 += WG) {
+        let b = b0 + tid;
+        let live = b < nb;
+        let bi = min(b, nb - 1u);
+        var y: array<vec4<f32>, 8>;
+        for (var k = 0u; k < 8u; k++) {
+            y[k] = Y[8u * bi + k] * scale * Wt[8u * bi + k];
         }
-        q8_coop(tid, y, P.mode, live, 0u, g / 8u, nb);
+        var kmax = 0.0;
+        if (P.mode == 2u) {
+            kmax = q8_kmax(tid, q8_stats(y));
+        }
+        if (live) {
+            for (var k = 0u; k < 8u; k++) {
+                XB[8u * b + k] = y[k];
+            }
+            put_q8(0u, b, nb, q8_block(y, P.mode, kmax));
+        }
     }
 }

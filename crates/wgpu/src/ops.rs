@@ -1457,9 +1457,8 @@ impl<'a> GpuBatch<'a> {
             GluOp::SwiGlu => "swiglu_assign_q8",
             GluOp::GeGlu => "geglu_assign_q8",
         };
-        // Four elements per invocation (8 per 32-element block).
-        let quads = u32::try_from(n / 4).map_err(|_| shape(OP, "too many elements"))?;
-        let (gx, gy) = self.grid(OP, (quads as u64).div_ceil(64))?;
+        let nb = u32::try_from(n / 32).map_err(|_| shape(OP, "too many blocks"))?;
+        let (gx, gy) = self.grid(OP, (nb as u64).div_ceil(64))?;
         self.dispatch(
             &ShaderVariant::plain(files::GLU, entry),
             &[(1, &up.buffer), (2, &gate.buffer), (9, &xq.buffer)],
@@ -1770,9 +1769,7 @@ impl<'a> GpuBatch<'a> {
         if all == 0 {
             return Ok(());
         }
-        // Four elements (a vec4) per invocation.
-        let quads = all.checked_mul(8).ok_or_else(too_many)?;
-        let (gx, gy) = self.grid(OP, (quads as u64).div_ceil(64))?;
+        let (gx, gy) = self.grid(OP, (all as u64).div_ceil(64))?;
         self.dispatch(
             &ShaderVariant::plain(files::ACT_QUANT, "pack_q8"),
             &[(0, &x.buffer), (9, &xq.buffer)],
