@@ -249,6 +249,26 @@ fn targets<'s, 'w>(
     Ok(mats)
 }
 
+/// The checked arguments of an RMSNorm over `n_rows` rows of `w`'s length
+/// whose buffers are `bufs`: (weight vector, rows, columns), or `None` when
+/// there is nothing to do.
+fn norm_args<'w>(
+    op: &'static str,
+    w: &'w GpuWeight,
+    n_rows: usize,
+    bufs: &[&GpuTensor],
+) -> Result<Option<(&'w GpuTensor, u32, u32)>, TensorError> {
+    let v = w.vector(op)?;
+    let n = n_rows.saturating_mul(w.cols);
+    for b in bufs {
+        need(op, n, b.len())?;
+    }
+    if n == 0 {
+        return Ok(None);
+    }
+    Ok(Some((v, to_u32(op, n_rows)?, to_u32(op, w.cols)?)))
+}
+
 /// Checks RoPE's rotated dimensions against `head_dim` and returns the
 /// frequency factors' vector (at least n_dims / 2 values).
 fn rope_factors<'a>(
@@ -458,13 +478,49 @@ impl GpuBackend {
         self.int_matvec = on;
     }
 
+    /// The backend's reused buffer of 8-bit activations, at least `words` long.
+    fn q8x(&self, op: &'static str, words: usize) -> Result<GpuTensor, TensorError> {
+        self.reused(
+            &mut self.q8x.lock().unwrap_or_else(|e| e.into_inner()),
+            words,
+            GpuDType::U32,
+        )
+        .map_err(|e| tensor_error(op, e))
+    }
+
+    /// The mode `by` packs in (its last consumer's).
+    fn pack_mode(&self, by: Packer) -> Q8Mode {
+        self.pack_modes.lock().unwrap_or_else(|e| e.into_inner())[by as usize]
+    }
+
+    /// Records `f`, an op of one token that also packs the first `n` values
+    /// of its output `out` into `q8x` (given to `f`) in `mode`, and leaves the
+    /// note that lets the next projection of `out` skip its own pack.
+    fn record_packing(
+        &self,
+        op: &'static str,
+        by: Packer,
+        out: &GpuTensor,
+        n: usize,
+        mode: Q8Mode,
+        f: impl FnOnce(&mut GpuBatch<'static>, &GpuTensor) -> Result<(), WgpuError>,
+    ) -> Result<(), TensorError> {
+        let xq = self.q8x(op, ops::q8_words(n))?;
+        let note = (out.buffer.clone(), n, mode, by);
+        self.record_noted(op, |b, _| {
+            f(b, &xq)?;
+            Ok(((), Some(note)))
+        })
+    }
+
     /// outs[i] (+)= ws[i] x for `n_tok` tokens (x `[n_tok, cols_i]`, out
     /// `[n_tok, rows_i]`): x is quantised once per activation mode (into the
     /// backend's reused `q8x` buffer) for the weights that take the integer
-    /// kernels; the others use the f32 ones. With `norm = (w, eps, xb, n)`,
-    /// x is first RMS-normalised into `xb` (which the projections then
-    /// read); for one token that is fused with the quantisation when every
-    /// weight takes the integer matvec in one mode.
+    /// kernels; the others use the f32 ones. With `norm` ([`NormIn`]), x is
+    /// first RMS-normalised into `xb` (after a post-norm into x, when
+    /// given), which the projections then read; for one token that is fused
+    /// with the quantisation when every weight takes the integer matvec in
+    /// one mode.
     fn project(
         &self,
         op: &'static str,
@@ -498,14 +554,7 @@ impl GpuBackend {
         let xq = if groups.is_empty() {
             None
         } else {
-            Some(
-                self.reused(
-                    &mut self.q8x.lock().unwrap_or_else(|e| e.into_inner()),
-                    words,
-                    GpuDType::U32,
-                )
-                .map_err(|e| tensor_error(op, e))?,
-            )
+            Some(self.q8x(op, words)?)
         };
         let n = to_u32(op, n_tok)?;
         let multi = n_tok == 1 && !accumulate && outs.len() > 1 && self.ctx.use_subgroups();
@@ -562,6 +611,7 @@ impl GpuBackend {
                             && *nn == cols =>
                     {
                         if *md != mode {
+                            // The packer learns its consumer's mode.
                             self.pack_modes.lock().unwrap_or_else(|e| e.into_inner())
                                 [*by as usize] = mode;
                         }
@@ -1155,14 +1205,9 @@ impl Backend for GpuBackend {
         eps: f32,
     ) -> Result<(), TensorError> {
         const OP: &str = "rms_norm";
-        let v = w.vector(OP)?;
-        let n = n_rows.saturating_mul(w.cols);
-        need(OP, n, x.len())?;
-        need(OP, n, out.len())?;
-        if n == 0 {
+        let Some((v, r, c)) = norm_args(OP, w, n_rows, &[x, out])? else {
             return Ok(());
-        }
-        let (r, c) = (to_u32(OP, n_rows)?, to_u32(OP, w.cols)?);
+        };
         self.record(OP, |b| b.rms_norm(x, v, out, r, c, eps))
     }
 
@@ -1174,13 +1219,9 @@ impl Backend for GpuBackend {
         eps: f32,
     ) -> Result<(), TensorError> {
         const OP: &str = "rms_norm";
-        let v = w.vector(OP)?;
-        let n = n_rows.saturating_mul(w.cols);
-        need(OP, n, x.len())?;
-        if n == 0 {
+        let Some((v, r, c)) = norm_args(OP, w, n_rows, &[x])? else {
             return Ok(());
-        }
-        let (r, c) = (to_u32(OP, n_rows)?, to_u32(OP, w.cols)?);
+        };
         self.record(OP, |b| b.rms_norm_inplace(x, v, r, c, eps))
     }
 
@@ -1193,14 +1234,9 @@ impl Backend for GpuBackend {
         eps: f32,
     ) -> Result<(), TensorError> {
         const OP: &str = "rms_norm_add";
-        let v = w.vector(OP)?;
-        let n = n_rows.saturating_mul(w.cols);
-        need(OP, n, src.len())?;
-        need(OP, n, x.len())?;
-        if n == 0 {
+        let Some((v, r, c)) = norm_args(OP, w, n_rows, &[src, x])? else {
             return Ok(());
-        }
-        let (r, c) = (to_u32(OP, n_rows)?, to_u32(OP, w.cols)?);
+        };
         self.record(OP, |b| b.rms_norm_inplace_add(src, v, x, r, c, eps))
     }
 
@@ -1261,22 +1297,11 @@ impl Backend for GpuBackend {
             GluKind::SwiGlu => GluOp::SwiGlu,
             GluKind::GeGlu => GluOp::GeGlu,
         };
-        let mode = self.pack_modes.lock().unwrap_or_else(|e| e.into_inner())[Packer::Glu as usize];
+        let mode = self.pack_mode(Packer::Glu);
         if n_rows == 1 && self.int_matvec && n.is_multiple_of(mode.block()) {
-            // One token: also pack the result for the down projection's
-            // integer matvec (used if that is the next op, on this buffer,
-            // in this mode).
-            let xq = self
-                .reused(
-                    &mut self.q8x.lock().unwrap_or_else(|e| e.into_inner()),
-                    ops::q8_words(n),
-                    GpuDType::U32,
-                )
-                .map_err(|e| tensor_error("glu", e))?;
-            let note = (gate.buffer.clone(), n, mode, Packer::Glu);
-            return self.record_noted("glu", |b, _| {
-                b.glu_inplace_pack_q8(gate, up, &xq, n, op, mode)?;
-                Ok(((), Some(note)))
+            // One token: also pack the result for the down projection.
+            return self.record_packing("glu", Packer::Glu, gate, n, mode, |b, xq| {
+                b.glu_inplace_pack_q8(gate, up, xq, n, op, mode)
             });
         }
         self.record("glu", |b| b.glu_inplace(gate, up, n, op))
@@ -1413,24 +1438,12 @@ impl Backend for GpuBackend {
             softcap: 0.0,
         };
         let n_q = to_u32(OP, p.n_tokens)?;
-        let mode =
-            self.pack_modes.lock().unwrap_or_else(|e| e.into_inner())[Packer::Attention as usize];
+        let mode = self.pack_mode(Packer::Attention);
         let n = p.n_head * p.head_dim_v;
         if n_q == 1 && self.int_matvec && mode != Q8Mode::Q8K && p.head_dim_v.is_multiple_of(32) {
-            // One token: also pack the output for the output projection's
-            // integer matvec (used if that is the next op, on this buffer,
-            // in this mode).
-            let xq = self
-                .reused(
-                    &mut self.q8x.lock().unwrap_or_else(|e| e.into_inner()),
-                    ops::q8_words(n),
-                    GpuDType::U32,
-                )
-                .map_err(|e| tensor_error(OP, e))?;
-            let note = (out.buffer.clone(), n, mode, Packer::Attention);
-            return self.record_noted(OP, |b, _| {
-                b.attention_pack_q8(q, k_cache, v_cache, out, &gp, &xq, mode)?;
-                Ok(((), Some(note)))
+            // One token: also pack the output for the output projection.
+            return self.record_packing(OP, Packer::Attention, out, n, mode, |b, xq| {
+                b.attention_pack_q8(q, k_cache, v_cache, out, &gp, xq, mode)
             });
         }
         self.record(OP, |b| b.attention(q, k_cache, v_cache, out, &gp, n_q))

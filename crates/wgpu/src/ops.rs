@@ -382,7 +382,14 @@ fn want(op: &'static str, t: &GpuTensor, name: &str, dtype: GpuDType, min_len: u
 
 /// Checks that `xq` (u32) holds the 8-bit activations of `n` elements.
 fn want_q8(op: &'static str, xq: &GpuTensor, n: usize) -> Result<()> {
-    want(op, xq, "xq", GpuDType::U32, q8_words(n) as u64)
+    want_q8_rows(op, xq, n, 1)
+}
+
+/// Checks that `xq` (u32) holds `rows` rows of 8-bit activations of `n`
+/// elements, [`q8_stride`] words apart.
+fn want_q8_rows(op: &'static str, xq: &GpuTensor, n: usize, rows: u64) -> Result<()> {
+    let words = rows.saturating_sub(1) * q8_stride(n) as u64 + q8_words(n) as u64;
+    want(op, xq, "xq", GpuDType::U32, words)
 }
 
 fn distinct(op: &'static str, out: &GpuTensor, inputs: &[&GpuTensor]) -> Result<()> {
@@ -1759,8 +1766,7 @@ impl<'a> GpuBatch<'a> {
         let total = n as u64 * n_rows as u64;
         want(OP, x, "x", GpuDType::F32, total)?;
         let stride = q8_stride(n);
-        let words = (n_rows.saturating_sub(1) as u64) * stride as u64 + q8_words(n) as u64;
-        want(OP, xq, "xq", GpuDType::U32, words)?;
+        want_q8_rows(OP, xq, n, n_rows as u64)?;
         distinct(OP, xq, &[x])?;
         let too_many = || shape(OP, "too many blocks");
         let n_blocks = u32::try_from(n / 32).map_err(|_| too_many())?;
@@ -1800,13 +1806,7 @@ impl<'a> GpuBatch<'a> {
             return Err(shape(OP, "no tokens"));
         }
         let stride = q8_stride(n_cols as usize);
-        want(
-            OP,
-            xq,
-            "xq",
-            GpuDType::U32,
-            (n_tok as u64 - 1) * stride as u64 + q8_words(n_cols as usize) as u64,
-        )?;
+        want_q8_rows(OP, xq, n_cols as usize, n_tok as u64)?;
         want(OP, y, "y", GpuDType::F32, n_tok as u64 * w.n_rows())?;
         distinct(OP, y, &[xq])?;
         let units = (n_cols / 32) as u32;
