@@ -92,7 +92,7 @@ fn matmul_matches_naive_reference_for_every_type() {
                 let be = CpuBackend::with_threads(threads);
                 let w = be.upload_weight(&g, "w").unwrap();
                 assert_eq!(be.weight_dims(&w), vec![cols as u64, rows as u64]);
-                for n_tok in [1usize, 3, 7] {
+                for n_tok in [1usize, 3, 7, 17] {
                     let xv = rng.vec(n_tok * cols, 2.0);
                     let mut x = be.alloc(n_tok * cols + 5).unwrap();
                     be.write(&mut x, 0, &xv).unwrap();
@@ -130,6 +130,102 @@ fn matmul_matches_naive_reference_for_every_type() {
                             (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
                             "{ty}: single {a} vs batch {b}"
                         );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One weight row times one activation row in the order of the panel GEMM
+/// for 32-column types (and of ggml's repacked Q4_0 kernels): per block an
+/// exact integer sum, then `acc = fma(float(sum), d_w · d_a, acc)`.
+fn block_order_dot(ty: GgmlType, w: &[u8], a: &[u8], n: usize) -> f32 {
+    let f16 = |b: &[u8]| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
+    let wb = ty.type_size();
+    let mut acc = 0f32;
+    for b in 0..n / 32 {
+        let (bw, ba) = (&w[b * wb..(b + 1) * wb], &a[b * 34..(b + 1) * 34]);
+        let q: Vec<i32> = (0..32)
+            .map(|j| match ty {
+                GgmlType::Q4_0 => i32::from((bw[2 + j % 16] >> (4 * (j / 16))) & 0xF) - 8,
+                GgmlType::Q5_0 => {
+                    let qh = u32::from_le_bytes([bw[2], bw[3], bw[4], bw[5]]);
+                    let lo = i32::from((bw[6 + j % 16] >> (4 * (j / 16))) & 0xF);
+                    lo + 16 * ((qh >> j) & 1) as i32 - 16
+                }
+                _ => i32::from(bw[2 + j] as i8),
+            })
+            .collect();
+        let isum: i32 = (0..32).map(|j| q[j] * i32::from(ba[2 + j] as i8)).sum();
+        acc = (isum as f32).mul_add(f16(bw) * f16(ba), acc);
+    }
+    acc
+}
+
+/// Batches of ≥ 16 tokens of Q4_0/Q5_0/Q8_0/Q4_K/Q6_K weights take the
+/// AVX-512 VNNI panel GEMM where the CPU has it. Its results equal, bit for
+/// bit, the order it documents: [`block_order_dot`] for Q4_0 with rows in
+/// groups of eight (llama.cpp's repacked kernels), else the per-token kernel
+/// `kernel_for` picks (ggml's `vec_dot` lane order for Q5_0/Q8_0, the
+/// repacked gemm/gemv orders of Q4_K, the tiled order of Q6_K) — for partial
+/// panels, every token remainder and 1 or 2 threads.
+#[test]
+fn batched_matmul_gemm_orders_are_bit_exact() {
+    use zeta_tensor::cpu::kernels::{has_avx512_vnni, kernel_for};
+    use zeta_tensor::cpu::matmul::quantize_act;
+    if !has_avx512_vnni() {
+        eprintln!("SKIPPED: no AVX-512 VNNI on this CPU (the panel GEMM is not used)");
+        return;
+    }
+    let mut rng = Rng(11);
+    let types = [
+        GgmlType::Q4_0,
+        GgmlType::Q5_0,
+        GgmlType::Q8_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+    ];
+    for ty in types {
+        let cols = if ty.block_size() == 256 { 512 } else { 96 };
+        let aty = zeta_quant::vec_dot_type(ty);
+        let arb = aty.row_bytes(cols as u64).unwrap() as usize;
+        let wrb = ty.row_bytes(cols as u64).unwrap() as usize;
+        // 24 rows: one and a half panels; 40: two and a half (both multiples
+        // of 8: Q4_0 and Q4_K in the repacked orders); 20: not (Q4_0 in
+        // `vec_dot`'s order, Q4_K not in the GEMM).
+        for rows in [24usize, 40, 20] {
+            let (g, _) = gguf_with(ty, cols, rows, &rng.vec(rows * cols, 1.0));
+            let wbytes = g.tensor_data(&g.tensors()[0]).to_vec();
+            for threads in [1usize, 2] {
+                let be = CpuBackend::with_threads(threads);
+                let w = be.upload_weight(&g, "w").unwrap();
+                for n_tok in [16usize, 17, 19, 26, 37] {
+                    let xv = rng.vec(n_tok * cols, 2.0);
+                    let mut x = be.alloc(n_tok * cols).unwrap();
+                    be.write(&mut x, 0, &xv).unwrap();
+                    let mut out = be.alloc(n_tok * rows).unwrap();
+                    be.matmul(&w, &x, &mut out, n_tok).unwrap();
+                    let mut got = vec![0f32; n_tok * rows];
+                    be.read(&out, 0, &mut got).unwrap();
+                    for t in 0..n_tok {
+                        let mut a = vec![0u8; arb];
+                        quantize_act(aty, &xv[t * cols..(t + 1) * cols], &mut a).unwrap();
+                        for r in 0..rows {
+                            let wr = &wbytes[r * wrb..(r + 1) * wrb];
+                            let want = match ty {
+                                GgmlType::Q4_0 if rows % 8 == 0 => {
+                                    block_order_dot(ty, wr, &a, cols)
+                                }
+                                _ => kernel_for(ty, rows, t, n_tok).unwrap()(wr, &a, cols),
+                            };
+                            let g = got[t * rows + r];
+                            assert_eq!(
+                                g.to_bits(),
+                                want.to_bits(),
+                                "{ty} rows={rows} threads={threads} n={n_tok} t={t} r={r}: {g} vs {want}"
+                            );
+                        }
                     }
                 }
             }

@@ -786,6 +786,21 @@ mod avx2_entry4 {
     }
 }
 
+/// Whether this CPU has AVX-512 F/BW with VNNI (the prompt-processing GEMM
+/// of quantized weights, `cpu::gemm`).
+pub fn has_avx512_vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Whether this CPU also has AVX-VNNI (`vpdpbusd` on 256-bit vectors).
 pub fn has_vnni() -> bool {
     #[cfg(target_arch = "x86_64")]

@@ -194,6 +194,10 @@ pub(crate) fn matmul(
         quantize_act(aty, &x[t * k..(t + 1) * k], dst)?;
     }
     let act = &*act;
+    if super::gemm::applies(w, n_tokens) {
+        super::gemm::gemm(be, w, act, arb, out, n_tokens);
+        return Ok(());
+    }
     let wb = w.bytes();
     let rb = w.row_bytes;
     if let Kernel::Reference(ty) = kernel {

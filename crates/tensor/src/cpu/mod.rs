@@ -4,6 +4,7 @@
 //! ops with enough work (matmul, attention).
 
 mod attention;
+mod gemm;
 pub mod kernels;
 pub mod matmul;
 mod ops;

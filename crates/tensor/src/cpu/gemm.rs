@@ -1,0 +1,681 @@
+//! Prompt-processing GEMM for quantized weights on AVX-512 VNNI, the way
+//! llama.cpp's repacked x86 kernels work.
+//!
+//! The weight is cut into panels of 16 rows. A thread decodes one panel at a
+//! time into a scratch buffer of u8 values laid out so that one 512-bit
+//! register holds the same four columns of all 16 rows (`[quad][row][4]`);
+//! one `vpdpbusd` with a token's four activation bytes broadcast then adds
+//! 64 products into 16 per-row integer sums. The panel is reused for every
+//! token of the batch, so the decoding costs a few percent, and each token's
+//! sums of a block are exact integers before any float step:
+//!
+//! - Q4_0 / Q5_0 / Q8_0 (Q8_0 activations): weights stored as `q + 8`,
+//!   `q + 16`, `q + 128` (non-negative), the offset taken back in integers as
+//!   `-offset · Σa` per token and block. Then per block
+//!   `acc = fma(float(sum), d_w · d_a, acc)`: for Q4_0 exactly what ggml's
+//!   repacked `gemm_q4_0_8x8_q8_0` computes for every (row, token).
+//! - Q4_K (Q8_K activations): per 64-column sub-block pair
+//!   `acc = fma(float(sc_l·Σ_l + sc_h·Σ_h), d_w·d_a, acc)` and
+//!   `acc_min = fma(float(m_l·bsums_l + m_h·bsums_h), dmin_w·d_a, acc_min)`,
+//!   result `acc - acc_min`: the order of ggml's repacked Q4_K gemm (and of
+//!   [`super::kernels::kernel_for`]'s gemm kernel). The last `n % 4` tokens
+//!   take the gemv order (one FMA per 256 columns), as there.
+//! - Q6_K (Q8_K activations): per 256 columns the integer
+//!   `Σ_g sc_g·Σ_g(q·a) - 32·Σ_g sc_g·bsum_g`, then
+//!   `acc = fma(d_w · float(isum), d_a, acc)`: ggml's tiled K-quant order,
+//!   which [`super::kernels::kernel_for`] uses for batches of ≥ 8 tokens.
+//!
+//! So every result is bit-identical to the kernel the matmul would otherwise
+//! use for that weight type and batch, except Q5_0 / Q8_0, whose per-lane
+//! float sums (ggml's `vec_dot` order) become one exact integer sum per block
+//! (the order of ggml's repacked kernels). Tests compare against the
+//! reference `vec_dot` and the per-token kernels.
+
+use zeta_gguf::GgmlType;
+
+use super::CpuWeight;
+use super::kernels::{has_avx512_vnni, is_repacked};
+
+/// Rows per panel: one 512-bit register of i32/f32 lanes.
+const PANEL: usize = 16;
+
+/// The batches that take the GEMM: at least this many tokens (below, decoding
+/// a panel per call costs more than the per-token kernels lose).
+pub(crate) const MIN_TOKENS: usize = 16;
+
+/// How a supported weight type is decoded and summed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Q4_0,
+    Q5_0,
+    Q8_0,
+    Q4K,
+    Q6K,
+}
+
+impl Kind {
+    fn of(ty: GgmlType) -> Option<Kind> {
+        Some(match ty {
+            GgmlType::Q4_0 => Kind::Q4_0,
+            GgmlType::Q5_0 => Kind::Q5_0,
+            GgmlType::Q8_0 => Kind::Q8_0,
+            GgmlType::Q4_K => Kind::Q4K,
+            GgmlType::Q6_K => Kind::Q6K,
+            _ => return None,
+        })
+    }
+
+    /// Columns per block.
+    fn block(self) -> usize {
+        match self {
+            Kind::Q4_0 | Kind::Q5_0 | Kind::Q8_0 => 32,
+            Kind::Q4K | Kind::Q6K => 256,
+        }
+    }
+
+    /// Bytes of one weight block in the GGUF file.
+    fn weight_bytes(self) -> usize {
+        match self {
+            Kind::Q4_0 => 18,
+            Kind::Q5_0 => 22,
+            Kind::Q8_0 => 34,
+            Kind::Q4K => 144,
+            Kind::Q6K => 210,
+        }
+    }
+
+    /// Bytes of one activation block (Q8_0 or Q8_K).
+    fn act_bytes(self) -> usize {
+        match self {
+            Kind::Q4_0 | Kind::Q5_0 | Kind::Q8_0 => 34,
+            Kind::Q4K | Kind::Q6K => 292,
+        }
+    }
+
+    /// Bytes of one block of a decoded 16-row panel (see the `pack_*` functions).
+    fn panel_bytes(self) -> usize {
+        match self {
+            Kind::Q4_0 | Kind::Q5_0 | Kind::Q8_0 => Q32_PANEL,
+            Kind::Q4K => Q4K_PANEL,
+            Kind::Q6K => Q6K_PANEL,
+        }
+    }
+
+    /// What is added to the signed 32-column weights to make them u8.
+    fn offset(self) -> i32 {
+        match self {
+            Kind::Q4_0 => 8,
+            Kind::Q5_0 => 16,
+            _ => 128,
+        }
+    }
+}
+
+/// A Q4_0/Q5_0/Q8_0 panel block: `qs[8 quads][16 rows][4]` u8, `d[16]` f32.
+const Q32_PANEL: usize = 512 + 64;
+/// A Q4_K panel block: `qs[64][16][4]` u8 nibbles, `sc[8][16]` i32,
+/// `mins[8][16]` i32 (the i16 pair `(m, m)`), `d[16]`, `dmin[16]` f32.
+const Q4K_PANEL: usize = 4096 + 512 + 512 + 128;
+/// A Q6_K panel block: `qs[64][16][4]` u8 (0..63), `sc[16][16]` i32,
+/// `scp[8][16]` i32 (the i16 pair `(sc_2k, sc_2k+1)`), `d[16]` f32.
+const Q6K_PANEL: usize = 4096 + 1024 + 512 + 64;
+
+/// Whether a batch of `n_tokens` against `w` takes the GEMM on this CPU.
+/// Q4_K only where llama.cpp repacks it (rows in groups of eight): elsewhere
+/// its order is `vec_dot`'s, which the per-token kernels reproduce.
+pub(crate) fn applies(w: &CpuWeight, n_tokens: usize) -> bool {
+    n_tokens >= MIN_TOKENS
+        && Kind::of(w.ty).is_some_and(|k| {
+            w.cols.is_multiple_of(k.block()) && (k != Kind::Q4K || is_repacked(w.ty, w.rows))
+        })
+        && has_avx512_vnni()
+}
+
+fn f16_at(b: &[u8], i: usize) -> f32 {
+    half::f16::from_bits(u16::from_le_bytes([b[i], b[i + 1]])).to_f32()
+}
+
+/// Writes the 4-byte group `q` of panel row `r` (`r < 16`).
+#[inline(always)]
+fn put_quads(qs: &mut [u8], r: usize, vals: &[u8]) {
+    for (q, v) in vals.chunks_exact(4).enumerate() {
+        let o = q * 64 + r * 4;
+        qs[o..o + 4].copy_from_slice(v);
+    }
+}
+
+fn put_i32(dst: &mut [u8], i: usize, v: i32) {
+    dst[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+fn put_f32(dst: &mut [u8], i: usize, v: f32) {
+    dst[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+/// The 6-bit scale and min of Q4_K sub-block `j` (ggml's `get_scale_min_k4`).
+fn scale_min_k4(j: usize, q: &[u8]) -> (i32, i32) {
+    let (d, m) = if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    };
+    (i32::from(d), i32::from(m))
+}
+
+/// Decodes block `b` of rows `r0..r0+16` of `w` (`rows` rows of `rb` bytes)
+/// into `dst` (one panel block). Rows past the end decode as zeros.
+fn pack_block(kind: Kind, w: &[u8], rb: usize, rows: usize, r0: usize, b: usize, dst: &mut [u8]) {
+    dst.fill(0);
+    let wb = kind.weight_bytes();
+    for r in 0..PANEL.min(rows.saturating_sub(r0)) {
+        let o = (r0 + r) * rb + b * wb;
+        let blk = &w[o..o + wb];
+        match kind {
+            Kind::Q4_0 | Kind::Q5_0 | Kind::Q8_0 => {
+                let mut v = [0u8; 32];
+                match kind {
+                    Kind::Q4_0 => {
+                        for j in 0..16 {
+                            v[j] = blk[2 + j] & 0xF;
+                            v[j + 16] = blk[2 + j] >> 4;
+                        }
+                    }
+                    Kind::Q5_0 => {
+                        let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
+                        for j in 0..16 {
+                            let hb = |k: usize| (((qh >> k) & 1) << 4) as u8;
+                            v[j] = (blk[6 + j] & 0xF) | hb(j);
+                            v[j + 16] = (blk[6 + j] >> 4) | hb(j + 16);
+                        }
+                    }
+                    _ => {
+                        for j in 0..32 {
+                            v[j] = blk[2 + j] ^ 0x80;
+                        }
+                    }
+                }
+                put_quads(&mut dst[..512], r, &v);
+                put_f32(&mut dst[512..], r, f16_at(blk, 0));
+            }
+            Kind::Q4K => {
+                let mut v = [0u8; 256];
+                for j in 0..4 {
+                    for i in 0..32 {
+                        let q = blk[16 + 32 * j + i];
+                        v[64 * j + i] = q & 0xF;
+                        v[64 * j + 32 + i] = q >> 4;
+                    }
+                }
+                put_quads(&mut dst[..4096], r, &v);
+                for k in 0..8 {
+                    let (sc, m) = scale_min_k4(k, &blk[4..16]);
+                    put_i32(&mut dst[4096..], k * 16 + r, sc);
+                    put_i32(&mut dst[4608..], k * 16 + r, m | (m << 16));
+                }
+                put_f32(&mut dst[5120..], r, f16_at(blk, 0));
+                put_f32(&mut dst[5184..], r, f16_at(blk, 2));
+            }
+            Kind::Q6K => {
+                let mut v = [0u8; 256];
+                for n in 0..2 {
+                    let (ql, qh) = (&blk[64 * n..], &blk[128 + 32 * n..]);
+                    for l in 0..32 {
+                        let e = 128 * n + l;
+                        v[e] = (ql[l] & 0xF) | ((qh[l] & 3) << 4);
+                        v[e + 32] = (ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4);
+                        v[e + 64] = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
+                        v[e + 96] = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4);
+                    }
+                }
+                put_quads(&mut dst[..4096], r, &v);
+                let sc = |g: usize| i32::from(blk[192 + g] as i8);
+                for g in 0..16 {
+                    put_i32(&mut dst[4096..], g * 16 + r, sc(g));
+                }
+                for k in 0..8 {
+                    let pair = (sc(2 * k) & 0xFFFF) | (sc(2 * k + 1) << 16);
+                    put_i32(&mut dst[5120..], k * 16 + r, pair);
+                }
+                put_f32(&mut dst[5632..], r, f16_at(blk, 208));
+            }
+        }
+    }
+}
+
+/// Per-token, per-block values of 32-column activations: `d_a` (f32,
+/// indexed `t * nb + b`) and `-offset · Σa` (i32) per block or, with
+/// `per_quad`, per group of four columns (indexed `8 * (t * nb + b) + q`).
+fn q32_act_terms(
+    kind: Kind,
+    act: &[u8],
+    arb: usize,
+    n_tokens: usize,
+    nb: usize,
+    per_quad: bool,
+) -> (Vec<f32>, Vec<i32>) {
+    let mut da = Vec::with_capacity(n_tokens * nb);
+    let mut corr = Vec::with_capacity(n_tokens * nb * if per_quad { 8 } else { 1 });
+    let off = kind.offset();
+    for t in 0..n_tokens {
+        let row = &act[t * arb..t * arb + nb * 34];
+        for blk in row.chunks_exact(34) {
+            da.push(f16_at(blk, 0));
+            let quads = blk[2..34]
+                .chunks_exact(4)
+                .map(|q| q.iter().map(|&x| i32::from(x as i8)).sum::<i32>());
+            if per_quad {
+                corr.extend(quads.map(|s| -off * s));
+            } else {
+                corr.push(-off * quads.sum::<i32>());
+            }
+        }
+    }
+    (da, corr)
+}
+
+/// Where the results go: `out[t * m + r]`, written by several threads at once
+/// (each only in its own rows).
+#[derive(Clone, Copy)]
+struct Out {
+    ptr: *mut f32,
+    m: usize,
+    n_tokens: usize,
+}
+
+// SAFETY: `gemm` hands each pool thread a disjoint range of panels, so no two
+// threads write the same element, and `Pool::run` returns only after every
+// thread is done with the pointer (the borrowed `out` outlives it).
+unsafe impl Sync for Out {}
+// SAFETY: as above.
+unsafe impl Send for Out {}
+
+/// `out[t*m + r] = w[r] · act[t]` for `t < n_tokens` through the panel GEMM;
+/// `act` holds the activations in the weight's `vec_dot_type` (`arb` bytes a
+/// row). The caller checked [`applies`] and the buffer sizes.
+pub(crate) fn gemm(
+    be: &super::CpuBackend,
+    w: &CpuWeight,
+    act: &[u8],
+    arb: usize,
+    out: &mut [f32],
+    n_tokens: usize,
+) {
+    let Some(kind) = Kind::of(w.ty) else { return };
+    let (m, k) = (w.rows, w.cols);
+    let nb = k / kind.block();
+    debug_assert!(arb >= nb * kind.act_bytes());
+    assert!(out.len() >= m * n_tokens && act.len() >= arb * n_tokens);
+    // Q4_0 where llama.cpp repacks it (rows in groups of eight) in its
+    // repacked kernels' block order, the other 32-column cases in `vec_dot`'s
+    // per-lane order.
+    let lanes = !(kind == Kind::Q4_0 && m.is_multiple_of(8));
+    let (da, corr) = match kind {
+        Kind::Q4_0 | Kind::Q5_0 | Kind::Q8_0 => q32_act_terms(kind, act, arb, n_tokens, nb, lanes),
+        Kind::Q4K | Kind::Q6K => (Vec::new(), Vec::new()),
+    };
+    let wb = w.bytes();
+    let rb = w.row_bytes;
+    let panels = m.div_ceil(PANEL);
+    let threads = be.threads().min(panels).max(1);
+    let per = panels.div_ceil(threads);
+    let dst = Out {
+        ptr: out.as_mut_ptr(),
+        m,
+        n_tokens,
+    };
+    let job = |i: usize| {
+        let mut panel = vec![0u8; nb * kind.panel_bytes()];
+        for p in i * per..((i + 1) * per).min(panels) {
+            let r0 = p * PANEL;
+            for (b, blk) in panel.chunks_exact_mut(kind.panel_bytes()).enumerate() {
+                pack_block(kind, wb, rb, m, r0, b, blk);
+            }
+            let nrows = PANEL.min(m - r0);
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `applies` checked AVX-512 F/BW/VNNI; the panel holds
+            // `nb` blocks, `act` `n_tokens` rows of `arb` bytes with `nb`
+            // blocks each, `da`/`corr` `n_tokens * nb` terms (32-column
+            // kinds), and `dst` has room for rows `r0..r0+nrows` of every token.
+            unsafe {
+                x86::panel_tokens(
+                    kind, lanes, &panel, nb, act, arb, &da, &corr, dst, r0, nrows,
+                )
+            };
+        }
+    };
+    if threads == 1 {
+        job(0);
+    } else {
+        be.pool.run(&job);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{Kind, Out, Q4K_PANEL, Q6K_PANEL, Q32_PANEL};
+
+    /// Four activation bytes at `p`, broadcast to all 16 lanes (a macro so
+    /// that it inlines into the AVX-512 functions; callers guarantee 4
+    /// readable bytes at `p`).
+    macro_rules! bcast {
+        ($p:expr) => {
+            _mm512_set1_epi32($p.cast::<i32>().read_unaligned())
+        };
+    }
+
+    /// Runs every token of the batch against one decoded panel (rows
+    /// `r0..r0+nrows` of the output).
+    ///
+    /// # Safety
+    /// AVX-512 F/BW/VNNI present; sizes as `gemm` states.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn panel_tokens(
+        kind: Kind,
+        lanes: bool,
+        panel: &[u8],
+        nb: usize,
+        act: &[u8],
+        arb: usize,
+        da: &[f32],
+        corr: &[i32],
+        out: Out,
+        r0: usize,
+        nrows: usize,
+    ) {
+        let n = out.n_tokens;
+        let mask: __mmask16 = if nrows >= 16 {
+            0xFFFF
+        } else {
+            (1u16 << nrows) - 1
+        };
+        macro_rules! tiles {
+            ($f:ident, $t:expr, $lo:expr, $hi:expr $(, $c:expr)?) => {{
+                let (lo, hi): (usize, usize) = ($lo, $hi);
+                let mut t0 = lo;
+                while t0 + $t <= hi {
+                    // SAFETY: as this function's contract; `t0 + T <= n`.
+                    unsafe { $f::<$t $(, $c)?>(panel, nb, act, arb, da, corr, out, r0, mask, t0) };
+                    t0 += $t;
+                }
+                match hi - t0 {
+                    0 => {}
+                    1 => unsafe { $f::<1 $(, $c)?>(panel, nb, act, arb, da, corr, out, r0, mask, t0) },
+                    2 => unsafe { $f::<2 $(, $c)?>(panel, nb, act, arb, da, corr, out, r0, mask, t0) },
+                    3 => unsafe { $f::<3 $(, $c)?>(panel, nb, act, arb, da, corr, out, r0, mask, t0) },
+                    4 => unsafe { $f::<4 $(, $c)?>(panel, nb, act, arb, da, corr, out, r0, mask, t0) },
+                    5 => unsafe { $f::<5 $(, $c)?>(panel, nb, act, arb, da, corr, out, r0, mask, t0) },
+                    6 => unsafe { $f::<6 $(, $c)?>(panel, nb, act, arb, da, corr, out, r0, mask, t0) },
+                    _ => unsafe { $f::<7 $(, $c)?>(panel, nb, act, arb, da, corr, out, r0, mask, t0) },
+                }
+            }};
+        }
+        match kind {
+            Kind::Q4_0 | Kind::Q5_0 | Kind::Q8_0 if lanes => tiles!(q32_lanes_tile, 2, 0, n),
+            Kind::Q4_0 | Kind::Q5_0 | Kind::Q8_0 => tiles!(q32_tile, 8, 0, n),
+            Kind::Q6K => tiles!(q6k_tile, 8, 0, n),
+            Kind::Q4K => {
+                // Complete groups of four in the gemm order, the rest in the gemv order.
+                let main = n - n % 4;
+                tiles!(q4k_tile, 4, 0, main, true);
+                tiles!(q4k_tile, 4, main, n, false);
+            }
+        }
+    }
+
+    /// Stores the 16 lanes of `v` (masked to the panel's rows) as token `t`'s
+    /// outputs for rows `r0..`.
+    #[inline(always)]
+    unsafe fn store(out: Out, t: usize, r0: usize, mask: __mmask16, v: __m512) {
+        // SAFETY: `t < n_tokens` and rows `r0 + lane` for the set mask bits
+        // are `< m`, so every written element is inside `out`.
+        unsafe { _mm512_mask_storeu_ps(out.ptr.add(t * out.m + r0), mask, v) };
+    }
+
+    /// Q4_0/Q5_0/Q8_0 × Q8_0, `T` tokens from `t0`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn q32_tile<const T: usize>(
+        panel: &[u8],
+        nb: usize,
+        act: &[u8],
+        arb: usize,
+        da: &[f32],
+        corr: &[i32],
+        out: Out,
+        r0: usize,
+        mask: __mmask16,
+        t0: usize,
+    ) {
+        let mut acc = [_mm512_setzero_ps(); T];
+        let pp = panel.as_ptr();
+        let ap = act.as_ptr();
+        for b in 0..nb {
+            // SAFETY (all loads): block `b < nb` of the panel and of each
+            // token's activation row, terms `(t0 + t) * nb + b` exist.
+            unsafe {
+                let pb = pp.add(b * Q32_PANEL);
+                let w: [__m512i; 8] =
+                    std::array::from_fn(|q| _mm512_loadu_si512(pb.add(64 * q).cast()));
+                let dw = _mm512_loadu_ps(pb.add(512).cast());
+                for (t, acc) in acc.iter_mut().enumerate() {
+                    let i = (t0 + t) * nb + b;
+                    let a = ap.add((t0 + t) * arb + b * 34 + 2);
+                    let mut s = _mm512_set1_epi32(*corr.get_unchecked(i));
+                    for (q, wq) in w.iter().enumerate() {
+                        s = _mm512_dpbusd_epi32(s, *wq, bcast!(a.add(4 * q)));
+                    }
+                    let d = _mm512_mul_ps(dw, _mm512_set1_ps(*da.get_unchecked(i)));
+                    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, *acc);
+                }
+            }
+        }
+        for (t, v) in acc.into_iter().enumerate() {
+            // SAFETY: as `store` requires.
+            unsafe { store(out, t0 + t, r0, mask, v) };
+        }
+    }
+
+    /// Q4_0/Q5_0/Q8_0 × Q8_0 in `vec_dot`'s order, `T` tokens from `t0`:
+    /// eight float accumulators per (row, token), lane `q` taking the exact
+    /// sum of columns `4q..4q+4` of each block times `d_w · d_a` by one FMA,
+    /// added up at the end in `hsum_float_8`'s tree. `corr` holds the offset
+    /// terms per group of four columns.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn q32_lanes_tile<const T: usize>(
+        panel: &[u8],
+        nb: usize,
+        act: &[u8],
+        arb: usize,
+        da: &[f32],
+        corr: &[i32],
+        out: Out,
+        r0: usize,
+        mask: __mmask16,
+        t0: usize,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); 8]; T];
+        let pp = panel.as_ptr();
+        let ap = act.as_ptr();
+        for b in 0..nb {
+            // SAFETY (all loads): block `b < nb` of the panel and of each
+            // token's activation row, terms `(t0 + t) * nb + b` exist (eight
+            // offset terms each).
+            unsafe {
+                let pb = pp.add(b * Q32_PANEL);
+                let w: [__m512i; 8] =
+                    std::array::from_fn(|q| _mm512_loadu_si512(pb.add(64 * q).cast()));
+                let dw = _mm512_loadu_ps(pb.add(512).cast());
+                for (t, acc) in acc.iter_mut().enumerate() {
+                    let i = (t0 + t) * nb + b;
+                    let a = ap.add((t0 + t) * arb + b * 34 + 2);
+                    let c = corr.as_ptr().add(8 * i);
+                    let d = _mm512_mul_ps(dw, _mm512_set1_ps(*da.get_unchecked(i)));
+                    for (q, (wq, acc)) in w.iter().zip(acc.iter_mut()).enumerate() {
+                        let s = _mm512_dpbusd_epi32(
+                            _mm512_set1_epi32(*c.add(q)),
+                            *wq,
+                            bcast!(a.add(4 * q)),
+                        );
+                        *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, *acc);
+                    }
+                }
+            }
+        }
+        for (t, a) in acc.iter().enumerate() {
+            let v = _mm512_add_ps(
+                _mm512_add_ps(_mm512_add_ps(a[0], a[4]), _mm512_add_ps(a[2], a[6])),
+                _mm512_add_ps(_mm512_add_ps(a[1], a[5]), _mm512_add_ps(a[3], a[7])),
+            );
+            // SAFETY: as `store` requires.
+            unsafe { store(out, t0 + t, r0, mask, v) };
+        }
+    }
+
+    /// Q4_K × Q8_K, `T` tokens from `t0`; `PER_SB`: one FMA per 64-column
+    /// sub-block pair (gemm order), else one per 256 columns (gemv order).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn q4k_tile<const T: usize, const PER_SB: bool>(
+        panel: &[u8],
+        nb: usize,
+        act: &[u8],
+        arb: usize,
+        _da: &[f32],
+        _corr: &[i32],
+        out: Out,
+        r0: usize,
+        mask: __mmask16,
+        t0: usize,
+    ) {
+        let mut acc = [_mm512_setzero_ps(); T];
+        let mut accm = [_mm512_setzero_ps(); T];
+        let pp = panel.as_ptr();
+        let ap = act.as_ptr();
+        for b in 0..nb {
+            // SAFETY (all loads): block `b < nb` of the panel and of each
+            // token's activation row (292 bytes: d, 256 qs, 16 i16 bsums).
+            unsafe {
+                let pb = pp.add(b * Q4K_PANEL);
+                let dw = _mm512_loadu_ps(pb.add(5120).cast());
+                let dmw = _mm512_loadu_ps(pb.add(5184).cast());
+                let ab: [*const u8; T] = std::array::from_fn(|t| ap.add((t0 + t) * arb + b * 292));
+                let yd: [__m512; T] =
+                    std::array::from_fn(|t| _mm512_set1_ps(ab[t].cast::<f32>().read_unaligned()));
+                let mut isum = [_mm512_setzero_si512(); T];
+                let mut msum = [_mm512_setzero_si512(); T];
+                for j in 0..4 {
+                    let mut ij = [_mm512_setzero_si512(); T];
+                    for h in 0..2 {
+                        let kk = 2 * j + h;
+                        let w: [__m512i; 8] = std::array::from_fn(|q| {
+                            _mm512_loadu_si512(pb.add(64 * (8 * kk + q)).cast())
+                        });
+                        let sc = _mm512_loadu_si512(pb.add(4096 + 64 * kk).cast());
+                        for t in 0..T {
+                            let a = ab[t].add(4 + 32 * kk);
+                            let mut s = _mm512_setzero_si512();
+                            for (q, wq) in w.iter().enumerate() {
+                                s = _mm512_dpbusd_epi32(s, *wq, bcast!(a.add(4 * q)));
+                            }
+                            ij[t] = _mm512_add_epi32(ij[t], _mm512_mullo_epi32(s, sc));
+                        }
+                    }
+                    let m0 = _mm512_loadu_si512(pb.add(4608 + 64 * (2 * j)).cast());
+                    let m1 = _mm512_loadu_si512(pb.add(4608 + 64 * (2 * j + 1)).cast());
+                    for t in 0..T {
+                        let bs = ab[t].add(260);
+                        let mj =
+                            _mm512_dpwssd_epi32(_mm512_setzero_si512(), m0, bcast!(bs.add(8 * j)));
+                        let mj = _mm512_dpwssd_epi32(mj, m1, bcast!(bs.add(8 * j + 4)));
+                        if PER_SB {
+                            let d = _mm512_mul_ps(dw, yd[t]);
+                            let dm = _mm512_mul_ps(dmw, yd[t]);
+                            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ij[t]), d, acc[t]);
+                            accm[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(mj), dm, accm[t]);
+                        } else {
+                            isum[t] = _mm512_add_epi32(isum[t], ij[t]);
+                            msum[t] = _mm512_add_epi32(msum[t], mj);
+                        }
+                    }
+                }
+                if !PER_SB {
+                    for t in 0..T {
+                        let d = _mm512_mul_ps(dw, yd[t]);
+                        let dm = _mm512_mul_ps(dmw, yd[t]);
+                        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), d, acc[t]);
+                        accm[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(msum[t]), dm, accm[t]);
+                    }
+                }
+            }
+        }
+        for t in 0..T {
+            // SAFETY: as `store` requires.
+            unsafe { store(out, t0 + t, r0, mask, _mm512_sub_ps(acc[t], accm[t])) };
+        }
+    }
+
+    /// Q6_K × Q8_K (ggml's tiled order), `T` tokens from `t0`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn q6k_tile<const T: usize>(
+        panel: &[u8],
+        nb: usize,
+        act: &[u8],
+        arb: usize,
+        _da: &[f32],
+        _corr: &[i32],
+        out: Out,
+        r0: usize,
+        mask: __mmask16,
+        t0: usize,
+    ) {
+        let mut acc = [_mm512_setzero_ps(); T];
+        let pp = panel.as_ptr();
+        let ap = act.as_ptr();
+        for b in 0..nb {
+            // SAFETY (all loads): block `b < nb` of the panel and of each
+            // token's activation row (292 bytes: d, 256 qs, 16 i16 bsums).
+            unsafe {
+                let pb = pp.add(b * Q6K_PANEL);
+                let ab: [*const u8; T] = std::array::from_fn(|t| ap.add((t0 + t) * arb + b * 292));
+                let mut isum = [_mm512_setzero_si512(); T];
+                for g in 0..16 {
+                    let w: [__m512i; 4] = std::array::from_fn(|q| {
+                        _mm512_loadu_si512(pb.add(64 * (4 * g + q)).cast())
+                    });
+                    let sc = _mm512_loadu_si512(pb.add(4096 + 64 * g).cast());
+                    for t in 0..T {
+                        let a = ab[t].add(4 + 16 * g);
+                        let mut s = _mm512_setzero_si512();
+                        for (q, wq) in w.iter().enumerate() {
+                            s = _mm512_dpbusd_epi32(s, *wq, bcast!(a.add(4 * q)));
+                        }
+                        isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(s, sc));
+                    }
+                }
+                let dw = _mm512_loadu_ps(pb.add(5632).cast());
+                for t in 0..T {
+                    let bs = ab[t].add(260);
+                    let mut c = _mm512_setzero_si512();
+                    for kk in 0..8 {
+                        let scp = _mm512_loadu_si512(pb.add(5120 + 64 * kk).cast());
+                        c = _mm512_dpwssd_epi32(c, scp, bcast!(bs.add(4 * kk)));
+                    }
+                    let s = _mm512_sub_epi32(isum[t], _mm512_slli_epi32::<5>(c));
+                    let yd = _mm512_set1_ps(ab[t].cast::<f32>().read_unaligned());
+                    acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_cvtepi32_ps(s)), yd, acc[t]);
+                }
+            }
+        }
+        for (t, v) in acc.into_iter().enumerate() {
+            // SAFETY: as `store` requires.
+            unsafe { store(out, t0 + t, r0, mask, v) };
+        }
+    }
+}
