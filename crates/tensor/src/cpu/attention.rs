@@ -378,7 +378,12 @@ pub(crate) fn attention(
         kq_mode,
         kqv_mode,
     };
-    be.par_units(out, hdv, n_tokens * n_head, work, |u0, part| {
+    // A unit's cost: the keys its query sees (later tokens see more).
+    let keys = |u: usize| {
+        let pos = pos0 + u / n_head;
+        pos + 1 - window.map_or(0, |w| (pos + 1).saturating_sub(w))
+    };
+    be.par_units_weighted(out, hdv, n_tokens * n_head, work, keys, |u0, part| {
         run_units(&ctx, u0, part)
     });
     Ok(())

@@ -330,8 +330,18 @@ pub(crate) fn gemm(
         let mut panel = vec![0u8; nb * kind.panel_bytes()];
         for p in i * per..((i + 1) * per).min(panels) {
             let r0 = p * PANEL;
-            for (b, blk) in panel.chunks_exact_mut(kind.panel_bytes()).enumerate() {
-                pack_block(kind, wb, rb, m, r0, b, blk);
+            match kind {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `applies` checked AVX-512 F/BW/VNNI; rows `r0..`
+                // (at least one) of `rb` bytes with `nb` blocks each are in `wb`.
+                Kind::Q4_0 | Kind::Q5_0 | Kind::Q8_0 => unsafe {
+                    x86::pack_q32(kind, wb, rb, m, r0, nb, &mut panel)
+                },
+                _ => {
+                    for (b, blk) in panel.chunks_exact_mut(kind.panel_bytes()).enumerate() {
+                        pack_block(kind, wb, rb, m, r0, b, blk);
+                    }
+                }
             }
             let nrows = PANEL.min(m - r0);
             #[cfg(target_arch = "x86_64")]
@@ -366,6 +376,94 @@ mod x86 {
         ($p:expr) => {
             _mm512_set1_epi32($p.cast::<i32>().read_unaligned())
         };
+    }
+
+    /// [`super::pack_block`] for the 32-column kinds, all `nb` blocks of the
+    /// panel at rows `r0..`: each 4-byte group of the 16 rows' blocks is one
+    /// gather. Rows past `rows` repeat the last row (their outputs are not
+    /// stored).
+    ///
+    /// # Safety
+    /// AVX-512 F/BW/VNNI present; `r0 < rows`, `w` holds `rows` rows of `rb`
+    /// bytes with `nb` blocks of the kind each, `panel` `nb` panel blocks.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn pack_q32(
+        kind: Kind,
+        w: &[u8],
+        rb: usize,
+        rows: usize,
+        r0: usize,
+        nb: usize,
+        panel: &mut [u8],
+    ) {
+        let bw = kind.weight_bytes();
+        debug_assert!(r0 < rows && w.len() >= rows * rb && panel.len() >= nb * Q32_PANEL);
+        debug_assert!(16 * rb < i32::MAX as usize);
+        let last = rows - r0 - 1;
+        let offs: [i32; 16] = std::array::from_fn(|r| (r.min(last) * rb) as i32);
+        // SAFETY (all gathers and stores): every gathered dword lies inside a
+        // block of a row `< rows` (offsets 0..4 for the scale, then the
+        // 4-byte groups of the quants, which end at the block's end), and
+        // every store inside panel block `b < nb`.
+        unsafe {
+            let base = w.as_ptr().add(r0 * rb);
+            let offs = _mm512_loadu_si512(offs.as_ptr().cast());
+            let m4 = _mm512_set1_epi32(0x0F0F_0F0F);
+            let gather = |o: __m512i, at: usize| {
+                _mm512_i32gather_epi32::<1>(
+                    _mm512_add_epi32(o, _mm512_set1_epi32(at as i32)),
+                    base.cast(),
+                )
+            };
+            // Bits 0..3 of `h` to bit 4 of bytes 0..3 (the disjoint shifted
+            // copies add without carries).
+            let spread = |h: __m512i| {
+                let x = _mm512_mullo_epi32(
+                    _mm512_and_si512(h, _mm512_set1_epi32(0xF)),
+                    _mm512_set1_epi32(0x0020_4081),
+                );
+                _mm512_slli_epi32::<4>(_mm512_and_si512(x, _mm512_set1_epi32(0x0101_0101)))
+            };
+            for b in 0..nb {
+                let o = _mm512_add_epi32(offs, _mm512_set1_epi32((b * bw) as i32));
+                let dst = panel.as_mut_ptr().add(b * Q32_PANEL);
+                let put = |q: usize, v: __m512i| _mm512_storeu_si512(dst.add(64 * q).cast(), v);
+                let d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(gather(o, 0)));
+                _mm512_storeu_ps(dst.add(512).cast(), d);
+                match kind {
+                    Kind::Q4_0 => {
+                        for j in 0..4 {
+                            let v = gather(o, 2 + 4 * j);
+                            put(j, _mm512_and_si512(v, m4));
+                            put(4 + j, _mm512_and_si512(_mm512_srli_epi32::<4>(v), m4));
+                        }
+                    }
+                    Kind::Q5_0 => {
+                        let qh = gather(o, 2);
+                        for j in 0..4 {
+                            let v = gather(o, 6 + 4 * j);
+                            let hl = spread(_mm512_srlv_epi32(qh, _mm512_set1_epi32(4 * j as i32)));
+                            let hh =
+                                spread(_mm512_srlv_epi32(qh, _mm512_set1_epi32(16 + 4 * j as i32)));
+                            put(j, _mm512_or_si512(_mm512_and_si512(v, m4), hl));
+                            put(
+                                4 + j,
+                                _mm512_or_si512(
+                                    _mm512_and_si512(_mm512_srli_epi32::<4>(v), m4),
+                                    hh,
+                                ),
+                            );
+                        }
+                    }
+                    _ => {
+                        let flip = _mm512_set1_epi32(0x8080_8080u32 as i32);
+                        for j in 0..8 {
+                            put(j, _mm512_xor_si512(gather(o, 2 + 4 * j), flip));
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Runs every token of the batch against one decoded panel (rows

@@ -190,9 +190,23 @@ pub(crate) fn matmul(
         scratch.resize(need, 0);
     }
     let act = &mut scratch[..need];
-    for (t, dst) in act.chunks_exact_mut(arb).enumerate() {
-        quantize_act(aty, &x[t * k..(t + 1) * k], dst)?;
-    }
+    // The first row alone surfaces a conversion error (the same for every
+    // row); the rest are converted in parallel.
+    let (first, rest) = act.split_at_mut(arb);
+    quantize_act(aty, &x[..k], first)?;
+    be.par_units(
+        rest,
+        arb,
+        n_tokens - 1,
+        (n_tokens - 1) * k * 8,
+        |t0, part| {
+            for (i, dst) in part.chunks_exact_mut(arb).enumerate() {
+                let t = 1 + t0 + i;
+                // Cannot fail: the first row's conversion succeeded.
+                let _ = quantize_act(aty, &x[t * k..(t + 1) * k], dst);
+            }
+        },
+    );
     let act = &*act;
     if super::gemm::applies(w, n_tokens) {
         super::gemm::gemm(be, w, act, arb, out, n_tokens);

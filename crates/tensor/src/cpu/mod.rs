@@ -152,23 +152,51 @@ impl CpuBackend {
         work: usize,
         f: impl Fn(usize, &mut [T]) + Sync,
     ) {
+        self.par_units_weighted(data, unit, n_units, work, |_| 1, f);
+    }
+
+    /// [`Self::par_units`] with parts of about equal total `cost(unit)`
+    /// instead of equal unit counts (e.g. causal attention, where later
+    /// tokens see more keys).
+    pub(crate) fn par_units_weighted<T: Send>(
+        &self,
+        data: &mut [T],
+        unit: usize,
+        n_units: usize,
+        work: usize,
+        cost: impl Fn(usize) -> usize,
+        f: impl Fn(usize, &mut [T]) + Sync,
+    ) {
         let data = &mut data[..unit * n_units];
         let nt = self.threads.min(n_units).max(1);
         if nt == 1 || work < PAR_MIN_WORK {
             f(0, data);
             return;
         }
-        let per = n_units.div_ceil(nt);
-        // Part `i` (units `i*per..`) goes to pool thread `i`; each part is
-        // taken out of its slot by exactly one thread.
+        let total: usize = (0..n_units).map(&cost).sum::<usize>().max(1);
+        // Part `i` (units from `ends[i-1]` to `ends[i]`) goes to pool thread
+        // `i`; each part is taken out of its slot by exactly one thread.
+        let mut ends = Vec::with_capacity(nt);
+        let mut acc = 0usize;
+        for u in 0..n_units {
+            acc += cost(u);
+            // Part boundaries at the first unit where the running cost
+            // reaches i/nt of the total.
+            while ends.len() + 1 < nt && acc * nt >= total * (ends.len() + 1) {
+                ends.push(u + 1);
+            }
+        }
+        ends.push(n_units);
         let mut slots = Vec::with_capacity(nt);
         let mut rest = data;
         let mut start = 0;
-        while start < n_units {
-            let n = per.min(n_units - start);
+        for &end in &ends {
+            let n = end.max(start) - start;
             let (part, tail) = rest.split_at_mut(n * unit);
             rest = tail;
-            slots.push(Mutex::new(Some((start, part))));
+            if n > 0 {
+                slots.push(Mutex::new(Some((start, part))));
+            }
             start += n;
         }
         self.pool.run(&|i| {
