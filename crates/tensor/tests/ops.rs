@@ -163,11 +163,11 @@ fn block_order_dot(ty: GgmlType, w: &[u8], a: &[u8], n: usize) -> f32 {
     acc
 }
 
-/// Batches of ≥ 16 tokens of Q4_0/Q5_0/Q8_0/Q4_K/Q6_K weights take the
+/// Batches of ≥ 16 tokens of Q4_0/Q4_1/Q5_0/Q8_0/Q4_K/Q6_K weights take the
 /// AVX-512 VNNI panel GEMM where the CPU has it. Its results equal, bit for
 /// bit, the order it documents: [`block_order_dot`] for Q4_0 with rows in
 /// groups of eight (llama.cpp's repacked kernels), else the per-token kernel
-/// `kernel_for` picks (ggml's `vec_dot` lane order for Q5_0/Q8_0, the
+/// `kernel_for` picks (ggml's `vec_dot` lane order for Q4_1/Q5_0/Q8_0, the
 /// repacked gemm/gemv orders of Q4_K, the tiled order of Q6_K) — for partial
 /// panels, every token remainder and 1 or 2 threads.
 #[test]
@@ -181,6 +181,7 @@ fn batched_matmul_gemm_orders_are_bit_exact() {
     let mut rng = Rng(11);
     let types = [
         GgmlType::Q4_0,
+        GgmlType::Q4_1,
         GgmlType::Q5_0,
         GgmlType::Q8_0,
         GgmlType::Q4_K,

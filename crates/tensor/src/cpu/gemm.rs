@@ -47,6 +47,7 @@ pub(crate) const MIN_TOKENS: usize = 16;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     Q4_0,
+    Q4_1,
     Q5_0,
     Q8_0,
     Q4K,
@@ -57,6 +58,7 @@ impl Kind {
     fn of(ty: GgmlType) -> Option<Kind> {
         Some(match ty {
             GgmlType::Q4_0 => Kind::Q4_0,
+            GgmlType::Q4_1 => Kind::Q4_1,
             GgmlType::Q5_0 => Kind::Q5_0,
             GgmlType::Q8_0 => Kind::Q8_0,
             GgmlType::Q4_K => Kind::Q4K,
@@ -68,7 +70,7 @@ impl Kind {
     /// Columns per block.
     fn block(self) -> usize {
         match self {
-            Kind::Q4_0 | Kind::Q5_0 | Kind::Q8_0 => 32,
+            Kind::Q4_0 | Kind::Q4_1 | Kind::Q5_0 | Kind::Q8_0 => 32,
             Kind::Q4K | Kind::Q6K => 256,
         }
     }
@@ -77,6 +79,7 @@ impl Kind {
     fn weight_bytes(self) -> usize {
         match self {
             Kind::Q4_0 => 18,
+            Kind::Q4_1 => 20,
             Kind::Q5_0 => 22,
             Kind::Q8_0 => 34,
             Kind::Q4K => 144,
@@ -88,6 +91,7 @@ impl Kind {
     fn act_bytes(self) -> usize {
         match self {
             Kind::Q4_0 | Kind::Q5_0 | Kind::Q8_0 => 34,
+            Kind::Q4_1 => 36,
             Kind::Q4K | Kind::Q6K => 292,
         }
     }
@@ -96,6 +100,7 @@ impl Kind {
     fn panel_bytes(self) -> usize {
         match self {
             Kind::Q4_0 | Kind::Q5_0 | Kind::Q8_0 => Q32_PANEL,
+            Kind::Q4_1 => Q41_PANEL,
             Kind::Q4K => Q4K_PANEL,
             Kind::Q6K => Q6K_PANEL,
         }
@@ -106,6 +111,7 @@ impl Kind {
         match self {
             Kind::Q4_0 => 8,
             Kind::Q5_0 => 16,
+            Kind::Q4_1 => 0,
             _ => 128,
         }
     }
@@ -113,6 +119,8 @@ impl Kind {
 
 /// A Q4_0/Q5_0/Q8_0 panel block: `qs[8 quads][16 rows][4]` u8, `d[16]` f32.
 const Q32_PANEL: usize = 512 + 64;
+/// A Q4_1 panel block: a [`Q32_PANEL`] block, then `m[16]` f32.
+const Q41_PANEL: usize = Q32_PANEL + 64;
 /// A Q4_K panel block: `qs[64][16][4]` u8 nibbles, `sc[8][16]` i32,
 /// `mins[8][16]` i32 (the i16 pair `(m, m)`), `d[16]`, `dmin[16]` f32.
 const Q4K_PANEL: usize = 4096 + 512 + 512 + 128;
@@ -165,8 +173,8 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (i32, i32) {
     (i32::from(d), i32::from(m))
 }
 
-/// Decodes block `b` of rows `r0..r0+16` of `w` (`rows` rows of `rb` bytes)
-/// into `dst` (one panel block). Rows past the end decode as zeros.
+/// Decodes block `b` of rows `r0..r0+16` of a K-quant `w` (`rows` rows of
+/// `rb` bytes) into `dst` (one panel block). Rows past the end decode as zeros.
 fn pack_block(kind: Kind, w: &[u8], rb: usize, rows: usize, r0: usize, b: usize, dst: &mut [u8]) {
     dst.fill(0);
     let wb = kind.weight_bytes();
@@ -174,32 +182,8 @@ fn pack_block(kind: Kind, w: &[u8], rb: usize, rows: usize, r0: usize, b: usize,
         let o = (r0 + r) * rb + b * wb;
         let blk = &w[o..o + wb];
         match kind {
-            Kind::Q4_0 | Kind::Q5_0 | Kind::Q8_0 => {
-                let mut v = [0u8; 32];
-                match kind {
-                    Kind::Q4_0 => {
-                        for j in 0..16 {
-                            v[j] = blk[2 + j] & 0xF;
-                            v[j + 16] = blk[2 + j] >> 4;
-                        }
-                    }
-                    Kind::Q5_0 => {
-                        let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
-                        for j in 0..16 {
-                            let hb = |k: usize| (((qh >> k) & 1) << 4) as u8;
-                            v[j] = (blk[6 + j] & 0xF) | hb(j);
-                            v[j + 16] = (blk[6 + j] >> 4) | hb(j + 16);
-                        }
-                    }
-                    _ => {
-                        for j in 0..32 {
-                            v[j] = blk[2 + j] ^ 0x80;
-                        }
-                    }
-                }
-                put_quads(&mut dst[..512], r, &v);
-                put_f32(&mut dst[512..], r, f16_at(blk, 0));
-            }
+            // The 32-column kinds: `x86::pack_q32`.
+            Kind::Q4_0 | Kind::Q4_1 | Kind::Q5_0 | Kind::Q8_0 => {}
             Kind::Q4K => {
                 let mut v = [0u8; 256];
                 for j in 0..4 {
@@ -245,9 +229,21 @@ fn pack_block(kind: Kind, w: &[u8], rb: usize, rows: usize, r0: usize, b: usize,
     }
 }
 
-/// Per-token, per-block values of 32-column activations: `d_a` (f32,
-/// indexed `t * nb + b`) and `-offset · Σa` (i32) per block or, with
-/// `per_quad`, per group of four columns (indexed `8 * (t * nb + b) + q`).
+/// A batch's activations as the tiles read them: `bytes` (`stride` bytes a
+/// token) in the `vec_dot_type` blocks, and for the 32-column kinds per token
+/// and block (index `t * nb + b`) `d` = `d_a` (f32), `s` = Q8_1's `s_a`
+/// (Q4_1), `corr` = `-offset · Σa` per block or, in the lane order, per
+/// group of four columns (index `8 * (t * nb + b) + q`).
+#[derive(Clone, Copy)]
+struct Act<'a> {
+    bytes: &'a [u8],
+    stride: usize,
+    d: &'a [f32],
+    s: &'a [f32],
+    corr: &'a [i32],
+}
+
+/// The per-block terms of [`Act`] for a 32-column kind.
 fn q32_act_terms(
     kind: Kind,
     act: &[u8],
@@ -255,25 +251,36 @@ fn q32_act_terms(
     n_tokens: usize,
     nb: usize,
     per_quad: bool,
-) -> (Vec<f32>, Vec<i32>) {
-    let mut da = Vec::with_capacity(n_tokens * nb);
-    let mut corr = Vec::with_capacity(n_tokens * nb * if per_quad { 8 } else { 1 });
+) -> (Vec<f32>, Vec<f32>, Vec<i32>) {
+    let ab = kind.act_bytes();
+    let min = kind == Kind::Q4_1;
+    let mut d = Vec::with_capacity(n_tokens * nb);
+    let mut s = Vec::with_capacity(if min { n_tokens * nb } else { 0 });
+    let mut corr = Vec::with_capacity(if min {
+        0
+    } else {
+        n_tokens * nb * if per_quad { 8 } else { 1 }
+    });
     let off = kind.offset();
     for t in 0..n_tokens {
-        let row = &act[t * arb..t * arb + nb * 34];
-        for blk in row.chunks_exact(34) {
-            da.push(f16_at(blk, 0));
+        let row = &act[t * arb..t * arb + nb * ab];
+        for blk in row.chunks_exact(ab) {
+            d.push(f16_at(blk, 0));
+            if min {
+                s.push(f16_at(blk, 2));
+                continue;
+            }
             let quads = blk[2..34]
                 .chunks_exact(4)
                 .map(|q| q.iter().map(|&x| i32::from(x as i8)).sum::<i32>());
             if per_quad {
-                corr.extend(quads.map(|s| -off * s));
+                corr.extend(quads.map(|v| -off * v));
             } else {
                 corr.push(-off * quads.sum::<i32>());
             }
         }
     }
-    (da, corr)
+    (d, s, corr)
 }
 
 /// Where the results go: `out[t * m + r]`, written by several threads at once
@@ -312,9 +319,16 @@ pub(crate) fn gemm(
     // repacked kernels' block order, the other 32-column cases in `vec_dot`'s
     // per-lane order.
     let lanes = !(kind == Kind::Q4_0 && m.is_multiple_of(8));
-    let (da, corr) = match kind {
-        Kind::Q4_0 | Kind::Q5_0 | Kind::Q8_0 => q32_act_terms(kind, act, arb, n_tokens, nb, lanes),
-        Kind::Q4K | Kind::Q6K => (Vec::new(), Vec::new()),
+    let (d, s, corr) = match kind {
+        Kind::Q4K | Kind::Q6K => (Vec::new(), Vec::new(), Vec::new()),
+        _ => q32_act_terms(kind, act, arb, n_tokens, nb, lanes),
+    };
+    let acts = Act {
+        bytes: act,
+        stride: arb,
+        d: &d,
+        s: &s,
+        corr: &corr,
     };
     let wb = w.bytes();
     let rb = w.row_bytes;
@@ -334,7 +348,7 @@ pub(crate) fn gemm(
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `applies` checked AVX-512 F/BW/VNNI; rows `r0..`
                 // (at least one) of `rb` bytes with `nb` blocks each are in `wb`.
-                Kind::Q4_0 | Kind::Q5_0 | Kind::Q8_0 => unsafe {
+                Kind::Q4_0 | Kind::Q4_1 | Kind::Q5_0 | Kind::Q8_0 => unsafe {
                     x86::pack_q32(kind, wb, rb, m, r0, nb, &mut panel)
                 },
                 _ => {
@@ -347,12 +361,10 @@ pub(crate) fn gemm(
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `applies` checked AVX-512 F/BW/VNNI; the panel holds
             // `nb` blocks, `act` `n_tokens` rows of `arb` bytes with `nb`
-            // blocks each, `da`/`corr` `n_tokens * nb` terms (32-column
+            // blocks each, `acts` the terms `Act` lists (32-column
             // kinds), and `dst` has room for rows `r0..r0+nrows` of every token.
             unsafe {
-                x86::panel_tokens(
-                    kind, lanes, &panel, nb, act, arb, &da, &corr, dst, r0, nrows,
-                )
+                x86::panel_tokens(kind, lanes, &panel, nb, acts, dst, r0, nrows)
             };
         }
     };
@@ -367,7 +379,7 @@ pub(crate) fn gemm(
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{Kind, Out, Q4K_PANEL, Q6K_PANEL, Q32_PANEL};
+    use super::{Act, Kind, Out, Q4K_PANEL, Q6K_PANEL, Q32_PANEL, Q41_PANEL};
 
     /// Four activation bytes at `p`, broadcast to all 16 lanes (a macro so
     /// that it inlines into the AVX-512 functions; callers guarantee 4
@@ -378,9 +390,9 @@ mod x86 {
         };
     }
 
-    /// [`super::pack_block`] for the 32-column kinds, all `nb` blocks of the
-    /// panel at rows `r0..`: each 4-byte group of the 16 rows' blocks is one
-    /// gather. Rows past `rows` repeat the last row (their outputs are not
+    /// Decodes all `nb` blocks of the 32-column panel at rows `r0..`: each
+    /// 4-byte group of the 16 rows' blocks is one gather. Weights become u8
+    /// `q + offset` (Q4_1: the nibbles), the f16 scales (and Q4_1's mins) f32. Rows past `rows` repeat the last row (their outputs are not
     /// stored).
     ///
     /// # Safety
@@ -397,7 +409,12 @@ mod x86 {
         panel: &mut [u8],
     ) {
         let bw = kind.weight_bytes();
-        debug_assert!(r0 < rows && w.len() >= rows * rb && panel.len() >= nb * Q32_PANEL);
+        let pbytes = if kind == Kind::Q4_1 {
+            Q41_PANEL
+        } else {
+            Q32_PANEL
+        };
+        debug_assert!(r0 < rows && w.len() >= rows * rb && panel.len() >= nb * pbytes);
         debug_assert!(16 * rb < i32::MAX as usize);
         let last = rows - r0 - 1;
         let offs: [i32; 16] = std::array::from_fn(|r| (r.min(last) * rb) as i32);
@@ -426,11 +443,21 @@ mod x86 {
             };
             for b in 0..nb {
                 let o = _mm512_add_epi32(offs, _mm512_set1_epi32((b * bw) as i32));
-                let dst = panel.as_mut_ptr().add(b * Q32_PANEL);
+                let dst = panel.as_mut_ptr().add(b * pbytes);
                 let put = |q: usize, v: __m512i| _mm512_storeu_si512(dst.add(64 * q).cast(), v);
-                let d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(gather(o, 0)));
+                let dm = gather(o, 0);
+                let d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dm));
                 _mm512_storeu_ps(dst.add(512).cast(), d);
                 match kind {
+                    Kind::Q4_1 => {
+                        let m = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(dm)));
+                        _mm512_storeu_ps(dst.add(576).cast(), m);
+                        for j in 0..4 {
+                            let v = gather(o, 4 + 4 * j);
+                            put(j, _mm512_and_si512(v, m4));
+                            put(4 + j, _mm512_and_si512(_mm512_srli_epi32::<4>(v), m4));
+                        }
+                    }
                     Kind::Q4_0 => {
                         for j in 0..4 {
                             let v = gather(o, 2 + 4 * j);
@@ -477,10 +504,7 @@ mod x86 {
         lanes: bool,
         panel: &[u8],
         nb: usize,
-        act: &[u8],
-        arb: usize,
-        da: &[f32],
-        corr: &[i32],
+        a: Act<'_>,
         out: Out,
         r0: usize,
         nrows: usize,
@@ -497,23 +521,24 @@ mod x86 {
                 let mut t0 = lo;
                 while t0 + $t <= hi {
                     // SAFETY: as this function's contract; `t0 + T <= n`.
-                    unsafe { $f::<$t $(, $c)?>(panel, nb, act, arb, da, corr, out, r0, mask, t0) };
+                    unsafe { $f::<$t $(, $c)?>(panel, nb, a, out, r0, mask, t0) };
                     t0 += $t;
                 }
                 match hi - t0 {
                     0 => {}
-                    1 => unsafe { $f::<1 $(, $c)?>(panel, nb, act, arb, da, corr, out, r0, mask, t0) },
-                    2 => unsafe { $f::<2 $(, $c)?>(panel, nb, act, arb, da, corr, out, r0, mask, t0) },
-                    3 => unsafe { $f::<3 $(, $c)?>(panel, nb, act, arb, da, corr, out, r0, mask, t0) },
-                    4 => unsafe { $f::<4 $(, $c)?>(panel, nb, act, arb, da, corr, out, r0, mask, t0) },
-                    5 => unsafe { $f::<5 $(, $c)?>(panel, nb, act, arb, da, corr, out, r0, mask, t0) },
-                    6 => unsafe { $f::<6 $(, $c)?>(panel, nb, act, arb, da, corr, out, r0, mask, t0) },
-                    _ => unsafe { $f::<7 $(, $c)?>(panel, nb, act, arb, da, corr, out, r0, mask, t0) },
+                    1 => unsafe { $f::<1 $(, $c)?>(panel, nb, a, out, r0, mask, t0) },
+                    2 => unsafe { $f::<2 $(, $c)?>(panel, nb, a, out, r0, mask, t0) },
+                    3 => unsafe { $f::<3 $(, $c)?>(panel, nb, a, out, r0, mask, t0) },
+                    4 => unsafe { $f::<4 $(, $c)?>(panel, nb, a, out, r0, mask, t0) },
+                    5 => unsafe { $f::<5 $(, $c)?>(panel, nb, a, out, r0, mask, t0) },
+                    6 => unsafe { $f::<6 $(, $c)?>(panel, nb, a, out, r0, mask, t0) },
+                    _ => unsafe { $f::<7 $(, $c)?>(panel, nb, a, out, r0, mask, t0) },
                 }
             }};
         }
         match kind {
-            Kind::Q4_0 | Kind::Q5_0 | Kind::Q8_0 if lanes => tiles!(q32_lanes_tile, 2, 0, n),
+            Kind::Q4_0 | Kind::Q5_0 | Kind::Q8_0 if lanes => tiles!(q32_lanes_tile, 2, 0, n, false),
+            Kind::Q4_1 => tiles!(q32_lanes_tile, 2, 0, n, true),
             Kind::Q4_0 | Kind::Q5_0 | Kind::Q8_0 => tiles!(q32_tile, 8, 0, n),
             Kind::Q6K => tiles!(q6k_tile, 8, 0, n),
             Kind::Q4K => {
@@ -540,10 +565,7 @@ mod x86 {
     unsafe fn q32_tile<const T: usize>(
         panel: &[u8],
         nb: usize,
-        act: &[u8],
-        arb: usize,
-        da: &[f32],
-        corr: &[i32],
+        a: Act<'_>,
         out: Out,
         r0: usize,
         mask: __mmask16,
@@ -551,7 +573,7 @@ mod x86 {
     ) {
         let mut acc = [_mm512_setzero_ps(); T];
         let pp = panel.as_ptr();
-        let ap = act.as_ptr();
+        let ap = a.bytes.as_ptr();
         for b in 0..nb {
             // SAFETY (all loads): block `b < nb` of the panel and of each
             // token's activation row, terms `(t0 + t) * nb + b` exist.
@@ -562,12 +584,12 @@ mod x86 {
                 let dw = _mm512_loadu_ps(pb.add(512).cast());
                 for (t, acc) in acc.iter_mut().enumerate() {
                     let i = (t0 + t) * nb + b;
-                    let a = ap.add((t0 + t) * arb + b * 34 + 2);
-                    let mut s = _mm512_set1_epi32(*corr.get_unchecked(i));
+                    let x = ap.add((t0 + t) * a.stride + b * 34 + 2);
+                    let mut s = _mm512_set1_epi32(*a.corr.get_unchecked(i));
                     for (q, wq) in w.iter().enumerate() {
-                        s = _mm512_dpbusd_epi32(s, *wq, bcast!(a.add(4 * q)));
+                        s = _mm512_dpbusd_epi32(s, *wq, bcast!(x.add(4 * q)));
                     }
-                    let d = _mm512_mul_ps(dw, _mm512_set1_ps(*da.get_unchecked(i)));
+                    let d = _mm512_mul_ps(dw, _mm512_set1_ps(*a.d.get_unchecked(i)));
                     *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, *acc);
                 }
             }
@@ -578,58 +600,70 @@ mod x86 {
         }
     }
 
-    /// Q4_0/Q5_0/Q8_0 × Q8_0 in `vec_dot`'s order, `T` tokens from `t0`:
-    /// eight float accumulators per (row, token), lane `q` taking the exact
-    /// sum of columns `4q..4q+4` of each block times `d_w · d_a` by one FMA,
-    /// added up at the end in `hsum_float_8`'s tree. `corr` holds the offset
-    /// terms per group of four columns.
+    /// Q4_0/Q5_0/Q8_0 × Q8_0 (`MIN = false`) or Q4_1 × Q8_1 (`MIN = true`)
+    /// in `vec_dot`'s order, `T` tokens from `t0`: eight float accumulators
+    /// per (row, token), lane `q` taking the exact sum of columns `4q..4q+4`
+    /// of each block times `d_w · d_a` by one FMA, added up at the end in
+    /// `hsum_float_8`'s tree; `a.corr` holds the offset terms per group of
+    /// four columns. Q4_1's `m_w · s_a` terms go to a separate sum (one FMA
+    /// per block) added last, as in ggml.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn q32_lanes_tile<const T: usize>(
+    unsafe fn q32_lanes_tile<const T: usize, const MIN: bool>(
         panel: &[u8],
         nb: usize,
-        act: &[u8],
-        arb: usize,
-        da: &[f32],
-        corr: &[i32],
+        a: Act<'_>,
         out: Out,
         r0: usize,
         mask: __mmask16,
         t0: usize,
     ) {
+        let (pbytes, abytes, qoff) = if MIN {
+            (Q41_PANEL, 36, 4)
+        } else {
+            (Q32_PANEL, 34, 2)
+        };
         let mut acc = [[_mm512_setzero_ps(); 8]; T];
+        let mut accm = [_mm512_setzero_ps(); T];
         let pp = panel.as_ptr();
-        let ap = act.as_ptr();
+        let ap = a.bytes.as_ptr();
         for b in 0..nb {
             // SAFETY (all loads): block `b < nb` of the panel and of each
             // token's activation row, terms `(t0 + t) * nb + b` exist (eight
-            // offset terms each).
+            // offset terms each without `MIN`).
             unsafe {
-                let pb = pp.add(b * Q32_PANEL);
+                let pb = pp.add(b * pbytes);
                 let w: [__m512i; 8] =
                     std::array::from_fn(|q| _mm512_loadu_si512(pb.add(64 * q).cast()));
                 let dw = _mm512_loadu_ps(pb.add(512).cast());
                 for (t, acc) in acc.iter_mut().enumerate() {
                     let i = (t0 + t) * nb + b;
-                    let a = ap.add((t0 + t) * arb + b * 34 + 2);
-                    let c = corr.as_ptr().add(8 * i);
-                    let d = _mm512_mul_ps(dw, _mm512_set1_ps(*da.get_unchecked(i)));
+                    let x = ap.add((t0 + t) * a.stride + b * abytes + qoff);
+                    let d = _mm512_mul_ps(dw, _mm512_set1_ps(*a.d.get_unchecked(i)));
                     for (q, (wq, acc)) in w.iter().zip(acc.iter_mut()).enumerate() {
-                        let s = _mm512_dpbusd_epi32(
-                            _mm512_set1_epi32(*c.add(q)),
-                            *wq,
-                            bcast!(a.add(4 * q)),
-                        );
+                        let c = if MIN {
+                            _mm512_setzero_si512()
+                        } else {
+                            _mm512_set1_epi32(*a.corr.get_unchecked(8 * i + q))
+                        };
+                        let s = _mm512_dpbusd_epi32(c, *wq, bcast!(x.add(4 * q)));
                         *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, *acc);
+                    }
+                    if MIN {
+                        let mw = _mm512_loadu_ps(pb.add(576).cast());
+                        accm[t] =
+                            _mm512_fmadd_ps(mw, _mm512_set1_ps(*a.s.get_unchecked(i)), accm[t]);
                     }
                 }
             }
         }
-        for (t, a) in acc.iter().enumerate() {
-            let v = _mm512_add_ps(
-                _mm512_add_ps(_mm512_add_ps(a[0], a[4]), _mm512_add_ps(a[2], a[6])),
-                _mm512_add_ps(_mm512_add_ps(a[1], a[5]), _mm512_add_ps(a[3], a[7])),
+        for (t, v) in acc.iter().enumerate() {
+            let mut v = _mm512_add_ps(
+                _mm512_add_ps(_mm512_add_ps(v[0], v[4]), _mm512_add_ps(v[2], v[6])),
+                _mm512_add_ps(_mm512_add_ps(v[1], v[5]), _mm512_add_ps(v[3], v[7])),
             );
+            if MIN {
+                v = _mm512_add_ps(v, accm[t]);
+            }
             // SAFETY: as `store` requires.
             unsafe { store(out, t0 + t, r0, mask, v) };
         }
@@ -642,10 +676,7 @@ mod x86 {
     unsafe fn q4k_tile<const T: usize, const PER_SB: bool>(
         panel: &[u8],
         nb: usize,
-        act: &[u8],
-        arb: usize,
-        _da: &[f32],
-        _corr: &[i32],
+        a: Act<'_>,
         out: Out,
         r0: usize,
         mask: __mmask16,
@@ -654,7 +685,7 @@ mod x86 {
         let mut acc = [_mm512_setzero_ps(); T];
         let mut accm = [_mm512_setzero_ps(); T];
         let pp = panel.as_ptr();
-        let ap = act.as_ptr();
+        let ap = a.bytes.as_ptr();
         for b in 0..nb {
             // SAFETY (all loads): block `b < nb` of the panel and of each
             // token's activation row (292 bytes: d, 256 qs, 16 i16 bsums).
@@ -662,7 +693,8 @@ mod x86 {
                 let pb = pp.add(b * Q4K_PANEL);
                 let dw = _mm512_loadu_ps(pb.add(5120).cast());
                 let dmw = _mm512_loadu_ps(pb.add(5184).cast());
-                let ab: [*const u8; T] = std::array::from_fn(|t| ap.add((t0 + t) * arb + b * 292));
+                let ab: [*const u8; T] =
+                    std::array::from_fn(|t| ap.add((t0 + t) * a.stride + b * 292));
                 let yd: [__m512; T] =
                     std::array::from_fn(|t| _mm512_set1_ps(ab[t].cast::<f32>().read_unaligned()));
                 let mut isum = [_mm512_setzero_si512(); T];
@@ -676,10 +708,10 @@ mod x86 {
                         });
                         let sc = _mm512_loadu_si512(pb.add(4096 + 64 * kk).cast());
                         for t in 0..T {
-                            let a = ab[t].add(4 + 32 * kk);
+                            let x = ab[t].add(4 + 32 * kk);
                             let mut s = _mm512_setzero_si512();
                             for (q, wq) in w.iter().enumerate() {
-                                s = _mm512_dpbusd_epi32(s, *wq, bcast!(a.add(4 * q)));
+                                s = _mm512_dpbusd_epi32(s, *wq, bcast!(x.add(4 * q)));
                             }
                             ij[t] = _mm512_add_epi32(ij[t], _mm512_mullo_epi32(s, sc));
                         }
@@ -724,10 +756,7 @@ mod x86 {
     unsafe fn q6k_tile<const T: usize>(
         panel: &[u8],
         nb: usize,
-        act: &[u8],
-        arb: usize,
-        _da: &[f32],
-        _corr: &[i32],
+        a: Act<'_>,
         out: Out,
         r0: usize,
         mask: __mmask16,
@@ -735,13 +764,14 @@ mod x86 {
     ) {
         let mut acc = [_mm512_setzero_ps(); T];
         let pp = panel.as_ptr();
-        let ap = act.as_ptr();
+        let ap = a.bytes.as_ptr();
         for b in 0..nb {
             // SAFETY (all loads): block `b < nb` of the panel and of each
             // token's activation row (292 bytes: d, 256 qs, 16 i16 bsums).
             unsafe {
                 let pb = pp.add(b * Q6K_PANEL);
-                let ab: [*const u8; T] = std::array::from_fn(|t| ap.add((t0 + t) * arb + b * 292));
+                let ab: [*const u8; T] =
+                    std::array::from_fn(|t| ap.add((t0 + t) * a.stride + b * 292));
                 let mut isum = [_mm512_setzero_si512(); T];
                 for g in 0..16 {
                     let w: [__m512i; 4] = std::array::from_fn(|q| {
@@ -749,10 +779,10 @@ mod x86 {
                     });
                     let sc = _mm512_loadu_si512(pb.add(4096 + 64 * g).cast());
                     for t in 0..T {
-                        let a = ab[t].add(4 + 16 * g);
+                        let x = ab[t].add(4 + 16 * g);
                         let mut s = _mm512_setzero_si512();
                         for (q, wq) in w.iter().enumerate() {
-                            s = _mm512_dpbusd_epi32(s, *wq, bcast!(a.add(4 * q)));
+                            s = _mm512_dpbusd_epi32(s, *wq, bcast!(x.add(4 * q)));
                         }
                         isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(s, sc));
                     }
