@@ -412,6 +412,43 @@ struct Ctx<'a> {
     kqv_mode: Mode,
 }
 
+/// `x[i] = f32(f16(x[i] · s))`: the probabilities as ggml rounds them for
+/// the f16 KQV product (F16C eight at a time where present: `half`'s scalar
+/// conversion checks for F16C at run time on every call).
+fn scale_round_f16(x: &mut [f32], s: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if super::kernels::has_avx2_fma() {
+        // SAFETY: AVX2, FMA and F16C were detected at runtime.
+        unsafe { scale_round_f16_f16c(x, s) };
+        return;
+    }
+    for p in x {
+        *p = f16::from_f32(*p * s).to_f32();
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn scale_round_f16_f16c(x: &mut [f32], s: f32) {
+    use std::arch::x86_64::*;
+    let (chunks, rest) = x.as_chunks_mut::<8>();
+    let sv = _mm256_set1_ps(s);
+    for c in chunks {
+        // SAFETY: `c` is 8 f32; unaligned load and store.
+        unsafe {
+            let v = _mm256_mul_ps(_mm256_loadu_ps(c.as_ptr()), sv);
+            let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
+            _mm256_storeu_ps(c.as_mut_ptr(), _mm256_cvtph_ps(h));
+        }
+    }
+    for p in rest {
+        *p = f16::from_f32(*p * s).to_f32();
+    }
+}
+
+/// Value dimensions one register-held partial sum of the KQV product covers.
+const KQV_CHUNK: usize = 64;
+
 /// Computes output units `u0..` (one unit = one token × head, `hdv` values) into `part`.
 fn run_units(ctx: &Ctx<'_>, u0: usize, part: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
@@ -496,18 +533,35 @@ fn run_units_body(ctx: &Ctx<'_>, u0: usize, part: &mut [f32]) {
         }
         let inv = (1.0 / sum) as f32;
         acc.fill(0.0);
-        for j in start..=pos {
-            let pj = f16::from_f32(scores[j] * inv).to_f32();
-            let off = (j - lo) * vstride + g * hdv;
-            let vf = &v[off..off + hdv];
-            let lane = if kqv_mode == Mode::Batch {
-                j % 16
-            } else {
-                j % 64
-            };
-            let a = &mut acc[lane * hdv..(lane + 1) * hdv];
-            for (ad, vd) in a.iter_mut().zip(vf) {
-                *ad = vd.mul_add(pj, *ad);
+        // Key j adds p_j · v_j into lane j % lanes, in key order within a lane.
+        scale_round_f16(&mut scores[start..=pos], inv);
+        if hdv.is_multiple_of(KQV_CHUNK) {
+            // Lane by lane and 64 dimensions at a time, so that the partial
+            // sums stay in registers (the same operations in the same order).
+            for m in 0..lanes {
+                let first = start + (m + lanes - start % lanes) % lanes;
+                for c in (0..hdv).step_by(KQV_CHUNK) {
+                    let mut r = [0f32; KQV_CHUNK];
+                    for j in (first..=pos).step_by(lanes) {
+                        let pj = scores[j];
+                        let off = (j - lo) * vstride + g * hdv + c;
+                        let vf = &v[off..off + KQV_CHUNK];
+                        for (ad, vd) in r.iter_mut().zip(vf) {
+                            *ad = vd.mul_add(pj, *ad);
+                        }
+                    }
+                    acc[m * hdv + c..m * hdv + c + KQV_CHUNK].copy_from_slice(&r);
+                }
+            }
+        } else {
+            for j in start..=pos {
+                let pj = scores[j];
+                let off = (j - lo) * vstride + g * hdv;
+                let vf = &v[off..off + hdv];
+                let a = &mut acc[(j % lanes) * hdv..(j % lanes + 1) * hdv];
+                for (ad, vd) in a.iter_mut().zip(vf) {
+                    *ad = vd.mul_add(pj, *ad);
+                }
             }
         }
         for (d, od) in o.iter_mut().enumerate() {
