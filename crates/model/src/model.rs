@@ -104,8 +104,11 @@ pub struct State<B: Backend> {
     proj: B::Buffer,           // [n_ub, n_embd] sub-block output
     gate: B::Buffer,           // [n_ub, n_ff]
     up: B::Buffer,             // [n_ub, n_ff]
-    logits_dev: B::Buffer,     // [LOGITS_CHUNK, n_vocab]
-    logits: Vec<f32>,          // [n_out, n_vocab] on the host
+    logits_dev: B::Buffer,     // [logits_rows, n_vocab]
+    /// Rows `logits_dev` holds: 1 at first, up to `LOGITS_CHUNK` once more
+    /// rows are asked for at once (a 262k vocabulary makes each row 1 MiB).
+    logits_rows: usize,
+    logits: Vec<f32>, // [n_out, n_vocab] on the host
     /// Shape fingerprint of the model that created the state.
     shape: (usize, usize, usize, usize),
 }
@@ -306,7 +309,8 @@ impl<B: Backend> Model<B> {
             proj: b.alloc(mul(n_ub, c.n_embd)?)?,
             gate: b.alloc(mul(n_ub, c.n_ff)?)?,
             up: b.alloc(mul(n_ub, c.n_ff)?)?,
-            logits_dev: b.alloc(mul(LOGITS_CHUNK.min(n_ub), c.n_vocab)?)?,
+            logits_dev: b.alloc(c.n_vocab)?,
+            logits_rows: 1,
             logits: Vec::new(),
             shape: self.shape_key(),
         })
@@ -583,7 +587,14 @@ impl<B: Backend> Model<B> {
         b.rms_norm(&s.proj, &w.output_norm, &mut s.xb, n_rows, c.rms_eps)?;
         let output = w.output.as_ref().unwrap_or(&w.tok_embd);
         let nv = c.n_vocab;
-        let chunk = LOGITS_CHUNK.min(s.n_ub);
+        let chunk = LOGITS_CHUNK.min(s.n_ub).min(n_rows).max(1);
+        if s.logits_rows < chunk {
+            let len = chunk.checked_mul(nv).ok_or_else(|| {
+                ModelError::BadConfig(format!("buffer size {chunk} x {nv} overflows"))
+            })?;
+            s.logits_dev = b.alloc(len)?;
+            s.logits_rows = chunk;
+        }
         let mut r = 0;
         while r < n_rows {
             let m = chunk.min(n_rows - r);
