@@ -76,6 +76,24 @@ const MATMUL_TYPES: &[GgmlType] = &[
     GgmlType::IQ4_XS,
 ];
 
+/// `w · x` for the `n_tok` rows of `xv` through the backend (the input
+/// buffer a few elements longer than needed).
+fn run_matmul(
+    be: &CpuBackend,
+    w: &<CpuBackend as Backend>::Weight,
+    xv: &[f32],
+    rows: usize,
+    n_tok: usize,
+) -> Vec<f32> {
+    let mut x = be.alloc(xv.len() + 5).unwrap();
+    be.write(&mut x, 0, xv).unwrap();
+    let mut out = be.alloc(n_tok * rows).unwrap();
+    be.matmul(w, &x, &mut out, n_tok).unwrap();
+    let mut got = vec![0f32; n_tok * rows];
+    be.read(&out, 0, &mut got).unwrap();
+    got
+}
+
 #[test]
 fn matmul_matches_naive_reference_for_every_type() {
     let mut rng = Rng(7);
@@ -94,12 +112,7 @@ fn matmul_matches_naive_reference_for_every_type() {
                 assert_eq!(be.weight_dims(&w), vec![cols as u64, rows as u64]);
                 for n_tok in [1usize, 3, 7, 17] {
                     let xv = rng.vec(n_tok * cols, 2.0);
-                    let mut x = be.alloc(n_tok * cols + 5).unwrap();
-                    be.write(&mut x, 0, &xv).unwrap();
-                    let mut out = be.alloc(n_tok * rows).unwrap();
-                    be.matmul(&w, &x, &mut out, n_tok).unwrap();
-                    let mut got = vec![0f32; n_tok * rows];
-                    be.read(&out, 0, &mut got).unwrap();
+                    let got = run_matmul(&be, &w, &xv, rows, n_tok);
                     for t in 0..n_tok {
                         for r in 0..rows {
                             let (mut exact, mut mag) = (0f64, 0f64);
@@ -203,12 +216,7 @@ fn batched_matmul_gemm_orders_are_bit_exact() {
                 let w = be.upload_weight(&g, "w").unwrap();
                 for n_tok in [16usize, 17, 19, 26, 37] {
                     let xv = rng.vec(n_tok * cols, 2.0);
-                    let mut x = be.alloc(n_tok * cols).unwrap();
-                    be.write(&mut x, 0, &xv).unwrap();
-                    let mut out = be.alloc(n_tok * rows).unwrap();
-                    be.matmul(&w, &x, &mut out, n_tok).unwrap();
-                    let mut got = vec![0f32; n_tok * rows];
-                    be.read(&out, 0, &mut got).unwrap();
+                    let got = run_matmul(&be, &w, &xv, rows, n_tok);
                     for t in 0..n_tok {
                         let mut a = vec![0u8; arb];
                         quantize_act(aty, &xv[t * cols..(t + 1) * cols], &mut a).unwrap();

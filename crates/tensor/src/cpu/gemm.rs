@@ -34,7 +34,7 @@
 use zeta_gguf::GgmlType;
 
 use super::CpuWeight;
-use super::kernels::{has_avx512_vnni, is_repacked};
+use super::kernels::{has_avx512_vnni, is_repacked, scale_min_k4};
 
 /// Rows per panel: one 512-bit register of i32/f32 lanes.
 const PANEL: usize = 16;
@@ -158,19 +158,6 @@ fn put_i32(dst: &mut [u8], i: usize, v: i32) {
 
 fn put_f32(dst: &mut [u8], i: usize, v: f32) {
     dst[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
-}
-
-/// The 6-bit scale and min of Q4_K sub-block `j` (ggml's `get_scale_min_k4`).
-fn scale_min_k4(j: usize, q: &[u8]) -> (i32, i32) {
-    let (d, m) = if j < 4 {
-        (q[j] & 63, q[j + 4] & 63)
-    } else {
-        (
-            (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4),
-            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
-        )
-    };
-    (i32::from(d), i32::from(m))
 }
 
 /// Decodes block `b` of rows `r0..r0+16` of a K-quant `w` (`rows` rows of
@@ -398,6 +385,8 @@ mod x86 {
     /// # Safety
     /// AVX-512 F/BW/VNNI present; `r0 < rows`, `w` holds `rows` rows of `rb`
     /// bytes with `nb` blocks of the kind each, `panel` `nb` panel blocks.
+    // SAFETY: an unsafe fn for its target features and raw accesses; callers
+    // check the CPU features and the sizes stated above.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     pub(super) unsafe fn pack_q32(
         kind: Kind,
@@ -418,7 +407,7 @@ mod x86 {
         debug_assert!(16 * rb < i32::MAX as usize);
         let last = rows - r0 - 1;
         let offs: [i32; 16] = std::array::from_fn(|r| (r.min(last) * rb) as i32);
-        // SAFETY (all gathers and stores): every gathered dword lies inside a
+        // SAFETY: (all gathers and stores) every gathered dword lies inside a
         // block of a row `< rows` (offsets 0..4 for the scale, then the
         // 4-byte groups of the quants, which end at the block's end), and
         // every store inside panel block `b < nb`.
@@ -498,6 +487,8 @@ mod x86 {
     ///
     /// # Safety
     /// AVX-512 F/BW/VNNI present; sizes as `gemm` states.
+    // SAFETY: an unsafe fn for its target features and raw accesses; callers
+    // check the CPU features and the sizes stated above.
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn panel_tokens(
         kind: Kind,
@@ -521,18 +512,21 @@ mod x86 {
                 let mut t0 = lo;
                 while t0 + $t <= hi {
                     // SAFETY: as this function's contract; `t0 + T <= n`.
-                    unsafe { $f::<$t $(, $c)?>(panel, nb, a, out, r0, mask, t0) };
+                    unsafe { $f::<$t $(, $c)?>(Tile { panel, nb, a, out, r0, mask, t0 }) };
                     t0 += $t;
                 }
-                match hi - t0 {
-                    0 => {}
-                    1 => unsafe { $f::<1 $(, $c)?>(panel, nb, a, out, r0, mask, t0) },
-                    2 => unsafe { $f::<2 $(, $c)?>(panel, nb, a, out, r0, mask, t0) },
-                    3 => unsafe { $f::<3 $(, $c)?>(panel, nb, a, out, r0, mask, t0) },
-                    4 => unsafe { $f::<4 $(, $c)?>(panel, nb, a, out, r0, mask, t0) },
-                    5 => unsafe { $f::<5 $(, $c)?>(panel, nb, a, out, r0, mask, t0) },
-                    6 => unsafe { $f::<6 $(, $c)?>(panel, nb, a, out, r0, mask, t0) },
-                    _ => unsafe { $f::<7 $(, $c)?>(panel, nb, a, out, r0, mask, t0) },
+                // SAFETY: as this function's contract; `hi <= n`.
+                unsafe {
+                    match hi - t0 {
+                        0 => {}
+                        1 => $f::<1 $(, $c)?>(Tile { panel, nb, a, out, r0, mask, t0 }),
+                        2 => $f::<2 $(, $c)?>(Tile { panel, nb, a, out, r0, mask, t0 }),
+                        3 => $f::<3 $(, $c)?>(Tile { panel, nb, a, out, r0, mask, t0 }),
+                        4 => $f::<4 $(, $c)?>(Tile { panel, nb, a, out, r0, mask, t0 }),
+                        5 => $f::<5 $(, $c)?>(Tile { panel, nb, a, out, r0, mask, t0 }),
+                        6 => $f::<6 $(, $c)?>(Tile { panel, nb, a, out, r0, mask, t0 }),
+                        _ => $f::<7 $(, $c)?>(Tile { panel, nb, a, out, r0, mask, t0 }),
+                    }
                 }
             }};
         }
@@ -550,8 +544,24 @@ mod x86 {
         }
     }
 
+    /// One tile's inputs: a decoded panel of `nb` blocks, the batch's
+    /// activations, where the panel's rows `r0..` (lanes in `mask`) go, and
+    /// the first token `t0`.
+    #[derive(Clone, Copy)]
+    struct Tile<'a> {
+        panel: &'a [u8],
+        nb: usize,
+        a: Act<'a>,
+        out: Out,
+        r0: usize,
+        mask: __mmask16,
+        t0: usize,
+    }
+
     /// Stores the 16 lanes of `v` (masked to the panel's rows) as token `t`'s
     /// outputs for rows `r0..`.
+    // SAFETY: an unsafe fn for its target features and raw accesses; callers
+    // check the CPU features and the sizes stated above.
     #[inline(always)]
     unsafe fn store(out: Out, t: usize, r0: usize, mask: __mmask16, v: __m512) {
         // SAFETY: `t < n_tokens` and rows `r0 + lane` for the set mask bits
@@ -560,22 +570,24 @@ mod x86 {
     }
 
     /// Q4_0/Q5_0/Q8_0 × Q8_0, `T` tokens from `t0`.
+    // SAFETY: an unsafe fn for its target features and raw accesses; callers
+    // check the CPU features and the sizes stated above.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn q32_tile<const T: usize>(
-        panel: &[u8],
-        nb: usize,
-        a: Act<'_>,
-        out: Out,
-        r0: usize,
-        mask: __mmask16,
-        t0: usize,
-    ) {
+    unsafe fn q32_tile<const T: usize>(tile: Tile<'_>) {
+        let Tile {
+            panel,
+            nb,
+            a,
+            out,
+            r0,
+            mask,
+            t0,
+        } = tile;
         let mut acc = [_mm512_setzero_ps(); T];
         let pp = panel.as_ptr();
         let ap = a.bytes.as_ptr();
         for b in 0..nb {
-            // SAFETY (all loads): block `b < nb` of the panel and of each
+            // SAFETY: (all loads) block `b < nb` of the panel and of each
             // token's activation row, terms `(t0 + t) * nb + b` exist.
             unsafe {
                 let pb = pp.add(b * Q32_PANEL);
@@ -607,16 +619,19 @@ mod x86 {
     /// `hsum_float_8`'s tree; `a.corr` holds the offset terms per group of
     /// four columns. Q4_1's `m_w · s_a` terms go to a separate sum (one FMA
     /// per block) added last, as in ggml.
+    // SAFETY: an unsafe fn for its target features and raw accesses; callers
+    // check the CPU features and the sizes stated above.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    unsafe fn q32_lanes_tile<const T: usize, const MIN: bool>(
-        panel: &[u8],
-        nb: usize,
-        a: Act<'_>,
-        out: Out,
-        r0: usize,
-        mask: __mmask16,
-        t0: usize,
-    ) {
+    unsafe fn q32_lanes_tile<const T: usize, const MIN: bool>(tile: Tile<'_>) {
+        let Tile {
+            panel,
+            nb,
+            a,
+            out,
+            r0,
+            mask,
+            t0,
+        } = tile;
         let (pbytes, abytes, qoff) = if MIN {
             (Q41_PANEL, 36, 4)
         } else {
@@ -627,7 +642,7 @@ mod x86 {
         let pp = panel.as_ptr();
         let ap = a.bytes.as_ptr();
         for b in 0..nb {
-            // SAFETY (all loads): block `b < nb` of the panel and of each
+            // SAFETY: (all loads) block `b < nb` of the panel and of each
             // token's activation row, terms `(t0 + t) * nb + b` exist (eight
             // offset terms each without `MIN`).
             unsafe {
@@ -671,23 +686,25 @@ mod x86 {
 
     /// Q4_K × Q8_K, `T` tokens from `t0`; `PER_SB`: one FMA per 64-column
     /// sub-block pair (gemm order), else one per 256 columns (gemv order).
+    // SAFETY: an unsafe fn for its target features and raw accesses; callers
+    // check the CPU features and the sizes stated above.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn q4k_tile<const T: usize, const PER_SB: bool>(
-        panel: &[u8],
-        nb: usize,
-        a: Act<'_>,
-        out: Out,
-        r0: usize,
-        mask: __mmask16,
-        t0: usize,
-    ) {
+    unsafe fn q4k_tile<const T: usize, const PER_SB: bool>(tile: Tile<'_>) {
+        let Tile {
+            panel,
+            nb,
+            a,
+            out,
+            r0,
+            mask,
+            t0,
+        } = tile;
         let mut acc = [_mm512_setzero_ps(); T];
         let mut accm = [_mm512_setzero_ps(); T];
         let pp = panel.as_ptr();
         let ap = a.bytes.as_ptr();
         for b in 0..nb {
-            // SAFETY (all loads): block `b < nb` of the panel and of each
+            // SAFETY: (all loads) block `b < nb` of the panel and of each
             // token's activation row (292 bytes: d, 256 qs, 16 i16 bsums).
             unsafe {
                 let pb = pp.add(b * Q4K_PANEL);
@@ -751,22 +768,24 @@ mod x86 {
     }
 
     /// Q6_K × Q8_K (ggml's tiled order), `T` tokens from `t0`.
+    // SAFETY: an unsafe fn for its target features and raw accesses; callers
+    // check the CPU features and the sizes stated above.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn q6k_tile<const T: usize>(
-        panel: &[u8],
-        nb: usize,
-        a: Act<'_>,
-        out: Out,
-        r0: usize,
-        mask: __mmask16,
-        t0: usize,
-    ) {
+    unsafe fn q6k_tile<const T: usize>(tile: Tile<'_>) {
+        let Tile {
+            panel,
+            nb,
+            a,
+            out,
+            r0,
+            mask,
+            t0,
+        } = tile;
         let mut acc = [_mm512_setzero_ps(); T];
         let pp = panel.as_ptr();
         let ap = a.bytes.as_ptr();
         for b in 0..nb {
-            // SAFETY (all loads): block `b < nb` of the panel and of each
+            // SAFETY: (all loads) block `b < nb` of the panel and of each
             // token's activation row (292 bytes: d, 256 qs, 16 i16 bsums).
             unsafe {
                 let pb = pp.add(b * Q6K_PANEL);

@@ -318,7 +318,7 @@ fn q8k_bsum(ba: &[u8], j: usize) -> i32 {
 
 /// The k-quant 6-bit scale and min of sub-block `j` (`get_scale_min_k4`).
 #[inline(always)]
-fn scale_min_k4(j: usize, q: &[u8]) -> (i32, i32) {
+pub(super) fn scale_min_k4(j: usize, q: &[u8]) -> (i32, i32) {
     let (d, m) = if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {
