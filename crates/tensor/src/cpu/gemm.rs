@@ -283,8 +283,6 @@ struct Out {
 // threads write the same element, and `Pool::run` returns only after every
 // thread is done with the pointer (the borrowed `out` outlives it).
 unsafe impl Sync for Out {}
-// SAFETY: as above.
-unsafe impl Send for Out {}
 
 /// `out[t*m + r] = w[r] · act[t]` for `t < n_tokens` through the panel GEMM;
 /// `act` holds the activations in the weight's `vec_dot_type` (`arb` bytes a

@@ -152,7 +152,10 @@ impl CpuBackend {
         work: usize,
         f: impl Fn(usize, &mut [T]) + Sync,
     ) {
-        self.par_units_weighted(data, unit, n_units, work, |_| 1, f);
+        let nt = self.threads.min(n_units).max(1);
+        let per = n_units.div_ceil(nt);
+        let ends: Vec<usize> = (1..=nt).map(|i| (i * per).min(n_units)).collect();
+        self.par_parts(data, unit, n_units, work, &ends, f);
     }
 
     /// [`Self::par_units`] with parts of about equal total `cost(unit)`
@@ -167,30 +170,45 @@ impl CpuBackend {
         cost: impl Fn(usize) -> usize,
         f: impl Fn(usize, &mut [T]) + Sync,
     ) {
-        let data = &mut data[..unit * n_units];
         let nt = self.threads.min(n_units).max(1);
-        if nt == 1 || work < PAR_MIN_WORK {
-            f(0, data);
-            return;
-        }
         let total: usize = (0..n_units).map(&cost).sum::<usize>().max(1);
-        // Part `i` (units from `ends[i-1]` to `ends[i]`) goes to pool thread
-        // `i`; each part is taken out of its slot by exactly one thread.
+        // Part boundaries at the first unit where the running cost reaches
+        // i/nt of the total.
         let mut ends = Vec::with_capacity(nt);
         let mut acc = 0usize;
         for u in 0..n_units {
             acc += cost(u);
-            // Part boundaries at the first unit where the running cost
-            // reaches i/nt of the total.
             while ends.len() + 1 < nt && acc * nt >= total * (ends.len() + 1) {
                 ends.push(u + 1);
             }
         }
         ends.push(n_units);
-        let mut slots = Vec::with_capacity(nt);
+        self.par_parts(data, unit, n_units, work, &ends, f);
+    }
+
+    /// Calls `f(first_unit, part)` on the parts of `data` that end at unit
+    /// `ends[i]` (ascending, the last `n_units`), part `i` on pool thread
+    /// `i`; on the calling thread alone when `work` is small or there is
+    /// one part.
+    fn par_parts<T: Send>(
+        &self,
+        data: &mut [T],
+        unit: usize,
+        n_units: usize,
+        work: usize,
+        ends: &[usize],
+        f: impl Fn(usize, &mut [T]) + Sync,
+    ) {
+        let data = &mut data[..unit * n_units];
+        if ends.len() <= 1 || work < PAR_MIN_WORK {
+            f(0, data);
+            return;
+        }
+        // Each part is taken out of its slot by exactly one thread.
+        let mut slots = Vec::with_capacity(ends.len());
         let mut rest = data;
         let mut start = 0;
-        for &end in &ends {
+        for &end in ends {
             let n = end.max(start) - start;
             let (part, tail) = rest.split_at_mut(n * unit);
             rest = tail;
