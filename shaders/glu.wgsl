@@ -1,7 +1,9 @@
 // glu.wgsl — fused gated activations, out = act(gate) * up, elementwise.
 //
 // gate, up, out: [n] f32. Entry points: `swiglu` (act = silu) and `geglu`
-// (act = gelu, tanh approximation, rounded through f16 like ggml's CPU backend),
+// (act = gelu, tanh approximation, through ggml's f16 table like its CPU
+// backend), both with the CPU backend's bits (SiLU: ggml's vector path, so
+// rows whose length is not a multiple of 16 differ in their scalar tail),
 // and in-place `swiglu_assign` / `geglu_assign` (out = act(out) * up).
 // 2-D grid: index = gid.x + gid.y * row_len, for n > 65535 * 256.
 
@@ -17,13 +19,19 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> OUT: array<f32>;
 @group(0) @binding(3) var<uniform> P: Params;
 
+// ggml's f16 GELU table (`ggml_table_gelu_f16`, from the CPU backend: the
+// GELU of every f16 value, rounded to f16), 65536 entries.
+@group(0) @binding(4) var<storage, read> GELU: array<f32>;
+
+// SiLU as ggml's vector path computes it: x / (1 + ggml_expf(0 - x)),
+// with exact.wgsl's expf and a correctly rounded division (prepended).
 fn silu(x: f32) -> f32 {
-    return x / (1.0 + exp(-x));
+    return div_rn(x, 1.0 + ggml_expf(0.0 - x));
 }
 
 // GELU (tanh approximation) as ggml's CPU backend computes it
-// (GGML_GELU_FP16): inputs in (-10, 10) rounded to f16, the result of the
-// f32 formula rounded to f16 (its table); f16.wgsl (prepended) rounds.
+// (GGML_GELU_FP16): inputs in (-10, 10) rounded to f16 and looked up in
+// its f16 table.
 fn gelu_tanh(x: f32) -> f32 {
     if (x <= -10.0) {
         return 0.0;
@@ -31,10 +39,7 @@ fn gelu_tanh(x: f32) -> f32 {
     if (x >= 10.0) {
         return x;
     }
-    let h = round_f16(x);
-    let k = 0.7978845608028654; // sqrt(2/pi)
-    let u = clamp(k * h * (1.0 + 0.044715 * h * h), -15.0, 15.0);
-    return round_f16(0.5 * h * (1.0 + tanh(u)));
+    return GELU[f32_to_f16(x)];
 }
 
 @compute @workgroup_size(256)

@@ -1,7 +1,9 @@
 // rmsnorm.wgsl — y = x / sqrt(mean(x^2) + eps) * w, row by row.
 //
 // x: [n_rows, n_cols] f32, w: [n_cols] f32, y: [n_rows, n_cols] f32.
-// One workgroup per row; shared-memory tree reduction of the sum of squares.
+// One workgroup per row; float-float tree reduction of the sum of squares
+// and a correctly rounded scale (exact.wgsl), so that the scale is the CPU
+// backend's bit for bit (it sums x² in f64).
 // Entry `inplace` normalises XY in place (each element is rewritten by the
 // invocation that read it, after the reduction); `inplace_add` also adds the
 // result into Y. Entry `norm_pack_q8` (one
@@ -26,21 +28,41 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> XY: array<f32>;
 
 const WG: u32 = 256u;
-var<workgroup> partial: array<f32, WG>;
+var<workgroup> ffp: array<vec2<f32>, WG>;
 
-// Sum over the workgroup of every invocation's `v` (all invocations call it).
-fn wg_sum(tid: u32, v: f32) -> f32 {
-    partial[tid] = v;
+// x unchanged, but opaque to the compiler: a product passed through it is
+// rounded before it is added (no fused multiply-add the CPU would not do).
+fn keep(x: f32) -> f32 {
+    // OR-ing a runtime zero into the bits (eps is never negative): neither
+    // a select nor a plain value would stop the compiler from fusing.
+    return bitcast<f32>(bitcast<u32>(x) | u32(P.eps < 0.0));
+}
+
+// acc + v² (v² rounded to f32, as the CPU's f64(v * v)) in float-float.
+fn sq_add(acc: vec2<f32>, v: f32) -> vec2<f32> {
+    return ff_add(acc, vec2<f32>(keep(v * v), 0.0));
+}
+
+fn sq_add4(acc: vec2<f32>, v: vec4<f32>) -> vec2<f32> {
+    return sq_add(sq_add(sq_add(sq_add(acc, v.x), v.y), v.z), v.w);
+}
+
+// The CPU's RMSNorm scale, 1 / sqrt(f32(Σ f64(x²) / n) + eps), from every
+// invocation's float-float partial sum (all invocations call it): the sum
+// in float-float, then the mean, sqrt and reciprocal correctly rounded
+// (exact.wgsl), so the scale has the CPU's bits.
+fn wg_scale(tid: u32, part: vec2<f32>) -> f32 {
+    ffp[tid] = part;
     workgroupBarrier();
     for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
         if (tid < stride) {
-            partial[tid] += partial[tid + stride];
+            ffp[tid] = ff_add(ffp[tid], ffp[tid + stride]);
         }
         workgroupBarrier();
     }
-    let s = partial[0];
+    let s = ffp[0];
     workgroupBarrier();
-    return s;
+    return div_rn(1.0, sqrt_rn(ff_div_n(s, f32(P.n_cols)) + P.eps));
 }
 
 // Vector rows (n_cols % 4 == 0): vec4 i of the row at t + WG * i.
@@ -48,20 +70,19 @@ fn wg_sum(tid: u32, v: f32) -> f32 {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
     let nv = P.n_cols / 4u;
     let base = wid.x * nv;
-    var acc = vec4<f32>(0.0);
+    var acc = vec2<f32>(0.0);
     var i = tid;
     for (; i + 3u * WG < nv; i += 4u * WG) {
         let a = X[base + i];
         let b = X[base + i + WG];
         let c = X[base + i + 2u * WG];
         let d = X[base + i + 3u * WG];
-        acc += a * a + b * b + c * c + d * d;
+        acc = sq_add4(sq_add4(sq_add4(sq_add4(acc, a), b), c), d);
     }
     for (; i < nv; i += WG) {
-        let a = X[base + i];
-        acc += a * a;
+        acc = sq_add4(acc, X[base + i]);
     }
-    let scale = inverseSqrt(wg_sum(tid, acc.x + acc.y + acc.z + acc.w) / f32(P.n_cols) + P.eps);
+    let scale = wg_scale(tid, acc);
     for (var j = tid; j < nv; j += WG) {
         Y[base + j] = X[base + j] * scale * Wt[j];
     }
@@ -71,13 +92,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 @compute @workgroup_size(WG)
 fn main_scalar(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
     let base = wid.x * P.n_cols;
-    var acc = 0.0;
+    var acc = vec2<f32>(0.0);
     for (var i = tid; i < P.n_cols; i += WG) {
         let e = base + i;
-        let v = X[e >> 2u][e & 3u];
-        acc += v * v;
+        acc = sq_add(acc, X[e >> 2u][e & 3u]);
     }
-    let scale = inverseSqrt(wg_sum(tid, acc) / f32(P.n_cols) + P.eps);
+    let scale = wg_scale(tid, acc);
     for (var i = tid; i < P.n_cols; i += WG) {
         let e = base + i;
         Y[e >> 2u][e & 3u] = X[e >> 2u][e & 3u] * scale * Wt[i >> 2u][i & 3u];
@@ -88,15 +108,14 @@ fn main_scalar(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
 // also added into Y (a post-norm into the residual stream).
 fn norm_inplace(wid: u32, tid: u32, add: bool) {
     let base = wid * P.n_cols;
-    var acc = 0.0;
+    var acc = vec2<f32>(0.0);
     for (var i = tid; i < P.n_cols; i += WG) {
-        let v = XY[base + i];
-        acc += v * v;
+        acc = sq_add(acc, XY[base + i]);
     }
-    let scale = inverseSqrt(wg_sum(tid, acc) / f32(P.n_cols) + P.eps);
+    let scale = wg_scale(tid, acc);
     for (var i = tid; i < P.n_cols; i += WG) {
         let e = base + i;
-        let v = XY[e] * scale * Wt[i >> 2u][i & 3u];
+        let v = keep(XY[e] * scale * Wt[i >> 2u][i & 3u]);
         XY[e] = v;
         if (add) {
             Y[e >> 2u][e & 3u] += v;
@@ -120,17 +139,17 @@ fn inplace_add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
 @compute @workgroup_size(WG)
 fn norm_pack_q8(@builtin(local_invocation_index) tid: u32) {
     let nb = P.n_cols / 32u;
-    var acc = vec4<f32>(0.0);
+    var acc = vec2<f32>(0.0);
     for (var b = tid; b < nb; b += WG) {
         var v: array<vec4<f32>, 8>;
         for (var k = 0u; k < 8u; k++) {
             v[k] = X[8u * b + k];
         }
         for (var k = 0u; k < 8u; k++) {
-            acc += v[k] * v[k];
+            acc = sq_add4(acc, v[k]);
         }
     }
-    let scale = inverseSqrt(wg_sum(tid, acc.x + acc.y + acc.z + acc.w) / f32(P.n_cols) + P.eps);
+    let scale = wg_scale(tid, acc);
     // Uniform trip count (Q8_K's block max has barriers).
     for (var b0 = 0u; b0 < nb; b0 += WG) {
         let b = b0 + tid;
@@ -167,31 +186,30 @@ fn norm_pack_q8(@builtin(local_invocation_index) tid: u32) {
 @compute @workgroup_size(WG)
 fn post_add_norm_pack_q8(@builtin(local_invocation_index) tid: u32) {
     let n = P.n_cols;
-    var acc1 = 0.0;
+    var acc1 = vec2<f32>(0.0);
     for (var i = tid; i < n; i += WG) {
-        let v = XY[i];
-        acc1 += v * v;
+        acc1 = sq_add(acc1, XY[i]);
     }
-    let s1 = inverseSqrt(wg_sum(tid, acc1) / f32(n) + P.eps);
+    let s1 = wg_scale(tid, acc1);
     for (var i = tid; i < n; i += WG) {
-        let v = XY[i] * s1 * W2[i >> 2u][i & 3u];
+        let v = keep(XY[i] * s1 * W2[i >> 2u][i & 3u]);
         XY[i] = v;
         Y[i >> 2u][i & 3u] += v;
     }
     storageBarrier();
     workgroupBarrier();
     let nb = n / 32u;
-    var acc = vec4<f32>(0.0);
+    var acc = vec2<f32>(0.0);
     for (var b = tid; b < nb; b += WG) {
         var v: array<vec4<f32>, 8>;
         for (var k = 0u; k < 8u; k++) {
             v[k] = Y[8u * b + k];
         }
         for (var k = 0u; k < 8u; k++) {
-            acc += v[k] * v[k];
+            acc = sq_add4(acc, v[k]);
         }
     }
-    let scale = inverseSqrt(wg_sum(tid, acc.x + acc.y + acc.z + acc.w) / f32(n) + P.eps);
+    let scale = wg_scale(tid, acc);
     for (var b0 = 0u; b0 < nb; b0 += WG) {
         let b = b0 + tid;
         let live = b < nb;

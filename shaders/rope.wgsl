@@ -25,7 +25,7 @@ struct Params {
     kv_f16: u32,     // rope_kv only: 1 = f16 caches, 0 = f32
     q_scale: f32,    // rope_kv only: multiplies the rotated q
     eps: f32,        // norm_rope_kv only: the q/k norms' epsilon
-    _pad1: u32,
+    has_cs: u32,     // 1: (cos, sin) from CS, 0: computed here
     _pad2: u32,
 }
 
@@ -35,6 +35,18 @@ struct Params {
 @group(0) @binding(3) var<uniform> P: Params;
 @group(0) @binding(4) var<storage, read_write> XY: array<f32>;
 @group(0) @binding(5) var<storage, read> FF: array<f32>;
+// (cos, sin) of pair i at position p at CS[p * n_rot / 2 + i], computed by
+// the host as the CPU backend computes them (its libm): the GPU's own
+// sin/cos agree only to about an ulp.
+@group(0) @binding(12) var<storage, read> CS: array<vec2<f32>>;
+
+// x unchanged, but opaque to the compiler (a product passed through it is
+// rounded before any add: no fused multiply-add the CPU would not do).
+fn keep(x: f32) -> f32 {
+    // OR-ing a runtime zero into the bits (eps is never negative): neither
+    // a select nor a plain value would stop the compiler from fusing.
+    return bitcast<f32>(bitcast<u32>(x) | u32(P.eps < 0.0));
+}
 
 // Element indices (a, b) of pair i and whether it is rotated.
 fn pair(i: u32) -> vec3<u32> {
@@ -55,15 +67,20 @@ fn pair(i: u32) -> vec3<u32> {
 // multiplication, a correctly rounded division by the factor, an accurate
 // sin/cos (f16.wgsl), and a fused multiply-add on the first products.
 fn rotate(x0: f32, x1: f32, i: u32, pos: u32) -> vec2<f32> {
-    var theta = f32(pos);
-    for (var k = 0u; k < i; k++) {
-        theta = theta * P.theta_scale;
+    var cs: vec2<f32>;
+    if (P.has_cs != 0u) {
+        cs = CS[pos * (P.n_rot / 2u) + i];
+    } else {
+        var theta = f32(pos);
+        for (var k = 0u; k < i; k++) {
+            theta = theta * P.theta_scale;
+        }
+        if (P.has_ff != 0u) {
+            theta = div_rn(theta, FF[i]);
+        }
+        cs = sincos_f32(P.freq_scale * theta);
     }
-    if (P.has_ff != 0u) {
-        theta = div_rn(theta, FF[i]);
-    }
-    let cs = sincos_f32(P.freq_scale * theta);
-    return vec2<f32>(fma(x0, cs.x, -(x1 * cs.y)), fma(x0, cs.y, x1 * cs.x));
+    return vec2<f32>(fma_rn(x0, cs.x, -(x1 * cs.y)), fma_rn(x0, cs.y, x1 * cs.x));
 }
 
 @compute @workgroup_size(64)
@@ -197,7 +214,6 @@ fn rope_kv(@builtin(global_invocation_id) gid: vec3<u32>) {
 @group(0) @binding(11) var<storage, read> KW: array<f32>;
 
 var<workgroup> hv: array<f32, 512>;
-var<workgroup> red: array<f32, 64>;
 
 // Element e of the normalised head in hv after RoPE at position `pos`.
 fn hv_rotated(e: u32, pos: u32) -> f32 {
@@ -215,14 +231,7 @@ fn hv_rotated(e: u32, pos: u32) -> f32 {
     return select(r.x, r.y, (e & 1u) == 1u);
 }
 
-// Σ hv[e]² over e = t, t + 256, ... (rmsnorm.wgsl's per-invocation sum).
-fn sq_from(t: u32) -> f32 {
-    var a = 0.0;
-    for (var e = t; e < P.head_dim; e += 256u) {
-        a += hv[e] * hv[e];
-    }
-    return a;
-}
+var<workgroup> ffr: array<vec2<f32>, 64>;
 
 @compute @workgroup_size(64)
 fn norm_rope_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -252,19 +261,22 @@ fn norm_rope_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
         if (is_q) { hv[e] = XY[base + e]; } else { hv[e] = X[base + e]; }
     }
     workgroupBarrier();
-    // The sum of squares in rmsnorm.wgsl `inplace`'s order (256 partial sums
-    // over e = t, t + 256, then its tree), so that the result is bit for bit
-    // that of the separate norm: invocation l holds slots l, l+64, l+128,
-    // l+192 after the tree's first two steps.
-    red[lid] = (sq_from(lid) + sq_from(lid + 128u)) + (sq_from(lid + 64u) + sq_from(lid + 192u));
+    // The CPU's RMSNorm scale as rmsnorm.wgsl `wg_scale` computes it:
+    // squares rounded to f32, summed in float-float, then the mean, sqrt
+    // and reciprocal correctly rounded.
+    var acc = vec2<f32>(0.0);
+    for (var e = lid; e < hd; e += 64u) {
+        acc = ff_add(acc, vec2<f32>(keep(hv[e] * hv[e]), 0.0));
+    }
+    ffr[lid] = acc;
     workgroupBarrier();
     for (var stride = 32u; stride > 0u; stride >>= 1u) {
         if (lid < stride) {
-            red[lid] += red[lid + stride];
+            ffr[lid] = ff_add(ffr[lid], ffr[lid + stride]);
         }
         workgroupBarrier();
     }
-    let scale = inverseSqrt(red[0] / f32(hd) + P.eps);
+    let scale = div_rn(1.0, sqrt_rn(ff_div_n(ffr[0], f32(hd)) + P.eps));
     for (var e = lid; e < hd; e += 64u) {
         var w: f32;
         if (is_q) { w = QW[e]; } else { w = KW[e]; }

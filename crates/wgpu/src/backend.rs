@@ -40,7 +40,7 @@ use zeta_tensor::{AttnParams, Backend, GluKind, RopeKind, RopeParams, TensorErro
 use crate::context::GpuContext;
 use crate::error::WgpuError;
 use crate::ops::{self, GluOp, GpuBatch, Q8Mode, REG_MATMUL_MIN_TOKENS, RopeMode};
-use crate::pipeline::{deq_fn, has_q8_matvec};
+use crate::pipeline::{deq_fn, has_exact_matmul, has_q8_matvec};
 use crate::tensor::{GpuDType, GpuTensor, QuantMatrix};
 
 /// A pending batch is submitted once it holds this many dispatches, so the
@@ -101,6 +101,9 @@ pub struct GpuWeight {
     matrix: Option<QuantMatrix>,
     /// `[cols]` f32 (1-D weights and single-row tensors).
     vector: Option<GpuTensor>,
+    /// The same values on the host (RoPE frequency factors enter the
+    /// host-computed rotation table).
+    host: Option<Arc<[f32]>>,
 }
 
 impl GpuWeight {
@@ -141,6 +144,13 @@ pub struct GpuBackend {
     q8x: Mutex<Option<GpuTensor>>,
     /// Whether projections use the integer matvec/matmul where they can.
     int_matvec: bool,
+    /// Whether projections and attention take the kernels that reproduce
+    /// the CPU backend's float order (matmul_exact.wgsl, attn_exact.wgsl):
+    /// the CPU's logits bit for bit (see `set_exact`).
+    exact: bool,
+    /// RoPE (cos, sin) tables by (n_dims, freq_base, freq_scale, factors),
+    /// computed on the host as the CPU backend computes them.
+    rope_tables: Mutex<Vec<RopeTable>>,
     /// `(buffer, n, mode)` when `q8x` holds that buffer's first n values,
     /// packed by the last recorded op (a fused GLU): the next matvec of that
     /// buffer in that mode skips its pack. Any other op clears it (see `record`).
@@ -155,6 +165,14 @@ pub struct GpuBackend {
     dummy: Mutex<Option<GpuTensor>>,
     /// While profiling: GPU time per kernel (pipeline label → ns, passes).
     profile: Mutex<Option<BTreeMap<String, (f64, u64)>>>,
+}
+
+/// RoPE's `(cos, sin)` for positions `0..rows` (see `GpuBackend::rope_table`).
+struct RopeTable {
+    /// (n_dims, freq_base bits, freq_scale bits, factors).
+    key: (usize, u32, u32, Option<Arc<[f32]>>),
+    rows: usize,
+    table: GpuTensor,
 }
 
 /// GPU time of one kernel (pipeline variant) over a profiled stretch.
@@ -346,6 +364,8 @@ impl GpuBackend {
             group_cache: Mutex::new(GroupCache::new()),
             dummy: Mutex::new(None),
             int_matvec: std::env::var("ZETA_GPU_NO_Q8").as_deref() != Ok("1"),
+            exact: std::env::var("ZETA_GPU_EXACT").as_deref() != Ok("0"),
+            rope_tables: Mutex::new(Vec::new()),
             profile: Mutex::new(None),
         }
     }
@@ -463,11 +483,70 @@ impl GpuBackend {
     fn q8_mode(&self, m: &QuantMatrix, n_tok: usize) -> Option<Q8Mode> {
         let ty = m.ggml_type();
         let mode = Q8Mode::of(ty);
-        (self.int_matvec
-            && n_tok < REG_MATMUL_MIN_TOKENS as usize
-            && has_q8_matvec(ty)
-            && (m.n_cols() as usize).is_multiple_of(mode.block()))
-        .then_some(mode)
+        let blocks = (m.n_cols() as usize).is_multiple_of(mode.block());
+        if self.exact && has_exact_matmul(ty) && blocks {
+            return Some(mode);
+        }
+        (self.int_matvec && n_tok < REG_MATMUL_MIN_TOKENS as usize && has_q8_matvec(ty) && blocks)
+            .then_some(mode)
+    }
+
+    /// Chooses between the kernels that reproduce the CPU backend's float
+    /// order (`true`, the default; `ZETA_GPU_EXACT=0` turns it off) for the
+    /// projections of Q4_0, Q4_1, Q5_0, Q8_0, Q4_K and Q6_K weights and for
+    /// attention over an f16 cache, and the faster ones that sum in their
+    /// own order (`false`). RMSNorm, RoPE and the GLU are the CPU's bit for
+    /// bit either way.
+    pub fn set_exact(&mut self, on: bool) {
+        self.exact = on;
+    }
+
+    /// The RoPE table of `p` (with `ff`) covering positions `..end`,
+    /// computed with the CPU backend's `rope_cache_row` (grown by doubling).
+    fn rope_table(
+        &self,
+        op: &'static str,
+        p: &RopeParams,
+        ff: Option<&GpuWeight>,
+        end: usize,
+    ) -> Result<GpuTensor, TensorError> {
+        let ff = ff.and_then(|w| w.host.clone());
+        let key = (p.n_dims, p.freq_base.to_bits(), p.freq_scale.to_bits(), ff);
+        let mut tables = self.rope_tables.lock().unwrap_or_else(|e| e.into_inner());
+        let i = match tables.iter().position(|t| t.key == key) {
+            Some(i) if tables[i].rows >= end => return Ok(tables[i].table.clone()),
+            found => found,
+        };
+        let rows = end.next_power_of_two().max(512);
+        let n = rows
+            .checked_mul(p.n_dims)
+            .ok_or_else(|| shape_err(op, "RoPE table too large"))?;
+        let mut v = Vec::new();
+        v.try_reserve_exact(n).map_err(|_| TensorError::Alloc {
+            bytes: n as u128 * 4,
+        })?;
+        v.resize(n, 0f32);
+        let theta_scale = zeta_tensor::cpu::ops_exports::rope_theta_scale(p);
+        for (pos, row) in v.chunks_exact_mut(p.n_dims.max(1)).enumerate() {
+            zeta_tensor::cpu::ops_exports::rope_cache_row(
+                pos,
+                theta_scale,
+                p.freq_scale,
+                key.3.as_deref(),
+                row,
+            );
+        }
+        let table = self.ctx.upload_f32(&v).map_err(|e| tensor_error(op, e))?;
+        let entry = RopeTable {
+            key,
+            rows,
+            table: table.clone(),
+        };
+        match i {
+            Some(i) => tables[i] = entry,
+            None => tables.push(entry),
+        }
+        Ok(table)
     }
 
     /// Chooses the projections' kernels: integer dot products on 8-bit
@@ -557,7 +636,11 @@ impl GpuBackend {
             Some(self.q8x(op, words)?)
         };
         let n = to_u32(op, n_tok)?;
-        let multi = n_tok == 1 && !accumulate && outs.len() > 1 && self.ctx.use_subgroups();
+        let multi = n_tok == 1
+            && !accumulate
+            && outs.len() > 1
+            && self.ctx.use_subgroups()
+            && !(self.exact && outs.iter().any(|(m, _)| has_exact_matmul(m.ggml_type())));
         let dummy = if multi && !groups.is_empty() {
             Some(
                 self.reused(
@@ -651,7 +734,9 @@ impl GpuBackend {
                     if *k != Some((mode, cols)) {
                         continue;
                     }
-                    if n_tok == 1 {
+                    if self.exact && has_exact_matmul(m.ggml_type()) {
+                        b.matmul_exact(m, xq, out, n, accumulate)?;
+                    } else if n_tok == 1 {
                         b.matvec_q8(m, xq, out, accumulate)?;
                     } else {
                         b.matmul_q8(m, xq, out, n, accumulate)?;
@@ -811,6 +896,7 @@ impl GpuBackend {
                 rows: usize::try_from(info.n_rows()).map_err(|_| shape_err(OP, "too many rows"))?,
                 matrix: Some(m),
                 vector: None,
+                host: None,
             };
             if n == name {
                 mine = Some(w);
@@ -881,11 +967,12 @@ impl Backend for GpuBackend {
                 ),
             ));
         }
-        let vector = if info.dims.len() == 1 || rows == 1 {
+        let (vector, host) = if info.dims.len() == 1 || rows == 1 {
             let v = dequantize_vector(ty, data, cols)?;
-            Some(self.ctx.upload_f32(&v).map_err(|e| tensor_error(OP, e))?)
+            let t = self.ctx.upload_f32(&v).map_err(|e| tensor_error(OP, e))?;
+            (Some(t), Some(Arc::from(v)))
         } else {
-            None
+            (None, None)
         };
         let matrix = if info.dims.len() >= 2 {
             if deq_fn(ty).is_none() {
@@ -906,6 +993,7 @@ impl Backend for GpuBackend {
             rows,
             matrix,
             vector,
+            host,
         })
     }
 
@@ -1275,8 +1363,14 @@ impl Backend for GpuBackend {
             return Ok(());
         }
         let p = rope_params(OP, params, head_dim, n_heads, n_tokens)?;
+        let table = self.rope_table(OP, params, freq_factors, pos0.saturating_add(n_tokens))?;
         let pos0 = to_u32(OP, pos0)?;
-        self.record(OP, |b| b.rope_inplace(x, pos0, &p, ff))
+        self.record(OP, |b| {
+            b.set_rope_table(Some(table));
+            let r = b.rope_inplace(x, pos0, &p, ff);
+            b.set_rope_table(None);
+            r
+        })
     }
 
     fn glu(
@@ -1351,13 +1445,15 @@ impl Backend for GpuBackend {
         }
         let ff = rope_factors(OP, params, s.head_dim_k, freq_factors)?;
         let p = rope_params(OP, params, s.head_dim_k, s.n_head, s.n_tokens)?;
+        let table = self.rope_table(OP, params, freq_factors, s.pos0.saturating_add(s.n_tokens))?;
         let (pos0, n_kv, hdv) = (
             to_u32(OP, s.pos0)?,
             to_u32(OP, s.n_head_kv)?,
             to_u32(OP, s.head_dim_v)?,
         );
         self.record(OP, |b| {
-            b.rope_store_kv(
+            b.set_rope_table(Some(table));
+            let r = b.rope_store_kv(
                 q,
                 k,
                 v,
@@ -1370,7 +1466,9 @@ impl Backend for GpuBackend {
                 ff,
                 q_scale.unwrap_or(1.0),
                 norms,
-            )
+            );
+            b.set_rope_table(None);
+            r
         })
     }
 
@@ -1438,6 +1536,11 @@ impl Backend for GpuBackend {
             softcap: 0.0,
         };
         let n_q = to_u32(OP, p.n_tokens)?;
+        if self.exact && k_cache.dtype() == GpuDType::F16 && v_cache.dtype() == GpuDType::F16 {
+            return self.record(OP, |b| {
+                b.attention_exact(q, k_cache, v_cache, out, &gp, n_q)
+            });
+        }
         let mode = self.pack_mode(Packer::Attention);
         let n = p.n_head * p.head_dim_v;
         if n_q == 1 && self.int_matvec && mode != Q8Mode::Q8K && p.head_dim_v.is_multiple_of(32) {

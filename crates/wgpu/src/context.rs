@@ -162,6 +162,11 @@ pub struct GpuContext {
     use_subgroups: bool,
     /// Whether the prefill matmul uses cooperative matrices (matmul_coop.wgsl).
     use_coop: bool,
+    /// Whether WGSL's `fma` is a fused multiply-add on this device (probed
+    /// at creation; exact.wgsl emulates it in integers where it is not).
+    fused_fma: bool,
+    /// ggml's f16 GELU table (glu.wgsl), uploaded on first use.
+    gelu: std::sync::OnceLock<crate::tensor::GpuTensor>,
     /// Bytes written with `queue.write_buffer` since the last flush.
     pub(crate) staged: AtomicU64,
     /// Bytes of the storage buffers this context allocated and still holds.
@@ -407,7 +412,7 @@ impl GpuContext {
             .min(limits.max_buffer_size)
             .min(MAX_PART_BYTES)
             & !3;
-        Ok(Self {
+        let mut ctx = Self {
             device,
             queue,
             pipelines: PipelineCache::default(),
@@ -418,6 +423,8 @@ impl GpuContext {
                 .max(limits.min_uniform_buffer_offset_alignment as u64),
             use_subgroups,
             use_coop,
+            fused_fma: false,
+            gelu: std::sync::OnceLock::new(),
             staged: AtomicU64::new(0),
             mem: Arc::default(),
             scratch: Mutex::default(),
@@ -425,7 +432,66 @@ impl GpuContext {
             submit_lock: Mutex::default(),
             errors,
             lost,
-        })
+        };
+        // A failed probe leaves the (always exact) integer emulation on.
+        ctx.fused_fma = ctx.probe_fused_fma().unwrap_or(false);
+        ctx.pipelines.clear();
+        // The probe's buffers are not the caller's peak.
+        ctx.reset_peak_bytes();
+        if ctx.fused_fma {
+            ctx.info.features.push("fused-fma".to_string());
+        }
+        Ok(ctx)
+    }
+
+    /// The CPU backend's f16 GELU table on the device (65536 f32).
+    pub(crate) fn gelu_table(&self) -> Result<crate::tensor::GpuTensor> {
+        if let Some(t) = self.gelu.get() {
+            return Ok(t.clone());
+        }
+        let t = self.upload_f32(zeta_tensor::cpu::ops_exports::gelu_table())?;
+        Ok(self.gelu.get_or_init(|| t).clone())
+    }
+
+    /// Whether WGSL's `fma` was found to round once on this device (the
+    /// exact kernels then use it; otherwise they emulate it in integers).
+    pub fn fused_fma(&self) -> bool {
+        self.fused_fma
+    }
+
+    /// Runs WGSL's `fma` on 512 random triples (spread over magnitudes and
+    /// signs) and compares with the correctly rounded result.
+    fn probe_fused_fma(&self) -> Result<bool> {
+        let mut s = 0x9e37_79b9u32;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            s
+        };
+        let n = 512;
+        let mut x = Vec::with_capacity(4 * n);
+        for _ in 0..n {
+            let mut v = || {
+                let e = (next() % 40) as i32 - 20;
+                let m = 1.0 + (next() >> 9) as f32 / (1u32 << 23) as f32;
+                let sign = if next() & 1 == 0 { 1.0 } else { -1.0 };
+                sign * m * 2f32.powi(e)
+            };
+            let (a, b) = (v(), v());
+            // c near -a·b makes an unfused result differ most of the time.
+            let c = -(a * b) * (1.0 + (next() % 7) as f32 * 2f32.powi(-20));
+            x.extend_from_slice(&[a, b, c, 0.0]);
+        }
+        let xt = self.upload_f32(&x)?;
+        let yt = self.zeros(n, crate::tensor::GpuDType::F32)?;
+        let mut b = self.batch();
+        b.exact_eval(0, &xt, &yt, n)?;
+        b.submit()?;
+        let y = self.read_f32(&yt)?;
+        Ok(x.chunks_exact(4)
+            .zip(&y)
+            .all(|(v, r)| v[0].mul_add(v[1], v[2]).to_bits() == r.to_bits()))
     }
 
     /// The adapter/device description.

@@ -63,7 +63,9 @@ pub use ops::{
     ActRound, AttnParams, GluOp, GpuBatch, MAX_HEAD_DIM, Q8Mode, REG_MATMUL_MIN_TOKENS, RopeMode,
     RopeParams, TILED_MATMUL_MIN_TOKENS, q8_stride, q8_words,
 };
-pub use pipeline::{GPU_TYPES, ShaderFile, ShaderVariant, has_q8_matvec, shader_variants};
+pub use pipeline::{
+    GPU_TYPES, ShaderFile, ShaderVariant, has_exact_matmul, has_q8_matvec, shader_variants,
+};
 pub use tensor::{GpuDType, GpuTensor, QuantMatrix, WeightPart};
 pub use zeta_gguf::GgmlType;
 

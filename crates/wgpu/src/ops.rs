@@ -27,11 +27,12 @@ use std::sync::Arc;
 use crate::context::GpuContext;
 use crate::error::{Result, WgpuError, shape};
 use crate::pipeline::{
-    Q8_TPR, ShaderFile, ShaderVariant, attn_variant, files, matmul_q8_variant,
-    matvec_q8_multi_variant, matvec_q8_variant, matvec_variant, quant_variant,
+    Q8_TPR, ShaderFile, ShaderVariant, attn_variant, files, matmul_exact_variant,
+    matmul_q8_variant, matvec_q8_multi_variant, matvec_q8_variant, matvec_variant, quant_variant,
 };
 use crate::tensor::{GpuDType, GpuTensor, QuantMatrix, WeightPart};
 use zeta_gguf::GgmlType;
+use zeta_tensor::cpu::kernels::dot_order;
 
 /// RoPE element order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +142,9 @@ pub struct GpuBatch<'a> {
     /// costs the driver far less than a pass per dispatch. Closed before any
     /// other encoder command (copies, query resolves, finish).
     pass: Option<wgpu::ComputePass<'static>>,
+    /// The (cos, sin) table the RoPE dispatches recorded next read (see
+    /// [`GpuBatch::set_rope_table`]); `None`: computed in the kernel.
+    rope_table: Option<GpuTensor>,
 }
 
 /// Bind groups by (pipeline, storage bindings, parameter slot). A decode step
@@ -438,6 +442,29 @@ impl<'a> GpuBatch<'a> {
             slot: 0,
             timing: None,
             pass: None,
+            rope_table: None,
+        }
+    }
+
+    /// Makes the RoPE dispatches recorded from now on read their `(cos θ,
+    /// sin θ)` from `table` (`[positions, n_rot / 2]` pairs of f32, pair i of
+    /// position p at `2 (p · n_rot / 2 + i)`, e.g. from the CPU backend's
+    /// `rope_cache_row`, so the rotation is the CPU's bit for bit) instead of
+    /// computing them; `None` switches back. The caller makes the table
+    /// cover every position it rotates (checked per dispatch).
+    pub fn set_rope_table(&mut self, table: Option<GpuTensor>) {
+        self.rope_table = table;
+    }
+
+    /// Binding 12 and `has_cs` of a RoPE dispatch rotating positions
+    /// `..end` with `n_rot` rotated dimensions.
+    fn rope_cs(&self, op: &'static str, end: u64, n_rot: u32) -> Result<(GpuTensor, u32)> {
+        match &self.rope_table {
+            Some(t) => {
+                want(op, t, "rope table", GpuDType::F32, end * n_rot as u64)?;
+                Ok((t.clone(), 1))
+            }
+            None => Ok((self.ctx.scratch("rope_no_table", 2, GpuDType::F32)?, 0)),
         }
     }
 
@@ -1175,7 +1202,9 @@ impl<'a> GpuBatch<'a> {
         )?;
         want(OP, pos, "pos", GpuDType::U32, p.n_tokens as u64)?;
         distinct(OP, y, &[x])?;
-        // FF is unused (has_ff = 0) but bound: the entry point's layout has it.
+        // FF and CS are unused (has_ff = has_cs = 0: positions are only
+        // known on the device) but bound: the entry point's layout has them.
+        let cs = self.ctx.scratch("rope_no_table", 2, GpuDType::F32)?;
         self.dispatch(
             &ShaderVariant::plain(files::ROPE, "main"),
             &[
@@ -1183,6 +1212,7 @@ impl<'a> GpuBatch<'a> {
                 (1, &pos.buffer),
                 (2, &y.buffer),
                 (5, &x.buffer),
+                (12, &cs.buffer),
             ],
             3,
             &rope_words(p, mode, [0, 0, 0, 0, 0]),
@@ -1218,11 +1248,15 @@ impl<'a> GpuBatch<'a> {
                 &dummy.buffer
             }
         };
+        let (cs, has_cs) = self.rope_cs(OP, pos0 as u64 + p.n_tokens as u64, p.n_rot)?;
         self.dispatch(
             &ShaderVariant::plain(files::ROPE, "inplace"),
-            &[(4, &x.buffer), (5, ff_buf)],
+            &[(4, &x.buffer), (5, ff_buf), (12, &cs.buffer)],
             3,
-            &rope_words(p, mode, [pos0, u32::from(freq_factors.is_some()), 0, 0, 0]),
+            &rope_words(p, mode, [pos0, u32::from(freq_factors.is_some()), 0, 0, 0])
+                .into_iter()
+                .chain([0, 0, has_cs])
+                .collect::<Vec<u32>>(),
             ((p.head_dim / 2).div_ceil(64), p.n_heads, p.n_tokens),
         )
     }
@@ -1325,6 +1359,8 @@ impl<'a> GpuBatch<'a> {
             (7, &v_cache.buffer),
             (8, &v.buffer),
         ];
+        let (cs, has_cs) = self.rope_cs(OP, end, p.n_rot)?;
+        binds.push((12, &cs.buffer));
         let (entry, gx, eps) = match qk_norm {
             // One workgroup per head: the norm needs the whole head.
             Some((qn, kn, eps)) => {
@@ -1349,7 +1385,7 @@ impl<'a> GpuBatch<'a> {
                 ],
             )
             .into_iter()
-            .chain([q_scale.to_bits(), eps.to_bits()])
+            .chain([q_scale.to_bits(), eps.to_bits(), has_cs])
             .collect::<Vec<u32>>(),
             (gx, heads as u32, p.n_tokens),
         )
@@ -1390,8 +1426,13 @@ impl<'a> GpuBatch<'a> {
         }
         let n32 = u32::try_from(n).map_err(|_| shape(op, "more than 2^32 elements"))?;
         let (gx, gy) = self.grid(op, (n as u64).div_ceil(256))?;
-        let buffers: Vec<(u32, &wgpu::Buffer)> =
+        let mut buffers: Vec<(u32, &wgpu::Buffer)> =
             bind.iter().map(|(b, t)| (*b, &t.buffer)).collect();
+        let table;
+        if file == files::GLU && entry.starts_with("geglu") {
+            table = self.ctx.gelu_table()?;
+            buffers.push((4, &table.buffer));
+        }
         self.dispatch(
             &ShaderVariant::plain(file, entry),
             &buffers,
@@ -1466,9 +1507,15 @@ impl<'a> GpuBatch<'a> {
         };
         let nb = u32::try_from(n / 32).map_err(|_| shape(OP, "too many blocks"))?;
         let (gx, gy) = self.grid(OP, (nb as u64).div_ceil(64))?;
+        let table = self.ctx.gelu_table()?;
         self.dispatch(
             &ShaderVariant::plain(files::GLU, entry),
-            &[(1, &up.buffer), (2, &gate.buffer), (9, &xq.buffer)],
+            &[
+                (1, &up.buffer),
+                (2, &gate.buffer),
+                (4, &table.buffer),
+                (9, &xq.buffer),
+            ],
             3,
             &[n as u32, gx * 64, mode as u32],
             (gx, gy, 1),
@@ -1863,6 +1910,97 @@ impl<'a> GpuBatch<'a> {
         self.matvec_parts(OP, &variant, w, xq, y, (64 / tpr) as u64, accumulate)
     }
 
+    /// Y `[n_tok, n_rows]` (+)= X W^T with X quantised by
+    /// [`pack_q8_rows`](Self::pack_q8_rows) in the weight type's
+    /// [`Q8Mode`], every output summed in the CPU backend's float order
+    /// (`zeta_tensor::cpu::kernels::dot_order` for the token's place in the
+    /// batch; matmul_exact.wgsl): the CPU's bits. Types with
+    /// [`has_exact_matmul`](crate::has_exact_matmul).
+    pub fn matmul_exact(
+        &mut self,
+        w: &QuantMatrix,
+        xq: &GpuTensor,
+        y: &GpuTensor,
+        n_tok: u32,
+        accumulate: bool,
+    ) -> Result<()> {
+        const OP: &str = "matmul_exact";
+        let ty = w.ggml_type();
+        let n_cols = w.n_cols();
+        let block = Q8Mode::of(ty).block() as u64;
+        if !n_cols.is_multiple_of(block) {
+            return Err(shape(
+                OP,
+                format!("{n_cols} columns: not a multiple of {block}"),
+            ));
+        }
+        if n_tok == 0 {
+            return Err(shape(OP, "no tokens"));
+        }
+        let stride = q8_stride(n_cols as usize);
+        want_q8_rows(OP, xq, n_cols as usize, n_tok as u64)?;
+        want(OP, y, "y", GpuDType::F32, n_tok as u64 * w.n_rows())?;
+        distinct(OP, y, &[xq])?;
+        let (rows, n) = (w.n_rows() as usize, n_tok as usize);
+        let order = |t: usize| dot_order(ty, rows, t, n).ok_or(WgpuError::UnsupportedType(ty));
+        // Runs of tokens with one order (Q4_K: gemm order, then gemv for n % 4).
+        let mut t0 = 0;
+        while t0 < n {
+            let o = order(t0)?;
+            let mut t1 = t0 + 1;
+            while t1 < n && order(t1)? == o {
+                t1 += 1;
+            }
+            let variant = matmul_exact_variant(ty, o)?;
+            let gz = (t1 - t0) as u32;
+            if gz > self.ctx.max_workgroups {
+                return Err(shape(
+                    OP,
+                    format!("{n_tok} tokens exceed the dispatch limit"),
+                ));
+            }
+            for part in w.parts() {
+                let (gx, gy) = self.grid(OP, part.n_rows.div_ceil(8))?;
+                let params = [
+                    n_cols as u32,
+                    (n_cols / 32) as u32,
+                    w.row_bytes() as u32,
+                    part.n_rows as u32,
+                    part.first_row as u32,
+                    gx,
+                    u32::from(accumulate),
+                    t0 as u32,
+                    w.n_rows() as u32,
+                    stride as u32,
+                ];
+                self.dispatch_part(&variant, part, &xq.buffer, &y.buffer, &params, (gx, gy, gz))?;
+            }
+            t0 = t1;
+        }
+        Ok(())
+    }
+
+    /// `y[i] = f(x[i])` for one of exact.wgsl's helpers (`which`, see
+    /// exact_eval.wgsl) over `n` input vec4s (x: `4 n` f32): their tests,
+    /// and the probe for a fused `fma` (`which` = 0 is WGSL's own `fma`).
+    pub fn exact_eval(&mut self, which: u32, x: &GpuTensor, y: &GpuTensor, n: usize) -> Result<()> {
+        const OP: &str = "exact_eval";
+        want(OP, x, "x", GpuDType::F32, 4 * n as u64)?;
+        want(OP, y, "y", GpuDType::F32, n as u64)?;
+        distinct(OP, y, &[x])?;
+        let groups = u32::try_from(n.div_ceil(64))
+            .ok()
+            .filter(|&g| g <= self.ctx.max_workgroups)
+            .ok_or_else(|| shape(OP, "too many inputs"))?;
+        self.dispatch(
+            &ShaderVariant::plain(files::EXACT_EVAL, "main"),
+            &[(0, &x.buffer), (1, &y.buffer)],
+            2,
+            &[n as u32, which],
+            (groups.max(1), 1, 1),
+        )
+    }
+
     /// Whether [`matvec_q8_multi`](Self::matvec_q8_multi) can take these
     /// matrices together: 2 or 3 of one type (with the integer matvec) and
     /// row length, each one part of the same buffer, on a device with
@@ -1978,6 +2116,118 @@ impl<'a> GpuBatch<'a> {
         n_q: u32,
     ) -> Result<()> {
         self.attention_impl(q, k, v, out, p, n_q, None)
+    }
+
+    /// [`attention`](Self::attention) in exactly the CPU backend's
+    /// arithmetic (attn_exact.wgsl): f16 K/V, no soft-cap. The KQ and KQV
+    /// lane orders follow the CPU's for a batch of `n_q` tokens; queries are
+    /// processed in blocks whose scores fit a 64 MiB scratch.
+    pub fn attention_exact(
+        &mut self,
+        q: &GpuTensor,
+        k: &GpuTensor,
+        v: &GpuTensor,
+        out: &GpuTensor,
+        p: &AttnParams,
+        n_q: u32,
+    ) -> Result<()> {
+        const OP: &str = "attention_exact";
+        if p.head_dim == 0 || p.head_dim > MAX_HEAD_DIM || p.head_dim_v == 0 || p.softcap != 0.0 {
+            return Err(shape(
+                OP,
+                format!(
+                    "head_dim {} (1..={MAX_HEAD_DIM}), head_dim_v {}, softcap {}",
+                    p.head_dim, p.head_dim_v, p.softcap
+                ),
+            ));
+        }
+        if p.n_head == 0 || p.n_kv_head == 0 || !p.n_head.is_multiple_of(p.n_kv_head) || p.n_kv == 0
+        {
+            return Err(shape(
+                OP,
+                format!(
+                    "n_head {} / n_kv_head {} / n_kv {}",
+                    p.n_head, p.n_kv_head, p.n_kv
+                ),
+            ));
+        }
+        if n_q == 0 || n_q > p.n_kv {
+            return Err(shape(OP, format!("n_q {n_q} not in 1..={}", p.n_kv)));
+        }
+        if k.dtype() != GpuDType::F16 || v.dtype() != GpuDType::F16 {
+            return Err(shape(OP, "K/V must be f16"));
+        }
+        let kv_stride = p.n_kv_head as u64 * p.head_dim as u64;
+        let v_stride = p.n_kv_head as u64 * p.head_dim_v as u64;
+        if kv_stride * p.n_kv as u64 > u32::MAX as u64 || v_stride * p.n_kv as u64 > u32::MAX as u64
+        {
+            return Err(shape(OP, "KV cache too large for 32-bit indexing"));
+        }
+        want(
+            OP,
+            q,
+            "q",
+            GpuDType::F32,
+            n_q as u64 * p.n_head as u64 * p.head_dim as u64,
+        )?;
+        want(
+            OP,
+            out,
+            "out",
+            GpuDType::F32,
+            n_q as u64 * p.n_head as u64 * p.head_dim_v as u64,
+        )?;
+        want(OP, k, "k", GpuDType::F16, kv_stride * p.n_kv as u64)?;
+        want(OP, v, "v", GpuDType::F16, v_stride * p.n_kv as u64)?;
+        distinct(OP, out, &[q, k, v])?;
+        let row = p.n_head as u64 * p.n_kv as u64;
+        let block = ((16u64 << 20) / row).clamp(1, n_q as u64) as u32;
+        let max = self.ctx.max_workgroups;
+        let kqv_batch = n_q >= 2;
+        let dims = if kqv_batch { 4 } else { 1 };
+        let d_groups = p.head_dim_v.div_ceil(dims);
+        if p.n_head > max || block > max || d_groups > max {
+            return Err(shape(OP, "too many heads/queries for one dispatch"));
+        }
+        let scratch = self
+            .ctx
+            .scratch("attn_s", (row * block as u64) as usize, GpuDType::F32)?;
+        let mut q0 = 0;
+        while q0 < n_q {
+            let nb = block.min(n_q - q0);
+            let params = [
+                p.head_dim,
+                p.n_head,
+                p.n_kv_head,
+                p.n_kv,
+                p.window,
+                kv_stride as u32,
+                n_q,
+                q0,
+                p.scale.to_bits(),
+                p.head_dim_v,
+                v_stride as u32,
+                u32::from(n_q >= 2 && p.head_dim.is_multiple_of(16)),
+                u32::from(kqv_batch),
+                p.n_kv,
+            ];
+            self.dispatch(
+                &ShaderVariant::plain(files::ATTN_EXACT, "scores"),
+                &[(0, &q.buffer), (1, &k.buffer), (3, &scratch.buffer)],
+                4,
+                &params,
+                (p.n_head, nb, 1),
+            )?;
+            self.dispatch(
+                &ShaderVariant::plain(files::ATTN_EXACT, "kqv"),
+                &[(2, &v.buffer), (3, &scratch.buffer), (5, &out.buffer)],
+                4,
+                &params,
+                (d_groups, p.n_head, nb),
+            )?;
+            q0 += nb;
+        }
+        Ok(())
     }
 
     /// [`attention`](Self::attention) of one query that also writes its

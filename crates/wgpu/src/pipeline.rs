@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use zeta_gguf::GgmlType;
+use zeta_tensor::cpu::kernels::DotOrder;
 
 use crate::context::GpuContext;
 use crate::error::{Result, WgpuError};
@@ -29,6 +30,31 @@ pub const F16_Q8: &str = concat!(
     include_str!("../../../shaders/f16.wgsl"),
     "\n",
     include_str!("../../../shaders/q8.wgsl")
+);
+
+/// `shaders/f16.wgsl` then `shaders/exact.wgsl`: exact arithmetic
+/// (`fma_rn`, float-float sums, correctly rounded sqrt, ggml's expf);
+/// variants substitute `FMA_FUSED_V` ([`GpuContext::fma_define`]).
+pub const F16_EXACT: &str = concat!(
+    include_str!("../../../shaders/f16.wgsl"),
+    "\n",
+    include_str!("../../../shaders/exact.wgsl")
+);
+/// [`F16_EXACT`] then `shaders/q8.wgsl`.
+pub const F16_EXACT_Q8: &str = concat!(
+    include_str!("../../../shaders/f16.wgsl"),
+    "\n",
+    include_str!("../../../shaders/exact.wgsl"),
+    "\n",
+    include_str!("../../../shaders/q8.wgsl")
+);
+/// [`QUANT`] then [`F16_EXACT`]: the exact matmul's prelude.
+pub const QUANT_EXACT: &str = concat!(
+    include_str!("../../../shaders/quant.wgsl"),
+    "\n",
+    include_str!("../../../shaders/f16.wgsl"),
+    "\n",
+    include_str!("../../../shaders/exact.wgsl")
 );
 
 /// A shader file: name, source, and the shared code prepended to it.
@@ -85,15 +111,18 @@ pub mod files {
     shader!(MATMUL_REG, "matmul_reg", super::QUANT);
     shader!(MATMUL_COOP, "matmul_coop", super::QUANT);
     shader!(EMBED, "embed", super::QUANT);
-    shader!(RMSNORM, "rmsnorm", super::F16_Q8);
-    shader!(ROPE, "rope", super::F16);
-    shader!(GLU, "glu", super::F16_Q8);
+    shader!(RMSNORM, "rmsnorm", super::F16_EXACT_Q8);
+    shader!(ROPE, "rope", super::F16_EXACT);
+    shader!(GLU, "glu", super::F16_EXACT_Q8);
     shader!(ADD, "add", "");
     shader!(SOFTMAX, "softmax", "");
     shader!(ARGMAX, "argmax", "");
     shader!(ATTN_DECODE, "attn_decode", super::F16_Q8);
     shader!(KV_STORE, "kv_store", super::F16);
     shader!(ACT_QUANT, "act_quant", super::F16_Q8);
+    shader!(EXACT_EVAL, "exact_eval", super::F16_EXACT);
+    shader!(MATMUL_EXACT, "matmul_exact", super::QUANT_EXACT);
+    shader!(ATTN_EXACT, "attn_exact", super::F16_EXACT);
 }
 
 /// One specialisation of a shader: the pipeline-cache key.
@@ -133,8 +162,15 @@ impl ShaderVariant {
             || self.suffix == Some(files::MATVEC_Q8_MULTI)
     }
 
-    /// The complete WGSL text of this variant.
+    /// The complete WGSL text of this variant (exact.wgsl's `fma_rn`
+    /// emulated in integers; a context compiles [`Self::source_for`] with
+    /// its probed `fma`).
     pub fn source(&self) -> String {
+        self.source_for(false)
+    }
+
+    /// [`Self::source`] with exact.wgsl's `FMA_FUSED_V` set to `fused_fma`.
+    pub fn source_for(&self, fused_fma: bool) -> String {
         // `enable ...;` directives must precede every declaration, the
         // prelude's included: they go first.
         let (directives, body): (Vec<&str>, Vec<&str>) = self
@@ -162,7 +198,7 @@ impl ShaderVariant {
         for (token, rep) in &self.defines {
             s = s.replace(token, rep);
         }
-        s
+        s.replace("FMA_FUSED_V", if fused_fma { "true" } else { "false" })
     }
 
     /// A short label, e.g. `matvec:main[deq_TYPE=deq_q4_k]`.
@@ -335,6 +371,53 @@ pub(crate) fn attn_variant(entry: &'static str, f16: bool) -> ShaderVariant {
     }
 }
 
+/// Weight types of matmul_exact.wgsl (those with a [`DotOrder`]).
+pub fn has_exact_matmul(ty: GgmlType) -> bool {
+    matches!(
+        ty,
+        GgmlType::Q4_0
+            | GgmlType::Q4_1
+            | GgmlType::Q5_0
+            | GgmlType::Q8_0
+            | GgmlType::Q4_K
+            | GgmlType::Q6_K
+    )
+}
+
+/// matmul_exact.wgsl summing weight type `ty` in the CPU's `order`.
+pub(crate) fn matmul_exact_variant(ty: GgmlType, order: DotOrder) -> Result<ShaderVariant> {
+    // (entry, LANE_STEP, UNIT_STEP, LANE_EXTRA, BLOCK_PART, BLOCK_FOLD)
+    let lanes = |step, unit, extra| ("lanes", step, unit, extra, "part_q4_0", "fold_q4_0");
+    let blocks = |unit, part, fold| ("blocks", "step_q4_0", unit, "0", part, fold);
+    let (entry, step, unit, extra, part, fold) = match (ty, order) {
+        (GgmlType::Q4_0, DotOrder::Lanes) => lanes("step_q4_0", "1", "0"),
+        (GgmlType::Q4_1, DotOrder::Lanes) => lanes("step_q4_1", "1", "1"),
+        (GgmlType::Q5_0, DotOrder::Lanes) => lanes("step_q5_0", "1", "0"),
+        (GgmlType::Q8_0, DotOrder::Lanes) => lanes("step_q8_0", "1", "0"),
+        (GgmlType::Q4_K, DotOrder::Lanes) => lanes("step_q4_k", "8", "2"),
+        (GgmlType::Q6_K, DotOrder::Lanes) => lanes("step_q6_k", "8", "0"),
+        (GgmlType::Q4_0, DotOrder::Block32) => blocks("1", "part_q4_0", "fold_q4_0"),
+        (GgmlType::Q4_K, DotOrder::Q4KGemv) => blocks("8", "part_q4_k", "fold_q4_k_gemv"),
+        (GgmlType::Q4_K, DotOrder::Q4KGemm) => blocks("8", "part_q4_k", "fold_q4_k_gemm"),
+        (GgmlType::Q6_K, DotOrder::Q6KTiled) => blocks("8", "part_q6_k", "fold_q6_k"),
+        _ => {
+            return Err(WgpuError::UnsupportedType(ty));
+        }
+    };
+    Ok(ShaderVariant {
+        file: files::MATMUL_EXACT,
+        suffix: None,
+        entry,
+        defines: vec![
+            ("LANE_STEP", step),
+            ("UNIT_STEP", unit),
+            ("LANE_EXTRA", extra),
+            ("BLOCK_PART", part),
+            ("BLOCK_FOLD", fold),
+        ],
+    })
+}
+
 /// Every specialisation the ops use (for the portability test).
 pub fn shader_variants() -> Vec<ShaderVariant> {
     let mut v = Vec::new();
@@ -423,6 +506,22 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
             v.push(attn_variant(e, f16));
         }
     }
+    v.push(ShaderVariant::plain(files::EXACT_EVAL, "main"));
+    v.push(ShaderVariant::plain(files::ATTN_EXACT, "scores"));
+    v.push(ShaderVariant::plain(files::ATTN_EXACT, "kqv"));
+    for ty in GPU_TYPES {
+        for order in [
+            DotOrder::Lanes,
+            DotOrder::Block32,
+            DotOrder::Q4KGemv,
+            DotOrder::Q4KGemm,
+            DotOrder::Q6KTiled,
+        ] {
+            if let Ok(x) = matmul_exact_variant(ty, order) {
+                v.push(x);
+            }
+        }
+    }
     v
 }
 
@@ -469,6 +568,14 @@ impl PipelineCache {
     pub(crate) fn len(&self) -> usize {
         self.map.lock().map(|m| m.len()).unwrap_or(0)
     }
+
+    /// Drops every pipeline (after the `fma` probe: they were compiled
+    /// before `FMA_FUSED_V` was known).
+    pub(crate) fn clear(&self) {
+        if let Ok(mut m) = self.map.lock() {
+            m.clear();
+        }
+    }
 }
 
 impl GpuContext {
@@ -481,7 +588,7 @@ impl GpuContext {
             return Ok(p.clone());
         }
         let label = variant.label();
-        let src = variant.source();
+        let src = variant.source_for(self.fused_fma());
         let err = |message: String, _oom: bool| WgpuError::Shader {
             shader: variant.file.name.to_string(),
             entry: variant.entry.to_string(),

@@ -742,6 +742,49 @@ pub fn kernel_for(ty: GgmlType, rows: usize, t: usize, n_tokens: usize) -> Optio
     fast_kernel(ty)
 }
 
+/// The float order in which the CPU backend sums one (weight row,
+/// activation row) dot product of a quantized matmul (every order adds the
+/// same exact integer block sums; they differ in how the scaled sums are
+/// accumulated). A device backend that wants the CPU's bits reproduces it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DotOrder {
+    /// ggml's AVX2 `vec_dot`: eight f32 lanes (lane `l` = columns `4l..4l+3`
+    /// of every 32), one FMA per block per lane, `hsum_float_8`; Q4_1 adds
+    /// its `m·s` terms in a separate accumulator, Q4_K its mins in four.
+    Lanes,
+    /// One FMA per 32-column block on its exact integer sum (llama.cpp's
+    /// repacked Q4_0 gemm, taken by the AVX-512 prompt GEMM).
+    Block32,
+    /// Repacked Q4_K gemv: one FMA per 256 columns (sums and mins apart).
+    Q4KGemv,
+    /// Repacked Q4_K gemm: one FMA per 64 columns (sums and mins apart).
+    Q4KGemm,
+    /// ggml's tiled K-quant matmul (Q6_K): `fma(d_w · isum, d_a, acc)` per 256.
+    Q6KTiled,
+}
+
+/// The [`DotOrder`] the CPU backend uses on this CPU for activation row `t`
+/// of a batch of `n_tokens` against a quantized weight `ty` with `rows` rows
+/// (`None`: not one of Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K).
+pub fn dot_order(ty: GgmlType, rows: usize, t: usize, n_tokens: usize) -> Option<DotOrder> {
+    let gemm = n_tokens >= super::gemm::MIN_TOKENS && has_avx512_vnni();
+    Some(match ty {
+        GgmlType::Q4_0 if gemm && rows.is_multiple_of(8) => DotOrder::Block32,
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q8_0 => DotOrder::Lanes,
+        GgmlType::Q4_K if is_repacked(ty, rows) => {
+            if n_tokens > 3 && t < n_tokens - n_tokens % 4 {
+                DotOrder::Q4KGemm
+            } else {
+                DotOrder::Q4KGemv
+            }
+        }
+        GgmlType::Q4_K => DotOrder::Lanes,
+        GgmlType::Q6_K if n_tokens >= 8 && has_avx2_fma() => DotOrder::Q6KTiled,
+        GgmlType::Q6_K => DotOrder::Lanes,
+        _ => return None,
+    })
+}
+
 /// A four-token dot-product routine: `(weight row, activation rows, byte
 /// stride between the activation rows, n, out)`; `out[j]` is bit-identical
 /// to the one-token kernel's result for activation row `j`.

@@ -14,7 +14,9 @@ mod simd;
 
 /// ggml-compatible scalar math used by the ops (exposed for tests).
 pub mod ops_exports {
-    pub use super::ops::{ggml_v_expf, silu_scalar, silu_vec};
+    pub use super::ops::{
+        gelu_table, ggml_v_expf, rope_cache_row, rope_theta_scale, silu_scalar, silu_vec,
+    };
 }
 
 use std::sync::{Arc, Mutex};

@@ -116,7 +116,7 @@ fn rope_body(
     if n_dims == 0 || head_dim == 0 {
         return;
     }
-    let theta_scale = p.freq_base.powf(-2.0 / n_dims as f32);
+    let theta_scale = rope_theta_scale(p);
     // cos/sin per rotated pair, recomputed per token like ggml's cache.
     let mut cache = [0f32; 1024];
     let mut cache_vec;
@@ -127,14 +127,7 @@ fn rope_body(
         &mut cache_vec
     };
     for t in 0..n_tokens {
-        let mut theta = (pos0 + t) as f32;
-        for i0 in (0..n_dims).step_by(2) {
-            let ff = freq_factors.map_or(1.0, |f| f[i0 / 2]);
-            let th = p.freq_scale * (theta / ff);
-            cache[i0] = th.cos();
-            cache[i0 + 1] = th.sin();
-            theta *= theta_scale;
-        }
+        rope_cache_row(pos0 + t, theta_scale, p.freq_scale, freq_factors, cache);
         for h in 0..n_heads {
             let base = (t * n_heads + h) * head_dim;
             let row = &mut x[base..base + head_dim];
@@ -160,6 +153,32 @@ fn rope_body(
     }
 }
 
+/// RoPE's `(cos θ_i, sin θ_i)` at position `pos` for the pairs of `cache`
+/// (`n_dims` values: pair i at `2i, 2i + 1`), as ggml's `ggml_rope_cache_init`:
+/// θ_0 = pos, θ_{i+1} = θ_i · theta_scale, angle = freq_scale · (θ_i / ff_i).
+#[inline(always)]
+pub fn rope_cache_row(
+    pos: usize,
+    theta_scale: f32,
+    freq_scale: f32,
+    freq_factors: Option<&[f32]>,
+    cache: &mut [f32],
+) {
+    let mut theta = pos as f32;
+    for i0 in (0..cache.len() & !1).step_by(2) {
+        let ff = freq_factors.map_or(1.0, |f| f[i0 / 2]);
+        let th = freq_scale * (theta / ff);
+        cache[i0] = th.cos();
+        cache[i0 + 1] = th.sin();
+        theta *= theta_scale;
+    }
+}
+
+/// The theta scale of [`rope_cache_row`]: `freq_base^(-2 / n_dims)`.
+pub fn rope_theta_scale(p: &RopeParams) -> f32 {
+    p.freq_base.powf(-2.0 / p.n_dims as f32)
+}
+
 /// One RoPE rotation, contracted the way GCC compiles ggml's
 /// `x0*cos - x1*sin`, `x0*sin + x1*cos` (fused multiply-add on the first product).
 #[inline(always)]
@@ -176,7 +195,7 @@ pub(crate) fn gelu_f32(x: f32) -> f32 {
 }
 
 /// ggml's `ggml_table_gelu_f16`: GELU of every f16 value, rounded to f16.
-fn gelu_table() -> &'static [f32] {
+pub fn gelu_table() -> &'static [f32] {
     static TABLE: OnceLock<Vec<f32>> = OnceLock::new();
     TABLE.get_or_init(|| {
         (0..=u16::MAX)

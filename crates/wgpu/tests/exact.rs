@@ -1,0 +1,291 @@
+//! The exact kernels against the CPU backend, bit for bit: exact.wgsl's
+//! helpers (emulated and native `fma`, float-float division and reciprocal,
+//! correctly rounded sqrt, ggml's expf) against their Rust definitions, and
+//! `matmul_exact` against `CpuBackend::matmul` for every weight type, row
+//! count (repacked or not), batch size (every `DotOrder`) and split. Without
+//! an adapter the tests print `SKIP` and pass, unless `ZETA_REQUIRE_GPU=1`.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use zeta_gguf::{GgmlType, Gguf, GgufWriter, Value};
+use zeta_tensor::cpu::ops_exports::ggml_v_expf;
+use zeta_tensor::{Backend, CpuBackend};
+use zeta_wgpu::{GpuContext, GpuDType, Q8Mode, WgpuError};
+
+fn ctx() -> Option<GpuContext> {
+    match GpuContext::new() {
+        Ok(c) => {
+            println!(
+                "GPU adapter: {} (fused fma: {})",
+                c.info().name,
+                c.fused_fma()
+            );
+            Some(c)
+        }
+        Err(WgpuError::NoAdapter { .. }) => {
+            assert_ne!(
+                std::env::var("ZETA_REQUIRE_GPU").as_deref(),
+                Ok("1"),
+                "ZETA_REQUIRE_GPU=1 but no GPU adapter was found"
+            );
+            println!("SKIP: no GPU adapter");
+            None
+        }
+        Err(e) => panic!("GPU setup failed: {e}"),
+    }
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 32) as u32
+    }
+    /// ±(1..2)·2^e with e uniform in `lo..hi`.
+    fn float(&mut self, lo: i32, hi: i32) -> f32 {
+        let e = lo + (self.next() % (hi - lo) as u32) as i32;
+        let m = 1.0 + (self.next() >> 9) as f32 / (1u32 << 23) as f32;
+        let s = if self.next() & 1 == 0 { 1.0 } else { -1.0 };
+        s * m * 2f32.powi(e)
+    }
+    fn uniform(&mut self, scale: f32) -> f32 {
+        (self.next() as f32 / u32::MAX as f32 * 2.0 - 1.0) * scale
+    }
+}
+
+/// Runs exact_eval helper `which` on `x` (vec4 per input).
+fn eval(ctx: &GpuContext, which: u32, x: &[[f32; 4]]) -> Vec<f32> {
+    let flat: Vec<f32> = x.iter().flatten().copied().collect();
+    let xt = ctx.upload_f32(&flat).unwrap();
+    let yt = ctx.zeros(x.len(), GpuDType::F32).unwrap();
+    let mut b = ctx.batch();
+    b.exact_eval(which, &xt, &yt, x.len()).unwrap();
+    b.submit().unwrap();
+    ctx.read_f32(&yt).unwrap()
+}
+
+fn assert_bits(name: &str, x: &[[f32; 4]], got: &[f32], want: impl Fn(&[f32; 4]) -> f32) {
+    let mut bad = 0;
+    for (v, g) in x.iter().zip(got) {
+        let w = want(v);
+        if w.to_bits() != g.to_bits() && !(w.is_nan() && g.is_nan()) {
+            if bad < 5 {
+                eprintln!(
+                    "{name}: {v:?}: got {g:e} ({:#x}), want {w:e} ({:#x})",
+                    g.to_bits(),
+                    w.to_bits()
+                );
+            }
+            bad += 1;
+        }
+    }
+    assert_eq!(bad, 0, "{name}: {bad} of {} differ", x.len());
+}
+
+#[test]
+fn exact_helpers_round_like_the_cpu() {
+    let Some(ctx) = ctx() else { return };
+    let mut r = Rng(0x1234_5678_9abc_def1);
+    // fma: random magnitudes, and c close to -a·b (cancellation).
+    let mut fx = Vec::new();
+    for i in 0..4096 {
+        let (a, b) = (r.float(-30, 30), r.float(-30, 30));
+        let c = match i % 4 {
+            0 => r.float(-60, 60),
+            1 => -(a * b) * (1.0 + (r.next() % 64) as f32 * 2f32.powi(-23)),
+            2 => (a * b) * r.float(-40, 0).abs(),
+            _ => 0.0,
+        };
+        fx.push([a, b, c, 0.0]);
+    }
+    for which in [1u32, 2] {
+        let got = eval(&ctx, which, &fx);
+        assert_bits(&format!("fma {which}"), &fx, &got, |v| {
+            v[0].mul_add(v[1], v[2])
+        });
+    }
+    // Float-float / n and 1 / float-float: against f64 (exact pairs).
+    let mut dx = Vec::new();
+    for _ in 0..4096 {
+        let hi = r.float(-20, 40).abs();
+        let lo = hi * r.float(-30, -24);
+        let n = (1 + r.next() % 4096) as f32;
+        dx.push([hi, lo, n, 0.0]);
+    }
+    let got = eval(&ctx, 3, &dx);
+    assert_bits("ff_div_n", &dx, &got, |v| {
+        ((f64::from(v[0]) + f64::from(v[1])) / f64::from(v[2])) as f32
+    });
+    let got = eval(&ctx, 4, &dx);
+    assert_bits("ff_recip", &dx, &got, |v| {
+        (1.0 / (f64::from(v[0]) + f64::from(v[1]))) as f32
+    });
+    // sqrt, expf (softmax / SiLU arguments), division.
+    let sx: Vec<[f32; 4]> = (0..4096)
+        .map(|_| [r.float(-40, 40).abs(), 0.0, 0.0, 0.0])
+        .collect();
+    let got = eval(&ctx, 5, &sx);
+    assert_bits("sqrt_rn", &sx, &got, |v| v[0].sqrt());
+    let ex: Vec<[f32; 4]> = (0..4096)
+        .map(|i| [r.uniform([1.0, 10.0, 90.0, 200.0][i % 4]), 0.0, 0.0, 0.0])
+        .filter(|v| ggml_v_expf(v[0]).is_normal() || ggml_v_expf(v[0]) == 0.0)
+        .collect();
+    let got = eval(&ctx, 6, &ex);
+    assert_bits("ggml_expf", &ex, &got, |v| ggml_v_expf(v[0]));
+    let vx: Vec<[f32; 4]> = (0..4096)
+        .map(|_| [r.float(-30, 30), r.float(-30, 30), 0.0, 0.0])
+        .collect();
+    let got = eval(&ctx, 7, &vx);
+    assert_bits("div_rn", &vx, &got, |v| v[0] / v[1]);
+}
+
+/// A GGUF holding one weight `w` ([rows, cols] of `ty`, quantized from `vals`).
+fn gguf_with(ty: GgmlType, cols: usize, rows: usize, vals: &[f32]) -> (Arc<Gguf>, Vec<u8>) {
+    let row_bytes = ty.row_bytes(cols as u64).unwrap() as usize;
+    let mut data = vec![0u8; row_bytes * rows];
+    for (src, dst) in vals
+        .chunks_exact(cols)
+        .zip(data.chunks_exact_mut(row_bytes))
+    {
+        zeta_quant::quantize(ty, src, dst).unwrap();
+    }
+    let mut w = GgufWriter::new();
+    w.add_kv("general.architecture", Value::String("test".into()));
+    w.add_tensor("w", &[cols as u64, rows as u64], ty, data.clone())
+        .unwrap();
+    let mut bytes = Vec::new();
+    w.write_to(&mut bytes).unwrap();
+    (Arc::new(Gguf::from_bytes(bytes).unwrap()), data)
+}
+
+#[test]
+fn exact_matmul_equals_cpu_bit_for_bit() {
+    let Some(ctx) = ctx() else { return };
+    let mut r = Rng(77);
+    let cpu = CpuBackend::with_threads(2);
+    for ty in [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q8_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+    ] {
+        let cols = if ty.block_size() == 256 { 768 } else { 96 };
+        // 24 rows: multiples of 8 (repacked orders); 13: not.
+        for rows in [24usize, 13] {
+            let vals: Vec<f32> = (0..rows * cols).map(|_| r.uniform(1.0)).collect();
+            let (g, data) = gguf_with(ty, cols, rows, &vals);
+            let w = cpu.upload_weight(&g, "w").unwrap();
+            // Tiny parts: several dispatches per matrix.
+            let part = ty.row_bytes(cols as u64).unwrap() * 5;
+            let gw = ctx
+                .upload_matrix_split(ty, rows as u64, cols as u64, &data, part)
+                .unwrap();
+            for n_tok in [1usize, 2, 4, 7, 9, 17, 22] {
+                let x: Vec<f32> = (0..n_tok * cols)
+                    .map(|i| r.uniform(if i % 7 == 0 { 9.0 } else { 1.5 }))
+                    .collect();
+                let mut cx = cpu.alloc(x.len()).unwrap();
+                cpu.write(&mut cx, 0, &x).unwrap();
+                let mut cy = cpu.alloc(n_tok * rows).unwrap();
+                cpu.matmul(&w, &cx, &mut cy, n_tok).unwrap();
+                let mut want = vec![0f32; n_tok * rows];
+                cpu.read(&cy, 0, &mut want).unwrap();
+
+                let gx = ctx.upload_f32(&x).unwrap();
+                let xq = ctx
+                    .zeros(zeta_wgpu::q8_stride(cols) * n_tok, GpuDType::U32)
+                    .unwrap();
+                let gy = ctx.upload_f32(&vec![f32::NAN; n_tok * rows]).unwrap();
+                let mut b = ctx.batch();
+                b.pack_q8_rows(&gx, &xq, cols, n_tok, Q8Mode::of(ty))
+                    .unwrap();
+                b.matmul_exact(&gw, &xq, &gy, n_tok as u32, false).unwrap();
+                b.submit().unwrap();
+                let got = ctx.read_f32(&gy).unwrap();
+                let bad = got
+                    .iter()
+                    .zip(&want)
+                    .filter(|(g, w)| g.to_bits() != w.to_bits())
+                    .count();
+                assert_eq!(
+                    bad,
+                    0,
+                    "{ty} rows {rows} tokens {n_tok}: {bad} differ, e.g. {:?} vs {:?}",
+                    &got[..4.min(got.len())],
+                    &want[..4.min(want.len())]
+                );
+            }
+        }
+    }
+}
+
+/// Known gap (see the README): with 640 columns some rows' scale is an ulp
+/// off although the kernel's float-float helpers give the CPU's mean and
+/// sqrt for those rows when evaluated alone (`exact_eval`).
+#[test]
+#[ignore = "known gap: cargo test -p zeta-wgpu --test exact -- --ignored"]
+fn rms_norm_equals_cpu_bit_for_bit() {
+    let Some(ctx) = ctx() else { return };
+    let gpu = zeta_wgpu::GpuBackend::with_context(Arc::new(ctx));
+    let cpu = CpuBackend::with_threads(1);
+    let mut r = Rng(5);
+    for cols in [576usize, 640, 2048, 100] {
+        let wv: Vec<f32> = (0..cols).map(|_| 1.0 + r.uniform(0.5)).collect();
+        let mut wr = GgufWriter::new();
+        wr.add_kv("general.architecture", Value::String("test".into()));
+        wr.add_tensor("w", &[cols as u64], GgmlType::F32, bytemuck_f32(&wv))
+            .unwrap();
+        let mut bytes = Vec::new();
+        wr.write_to(&mut bytes).unwrap();
+        let g = Arc::new(Gguf::from_bytes(bytes).unwrap());
+        let (cw, gw) = (
+            cpu.upload_weight(&g, "w").unwrap(),
+            gpu.upload_weight(&g, "w").unwrap(),
+        );
+        for n_rows in [1usize, 5] {
+            let x: Vec<f32> = (0..n_rows * cols)
+                .map(|i| r.uniform(if i % 13 == 0 { 30.0 } else { 0.7 }))
+                .collect();
+            let run = |be: &dyn Fn(&[f32]) -> Vec<f32>| be(&x);
+            let want = run(&|x| {
+                let mut a = cpu.alloc(x.len()).unwrap();
+                cpu.write(&mut a, 0, x).unwrap();
+                let mut o = cpu.alloc(x.len()).unwrap();
+                cpu.rms_norm(&a, &cw, &mut o, n_rows, 1e-6).unwrap();
+                let mut v = vec![0f32; x.len()];
+                cpu.read(&o, 0, &mut v).unwrap();
+                v
+            });
+            let got = run(&|x| {
+                let mut a = gpu.alloc(x.len()).unwrap();
+                gpu.write(&mut a, 0, x).unwrap();
+                let mut o = gpu.alloc(x.len()).unwrap();
+                gpu.rms_norm(&a, &gw, &mut o, n_rows, 1e-6).unwrap();
+                let mut v = vec![0f32; x.len()];
+                gpu.read(&o, 0, &mut v).unwrap();
+                v
+            });
+            let bad: Vec<usize> = (0..x.len())
+                .filter(|&i| got[i].to_bits() != want[i].to_bits())
+                .collect();
+            assert!(
+                bad.is_empty(),
+                "cols {cols} rows {n_rows}: {} differ, first {:?}: {} vs {}",
+                bad.len(),
+                bad.first(),
+                got[bad[0]],
+                want[bad[0]]
+            );
+        }
+    }
+}
+
+fn bytemuck_f32(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|f| f.to_le_bytes()).collect()
+}

@@ -1,0 +1,247 @@
+// attn_exact.wgsl — causal grouped-query attention over the f16 KV cache in
+// exactly the CPU backend's arithmetic (llama.cpp's CPU attention without
+// flash attention; zeta_tensor cpu/attention.rs), so the output has the
+// CPU's bits. Prepended: f16.wgsl, exact.wgsl.
+//
+// q:   [n_q, n_head, head_dim] f32, query i at position n_kv - n_q + i, sees
+//      keys [start_i, pos_i] (start_i = pos_i + 1 - window with a window)
+// K,V: [n_ctx, n_kv_head, head_dim(_v)] f16 pairs in u32 words
+// S:   scratch [queries of this dispatch, n_head, s_stride] f32: the scores,
+//      then the probabilities (stored at their key index)
+// out: [n_q, n_head, head_dim_v] f32
+// Arithmetic (per query and head):
+// - KQ: q rounded to f16; each score an f16·f16 dot product (products are
+//   exact in f32) in ggml's lane order: `kq_batch` = tinyBLAS's 16 lanes
+//   (element k in lane k % 16) and `_mm512_reduce_add_ps`, else
+//   `ggml_vec_dot_f16`'s 4 × 16 lanes over 64-element steps, then the tail
+//   in f64 (float-float here); then × scale.
+// - softmax: e = ggml_expf(s - max); per aligned group of 16 keys the
+//   `_mm512_reduce_add_ps` sum, the groups summed in f64 (float-float);
+//   p = f16(e · f32(1 / sum)).
+// - KQV: per output element, key j in lane j % L (L = 16 with `kqv_batch`,
+//   else 64), each lane an FMA chain in key order (p·v exact in f32), the
+//   lanes reduced as ggml's 16- or 4×16-lane reductions.
+// Entry `scores` (workgroup (h, i)) writes S; entry `kqv` (workgroup
+// (d-block, h, i)) reads S and writes out.
+
+struct Params {
+    head_dim: u32,
+    n_head: u32,
+    n_kv_head: u32,
+    n_kv: u32,      // last query position + 1
+    window: u32,    // 0 = none
+    kv_stride: u32, // n_kv_head * head_dim
+    n_q: u32,       // queries of the whole call
+    q0: u32,        // first query of this dispatch
+    scale: f32,
+    head_dim_v: u32,
+    v_stride: u32,  // n_kv_head * head_dim_v
+    kq_batch: u32,
+    kqv_batch: u32,
+    s_stride: u32,  // floats per (query, head) row of S
+}
+
+@group(0) @binding(0) var<storage, read> Q: array<f32>;
+@group(0) @binding(1) var<storage, read> K: array<u32>;
+@group(0) @binding(2) var<storage, read> V: array<u32>;
+@group(0) @binding(3) var<storage, read_write> S: array<f32>;
+@group(0) @binding(4) var<uniform> P: Params;
+@group(0) @binding(5) var<storage, read_write> OUT: array<f32>;
+
+const WG: u32 = 256u;
+const MAX_HEAD_DIM: u32 = 512u;
+
+var<workgroup> qh: array<f32, MAX_HEAD_DIM>;
+var<workgroup> red: array<f32, WG>;
+var<workgroup> ffr: array<vec2<f32>, WG>;
+var<workgroup> lanes: array<f32, 64>;
+
+// Exact f16 (low 16 bits of h) to f32.
+fn half_f32(h: u32) -> f32 {
+    let sign = (h & 0x8000u) << 16u;
+    let e = (h >> 10u) & 0x1fu;
+    let m = h & 0x3ffu;
+    if (e == 0u) {
+        let v = f32(m) * 5.9604644775390625e-8;
+        return select(v, -v, sign != 0u);
+    }
+    if (e == 31u) {
+        return bitcast<f32>(sign | 0x7f800000u | (m << 13u));
+    }
+    return bitcast<f32>(sign | ((e + 112u) << 23u) | (m << 13u));
+}
+
+fn k_at(e: u32) -> f32 {
+    return half_f32(K[e >> 1u] >> (16u * (e & 1u)));
+}
+
+fn v_at(e: u32) -> f32 {
+    return half_f32(V[e >> 1u] >> (16u * (e & 1u)));
+}
+
+// GCC's _mm512_reduce_add_ps of 16 lanes.
+fn hsum16(x: array<f32, 16>) -> f32 {
+    var t3: array<f32, 8>;
+    for (var i = 0u; i < 8u; i++) {
+        t3[i] = x[i + 8u] + x[i];
+    }
+    return ((t3[4] + t3[0]) + (t3[6] + t3[2])) + ((t3[5] + t3[1]) + (t3[7] + t3[3]));
+}
+
+fn query_pos(i: u32) -> u32 {
+    return P.n_kv - P.n_q + i;
+}
+
+fn query_start(pos: u32) -> u32 {
+    if (P.window > 0u && pos + 1u > P.window) {
+        return pos + 1u - P.window;
+    }
+    return 0u;
+}
+
+// q_f16 · k (key j, kv head g) in the CPU's order.
+fn kq_dot(j: u32, g: u32) -> f32 {
+    let hd = P.head_dim;
+    let kb = j * P.kv_stride + g * hd;
+    if (P.kq_batch != 0u) {
+        var acc: array<f32, 16>;
+        for (var m = 0u; m < 16u; m++) {
+            acc[m] = 0.0;
+        }
+        for (var i = 0u; i + 16u <= hd; i += 16u) {
+            for (var m = 0u; m < 16u; m++) {
+                acc[m] = acc[m] + k_at(kb + i + m) * qh[i + m];
+            }
+        }
+        return hsum16(acc);
+    }
+    let np = hd & ~63u;
+    var acc: array<f32, 64>;
+    for (var m = 0u; m < 64u; m++) {
+        acc[m] = 0.0;
+    }
+    for (var i = 0u; i < np; i += 64u) {
+        for (var m = 0u; m < 64u; m++) {
+            acc[m] = acc[m] + k_at(kb + i + m) * qh[i + m];
+        }
+    }
+    var x0: array<f32, 16>;
+    for (var m = 0u; m < 16u; m++) {
+        x0[m] = (acc[m] + acc[32u + m]) + (acc[16u + m] + acc[48u + m]);
+    }
+    var s = vec2<f32>(hsum16(x0), 0.0);
+    for (var i = np; i < hd; i++) {
+        s = ff_add_signed(s, k_at(kb + i) * qh[i]);
+    }
+    return s.x + s.y;
+}
+
+// Float-float + f32 for values of either sign.
+fn ff_add_signed(x: vec2<f32>, v: f32) -> vec2<f32> {
+    let t = two_sum(x.x, v);
+    let lo = t.y + x.y;
+    let r = t.x + lo;
+    return vec2<f32>(r, lo - (r - t.x));
+}
+
+@compute @workgroup_size(WG)
+fn scores(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    let h = wid.x;
+    let il = wid.y;
+    let i = P.q0 + il;
+    let g = h / (P.n_head / P.n_kv_head);
+    let pos = query_pos(i);
+    let start = query_start(pos);
+    let qb = (i * P.n_head + h) * P.head_dim;
+    for (var d = tid; d < P.head_dim; d += WG) {
+        qh[d] = round_f16(Q[qb + d]);
+    }
+    workgroupBarrier();
+    let sb = (il * P.n_head + h) * P.s_stride;
+    var mx = -3.0e38;
+    for (var j = start + tid; j <= pos; j += WG) {
+        let s = kq_dot(j, g) * P.scale;
+        S[sb + j] = s;
+        mx = max(mx, s);
+    }
+    red[tid] = mx;
+    workgroupBarrier();
+    for (var st = WG / 2u; st > 0u; st >>= 1u) {
+        if (tid < st) {
+            red[tid] = max(red[tid], red[tid + st]);
+        }
+        workgroupBarrier();
+    }
+    mx = red[0];
+    storageBarrier();
+    // Groups of 16 keys aligned to key 0: e, the group's sum, float-float.
+    let g0 = start / 16u;
+    let g1 = pos / 16u;
+    var acc = vec2<f32>(0.0);
+    for (var gi = g0 + tid; gi <= g1; gi += WG) {
+        var lane: array<f32, 16>;
+        for (var m = 0u; m < 16u; m++) {
+            let j = 16u * gi + m;
+            var e = 0.0;
+            if (j >= start && j <= pos) {
+                e = ggml_expf(S[sb + j] - mx);
+                S[sb + j] = e;
+            }
+            lane[m] = e;
+        }
+        acc = ff_add(acc, vec2<f32>(hsum16(lane), 0.0));
+    }
+    ffr[tid] = acc;
+    workgroupBarrier();
+    for (var st = WG / 2u; st > 0u; st >>= 1u) {
+        if (tid < st) {
+            ffr[tid] = ff_add(ffr[tid], ffr[tid + st]);
+        }
+        workgroupBarrier();
+    }
+    let inv = ff_recip(ffr[0]);
+    storageBarrier();
+    for (var j = start + tid; j <= pos; j += WG) {
+        S[sb + j] = round_f16(S[sb + j] * inv);
+    }
+}
+
+@compute @workgroup_size(64)
+fn kqv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    let h = wid.y;
+    let il = wid.z;
+    let i = P.q0 + il;
+    let g = h / (P.n_head / P.n_kv_head);
+    let pos = query_pos(i);
+    let start = query_start(pos);
+    let sb = (il * P.n_head + h) * P.s_stride;
+    let nl = select(64u, 16u, P.kqv_batch != 0u);
+    let dims = 64u / nl; // output elements per workgroup
+    let m = tid % nl;
+    let d = wid.x * dims + tid / nl;
+    var acc = 0.0;
+    if (d < P.head_dim_v) {
+        // First key of lane m at or after start.
+        let first = start + (m + nl - start % nl) % nl;
+        let vb = g * P.head_dim_v + d;
+        for (var j = first; j <= pos; j += nl) {
+            acc = acc + v_at(j * P.v_stride + vb) * S[sb + j];
+        }
+    }
+    lanes[tid] = acc;
+    workgroupBarrier();
+    if (m == 0u && d < P.head_dim_v) {
+        let a = tid;
+        var x0: array<f32, 16>;
+        if (nl == 16u) {
+            for (var k = 0u; k < 16u; k++) {
+                x0[k] = lanes[a + k];
+            }
+        } else {
+            for (var k = 0u; k < 16u; k++) {
+                x0[k] = (lanes[k] + lanes[32u + k]) + (lanes[16u + k] + lanes[48u + k]);
+            }
+        }
+        OUT[(i * P.n_head + h) * P.head_dim_v + d] = hsum16(x0);
+    }
+}

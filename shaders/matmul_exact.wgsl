@@ -1,0 +1,312 @@
+// matmul_exact.wgsl — Y[t, r] (+)= W[r] · x_t with x quantised to 8 bits
+// (act_quant.wgsl / q8.wgsl), summed in exactly the CPU backend's float
+// order (zeta_tensor `DotOrder`), so every output has the CPU's bits.
+// Prepended: quant.wgsl, f16.wgsl, exact.wgsl (`fma_rn`).
+//
+// W: [n_rows, n_cols] GGUF blocks (one part), XQ: per token row x_stride
+// words (q8.wgsl layout: 8 words of packed quants per 32-element unit, then
+// per unit (d, s)), Y: [n_tok, y_stride] f32.
+// A workgroup of 64 takes 8 rows of one token (workgroup_id.z = token -
+// tok0); invocation l = 0..8 of a row is SIMD lane l of ggml's AVX2 kernels
+// (columns 4l..4l+3 of every 32).
+// Entry `lanes`: every lane keeps its own FMA chain over the blocks (ggml's
+// `vec_dot` order), the eight are added by `hsum_float_8`. LANE_STEP is the
+// weight type's step (substituted by the host).
+// Entry `blocks`: the lanes compute the exact integer parts of eight blocks
+// at a time into workgroup memory, then lane 0 folds them in block order
+// (BLOCK_FOLD: Q4_0's repacked gemm, Q4_K's repacked gemv/gemm, Q6_K's
+// tiled order).
+
+struct Params {
+    n_cols: u32,     // elements per row
+    n_units: u32,    // n_cols / 32
+    row_bytes: u32,  // bytes per row in W
+    rows: u32,       // rows in this part
+    row_offset: u32, // index of this part's first row in Y's rows
+    grid_x: u32,     // workgroups along x (2-D grid over row groups)
+    accumulate: u32, // 1: Y += W x
+    tok0: u32,       // first token of this dispatch
+    y_stride: u32,   // elements per token row of Y
+    x_stride: u32,   // u32 words per token row of XQ
+}
+
+@group(0) @binding(0) var<storage, read> W: array<u32>;
+@group(0) @binding(1) var<storage, read> XQ: array<u32>;
+@group(0) @binding(2) var<storage, read_write> Y: array<f32>;
+@group(0) @binding(3) var<uniform> P: Params;
+
+// Required by quant.wgsl's dequantisers (unused here).
+var<private> dq: array<f32, 32>;
+
+const LO4: u32 = 0x0f0f0f0fu;
+const ONES: u32 = 0x01010101u;
+
+var<workgroup> lane_acc: array<vec2<f32>, 64>;
+var<workgroup> parts: array<vec2<i32>, 512>;
+
+// Word k (0..8) of unit u's activation quants; unit u's d and s words.
+fn xq(xb: u32, u: u32, k: u32) -> u32 {
+    return XQ[xb + 8u * u + k];
+}
+
+fn xd(xb: u32, u: u32) -> f32 {
+    return bitcast<f32>(XQ[xb + 8u * P.n_units + 2u * u]);
+}
+
+fn xs(xb: u32, u: u32) -> u32 {
+    return XQ[xb + 8u * P.n_units + 2u * u + 1u];
+}
+
+// Σ of the four signed bytes of x.
+fn bsum4(x: u32) -> i32 {
+    return dot4I8Packed(ONES, x);
+}
+
+// Lane l's nibbles of the 16 quant bytes at byte `qs`: low nibbles of word
+// l (columns 4l..4l+3) for l < 4, high nibbles of word l - 4 for l >= 4.
+fn nib_lane(qs: u32, l: u32) -> u32 {
+    let w = rd_u32(qs + 4u * (l & 3u));
+    return select(w & LO4, (w >> 4u) & LO4, l >= 4u);
+}
+
+// Four fifth bits (t & 0xf) moved to bit 4 of four bytes.
+fn spread4(t: u32) -> u32 {
+    return ((t & 1u) << 4u) | ((t & 2u) << 11u) | ((t & 4u) << 18u) | ((t & 8u) << 25u);
+}
+
+// ---- lane steps: st = (lane accumulator, second accumulator) -------------
+
+// Q4_0 · Q8_0: d_w d_x Σ (q - 8) x per lane.
+fn step_q4_0(rb: u32, u: u32, l: u32, xb: u32, st: vec2<f32>) -> vec2<f32> {
+    let b = rb + u * 18u;
+    let x = xq(xb, u, l);
+    let s = dot4I8Packed(nib_lane(b + 2u, l), x) - 8 * bsum4(x);
+    return vec2<f32>(fma_rn(rd_f16(b) * xd(xb, u), f32(s), st.x), st.y);
+}
+
+// Q4_1 · Q8_1: lanes d_w d_x Σ q x; second accumulator Σ m_w s_x.
+fn step_q4_1(rb: u32, u: u32, l: u32, xb: u32, st: vec2<f32>) -> vec2<f32> {
+    let b = rb + u * 20u;
+    let s = dot4I8Packed(nib_lane(b + 4u, l), xq(xb, u, l));
+    let m = fma_rn(rd_f16(b + 2u), bitcast<f32>(xs(xb, u)), st.y);
+    return vec2<f32>(fma_rn(rd_f16(b) * xd(xb, u), f32(s), st.x), m);
+}
+
+// Q5_0 · Q8_0: d_w d_x Σ (q - 16) x.
+fn step_q5_0(rb: u32, u: u32, l: u32, xb: u32, st: vec2<f32>) -> vec2<f32> {
+    let b = rb + u * 22u;
+    let qh = rd_u32(b + 2u);
+    let x = xq(xb, u, l);
+    let q = nib_lane(b + 6u, l) | spread4(qh >> (4u * l));
+    let s = dot4I8Packed(q, x) - 16 * bsum4(x);
+    return vec2<f32>(fma_rn(rd_f16(b) * xd(xb, u), f32(s), st.x), st.y);
+}
+
+// Q8_0 · Q8_0.
+fn step_q8_0(rb: u32, u: u32, l: u32, xb: u32, st: vec2<f32>) -> vec2<f32> {
+    let b = rb + u * 34u;
+    let s = dot4I8Packed(rd_u32(b + 2u + 4u * l), xq(xb, u, l));
+    return vec2<f32>(fma_rn(rd_f16(b) * xd(xb, u), f32(s), st.x), st.y);
+}
+
+// Q6_K lane l of 256-block k: Σ_{j<2,c<4} sc(8j+2c+l/4) · Σ q x over
+// columns 128j + 32c + 4l.. (q unsigned 0..63), minus 32 Σ_{g=2l,2l+1}
+// sc(g) · bsum_g (bsum_g: the activation quants of columns 16g..16g+15).
+fn q6k_lane(rb: u32, k: u32, l: u32, xb: u32) -> i32 {
+    let b = rb + k * 210u;
+    let u0 = 8u * k;
+    var s = 0;
+    for (var j = 0u; j < 2u; j++) {
+        let qhw = rd_u32(b + 128u + 32u * j + 4u * l);
+        for (var c = 0u; c < 4u; c++) {
+            let qlw = rd_u32(b + 64u * j + 32u * (c & 1u) + 4u * l);
+            let q = ((qlw >> (4u * (c >> 1u))) & LO4) | (((qhw >> (2u * c)) & 0x03030303u) << 4u);
+            let sc = bitcast<i32>(rd_u8(b + 192u + 8u * j + 2u * c + l / 4u) << 24u) >> 24;
+            s += sc * dot4I8Packed(q, xq(xb, u0 + 4u * j + c, l));
+        }
+    }
+    for (var h = 0u; h < 2u; h++) {
+        let g = 2u * l + h;
+        let u = u0 + g / 2u;
+        let w0 = 4u * (g % 2u);
+        let bs = bsum4(xq(xb, u, w0)) + bsum4(xq(xb, u, w0 + 1u)) + bsum4(xq(xb, u, w0 + 2u))
+            + bsum4(xq(xb, u, w0 + 3u));
+        let sc = bitcast<i32>(rd_u8(b + 192u + g) << 24u) >> 24;
+        s -= 32 * bs * sc;
+    }
+    return s;
+}
+
+// Q6_K · Q8_K, 256-block k (called for every 8th unit).
+fn step_q6_k(rb: u32, k: u32, l: u32, xb: u32, st: vec2<f32>) -> vec2<f32> {
+    let d = xd(xb, 8u * k) * rd_f16(rb + k * 210u + 208u);
+    return vec2<f32>(fma_rn(d, f32(q6k_lane(rb, k, l, xb)), st.x), st.y);
+}
+
+// Q4_K unit s (0..8) of 256-block k: (sc_s Σ q x over its 32 columns, m_s Σ x)
+// for lane = -1, or lane l's 4 columns (sc_s Σ q x only) for lane = l.
+fn q4k_unit_lane(b: u32, k: u32, s: u32, l: u32, xb: u32) -> i32 {
+    let w = rd_u32(b + 16u + 32u * (s / 2u) + 4u * l);
+    let q = (w >> (4u * (s & 1u))) & LO4;
+    return dot4I8Packed(q, xq(xb, 8u * k + s, l));
+}
+
+fn q4k_sm(b: u32, s: u32) -> vec2<i32> {
+    let sm = scale_min_k4(b + 4u, s);
+    return vec2<i32>(i32(sm.x), i32(sm.y));
+}
+
+// Q4_K · Q8_K in ggml's AVX2 lane order (weights not repacked): lane l
+// accumulates d · Σ_s sc_s Σ_lane q x; lanes 0..3 also keep the min
+// accumulator of sub-block pair l: fma(-d_x dmin_w, m_2l s_2l + m_2l+1 s_2l+1, acc_m).
+fn step_q4_k(rb: u32, k: u32, l: u32, xb: u32, st: vec2<f32>) -> vec2<f32> {
+    let b = rb + k * 144u;
+    var s = 0;
+    for (var u = 0u; u < 8u; u++) {
+        s += q4k_sm(b, u).x * q4k_unit_lane(b, k, u, l, xb);
+    }
+    let yd = xd(xb, 8u * k);
+    var m = st.y;
+    if (l < 4u) {
+        let p = q4k_sm(b, 2u * l).y * bitcast<i32>(xs(xb, 8u * k + 2u * l))
+            + q4k_sm(b, 2u * l + 1u).y * bitcast<i32>(xs(xb, 8u * k + 2u * l + 1u));
+        m = fma_rn(-yd * rd_f16(b + 2u), f32(p), m);
+    }
+    return vec2<f32>(fma_rn(yd * rd_f16(b), f32(s), st.x), m);
+}
+
+fn store(tok: u32, row: u32, v: f32) {
+    let i = tok * P.y_stride + P.row_offset + row;
+    if (P.accumulate != 0u) {
+        Y[i] = Y[i] + v;
+    } else {
+        Y[i] = v;
+    }
+}
+
+@compute @workgroup_size(64)
+fn lanes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    let l = tid % 8u;
+    let rl = tid / 8u;
+    let row = (wid.x + wid.y * P.grid_x) * 8u + rl;
+    let tok = P.tok0 + wid.z;
+    let xb = tok * P.x_stride;
+    var st = vec2<f32>(0.0);
+    if (row < P.rows) {
+        let rb = row * P.row_bytes;
+        for (var u = 0u; u < P.n_units; u += UNIT_STEPu) {
+            st = LANE_STEP(rb, u / UNIT_STEPu, l, xb, st);
+        }
+    }
+    lane_acc[tid] = st;
+    workgroupBarrier();
+    if (l == 0u && row < P.rows) {
+        let a = rl * 8u;
+        let r0 = lane_acc[a].x + lane_acc[a + 4u].x;
+        let r1 = lane_acc[a + 1u].x + lane_acc[a + 5u].x;
+        let r2 = lane_acc[a + 2u].x + lane_acc[a + 6u].x;
+        let r3 = lane_acc[a + 3u].x + lane_acc[a + 7u].x;
+        let h = (r0 + r2) + (r1 + r3);
+        var v = h;
+        if (LANE_EXTRA == 1u) {
+            // Q4_1: + Σ m s
+            v = h + st.y;
+        } else if (LANE_EXTRA == 2u) {
+            // Q4_K: + ((m0 + m2) + (m1 + m3)) of lanes 0..3
+            v = h + ((lane_acc[a].y + lane_acc[a + 2u].y) + (lane_acc[a + 1u].y + lane_acc[a + 3u].y));
+        }
+        store(tok, row, v);
+    }
+}
+
+// ---- block orders: exact integer parts per block, folded by lane 0 -------
+
+// Q4_0, one FMA per 32 columns: lane part = its 4 columns' Σ (q - 8) x.
+fn part_q4_0(rb: u32, u: u32, l: u32, xb: u32) -> vec2<i32> {
+    let b = rb + u * 18u;
+    let x = xq(xb, u, l);
+    return vec2<i32>(dot4I8Packed(nib_lane(b + 2u, l), x) - 8 * bsum4(x), 0);
+}
+
+fn fold_q4_0(rb: u32, u: u32, xb: u32, isum: vec2<i32>, sub: array<vec2<i32>, 8>, st: vec2<f32>) -> vec2<f32> {
+    return vec2<f32>(fma_rn(f32(isum.x), rd_f16(rb + u * 18u) * xd(xb, u), st.x), st.y);
+}
+
+// Q4_K, lane l = unit l of the 256-block: (sc_l Σ q x, m_l Σ x).
+fn part_q4_k(rb: u32, k: u32, l: u32, xb: u32) -> vec2<i32> {
+    let b = rb + k * 144u;
+    let sm = q4k_sm(b, l);
+    var p = 0;
+    for (var w = 0u; w < 8u; w++) {
+        p += q4k_unit_lane(b, k, l, w, xb);
+    }
+    return vec2<i32>(sm.x * p, sm.y * bitcast<i32>(xs(xb, 8u * k + l)));
+}
+
+// Repacked Q4_K gemv: one FMA per block on Σ of all parts.
+fn fold_q4_k_gemv(rb: u32, k: u32, xb: u32, isum: vec2<i32>, sub: array<vec2<i32>, 8>, st: vec2<f32>) -> vec2<f32> {
+    let b = rb + k * 144u;
+    let yd = xd(xb, 8u * k);
+    return vec2<f32>(fma_rn(f32(isum.x), rd_f16(b) * yd, st.x), fma_rn(f32(isum.y), rd_f16(b + 2u) * yd, st.y));
+}
+
+// Repacked Q4_K gemm: one FMA per 64 columns (unit pairs).
+fn fold_q4_k_gemm(rb: u32, k: u32, xb: u32, isum: vec2<i32>, sub: array<vec2<i32>, 8>, st: vec2<f32>) -> vec2<f32> {
+    let b = rb + k * 144u;
+    let yd = xd(xb, 8u * k);
+    let d = rd_f16(b) * yd;
+    let dm = rd_f16(b + 2u) * yd;
+    var r = st;
+    for (var j = 0u; j < 4u; j++) {
+        let p = sub[2u * j] + sub[2u * j + 1u];
+        r = vec2<f32>(fma_rn(f32(p.x), d, r.x), fma_rn(f32(p.y), dm, r.y));
+    }
+    return r;
+}
+
+// Q6_K tiled: lane parts as `q6k_lane`; fma(d_w · isum, d_x, acc).
+fn part_q6_k(rb: u32, k: u32, l: u32, xb: u32) -> vec2<i32> {
+    return vec2<i32>(q6k_lane(rb, k, l, xb), 0);
+}
+
+fn fold_q6_k(rb: u32, k: u32, xb: u32, isum: vec2<i32>, sub: array<vec2<i32>, 8>, st: vec2<f32>) -> vec2<f32> {
+    let dw = rd_f16(rb + k * 210u + 208u);
+    return vec2<f32>(fma_rn(dw * f32(isum.x), xd(xb, 8u * k), st.x), st.y);
+}
+
+@compute @workgroup_size(64)
+fn blocks(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    let l = tid % 8u;
+    let rl = tid / 8u;
+    let row = (wid.x + wid.y * P.grid_x) * 8u + rl;
+    let tok = P.tok0 + wid.z;
+    let xb = tok * P.x_stride;
+    let rb = row * P.row_bytes;
+    let nb = P.n_units / UNIT_STEPu;
+    var st = vec2<f32>(0.0);
+    for (var c = 0u; c < nb; c += 8u) {
+        for (var i = 0u; i < 8u; i++) {
+            var v = vec2<i32>(0);
+            if (row < P.rows && c + i < nb) {
+                v = BLOCK_PART(rb, c + i, l, xb);
+            }
+            parts[(rl * 8u + i) * 8u + l] = v;
+        }
+        workgroupBarrier();
+        if (l == 0u && row < P.rows) {
+            for (var i = 0u; i < 8u && c + i < nb; i++) {
+                var sub: array<vec2<i32>, 8>;
+                var isum = vec2<i32>(0);
+                for (var j = 0u; j < 8u; j++) {
+                    sub[j] = parts[(rl * 8u + i) * 8u + j];
+                    isum += sub[j];
+                }
+                st = BLOCK_FOLD(rb, c + i, xb, isum, sub, st);
+            }
+        }
+        workgroupBarrier();
+    }
+    if (l == 0u && row < P.rows) {
+        store(tok, row, st.x - st.y);
+    }
+}
