@@ -146,6 +146,7 @@ fn ff_add_signed(x: vec2<f32>, v: f32) -> vec2<f32> {
 
 @compute @workgroup_size(WG)
 fn scores(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    EXACT_Z = u32(P.head_dim == 0u);
     let h = wid.x;
     let il = wid.y;
     let i = P.q0 + il;
@@ -208,6 +209,7 @@ fn scores(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
 
 @compute @workgroup_size(64)
 fn kqv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    EXACT_Z = u32(P.head_dim == 0u);
     let h = wid.y;
     let il = wid.z;
     let i = P.q0 + il;

@@ -19,6 +19,31 @@
 
 const FMA_FUSED: bool = FMA_FUSED_V;
 
+// A runtime zero, opaque to the compiler: every entry point that uses the
+// float-float helpers or `keep` first sets it from its parameters
+// (`EXACT_Z = u32(<a condition that is never true>)`). Left unset, it is a
+// constant 0 and the guards below fold away.
+var<private> EXACT_Z: u32;
+
+// x unchanged, but the compiler cannot see through it: a product passed
+// through it is rounded before it is added (no contraction into an fma the
+// CPU does not do), and float-float error terms such as (a + b) - a - b are
+// not simplified away (lavapipe's compiler does, dropping the low word).
+fn keep(x: f32) -> f32 {
+    return bitcast<f32>(bitcast<u32>(x) | EXACT_Z);
+}
+
+// acc + v² (v² rounded to f32, as the CPU's f64::from(v * v)) in float-float.
+fn ff_sq_add(acc: vec2<f32>, v: f32) -> vec2<f32> {
+    return ff_add(acc, vec2<f32>(keep(v * v), 0.0));
+}
+
+// The CPU's RMSNorm scale 1 / sqrt(f32(Σx² / n) + eps) from the float-float
+// sum of squares: mean, sqrt and reciprocal correctly rounded.
+fn rms_scale(sum: vec2<f32>, n: u32, eps: f32) -> f32 {
+    return div_rn(1.0, sqrt_rn(ff_div_n(sum, f32(n)) + eps));
+}
+
 fn u64_add(a: vec2<u32>, b: vec2<u32>) -> vec2<u32> {
     let lo = a.x + b.x;
     return vec2<u32>(lo, a.y + b.y + select(0u, 1u, lo < a.x));
@@ -181,17 +206,17 @@ fn next_down(x: f32) -> f32 {
 
 // (s, e) with s = fl(a + b) and s + e = a + b exactly.
 fn two_sum(a: f32, b: f32) -> vec2<f32> {
-    let s = a + b;
-    let bb = s - a;
-    return vec2<f32>(s, (a - (s - bb)) + (b - bb));
+    let s = keep(a + b);
+    let bb = keep(s - a);
+    return vec2<f32>(s, (a - keep(s - bb)) + (b - bb));
 }
 
 // Float-float sum (non-negative operands: relative error ~2^-47).
 fn ff_add(x: vec2<f32>, y: vec2<f32>) -> vec2<f32> {
     let s = two_sum(x.x, y.x);
     let t = s.y + (x.y + y.y);
-    let r = s.x + t;
-    return vec2<f32>(r, t - (r - s.x));
+    let r = keep(s.x + t);
+    return vec2<f32>(r, t - keep(r - s.x));
 }
 
 // Moves a positive candidate q (within an ulp or two of the true value q +
@@ -214,7 +239,7 @@ fn ff_div_n(x: vec2<f32>, n: f32) -> f32 {
     }
     var q = div_rn(x.x, n);
     for (var i = 0; i < 2; i++) {
-        let p = q * n;
+        let p = keep(q * n);
         let e = fma_rn(q, n, -p);
         // x - q n (x.x - p is exact: p is within a factor 2 of x.x).
         let r = ((x.x - p) - e) + x.y;
@@ -231,7 +256,7 @@ fn ff_div_n(x: vec2<f32>, n: f32) -> f32 {
 fn ff_recip(x: vec2<f32>) -> f32 {
     var q = div_rn(1.0, x.x);
     for (var i = 0; i < 2; i++) {
-        let p = q * x.x;
+        let p = keep(q * x.x);
         let e = fma_rn(q, x.x, -p);
         // 1 - q x
         let r = ((1.0 - p) - e) - q * x.y;
@@ -248,7 +273,7 @@ fn ff_recip(x: vec2<f32>) -> f32 {
 fn sqrt_rn(x: f32) -> f32 {
     var s = sqrt(x);
     for (var i = 0; i < 3; i++) {
-        let p = s * s;
+        let p = keep(s * s);
         let e = fma_rn(s, s, -p);
         // x - s², x - p exact (p within a factor 2 of x); sqrt(x) - s ≈ that / 2s
         let r = (x - p) - e;

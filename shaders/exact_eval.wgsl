@@ -17,6 +17,7 @@ struct Params {
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    EXACT_Z = u32(P.n == 0u);
     let i = gid.x;
     if (i >= P.n) {
         return;

@@ -30,21 +30,8 @@ struct Params {
 const WG: u32 = 256u;
 var<workgroup> ffp: array<vec2<f32>, WG>;
 
-// x unchanged, but opaque to the compiler: a product passed through it is
-// rounded before it is added (no fused multiply-add the CPU would not do).
-fn keep(x: f32) -> f32 {
-    // OR-ing a runtime zero into the bits (eps is never negative): neither
-    // a select nor a plain value would stop the compiler from fusing.
-    return bitcast<f32>(bitcast<u32>(x) | u32(P.eps < 0.0));
-}
-
-// acc + v² (v² rounded to f32, as the CPU's f64(v * v)) in float-float.
-fn sq_add(acc: vec2<f32>, v: f32) -> vec2<f32> {
-    return ff_add(acc, vec2<f32>(keep(v * v), 0.0));
-}
-
 fn sq_add4(acc: vec2<f32>, v: vec4<f32>) -> vec2<f32> {
-    return sq_add(sq_add(sq_add(sq_add(acc, v.x), v.y), v.z), v.w);
+    return ff_sq_add(ff_sq_add(ff_sq_add(ff_sq_add(acc, v.x), v.y), v.z), v.w);
 }
 
 // The CPU's RMSNorm scale, 1 / sqrt(f32(Σ f64(x²) / n) + eps), from every
@@ -62,12 +49,13 @@ fn wg_scale(tid: u32, part: vec2<f32>) -> f32 {
     }
     let s = ffp[0];
     workgroupBarrier();
-    return div_rn(1.0, sqrt_rn(ff_div_n(s, f32(P.n_cols)) + P.eps));
+    return rms_scale(s, P.n_cols, P.eps);
 }
 
 // Vector rows (n_cols % 4 == 0): vec4 i of the row at t + WG * i.
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    EXACT_Z = u32(P.eps < 0.0);
     let nv = P.n_cols / 4u;
     let base = wid.x * nv;
     var acc = vec2<f32>(0.0);
@@ -91,11 +79,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 // Any row length (scalar).
 @compute @workgroup_size(WG)
 fn main_scalar(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    EXACT_Z = u32(P.eps < 0.0);
     let base = wid.x * P.n_cols;
     var acc = vec2<f32>(0.0);
     for (var i = tid; i < P.n_cols; i += WG) {
         let e = base + i;
-        acc = sq_add(acc, X[e >> 2u][e & 3u]);
+        acc = ff_sq_add(acc, X[e >> 2u][e & 3u]);
     }
     let scale = wg_scale(tid, acc);
     for (var i = tid; i < P.n_cols; i += WG) {
@@ -110,7 +99,7 @@ fn norm_inplace(wid: u32, tid: u32, add: bool) {
     let base = wid * P.n_cols;
     var acc = vec2<f32>(0.0);
     for (var i = tid; i < P.n_cols; i += WG) {
-        acc = sq_add(acc, XY[base + i]);
+        acc = ff_sq_add(acc, XY[base + i]);
     }
     let scale = wg_scale(tid, acc);
     for (var i = tid; i < P.n_cols; i += WG) {
@@ -125,11 +114,13 @@ fn norm_inplace(wid: u32, tid: u32, add: bool) {
 
 @compute @workgroup_size(WG)
 fn inplace(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    EXACT_Z = u32(P.eps < 0.0);
     norm_inplace(wid.x, tid, false);
 }
 
 @compute @workgroup_size(WG)
 fn inplace_add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    EXACT_Z = u32(P.eps < 0.0);
     norm_inplace(wid.x, tid, true);
 }
 
@@ -138,6 +129,7 @@ fn inplace_add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
 // quants, d and s in q8.wgsl's rounding mode `P.mode`.
 @compute @workgroup_size(WG)
 fn norm_pack_q8(@builtin(local_invocation_index) tid: u32) {
+    EXACT_Z = u32(P.eps < 0.0);
     let nb = P.n_cols / 32u;
     var acc = vec2<f32>(0.0);
     for (var b = tid; b < nb; b += WG) {
@@ -185,10 +177,11 @@ fn norm_pack_q8(@builtin(local_invocation_index) tid: u32) {
 
 @compute @workgroup_size(WG)
 fn post_add_norm_pack_q8(@builtin(local_invocation_index) tid: u32) {
+    EXACT_Z = u32(P.eps < 0.0);
     let n = P.n_cols;
     var acc1 = vec2<f32>(0.0);
     for (var i = tid; i < n; i += WG) {
-        acc1 = sq_add(acc1, XY[i]);
+        acc1 = ff_sq_add(acc1, XY[i]);
     }
     let s1 = wg_scale(tid, acc1);
     for (var i = tid; i < n; i += WG) {

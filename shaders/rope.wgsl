@@ -40,15 +40,6 @@ struct Params {
 // sin/cos agree only to about an ulp.
 @group(0) @binding(12) var<storage, read> CS: array<vec2<f32>>;
 
-// x unchanged, but opaque to the compiler (a product passed through it is
-// rounded before any add: no fused multiply-add the CPU would not do).
-fn keep(x: f32) -> f32 {
-    // OR-ing a runtime zero into the bits (eps is never negative): neither
-    // a select nor a plain value would stop the compiler from fusing.
-    return bitcast<f32>(bitcast<u32>(x) | u32(P.eps < 0.0));
-}
-
-// Element indices (a, b) of pair i and whether it is rotated.
 fn pair(i: u32) -> vec3<u32> {
     let half_rot = P.n_rot / 2u;
     let rotate = i < half_rot;
@@ -85,6 +76,7 @@ fn rotate(x0: f32, x1: f32, i: u32, pos: u32) -> vec2<f32> {
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    EXACT_Z = u32(P.eps < 0.0);
     let i = gid.x;
     let h = gid.y;
     let t = gid.z;
@@ -103,6 +95,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 @compute @workgroup_size(64)
 fn inplace(@builtin(global_invocation_id) gid: vec3<u32>) {
+    EXACT_Z = u32(P.eps < 0.0);
     let i = gid.x;
     let h = gid.y;
     let t = gid.z;
@@ -164,6 +157,7 @@ fn put2(is_v: bool, e: u32, a: f32, b: f32) {
 
 @compute @workgroup_size(64)
 fn rope_kv(@builtin(global_invocation_id) gid: vec3<u32>) {
+    EXACT_Z = u32(P.eps < 0.0);
     let j = gid.x;
     let hh = gid.y;
     let t = gid.z;
@@ -235,6 +229,7 @@ var<workgroup> ffr: array<vec2<f32>, 64>;
 
 @compute @workgroup_size(64)
 fn norm_rope_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    EXACT_Z = u32(P.eps < 0.0);
     let hh = wid.y;
     let t = wid.z;
     let pos = P.pos0 + t;
@@ -266,7 +261,7 @@ fn norm_rope_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     // and reciprocal correctly rounded.
     var acc = vec2<f32>(0.0);
     for (var e = lid; e < hd; e += 64u) {
-        acc = ff_add(acc, vec2<f32>(keep(hv[e] * hv[e]), 0.0));
+        acc = ff_sq_add(acc, hv[e]);
     }
     ffr[lid] = acc;
     workgroupBarrier();
@@ -276,7 +271,7 @@ fn norm_rope_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
         }
         workgroupBarrier();
     }
-    let scale = div_rn(1.0, sqrt_rn(ff_div_n(ffr[0], f32(hd)) + P.eps));
+    let scale = rms_scale(ffr[0], hd, P.eps);
     for (var e = lid; e < hd; e += 64u) {
         var w: f32;
         if (is_q) { w = QW[e]; } else { w = KW[e]; }
