@@ -77,8 +77,8 @@ fn geglu_assign(@builtin(global_invocation_id) gid: vec3<u32>) {
 // ---- in place, one token, fused with the 8-bit pack of the result ----
 // `swiglu_assign_q8` / `geglu_assign_q8`: OUT = act(OUT) * UP as above, and
 // the result quantised into XQ (q8.wgsl, prepended) for matvec_q8.wgsl, as
-// act_quant.wgsl `pack_q8` would; one invocation per 32-element block, n a
-// multiple of 32, the grid's row length in blocks.
+// act_quant.wgsl `pack_q8` would; a workgroup per 8 blocks (256 elements),
+// n a multiple of 32 (of 256 for Q8_K), row_len: workgroups per grid row.
 
 fn act(gelu: bool, x: f32) -> f32 {
     if (gelu) {
@@ -87,38 +87,50 @@ fn act(gelu: bool, x: f32) -> f32 {
     return silu(x);
 }
 
-fn assign_q8(b: u32, lid: u32, gelu: bool) {
+var<workgroup> gy: array<f32, 256>;
+
+// Workgroup wg: blocks 8 wg .. 8 wg + 7. Each invocation computes one
+// element (the exact activation is costly: all 256 in parallel), then
+// invocations 0..8 quantise one block each.
+fn assign_q8(wg: u32, lid: u32, gelu: bool) {
     let nb = P.n / 32u;
-    let live = b < nb;
-    let bi = min(b, nb - 1u);
+    let e = 256u * wg + lid;
+    if (e < P.n) {
+        let v = act(gelu, OUT[e]) * UP[e];
+        OUT[e] = v;
+        gy[lid] = v;
+    }
+    workgroupBarrier();
+    let b = 8u * wg + lid;
+    let live = lid < 8u && b < nb;
     var y: array<vec4<f32>, 8>;
-    for (var k = 0u; k < 32u; k++) {
-        y[k / 4u][k % 4u] = act(gelu, OUT[32u * bi + k]) * UP[32u * bi + k];
+    if (live) {
+        for (var k = 0u; k < 32u; k++) {
+            y[k / 4u][k % 4u] = gy[32u * lid + k];
+        }
     }
     var kmax = 0.0;
     if (P.mode == 2u) {
+        // Q8_K: the signed max over the 8 blocks (256 elements).
         kmax = q8_kmax(lid, q8_stats(y));
     }
     if (live) {
-        for (var k = 0u; k < 32u; k++) {
-            OUT[32u * b + k] = y[k / 4u][k % 4u];
-        }
         put_q8(0u, b, nb, q8_block(y, P.mode, kmax));
     }
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(256)
 fn swiglu_assign_q8(
-    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    assign_q8(gid.x + gid.y * P.row_len, lid, false);
+    assign_q8(wid.x + wid.y * P.row_len, lid, false);
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(256)
 fn geglu_assign_q8(
-    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    assign_q8(gid.x + gid.y * P.row_len, lid, true);
+    assign_q8(wid.x + wid.y * P.row_len, lid, true);
 }

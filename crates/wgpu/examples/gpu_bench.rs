@@ -60,7 +60,9 @@ fn main() -> Result<(), WgpuError> {
     // Integer matvec (decode) at llama-8b shapes: the dispatches write the
     // same y, so each waits for the one before, as in a forward pass.
     for (ty, rows, cols) in [
-        (GgmlType::Q4_0, 4096usize, 4096usize),
+        (GgmlType::Q4_0, 2048usize, 2048usize),
+        (GgmlType::Q4_0, 2048, 5632),
+        (GgmlType::Q4_0, 4096, 4096),
         (GgmlType::Q4_0, 14336, 4096),
         (GgmlType::Q4_0, 4096, 14336),
         (GgmlType::Q4_K, 4096, 4096),
@@ -99,6 +101,25 @@ fn main() -> Result<(), WgpuError> {
             s * 1e6,
             recorded / iters as f64 * 1e6,
             (submitted - recorded) / iters as f64 * 1e6
+        );
+        // The same product in the CPU backend's float order (exact mode).
+        let mut b = ctx.batch();
+        b.matmul_exact(&w, &xq, &y, 1, false)?;
+        b.submit()?;
+        ctx.wait()?;
+        let t = Instant::now();
+        let mut b = ctx.batch();
+        for _ in 0..iters {
+            b.matmul_exact(&w, &xq, &y, 1, false)?;
+        }
+        b.submit()?;
+        ctx.wait()?;
+        let s = t.elapsed().as_secs_f64() / iters as f64;
+        println!(
+            "matmul_exact {:<5} [{rows:>5}, {cols:>5}]  {:>9.1} us  {:>7.2} GB/s",
+            ty.name(),
+            s * 1e6,
+            (rows * row_bytes) as f64 / s / 1e9
         );
     }
     // The floor: a chain of tiny dependent dispatches.

@@ -126,6 +126,8 @@ pub const REG_MATMUL_MIN_TOKENS: u32 = 48;
 /// Largest head dimension the attention kernel supports.
 pub const MAX_HEAD_DIM: u32 = 512;
 const ATTN_CHUNK: u32 = 256;
+/// Rows per workgroup of matmul_exact.wgsl (its `ROWS`).
+const EXACT_ROWS: u64 = 2;
 
 /// Recorded GPU work; [`submit`](Self::submit) sends it to the queue.
 pub struct GpuBatch<'a> {
@@ -1506,7 +1508,7 @@ impl<'a> GpuBatch<'a> {
             GluOp::GeGlu => "geglu_assign_q8",
         };
         let nb = u32::try_from(n / 32).map_err(|_| shape(OP, "too many blocks"))?;
-        let (gx, gy) = self.grid(OP, (nb as u64).div_ceil(64))?;
+        let (gx, gy) = self.grid(OP, (nb as u64).div_ceil(8))?;
         let table = self.ctx.gelu_table()?;
         self.dispatch(
             &ShaderVariant::plain(files::GLU, entry),
@@ -1517,7 +1519,7 @@ impl<'a> GpuBatch<'a> {
                 (9, &xq.buffer),
             ],
             3,
-            &[n as u32, gx * 64, mode as u32],
+            &[n as u32, gx, mode as u32],
             (gx, gy, 1),
         )
     }
@@ -1960,7 +1962,7 @@ impl<'a> GpuBatch<'a> {
                 ));
             }
             for part in w.parts() {
-                let (gx, gy) = self.grid(OP, part.n_rows.div_ceil(8))?;
+                let (gx, gy) = self.grid(OP, part.n_rows.div_ceil(EXACT_ROWS))?;
                 let params = [
                     n_cols as u32,
                     (n_cols / 32) as u32,

@@ -175,7 +175,12 @@ fn exact_matmul_equals_cpu_bit_for_bit() {
         GgmlType::Q4_K,
         GgmlType::Q6_K,
     ] {
-        let cols = if ty.block_size() == 256 { 768 } else { 96 };
+        // More steps than one workgroup chunk (96) in both block sizes.
+        let cols = if ty.block_size() == 256 {
+            256 * 97
+        } else {
+            32 * 101
+        };
         // 24 rows: multiples of 8 (repacked orders); 13: not.
         for rows in [24usize, 13] {
             let vals: Vec<f32> = (0..rows * cols).map(|_| r.uniform(1.0)).collect();
@@ -289,4 +294,3 @@ fn rms_norm_equals_cpu_bit_for_bit() {
 fn bytemuck_f32(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|f| f.to_le_bytes()).collect()
 }
-

@@ -1944,7 +1944,11 @@ fn every_variant_compiles_on_the_device() {
     let coop = if ctx.use_coop() { 15 } else { 0 };
     let int = if ctx.use_subgroups() { 3 } else { 2 };
     println!("cooperative-matrix matmul: {}", ctx.use_coop());
-    assert_eq!(all, 15 * 5 + coop + 6 * 4 * int + 36 + 13, "variants compiled");
+    assert_eq!(
+        all,
+        15 * 5 + coop + 6 * 4 * int + 36 + 13,
+        "variants compiled"
+    );
     assert_eq!(ctx.cached_pipelines(), all);
     let some = ctx.precompile(&[GgmlType::Q4_K, GgmlType::Q6_K]).unwrap();
     assert_eq!(some, 2 * 5 + coop / 15 * 2 + 2 * 4 * int + 36 + 13);

@@ -111,6 +111,13 @@ fn every_shader_variant_validates_and_translates() {
         if let Err(e) = check(&v.label(), &src, v.needs_subgroups(), v.needs_coop()) {
             failures.push(format!("{}: {e}", v.label()));
         }
+        // With exact.wgsl's native-fma branch (devices whose `fma` is fused).
+        let fused = v.source_for(true);
+        if fused != src
+            && let Err(e) = check(&v.label(), &fused, v.needs_subgroups(), v.needs_coop())
+        {
+            failures.push(format!("{} (fused fma): {e}", v.label()));
+        }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
@@ -126,10 +133,12 @@ fn every_shader_file_is_covered() {
         }
         let stem = path.file_stem().unwrap().to_str().unwrap().to_string();
         let on_disk = std::fs::read_to_string(&path).unwrap();
-        if stem == "quant" || stem == "f16" || stem == "q8" {
-            // Libraries prepended to other shaders: covered through them.
+        if stem == "quant" || stem == "f16" || stem == "q8" || stem == "exact" {
+            // Libraries prepended to other shaders: covered through them
+            // (exact.wgsl with its `FMA_FUSED_V` substituted).
+            let text = on_disk.replace("FMA_FUSED_V", "false");
             assert!(
-                variants.iter().any(|v| v.source().contains(&on_disk)),
+                variants.iter().any(|v| v.source().contains(&text)),
                 "shaders/{stem}.wgsl is prepended to no variant"
             );
             continue;
