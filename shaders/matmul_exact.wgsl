@@ -6,14 +6,12 @@
 // W: [n_rows, n_cols] GGUF blocks (one part), XQ: per token row x_stride
 // words (q8.wgsl layout: 8 words of packed quants per 32-element unit, then
 // per unit (d, s)), Y: [n_tok, y_stride] f32.
-// A workgroup of 256 takes ROWS rows of one token (workgroup_id.z = token -
-// tok0); lane l = 0..8 of a row is SIMD lane l of ggml's AVX2 kernels
-// (columns 4l..4l+3 of every 32). All 256 invocations compute the exact
-// terms of a chunk of blocks into workgroup memory (many loads in flight);
-// then the chains consume them in the CPU's order.
+// A workgroup of 64 takes 8 rows of one token (workgroup_id.z = token -
+// tok0); invocation l = 0..8 of a row is SIMD lane l of ggml's AVX2 kernels
+// (columns 4l..4l+3 of every 32).
 // Entry `lanes`: every lane keeps its own FMA chain over the blocks (ggml's
-// `vec_dot` order), the eight are added by `hsum_float_8`. LANE_TERM is the
-// weight type's per-lane term (substituted by the host).
+// `vec_dot` order), the eight are added by `hsum_float_8`. LANE_STEP is the
+// weight type's step (substituted by the host).
 // Entry `blocks`: the lanes compute the exact integer parts of eight blocks
 // at a time into workgroup memory, then lane 0 folds them in block order
 // (BLOCK_FOLD: Q4_0's repacked gemm, Q4_K's repacked gemv/gemm, Q6_K's
@@ -43,7 +41,8 @@ var<private> dq: array<f32, 32>;
 const LO4: u32 = 0x0f0f0f0fu;
 const ONES: u32 = 0x01010101u;
 
-var<workgroup> lane_acc: array<vec2<f32>, 16>; // [row ROWS][lane 8]
+var<workgroup> lane_acc: array<vec2<f32>, 64>;
+var<workgroup> parts: array<vec2<i32>, 512>;
 
 // Word k (0..8) of unit u's activation quants; unit u's d and s words.
 fn xq(xb: u32, u: u32, k: u32) -> u32 {
@@ -75,56 +74,39 @@ fn spread4(t: u32) -> u32 {
     return ((t & 1u) << 4u) | ((t & 2u) << 11u) | ((t & 4u) << 18u) | ((t & 8u) << 25u);
 }
 
-// ---- per block: PART_FN (a lane's exact integers), SCALE_FN (the block's f32
-// factors, read once per block); per chunk of blocks, FOLD in the CPU's
-// order: LANE_FOLD per lane chain (entry `lanes`) or BLOCK_FOLD per row
-// (entry `blocks`). A step is one unit (32 columns) or, for the k-quants
-// (UNIT_STEP 8), one 256-block.
+// ---- lane steps: st = (lane accumulator, second accumulator) -------------
 
-// Q4_0 · Q8_0: lane part Σ (q - 8) x of its 4 columns; scale d_w d_x.
-fn part_q4_0(rb: u32, u: u32, l: u32, xb: u32) -> vec2<i32> {
+// Q4_0 · Q8_0: d_w d_x Σ (q - 8) x per lane.
+fn step_q4_0(rb: u32, u: u32, l: u32, xb: u32, st: vec2<f32>) -> vec2<f32> {
     let b = rb + u * 18u;
     let x = xq(xb, u, l);
-    return vec2<i32>(dot4I8Packed(nib_lane(b + 2u, l), x) - 8 * bsum4(x), 0);
+    let s = dot4I8Packed(nib_lane(b + 2u, l), x) - 8 * bsum4(x);
+    return vec2<f32>(fma_rn(rd_f16(b) * xd(xb, u), f32(s), st.x), st.y);
 }
 
-fn scale_q4_0(rb: u32, u: u32, xb: u32) -> vec4<f32> {
-    return vec4<f32>(rd_f16(rb + u * 18u) * xd(xb, u), 0.0, 0.0, 0.0);
-}
-
-// Q4_1 · Q8_1: lane Σ q x; scales d_w d_x and (m_w, s_x) for the second
-// accumulator Σ m_w s_x.
-fn part_q4_1(rb: u32, u: u32, l: u32, xb: u32) -> vec2<i32> {
+// Q4_1 · Q8_1: lanes d_w d_x Σ q x; second accumulator Σ m_w s_x.
+fn step_q4_1(rb: u32, u: u32, l: u32, xb: u32, st: vec2<f32>) -> vec2<f32> {
     let b = rb + u * 20u;
-    return vec2<i32>(dot4I8Packed(nib_lane(b + 4u, l), xq(xb, u, l)), 0);
+    let s = dot4I8Packed(nib_lane(b + 4u, l), xq(xb, u, l));
+    let m = fma_rn(rd_f16(b + 2u), bitcast<f32>(xs(xb, u)), st.y);
+    return vec2<f32>(fma_rn(rd_f16(b) * xd(xb, u), f32(s), st.x), m);
 }
 
-fn scale_q4_1(rb: u32, u: u32, xb: u32) -> vec4<f32> {
-    let b = rb + u * 20u;
-    return vec4<f32>(rd_f16(b) * xd(xb, u), rd_f16(b + 2u), bitcast<f32>(xs(xb, u)), 0.0);
-}
-
-// Q5_0 · Q8_0: lane Σ (q - 16) x; scale d_w d_x.
-fn part_q5_0(rb: u32, u: u32, l: u32, xb: u32) -> vec2<i32> {
+// Q5_0 · Q8_0: d_w d_x Σ (q - 16) x.
+fn step_q5_0(rb: u32, u: u32, l: u32, xb: u32, st: vec2<f32>) -> vec2<f32> {
     let b = rb + u * 22u;
     let qh = rd_u32(b + 2u);
     let x = xq(xb, u, l);
     let q = nib_lane(b + 6u, l) | spread4(qh >> (4u * l));
-    return vec2<i32>(dot4I8Packed(q, x) - 16 * bsum4(x), 0);
-}
-
-fn scale_q5_0(rb: u32, u: u32, xb: u32) -> vec4<f32> {
-    return vec4<f32>(rd_f16(rb + u * 22u) * xd(xb, u), 0.0, 0.0, 0.0);
+    let s = dot4I8Packed(q, x) - 16 * bsum4(x);
+    return vec2<f32>(fma_rn(rd_f16(b) * xd(xb, u), f32(s), st.x), st.y);
 }
 
 // Q8_0 · Q8_0.
-fn part_q8_0(rb: u32, u: u32, l: u32, xb: u32) -> vec2<i32> {
+fn step_q8_0(rb: u32, u: u32, l: u32, xb: u32, st: vec2<f32>) -> vec2<f32> {
     let b = rb + u * 34u;
-    return vec2<i32>(dot4I8Packed(rd_u32(b + 2u + 4u * l), xq(xb, u, l)), 0);
-}
-
-fn scale_q8_0(rb: u32, u: u32, xb: u32) -> vec4<f32> {
-    return vec4<f32>(rd_f16(rb + u * 34u) * xd(xb, u), 0.0, 0.0, 0.0);
+    let s = dot4I8Packed(rd_u32(b + 2u + 4u * l), xq(xb, u, l));
+    return vec2<f32>(fma_rn(rd_f16(b) * xd(xb, u), f32(s), st.x), st.y);
 }
 
 // Q6_K lane l of 256-block k: Σ_{j<2,c<4} sc(8j+2c+l/4) · Σ q x over
@@ -155,13 +137,10 @@ fn q6k_lane(rb: u32, k: u32, l: u32, xb: u32) -> i32 {
     return s;
 }
 
-fn part_q6_k(rb: u32, k: u32, l: u32, xb: u32) -> vec2<i32> {
-    return vec2<i32>(q6k_lane(rb, k, l, xb), 0);
-}
-
-// (d_w, d_x)
-fn scale_q6_k(rb: u32, k: u32, xb: u32) -> vec4<f32> {
-    return vec4<f32>(rd_f16(rb + k * 210u + 208u), xd(xb, 8u * k), 0.0, 0.0);
+// Q6_K · Q8_K, 256-block k (called for every 8th unit).
+fn step_q6_k(rb: u32, k: u32, l: u32, xb: u32, st: vec2<f32>) -> vec2<f32> {
+    let d = xd(xb, 8u * k) * rd_f16(rb + k * 210u + 208u);
+    return vec2<f32>(fma_rn(d, f32(q6k_lane(rb, k, l, xb)), st.x), st.y);
 }
 
 // Q4_K unit s (0..8) of 256-block k: (sc_s Σ q x over its 32 columns, m_s Σ x)
@@ -177,86 +156,23 @@ fn q4k_sm(b: u32, s: u32) -> vec2<i32> {
     return vec2<i32>(i32(sm.x), i32(sm.y));
 }
 
-// Q4_K, lane l = unit l of the 256-block (the repacked orders): (sc_l Σ q x,
-// m_l Σ x).
-fn part_q4_k(rb: u32, k: u32, l: u32, xb: u32) -> vec2<i32> {
-    let b = rb + k * 144u;
-    let sm = q4k_sm(b, l);
-    var p = 0;
-    for (var w = 0u; w < 8u; w++) {
-        p += q4k_unit_lane(b, k, l, w, xb);
-    }
-    return vec2<i32>(sm.x * p, sm.y * bitcast<i32>(xs(xb, 8u * k + l)));
-}
-
-// Q4_K in ggml's AVX2 lane order (weights not repacked): lane l's
-// Σ_s sc_s Σ_lane q x, and for lanes 0..3 the min part of sub-block pair l,
-// m_2l s_2l + m_2l+1 s_2l+1.
-fn part_q4_k_lane(rb: u32, k: u32, l: u32, xb: u32) -> vec2<i32> {
+// Q4_K · Q8_K in ggml's AVX2 lane order (weights not repacked): lane l
+// accumulates d · Σ_s sc_s Σ_lane q x; lanes 0..3 also keep the min
+// accumulator of sub-block pair l: fma(-d_x dmin_w, m_2l s_2l + m_2l+1 s_2l+1, acc_m).
+fn step_q4_k(rb: u32, k: u32, l: u32, xb: u32, st: vec2<f32>) -> vec2<f32> {
     let b = rb + k * 144u;
     var s = 0;
     for (var u = 0u; u < 8u; u++) {
         s += q4k_sm(b, u).x * q4k_unit_lane(b, k, u, l, xb);
     }
-    var p = 0;
-    if (l < 4u) {
-        p = q4k_sm(b, 2u * l).y * bitcast<i32>(xs(xb, 8u * k + 2u * l))
-            + q4k_sm(b, 2u * l + 1u).y * bitcast<i32>(xs(xb, 8u * k + 2u * l + 1u));
-    }
-    return vec2<i32>(s, p);
-}
-
-// (d_w d_x, dmin_w d_x)
-fn scale_q4_k(rb: u32, k: u32, xb: u32) -> vec4<f32> {
-    let b = rb + k * 144u;
     let yd = xd(xb, 8u * k);
-    return vec4<f32>(rd_f16(b) * yd, rd_f16(b + 2u) * yd, 0.0, 0.0);
-}
-
-// ---- lane folds: st = (lane accumulator, second accumulator) -------------
-
-fn lfold_d(p: vec2<i32>, sc: vec4<f32>, st: vec2<f32>) -> vec2<f32> {
-    return vec2<f32>(fma_rn(sc.x, f32(p.x), st.x), st.y);
-}
-
-fn lfold_q4_1(p: vec2<i32>, sc: vec4<f32>, st: vec2<f32>) -> vec2<f32> {
-    return vec2<f32>(fma_rn(sc.x, f32(p.x), st.x), fma_rn(sc.y, sc.z, st.y));
-}
-
-// acc2 = fma(-d_x dmin_w, min part, acc2) (only lanes 0..3's are used).
-fn lfold_q4_k(p: vec2<i32>, sc: vec4<f32>, st: vec2<f32>) -> vec2<f32> {
-    return vec2<f32>(fma_rn(sc.x, f32(p.x), st.x), fma_rn(-sc.y, f32(p.y), st.y));
-}
-
-// fma(d_x d_w, lane part, acc)
-fn lfold_q6_k(p: vec2<i32>, sc: vec4<f32>, st: vec2<f32>) -> vec2<f32> {
-    return vec2<f32>(fma_rn(sc.y * sc.x, f32(p.x), st.x), st.y);
-}
-
-// ---- block folds (from the sum and the four lane-pair sums of one block) --
-
-// Q4_0 repacked gemm: one FMA per 32 columns.
-fn fold_q4_0(isum: vec2<i32>, pr: array<vec2<i32>, 4>, sc: vec4<f32>, st: vec2<f32>) -> vec2<f32> {
-    return vec2<f32>(fma_rn(f32(isum.x), sc.x, st.x), st.y);
-}
-
-// Repacked Q4_K gemv: one FMA per block on Σ of all parts.
-fn fold_q4_k_gemv(isum: vec2<i32>, pr: array<vec2<i32>, 4>, sc: vec4<f32>, st: vec2<f32>) -> vec2<f32> {
-    return vec2<f32>(fma_rn(f32(isum.x), sc.x, st.x), fma_rn(f32(isum.y), sc.y, st.y));
-}
-
-// Repacked Q4_K gemm: one FMA per 64 columns (unit pairs).
-fn fold_q4_k_gemm(isum: vec2<i32>, pr: array<vec2<i32>, 4>, sc: vec4<f32>, st: vec2<f32>) -> vec2<f32> {
-    var r = st;
-    for (var j = 0u; j < 4u; j++) {
-        r = vec2<f32>(fma_rn(f32(pr[j].x), sc.x, r.x), fma_rn(f32(pr[j].y), sc.y, r.y));
+    var m = st.y;
+    if (l < 4u) {
+        let p = q4k_sm(b, 2u * l).y * bitcast<i32>(xs(xb, 8u * k + 2u * l))
+            + q4k_sm(b, 2u * l + 1u).y * bitcast<i32>(xs(xb, 8u * k + 2u * l + 1u));
+        m = fma_rn(-yd * rd_f16(b + 2u), f32(p), m);
     }
-    return r;
-}
-
-// Q6_K tiled: fma(d_w · isum, d_x, acc).
-fn fold_q6_k(isum: vec2<i32>, pr: array<vec2<i32>, 4>, sc: vec4<f32>, st: vec2<f32>) -> vec2<f32> {
-    return vec2<f32>(fma_rn(sc.x * f32(isum.x), sc.y, st.x), st.y);
+    return vec2<f32>(fma_rn(yd * rd_f16(b), f32(s), st.x), m);
 }
 
 fn store(tok: u32, row: u32, v: f32) {
@@ -268,81 +184,23 @@ fn store(tok: u32, row: u32, v: f32) {
     }
 }
 
-// Parts and scales of ROWS rows x CHUNK steps, computed by all 256
-// invocations at once (many blocks' loads in flight), then folded in step
-// order. Few rows per workgroup: many workgroups per multiprocessor, so that
-// one's loads overlap another's serial folds (decode is latency-bound).
-// 12 KiB + 3 KiB + 128 B of workgroup memory (Metal: within 16 KiB).
-const ROWS: u32 = 2u; // the host's EXACT_ROWS
-const CHUNK: u32 = 96u;
-var<workgroup> parts: array<vec2<i32>, 1536>; // [row ROWS][step CHUNK][lane 8]
-var<workgroup> scales: array<vec4<f32>, 192>; // [row ROWS][step CHUNK]
-
-// Fills parts/scales for steps c0.. of rows row0..row0 + ROWS: invocation
-// t < ROWS CHUNK takes one (row, step), its eight lanes and its scale (the
-// block's address, scale and shared words computed once).
-fn fill(row0: u32, c0: u32, n_steps: u32, xb: u32, tid: u32) {
-    if (tid >= ROWS * CHUNK) {
-        return;
-    }
-    let r = row0 + tid / CHUNK;
-    let c = c0 + tid % CHUNK;
-    // Past the last row or step: zeros, whose fold adds exactly nothing
-    // (fma(0, 0, acc) = acc; the accumulators are never -0).
-    var sc = vec4<f32>(0.0);
-    var v: array<vec2<i32>, 8>;
-    if (r < P.rows && c < n_steps) {
-        let rb = r * P.row_bytes;
-        sc = SCALE_FN(rb, c, xb);
-        for (var l = 0u; l < 8u; l++) {
-            v[l] = PART_FN(rb, c, l, xb);
-        }
-    }
-    scales[tid] = sc;
-    for (var l = 0u; l < 8u; l++) {
-        parts[tid * 8u + l] = v[l];
-    }
-}
-
-@compute @workgroup_size(256)
+@compute @workgroup_size(64)
 fn lanes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-    let row0 = (wid.x + wid.y * P.grid_x) * ROWS;
-    let tok = P.tok0 + wid.z;
-    let xb = tok * P.x_stride;
-    let n_steps = P.n_units / UNIT_STEPu;
-    // Chains (tid < 8 ROWS): row row0 + tid / 8, lane tid % 8.
     let l = tid % 8u;
     let rl = tid / 8u;
-    let row = row0 + rl;
+    let row = (wid.x + wid.y * P.grid_x) * 8u + rl;
+    let tok = P.tok0 + wid.z;
+    let xb = tok * P.x_stride;
     var st = vec2<f32>(0.0);
-    for (var c0 = 0u; c0 < n_steps; c0 += CHUNK) {
-        fill(row0, c0, n_steps, xb, tid);
-        workgroupBarrier();
-        if (tid < 8u * ROWS) {
-            // Eight steps at a time, their loads first: the chain waits on
-            // its FMAs only (the steps past n are zeros).
-            let n = min(CHUNK, n_steps - c0);
-            for (var c = 0u; c < n; c += 8u) {
-                let e = rl * CHUNK + c;
-                var pv: array<vec2<i32>, 8>;
-                var sv: array<vec4<f32>, 8>;
-                for (var k = 0u; k < 8u; k++) {
-                    pv[k] = parts[(e + k) * 8u + l];
-                    sv[k] = scales[e + k];
-                }
-                for (var k = 0u; k < 8u; k++) {
-                    st = LANE_FOLD(pv[k], sv[k], st);
-                }
-            }
+    if (row < P.rows) {
+        let rb = row * P.row_bytes;
+        for (var u = 0u; u < P.n_units; u += UNIT_STEPu) {
+            st = LANE_STEP(rb, u / UNIT_STEPu, l, xb, st);
         }
-        workgroupBarrier();
     }
-    if (tid < 8u * ROWS) {
-        lane_acc[tid] = st;
-    }
+    lane_acc[tid] = st;
     workgroupBarrier();
-    if (tid < 8u * ROWS && l == 0u && row < P.rows) {
-        // ggml's hsum_float_8 of the lane accumulators.
+    if (l == 0u && row < P.rows) {
         let a = rl * 8u;
         let r0 = lane_acc[a].x + lane_acc[a + 4u].x;
         let r1 = lane_acc[a + 1u].x + lane_acc[a + 5u].x;
@@ -361,45 +219,94 @@ fn lanes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
     }
 }
 
-@compute @workgroup_size(256)
+// ---- block orders: exact integer parts per block, folded by lane 0 -------
+
+// Q4_0, one FMA per 32 columns: lane part = its 4 columns' Σ (q - 8) x.
+fn part_q4_0(rb: u32, u: u32, l: u32, xb: u32) -> vec2<i32> {
+    let b = rb + u * 18u;
+    let x = xq(xb, u, l);
+    return vec2<i32>(dot4I8Packed(nib_lane(b + 2u, l), x) - 8 * bsum4(x), 0);
+}
+
+fn fold_q4_0(rb: u32, u: u32, xb: u32, isum: vec2<i32>, sub: array<vec2<i32>, 8>, st: vec2<f32>) -> vec2<f32> {
+    return vec2<f32>(fma_rn(f32(isum.x), rd_f16(rb + u * 18u) * xd(xb, u), st.x), st.y);
+}
+
+// Q4_K, lane l = unit l of the 256-block: (sc_l Σ q x, m_l Σ x).
+fn part_q4_k(rb: u32, k: u32, l: u32, xb: u32) -> vec2<i32> {
+    let b = rb + k * 144u;
+    let sm = q4k_sm(b, l);
+    var p = 0;
+    for (var w = 0u; w < 8u; w++) {
+        p += q4k_unit_lane(b, k, l, w, xb);
+    }
+    return vec2<i32>(sm.x * p, sm.y * bitcast<i32>(xs(xb, 8u * k + l)));
+}
+
+// Repacked Q4_K gemv: one FMA per block on Σ of all parts.
+fn fold_q4_k_gemv(rb: u32, k: u32, xb: u32, isum: vec2<i32>, sub: array<vec2<i32>, 8>, st: vec2<f32>) -> vec2<f32> {
+    let b = rb + k * 144u;
+    let yd = xd(xb, 8u * k);
+    return vec2<f32>(fma_rn(f32(isum.x), rd_f16(b) * yd, st.x), fma_rn(f32(isum.y), rd_f16(b + 2u) * yd, st.y));
+}
+
+// Repacked Q4_K gemm: one FMA per 64 columns (unit pairs).
+fn fold_q4_k_gemm(rb: u32, k: u32, xb: u32, isum: vec2<i32>, sub: array<vec2<i32>, 8>, st: vec2<f32>) -> vec2<f32> {
+    let b = rb + k * 144u;
+    let yd = xd(xb, 8u * k);
+    let d = rd_f16(b) * yd;
+    let dm = rd_f16(b + 2u) * yd;
+    var r = st;
+    for (var j = 0u; j < 4u; j++) {
+        let p = sub[2u * j] + sub[2u * j + 1u];
+        r = vec2<f32>(fma_rn(f32(p.x), d, r.x), fma_rn(f32(p.y), dm, r.y));
+    }
+    return r;
+}
+
+// Q6_K tiled: lane parts as `q6k_lane`; fma(d_w · isum, d_x, acc).
+fn part_q6_k(rb: u32, k: u32, l: u32, xb: u32) -> vec2<i32> {
+    return vec2<i32>(q6k_lane(rb, k, l, xb), 0);
+}
+
+fn fold_q6_k(rb: u32, k: u32, xb: u32, isum: vec2<i32>, sub: array<vec2<i32>, 8>, st: vec2<f32>) -> vec2<f32> {
+    let dw = rd_f16(rb + k * 210u + 208u);
+    return vec2<f32>(fma_rn(dw * f32(isum.x), xd(xb, 8u * k), st.x), st.y);
+}
+
+@compute @workgroup_size(64)
 fn blocks(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-    let row0 = (wid.x + wid.y * P.grid_x) * ROWS;
+    let l = tid % 8u;
+    let rl = tid / 8u;
+    let row = (wid.x + wid.y * P.grid_x) * 8u + rl;
     let tok = P.tok0 + wid.z;
     let xb = tok * P.x_stride;
-    let n_steps = P.n_units / UNIT_STEPu;
-    // Folds (tid < ROWS): row row0 + tid.
-    let row = row0 + tid;
+    let rb = row * P.row_bytes;
+    let nb = P.n_units / UNIT_STEPu;
     var st = vec2<f32>(0.0);
-    for (var c0 = 0u; c0 < n_steps; c0 += CHUNK) {
-        fill(row0, c0, n_steps, xb, tid);
-        workgroupBarrier();
-        // Lane pairs summed in parallel (integers: exact in any order),
-        // pair j of (row, step) e moved to parts[4 e + j].
-        var pair: array<vec2<i32>, 3>;
-        for (var k = 0u; k < 3u; k++) {
-            let i = k * 256u + tid;
-            pair[k] = parts[2u * i] + parts[2u * i + 1u];
+    for (var c = 0u; c < nb; c += 8u) {
+        for (var i = 0u; i < 8u; i++) {
+            var v = vec2<i32>(0);
+            if (row < P.rows && c + i < nb) {
+                v = BLOCK_PART(rb, c + i, l, xb);
+            }
+            parts[(rl * 8u + i) * 8u + l] = v;
         }
         workgroupBarrier();
-        for (var k = 0u; k < 3u; k++) {
-            parts[k * 256u + tid] = pair[k];
-        }
-        workgroupBarrier();
-        if (tid < ROWS && row < P.rows) {
-            let n = min(CHUNK, n_steps - c0);
-            for (var c = 0u; c < n; c++) {
-                let e = tid * CHUNK + c;
-                var pr: array<vec2<i32>, 4>;
-                for (var q = 0u; q < 4u; q++) {
-                    pr[q] = parts[e * 4u + q];
+        if (l == 0u && row < P.rows) {
+            for (var i = 0u; i < 8u && c + i < nb; i++) {
+                var sub: array<vec2<i32>, 8>;
+                var isum = vec2<i32>(0);
+                for (var j = 0u; j < 8u; j++) {
+                    sub[j] = parts[(rl * 8u + i) * 8u + j];
+                    isum += sub[j];
                 }
-                let isum = (pr[0] + pr[1]) + (pr[2] + pr[3]);
-                st = BLOCK_FOLD(isum, pr, scales[e], st);
+                st = BLOCK_FOLD(rb, c + i, xb, isum, sub, st);
             }
         }
         workgroupBarrier();
     }
-    if (tid < ROWS && row < P.rows) {
+    if (l == 0u && row < P.rows) {
         store(tok, row, st.x - st.y);
     }
 }

@@ -249,6 +249,10 @@ fn bench_gpu_reports_adapter_memory_and_profile() {
             );
         }
         assert!(err.contains("| matmul_tiled:main |"), "{err}");
-        assert!(err.contains("| attn_decode:chunk |"), "{err}");
+        // Exact mode (the default) runs attn_exact.wgsl, the fast mode attn_decode.wgsl.
+        assert!(
+            err.contains("| attn_exact:scores |") || err.contains("| attn_decode:chunk |"),
+            "{err}"
+        );
     }
 }

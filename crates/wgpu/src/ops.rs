@@ -127,7 +127,7 @@ pub const REG_MATMUL_MIN_TOKENS: u32 = 48;
 pub const MAX_HEAD_DIM: u32 = 512;
 const ATTN_CHUNK: u32 = 256;
 /// Rows per workgroup of matmul_exact.wgsl (its `ROWS`).
-const EXACT_ROWS: u64 = 2;
+const EXACT_ROWS: u64 = 8;
 
 /// Recorded GPU work; [`submit`](Self::submit) sends it to the queue.
 pub struct GpuBatch<'a> {

@@ -386,32 +386,20 @@ pub fn has_exact_matmul(ty: GgmlType) -> bool {
 
 /// matmul_exact.wgsl summing weight type `ty` in the CPU's `order`.
 pub(crate) fn matmul_exact_variant(ty: GgmlType, order: DotOrder) -> Result<ShaderVariant> {
-    // (entry, UNIT_STEP, LANE_EXTRA, PART, SCALE, LANE_FOLD, BLOCK_FOLD); the
-    // fold of the other entry is a placeholder that type-checks.
-    let lanes =
-        |unit, extra, part, scale, fold| ("lanes", unit, extra, part, scale, fold, "fold_q4_0");
-    let blocks = |unit, part, scale, fold| ("blocks", unit, "0", part, scale, "lfold_d", fold);
-    let (entry, unit, extra, part, scale, lfold, bfold) = match (ty, order) {
-        (GgmlType::Q4_0, DotOrder::Lanes) => lanes("1", "0", "part_q4_0", "scale_q4_0", "lfold_d"),
-        (GgmlType::Q4_1, DotOrder::Lanes) => {
-            lanes("1", "1", "part_q4_1", "scale_q4_1", "lfold_q4_1")
-        }
-        (GgmlType::Q5_0, DotOrder::Lanes) => lanes("1", "0", "part_q5_0", "scale_q5_0", "lfold_d"),
-        (GgmlType::Q8_0, DotOrder::Lanes) => lanes("1", "0", "part_q8_0", "scale_q8_0", "lfold_d"),
-        (GgmlType::Q4_K, DotOrder::Lanes) => {
-            lanes("8", "2", "part_q4_k_lane", "scale_q4_k", "lfold_q4_k")
-        }
-        (GgmlType::Q6_K, DotOrder::Lanes) => {
-            lanes("8", "0", "part_q6_k", "scale_q6_k", "lfold_q6_k")
-        }
-        (GgmlType::Q4_0, DotOrder::Block32) => blocks("1", "part_q4_0", "scale_q4_0", "fold_q4_0"),
-        (GgmlType::Q4_K, DotOrder::Q4KGemv) => {
-            blocks("8", "part_q4_k", "scale_q4_k", "fold_q4_k_gemv")
-        }
-        (GgmlType::Q4_K, DotOrder::Q4KGemm) => {
-            blocks("8", "part_q4_k", "scale_q4_k", "fold_q4_k_gemm")
-        }
-        (GgmlType::Q6_K, DotOrder::Q6KTiled) => blocks("8", "part_q6_k", "scale_q6_k", "fold_q6_k"),
+    // (entry, LANE_STEP, UNIT_STEP, LANE_EXTRA, BLOCK_PART, BLOCK_FOLD)
+    let lanes = |step, unit, extra| ("lanes", step, unit, extra, "part_q4_0", "fold_q4_0");
+    let blocks = |unit, part, fold| ("blocks", "step_q4_0", unit, "0", part, fold);
+    let (entry, step, unit, extra, part, fold) = match (ty, order) {
+        (GgmlType::Q4_0, DotOrder::Lanes) => lanes("step_q4_0", "1", "0"),
+        (GgmlType::Q4_1, DotOrder::Lanes) => lanes("step_q4_1", "1", "1"),
+        (GgmlType::Q5_0, DotOrder::Lanes) => lanes("step_q5_0", "1", "0"),
+        (GgmlType::Q8_0, DotOrder::Lanes) => lanes("step_q8_0", "1", "0"),
+        (GgmlType::Q4_K, DotOrder::Lanes) => lanes("step_q4_k", "8", "2"),
+        (GgmlType::Q6_K, DotOrder::Lanes) => lanes("step_q6_k", "8", "0"),
+        (GgmlType::Q4_0, DotOrder::Block32) => blocks("1", "part_q4_0", "fold_q4_0"),
+        (GgmlType::Q4_K, DotOrder::Q4KGemv) => blocks("8", "part_q4_k", "fold_q4_k_gemv"),
+        (GgmlType::Q4_K, DotOrder::Q4KGemm) => blocks("8", "part_q4_k", "fold_q4_k_gemm"),
+        (GgmlType::Q6_K, DotOrder::Q6KTiled) => blocks("8", "part_q6_k", "fold_q6_k"),
         _ => {
             return Err(WgpuError::UnsupportedType(ty));
         }
@@ -421,12 +409,11 @@ pub(crate) fn matmul_exact_variant(ty: GgmlType, order: DotOrder) -> Result<Shad
         suffix: None,
         entry,
         defines: vec![
+            ("LANE_STEP", step),
             ("UNIT_STEP", unit),
             ("LANE_EXTRA", extra),
-            ("LANE_FOLD", lfold),
-            ("BLOCK_FOLD", bfold),
-            ("PART_FN", part),
-            ("SCALE_FN", scale),
+            ("BLOCK_PART", part),
+            ("BLOCK_FOLD", fold),
         ],
     })
 }

@@ -175,7 +175,7 @@ fn exact_matmul_equals_cpu_bit_for_bit() {
         GgmlType::Q4_K,
         GgmlType::Q6_K,
     ] {
-        // More steps than one workgroup chunk (96) in both block sizes.
+        // Long rows (many blocks per lane chain) in both block sizes.
         let cols = if ty.block_size() == 256 {
             256 * 97
         } else {
