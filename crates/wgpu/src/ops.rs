@@ -2134,54 +2134,13 @@ impl<'a> GpuBatch<'a> {
         n_q: u32,
     ) -> Result<()> {
         const OP: &str = "attention_exact";
-        if p.head_dim == 0 || p.head_dim > MAX_HEAD_DIM || p.head_dim_v == 0 || p.softcap != 0.0 {
-            return Err(shape(
-                OP,
-                format!(
-                    "head_dim {} (1..={MAX_HEAD_DIM}), head_dim_v {}, softcap {}",
-                    p.head_dim, p.head_dim_v, p.softcap
-                ),
-            ));
-        }
-        if p.n_head == 0 || p.n_kv_head == 0 || !p.n_head.is_multiple_of(p.n_kv_head) || p.n_kv == 0
-        {
-            return Err(shape(
-                OP,
-                format!(
-                    "n_head {} / n_kv_head {} / n_kv {}",
-                    p.n_head, p.n_kv_head, p.n_kv
-                ),
-            ));
-        }
-        if n_q == 0 || n_q > p.n_kv {
-            return Err(shape(OP, format!("n_q {n_q} not in 1..={}", p.n_kv)));
+        if p.softcap != 0.0 {
+            return Err(shape(OP, format!("softcap {}: not supported", p.softcap)));
         }
         if k.dtype() != GpuDType::F16 || v.dtype() != GpuDType::F16 {
             return Err(shape(OP, "K/V must be f16"));
         }
-        let kv_stride = p.n_kv_head as u64 * p.head_dim as u64;
-        let v_stride = p.n_kv_head as u64 * p.head_dim_v as u64;
-        if kv_stride * p.n_kv as u64 > u32::MAX as u64 || v_stride * p.n_kv as u64 > u32::MAX as u64
-        {
-            return Err(shape(OP, "KV cache too large for 32-bit indexing"));
-        }
-        want(
-            OP,
-            q,
-            "q",
-            GpuDType::F32,
-            n_q as u64 * p.n_head as u64 * p.head_dim as u64,
-        )?;
-        want(
-            OP,
-            out,
-            "out",
-            GpuDType::F32,
-            n_q as u64 * p.n_head as u64 * p.head_dim_v as u64,
-        )?;
-        want(OP, k, "k", GpuDType::F16, kv_stride * p.n_kv as u64)?;
-        want(OP, v, "v", GpuDType::F16, v_stride * p.n_kv as u64)?;
-        distinct(OP, out, &[q, k, v])?;
+        let (kv_stride, v_stride) = attn_args(OP, p, n_q, [q, k, v, out])?;
         let row = p.n_head as u64 * p.n_kv as u64;
         let block = ((16u64 << 20) / row).clamp(1, n_q as u64) as u32;
         let max = self.ctx.max_workgroups;
@@ -2271,46 +2230,11 @@ impl<'a> GpuBatch<'a> {
         pack: Option<(&GpuTensor, Q8Mode)>,
     ) -> Result<()> {
         const OP: &str = "attention";
-        if p.head_dim == 0 || p.head_dim > MAX_HEAD_DIM || p.head_dim_v == 0 {
-            return Err(shape(
-                OP,
-                format!(
-                    "head_dim {} not in 1..={MAX_HEAD_DIM} (or head_dim_v 0)",
-                    p.head_dim
-                ),
-            ));
-        }
-        if p.n_head == 0 || p.n_kv_head == 0 || !p.n_head.is_multiple_of(p.n_kv_head) || p.n_kv == 0
-        {
-            return Err(shape(
-                OP,
-                format!(
-                    "n_head {} / n_kv_head {} / n_kv {}",
-                    p.n_head, p.n_kv_head, p.n_kv
-                ),
-            ));
-        }
-        if n_q == 0 || n_q > p.n_kv {
-            return Err(shape(OP, format!("n_q {n_q} not in 1..={}", p.n_kv)));
-        }
-        let kv_stride = p.n_kv_head as u64 * p.head_dim as u64;
-        let kv_len = kv_stride * p.n_kv as u64;
-        let v_stride = p.n_kv_head as u64 * p.head_dim_v as u64;
-        let v_len = v_stride * p.n_kv as u64;
-        if kv_len > u32::MAX as u64 || v_len > u32::MAX as u64 {
-            return Err(shape(OP, "KV cache too large for 32-bit indexing"));
-        }
         let kv_dtype = k.dtype();
         if kv_dtype == GpuDType::U32 {
             return Err(shape(OP, "K/V must be f32 or f16"));
         }
-        let q_len = n_q as u64 * p.n_head as u64 * p.head_dim as u64;
-        let out_len = n_q as u64 * p.n_head as u64 * p.head_dim_v as u64;
-        want(OP, q, "q", GpuDType::F32, q_len)?;
-        want(OP, out, "out", GpuDType::F32, out_len)?;
-        want(OP, k, "k", kv_dtype, kv_len)?;
-        want(OP, v, "v", kv_dtype, v_len)?;
-        distinct(OP, out, &[q, k, v])?;
+        let (kv_stride, v_stride) = attn_args(OP, p, n_q, [q, k, v, out])?;
         // The longest attended range is the last query's.
         let longest = if p.window > 0 {
             p.n_kv.min(p.window)
@@ -2388,4 +2312,52 @@ impl<'a> GpuBatch<'a> {
             (p.n_head, n_q, 1),
         )
     }
+}
+
+/// Checks shared by [`GpuBatch::attention`] and [`GpuBatch::attention_exact`]:
+/// head sizes and counts, `n_q`, 32-bit indexing, the sizes of `[q, k, v,
+/// out]` (k and v in k's dtype) and that `out` aliases none of them.
+/// Returns (kv_stride, v_stride): elements per cached position of K and V.
+fn attn_args(
+    op: &'static str,
+    p: &AttnParams,
+    n_q: u32,
+    [q, k, v, out]: [&GpuTensor; 4],
+) -> Result<(u64, u64)> {
+    if p.head_dim == 0 || p.head_dim > MAX_HEAD_DIM || p.head_dim_v == 0 {
+        return Err(shape(
+            op,
+            format!(
+                "head_dim {} not in 1..={MAX_HEAD_DIM} (or head_dim_v 0)",
+                p.head_dim
+            ),
+        ));
+    }
+    if p.n_head == 0 || p.n_kv_head == 0 || !p.n_head.is_multiple_of(p.n_kv_head) || p.n_kv == 0 {
+        return Err(shape(
+            op,
+            format!(
+                "n_head {} / n_kv_head {} / n_kv {}",
+                p.n_head, p.n_kv_head, p.n_kv
+            ),
+        ));
+    }
+    if n_q == 0 || n_q > p.n_kv {
+        return Err(shape(op, format!("n_q {n_q} not in 1..={}", p.n_kv)));
+    }
+    let kv_stride = p.n_kv_head as u64 * p.head_dim as u64;
+    let kv_len = kv_stride * p.n_kv as u64;
+    let v_stride = p.n_kv_head as u64 * p.head_dim_v as u64;
+    let v_len = v_stride * p.n_kv as u64;
+    if kv_len > u32::MAX as u64 || v_len > u32::MAX as u64 {
+        return Err(shape(op, "KV cache too large for 32-bit indexing"));
+    }
+    let q_len = n_q as u64 * p.n_head as u64 * p.head_dim as u64;
+    let out_len = n_q as u64 * p.n_head as u64 * p.head_dim_v as u64;
+    want(op, q, "q", GpuDType::F32, q_len)?;
+    want(op, out, "out", GpuDType::F32, out_len)?;
+    want(op, k, "k", k.dtype(), kv_len)?;
+    want(op, v, "v", k.dtype(), v_len)?;
+    distinct(op, out, &[q, k, v])?;
+    Ok((kv_stride, v_stride))
 }
