@@ -17,7 +17,7 @@
 // Zeros, subnormals, infinities and NaN fall back to plain arithmetic where
 // noted (results outside the normal range are not reproduced exactly).
 
-const FMA_FUSED: bool = FMA_FUSED_V;
+// FMA_FUSED: f16.wgsl (prepended).
 
 // A runtime zero, opaque to the compiler: every entry point that uses the
 // float-float helpers or `keep` first sets it from its parameters
@@ -36,6 +36,29 @@ fn keep(x: f32) -> f32 {
 // acc + v² (v² rounded to f32, as the CPU's f64::from(v * v)) in float-float.
 fn ff_sq_add(acc: vec2<f32>, v: f32) -> vec2<f32> {
     return ff_add(acc, vec2<f32>(keep(v * v), 0.0));
+}
+
+// acc + the squares of v's four elements, in float-float.
+fn sq_add4(acc: vec2<f32>, v: vec4<f32>) -> vec2<f32> {
+    return ff_sq_add(ff_sq_add(ff_sq_add(ff_sq_add(acc, v.x), v.y), v.z), v.w);
+}
+
+// The float-float sum of the `part`s of a workgroup's 256 invocations (all
+// must call; workgroups of 256 only), returned to every invocation.
+var<workgroup> ff_red: array<vec2<f32>, 256>;
+
+fn wg_ff_sum(tid: u32, part: vec2<f32>) -> vec2<f32> {
+    ff_red[tid] = part;
+    workgroupBarrier();
+    for (var stride = 128u; stride > 0u; stride >>= 1u) {
+        if (tid < stride) {
+            ff_red[tid] = ff_add(ff_red[tid], ff_red[tid + stride]);
+        }
+        workgroupBarrier();
+    }
+    let s = ff_red[0];
+    workgroupBarrier();
+    return s;
 }
 
 // The CPU's RMSNorm scale 1 / sqrt(f32(Σx² / n) + eps) from the float-float
@@ -195,15 +218,6 @@ fn fma_rn(a: f32, b: f32, c: f32) -> f32 {
     return fma_emul(a, b, c);
 }
 
-// The next f32 above / below a positive finite x.
-fn next_up(x: f32) -> f32 {
-    return bitcast<f32>(bitcast<u32>(x) + 1u);
-}
-
-fn next_down(x: f32) -> f32 {
-    return bitcast<f32>(bitcast<u32>(x) - 1u);
-}
-
 // (s, e) with s = fl(a + b) and s + e = a + b exactly.
 fn two_sum(a: f32, b: f32) -> vec2<f32> {
     let s = keep(a + b);
@@ -217,18 +231,6 @@ fn ff_add(x: vec2<f32>, y: vec2<f32>) -> vec2<f32> {
     let t = s.y + (x.y + y.y);
     let r = keep(s.x + t);
     return vec2<f32>(r, t - keep(r - s.x));
-}
-
-// Moves a positive candidate q (within an ulp or two of the true value q +
-// t, t known approximately) to the nearest f32.
-fn settle(q: f32, t: f32) -> f32 {
-    if (t > 0.0 && t > 0.5 * (next_up(q) - q)) {
-        return next_up(q);
-    }
-    if (t < 0.0 && -t > 0.5 * (q - next_down(q))) {
-        return next_down(q);
-    }
-    return q;
 }
 
 // f32 nearest to x / n for a non-negative float-float x and n > 0 (as

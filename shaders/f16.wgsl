@@ -51,10 +51,36 @@ fn round_f16(x: f32) -> f32 {
     return bitcast<f32>((u + 0xfffu + ((u >> 13u) & 1u)) & 0xffffe000u);
 }
 
+// Whether WGSL's `fma` is fused on this device (the host substitutes its
+// probe's result; exact.wgsl's `fma_rn` uses it too).
+const FMA_FUSED: bool = FMA_FUSED_V;
+
+// The next f32 above / below a positive finite x.
+fn next_up(x: f32) -> f32 {
+    return bitcast<f32>(bitcast<u32>(x) + 1u);
+}
+
+fn next_down(x: f32) -> f32 {
+    return bitcast<f32>(bitcast<u32>(x) - 1u);
+}
+
+// q moved by one ulp towards q + t where |t| exceeds half an ulp (q > 0).
+fn settle(q: f32, t: f32) -> f32 {
+    if (t > 0.0 && t > 0.5 * (next_up(q) - q)) {
+        return next_up(q);
+    }
+    if (t < 0.0 && -t > 0.5 * (q - next_down(q))) {
+        return next_down(q);
+    }
+    return q;
+}
+
 // a / b rounded to nearest, ties to even, as IEEE division (WGSL's may be
-// off by 2.5 ulp, and fma need not be fused, so no residual correction):
-// long division of the 24-bit significands. Zeros, subnormals, infinities,
-// NaN and results outside the normal range fall back to `a / b`.
+// off by 2.5 ulp). With a fused fma: WGSL's quotient of |a| and |b| moved
+// ulp by ulp while the exact remainder fma(-q, b, a) says it is more than
+// half an ulp off (a quotient of floats is never a midpoint, so no ties).
+// Otherwise long division of the 24-bit significands. Zeros, subnormals,
+// infinities, NaN and results outside the normal range fall back to `a / b`.
 fn div_rn(a: f32, b: f32) -> f32 {
     let ua = bitcast<u32>(a);
     let ub = bitcast<u32>(b);
@@ -62,6 +88,19 @@ fn div_rn(a: f32, b: f32) -> f32 {
     let eb = i32((ub >> 23u) & 0xffu);
     if (ea == 0 || eb == 0 || ea == 255 || eb == 255) {
         return a / b;
+    }
+    if (FMA_FUSED && abs(ea - eb) < 120) {
+        let x = abs(a);
+        let y = abs(b);
+        var q = x / y;
+        for (var i = 0; i < 4; i++) {
+            let nq = settle(q, fma(-q, y, x) / y);
+            if (nq == q) {
+                break;
+            }
+            q = nq;
+        }
+        return bitcast<f32>(((ua ^ ub) & 0x80000000u) | bitcast<u32>(q));
     }
     let ma = (ua & 0x7fffffu) | 0x800000u;
     let mb = (ub & 0x7fffffu) | 0x800000u;

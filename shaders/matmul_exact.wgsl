@@ -3,19 +3,20 @@
 // order (zeta_tensor `DotOrder`), so every output has the CPU's bits.
 // Prepended: quant.wgsl, f16.wgsl, exact.wgsl (`fma_rn`).
 //
-// W: [n_rows, n_cols] GGUF blocks (one part), XQ: per token row x_stride
+// W: [n_rows, n_cols] GGUF blocks (one part), XQI: per token row x_stride
 // words (q8.wgsl layout: 8 words of packed quants per 32-element unit, then
 // per unit (d, s)), Y: [n_tok, y_stride] f32.
 // A workgroup of 64 takes 8 rows of one token (workgroup_id.z = token -
 // tok0); invocation l = 0..8 of a row is SIMD lane l of ggml's AVX2 kernels
 // (columns 4l..4l+3 of every 32).
 // Entry `lanes`: every lane keeps its own FMA chain over the blocks (ggml's
-// `vec_dot` order), the eight are added by `hsum_float_8`. LANE_STEP is the
-// weight type's step (substituted by the host).
+// `vec_dot` order), the eight are added by `hsum_float_8`. LANE_TERM is the
+// weight type's term (substituted by the host, with UNROLL_V: how many
+// blocks' loads a lane issues before their FMAs).
 // Entry `blocks`: the lanes compute the exact integer parts of eight blocks
 // at a time into workgroup memory, then lane 0 folds them in block order
-// (BLOCK_FOLD: Q4_0's repacked gemm, Q4_K's repacked gemv/gemm, Q6_K's
-// tiled order).
+// (BLOCK_PACKET/BLOCK_NSUB: Q4_0's repacked gemm, Q4_K's repacked gemv/gemm,
+// Q6_K's tiled order).
 
 struct Params {
     n_cols: u32,     // elements per row
@@ -27,11 +28,19 @@ struct Params {
     accumulate: u32, // 1: Y += W x
     tok0: u32,       // first token of this dispatch
     y_stride: u32,   // elements per token row of Y
-    x_stride: u32,   // u32 words per token row of XQ
+    x_stride: u32,   // u32 words per token row of XQI
+    // matmul_exact_sg.wgsl `*_multi` only (one token): matrices 0, 1 (2
+    // takes the remaining rows) of one buffer at byte offsets off0..off2.
+    rows0: u32,
+    rows1: u32,
+    off0: u32,
+    off1: u32,
+    off2: u32,
+    n_tok: u32,      // `tile_*` only: tokens of this dispatch
 }
 
 @group(0) @binding(0) var<storage, read> W: array<u32>;
-@group(0) @binding(1) var<storage, read> XQ: array<u32>;
+@group(0) @binding(1) var<storage, read> XQI: array<u32>;
 @group(0) @binding(2) var<storage, read_write> Y: array<f32>;
 @group(0) @binding(3) var<uniform> P: Params;
 
@@ -40,21 +49,23 @@ var<private> dq: array<f32, 32>;
 
 const LO4: u32 = 0x0f0f0f0fu;
 const ONES: u32 = 0x01010101u;
+// Blocks whose loads a lane issues before their FMAs.
+const UNROLL: u32 = UNROLL_Vu;
 
 var<workgroup> lane_acc: array<vec2<f32>, 64>;
 var<workgroup> parts: array<vec2<i32>, 512>;
 
 // Word k (0..8) of unit u's activation quants; unit u's d and s words.
 fn xq(xb: u32, u: u32, k: u32) -> u32 {
-    return XQ[xb + 8u * u + k];
+    return XQI[xb + 8u * u + k];
 }
 
 fn xd(xb: u32, u: u32) -> f32 {
-    return bitcast<f32>(XQ[xb + 8u * P.n_units + 2u * u]);
+    return bitcast<f32>(XQI[xb + 8u * P.n_units + 2u * u]);
 }
 
 fn xs(xb: u32, u: u32) -> u32 {
-    return XQ[xb + 8u * P.n_units + 2u * u + 1u];
+    return XQI[xb + 8u * P.n_units + 2u * u + 1u];
 }
 
 // Σ of the four signed bytes of x.
@@ -74,39 +85,42 @@ fn spread4(t: u32) -> u32 {
     return ((t & 1u) << 4u) | ((t & 2u) << 11u) | ((t & 4u) << 18u) | ((t & 8u) << 25u);
 }
 
-// ---- lane steps: st = (lane accumulator, second accumulator) -------------
+// ---- lane terms ------------------------------------------------------------
+// Lane l's share of block u as t = (a, b, c, d): the lane accumulator takes
+// fma(a, b, acc), the second accumulator fma(c, d, acc2) where the type has
+// one (`apply`). Terms load only; the FMA chains come after (see `lanes`).
 
 // Q4_0 · Q8_0: d_w d_x Σ (q - 8) x per lane.
-fn step_q4_0(rb: u32, u: u32, l: u32, xb: u32, st: vec2<f32>) -> vec2<f32> {
+fn term_q4_0(rb: u32, u: u32, l: u32, xb: u32) -> vec4<f32> {
     let b = rb + u * 18u;
     let x = xq(xb, u, l);
     let s = dot4I8Packed(nib_lane(b + 2u, l), x) - 8 * bsum4(x);
-    return vec2<f32>(fma_rn(rd_f16(b) * xd(xb, u), f32(s), st.x), st.y);
+    return vec4<f32>(rd_f16(b) * xd(xb, u), f32(s), 0.0, 0.0);
 }
 
-// Q4_1 · Q8_1: lanes d_w d_x Σ q x; second accumulator Σ m_w s_x.
-fn step_q4_1(rb: u32, u: u32, l: u32, xb: u32, st: vec2<f32>) -> vec2<f32> {
+// Q4_1 · Q8_1: lanes d_w d_x Σ q x; second accumulator Σ m_w s_x (lane 0's
+// is the one used).
+fn term_q4_1(rb: u32, u: u32, l: u32, xb: u32) -> vec4<f32> {
     let b = rb + u * 20u;
     let s = dot4I8Packed(nib_lane(b + 4u, l), xq(xb, u, l));
-    let m = fma_rn(rd_f16(b + 2u), bitcast<f32>(xs(xb, u)), st.y);
-    return vec2<f32>(fma_rn(rd_f16(b) * xd(xb, u), f32(s), st.x), m);
+    return vec4<f32>(rd_f16(b) * xd(xb, u), f32(s), rd_f16(b + 2u), bitcast<f32>(xs(xb, u)));
 }
 
 // Q5_0 · Q8_0: d_w d_x Σ (q - 16) x.
-fn step_q5_0(rb: u32, u: u32, l: u32, xb: u32, st: vec2<f32>) -> vec2<f32> {
+fn term_q5_0(rb: u32, u: u32, l: u32, xb: u32) -> vec4<f32> {
     let b = rb + u * 22u;
     let qh = rd_u32(b + 2u);
     let x = xq(xb, u, l);
     let q = nib_lane(b + 6u, l) | spread4(qh >> (4u * l));
     let s = dot4I8Packed(q, x) - 16 * bsum4(x);
-    return vec2<f32>(fma_rn(rd_f16(b) * xd(xb, u), f32(s), st.x), st.y);
+    return vec4<f32>(rd_f16(b) * xd(xb, u), f32(s), 0.0, 0.0);
 }
 
 // Q8_0 · Q8_0.
-fn step_q8_0(rb: u32, u: u32, l: u32, xb: u32, st: vec2<f32>) -> vec2<f32> {
+fn term_q8_0(rb: u32, u: u32, l: u32, xb: u32) -> vec4<f32> {
     let b = rb + u * 34u;
     let s = dot4I8Packed(rd_u32(b + 2u + 4u * l), xq(xb, u, l));
-    return vec2<f32>(fma_rn(rd_f16(b) * xd(xb, u), f32(s), st.x), st.y);
+    return vec4<f32>(rd_f16(b) * xd(xb, u), f32(s), 0.0, 0.0);
 }
 
 // Q6_K lane l of 256-block k: Σ_{j<2,c<4} sc(8j+2c+l/4) · Σ q x over
@@ -137,10 +151,10 @@ fn q6k_lane(rb: u32, k: u32, l: u32, xb: u32) -> i32 {
     return s;
 }
 
-// Q6_K · Q8_K, 256-block k (called for every 8th unit).
-fn step_q6_k(rb: u32, k: u32, l: u32, xb: u32, st: vec2<f32>) -> vec2<f32> {
+// Q6_K · Q8_K, 256-block k.
+fn term_q6_k(rb: u32, k: u32, l: u32, xb: u32) -> vec4<f32> {
     let d = xd(xb, 8u * k) * rd_f16(rb + k * 210u + 208u);
-    return vec2<f32>(fma_rn(d, f32(q6k_lane(rb, k, l, xb)), st.x), st.y);
+    return vec4<f32>(d, f32(q6k_lane(rb, k, l, xb)), 0.0, 0.0);
 }
 
 // Q4_K unit s (0..8) of 256-block k: (sc_s Σ q x over its 32 columns, m_s Σ x)
@@ -159,20 +173,30 @@ fn q4k_sm(b: u32, s: u32) -> vec2<i32> {
 // Q4_K · Q8_K in ggml's AVX2 lane order (weights not repacked): lane l
 // accumulates d · Σ_s sc_s Σ_lane q x; lanes 0..3 also keep the min
 // accumulator of sub-block pair l: fma(-d_x dmin_w, m_2l s_2l + m_2l+1 s_2l+1, acc_m).
-fn step_q4_k(rb: u32, k: u32, l: u32, xb: u32, st: vec2<f32>) -> vec2<f32> {
+fn term_q4_k(rb: u32, k: u32, l: u32, xb: u32) -> vec4<f32> {
     let b = rb + k * 144u;
     var s = 0;
     for (var u = 0u; u < 8u; u++) {
         s += q4k_sm(b, u).x * q4k_unit_lane(b, k, u, l, xb);
     }
     let yd = xd(xb, 8u * k);
-    var m = st.y;
+    var m = vec2<f32>(0.0);
     if (l < 4u) {
         let p = q4k_sm(b, 2u * l).y * bitcast<i32>(xs(xb, 8u * k + 2u * l))
             + q4k_sm(b, 2u * l + 1u).y * bitcast<i32>(xs(xb, 8u * k + 2u * l + 1u));
-        m = fma_rn(-yd * rd_f16(b + 2u), f32(p), m);
+        m = vec2<f32>(-yd * rd_f16(b + 2u), f32(p));
     }
-    return vec2<f32>(fma_rn(yd * rd_f16(b), f32(s), st.x), m);
+    return vec4<f32>(yd * rd_f16(b), f32(s), m);
+}
+
+// The FMAs of term t: the lane chain, and the second chain where the type
+// has one for lane l (Q4_1: lane 0; Q4_K: lanes 0..3).
+fn apply(t: vec4<f32>, l: u32, st: vec2<f32>) -> vec2<f32> {
+    var y = st.y;
+    if ((LANE_EXTRA == 1u && l == 0u) || (LANE_EXTRA == 2u && l < 4u)) {
+        y = fma_rn(t.z, t.w, y);
+    }
+    return vec2<f32>(fma_rn(t.x, t.y, st.x), y);
 }
 
 fn store(tok: u32, row: u32, v: f32) {
@@ -194,8 +218,21 @@ fn lanes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
     var st = vec2<f32>(0.0);
     if (row < P.rows) {
         let rb = row * P.row_bytes;
-        for (var u = 0u; u < P.n_units; u += UNIT_STEPu) {
-            st = LANE_STEP(rb, u / UNIT_STEPu, l, xb, st);
+        let nb = P.n_units / UNIT_STEPu;
+        // UNROLL blocks' loads first, then their FMAs in block order: the
+        // loads of a thread are independent of its chain, so they overlap.
+        var k = 0u;
+        for (; k + UNROLL <= nb; k += UNROLL) {
+            var t: array<vec4<f32>, UNROLL>;
+            for (var i = 0u; i < UNROLL; i++) {
+                t[i] = LANE_TERM(rb, k + i, l, xb);
+            }
+            for (var i = 0u; i < UNROLL; i++) {
+                st = apply(t[i], l, st);
+            }
+        }
+        for (; k < nb; k++) {
+            st = apply(LANE_TERM(rb, k, l, xb), l, st);
         }
     }
     lane_acc[tid] = st;
@@ -220,6 +257,11 @@ fn lanes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
 }
 
 // ---- block orders: exact integer parts per block, folded by lane 0 -------
+// A block's parts (one per lane, vec2: sums, mins) add up exactly in any
+// order to isum; BLOCK_NSUB = 1: one fold step on isum, 4 (Q4_K gemm): one per
+// 64 columns on the pair sums v_j = part_2j + part_2j+1. A step is the packet
+// BLOCK_PACKET(rb, block, xb, v) = (a, b, c, d): st = (fma(a, b, st.x),
+// fma(c, d, st.y)); the result is st.x - st.y.
 
 // Q4_0, one FMA per 32 columns: lane part = its 4 columns' Σ (q - 8) x.
 fn part_q4_0(rb: u32, u: u32, l: u32, xb: u32) -> vec2<i32> {
@@ -228,8 +270,8 @@ fn part_q4_0(rb: u32, u: u32, l: u32, xb: u32) -> vec2<i32> {
     return vec2<i32>(dot4I8Packed(nib_lane(b + 2u, l), x) - 8 * bsum4(x), 0);
 }
 
-fn fold_q4_0(rb: u32, u: u32, xb: u32, isum: vec2<i32>, sub: array<vec2<i32>, 8>, st: vec2<f32>) -> vec2<f32> {
-    return vec2<f32>(fma_rn(f32(isum.x), rd_f16(rb + u * 18u) * xd(xb, u), st.x), st.y);
+fn packet_q4_0(rb: u32, u: u32, xb: u32, v: vec2<i32>) -> vec4<f32> {
+    return vec4<f32>(f32(v.x), rd_f16(rb + u * 18u) * xd(xb, u), 0.0, 0.0);
 }
 
 // Q4_K, lane l = unit l of the 256-block: (sc_l Σ q x, m_l Σ x).
@@ -243,25 +285,12 @@ fn part_q4_k(rb: u32, k: u32, l: u32, xb: u32) -> vec2<i32> {
     return vec2<i32>(sm.x * p, sm.y * bitcast<i32>(xs(xb, 8u * k + l)));
 }
 
-// Repacked Q4_K gemv: one FMA per block on Σ of all parts.
-fn fold_q4_k_gemv(rb: u32, k: u32, xb: u32, isum: vec2<i32>, sub: array<vec2<i32>, 8>, st: vec2<f32>) -> vec2<f32> {
+// Repacked Q4_K gemv (one step per block, v = isum) and gemm (one per 64
+// columns, v = unit pair sums): sums times d_w d_x, mins times dmin_w d_x.
+fn packet_q4_k(rb: u32, k: u32, xb: u32, v: vec2<i32>) -> vec4<f32> {
     let b = rb + k * 144u;
     let yd = xd(xb, 8u * k);
-    return vec2<f32>(fma_rn(f32(isum.x), rd_f16(b) * yd, st.x), fma_rn(f32(isum.y), rd_f16(b + 2u) * yd, st.y));
-}
-
-// Repacked Q4_K gemm: one FMA per 64 columns (unit pairs).
-fn fold_q4_k_gemm(rb: u32, k: u32, xb: u32, isum: vec2<i32>, sub: array<vec2<i32>, 8>, st: vec2<f32>) -> vec2<f32> {
-    let b = rb + k * 144u;
-    let yd = xd(xb, 8u * k);
-    let d = rd_f16(b) * yd;
-    let dm = rd_f16(b + 2u) * yd;
-    var r = st;
-    for (var j = 0u; j < 4u; j++) {
-        let p = sub[2u * j] + sub[2u * j + 1u];
-        r = vec2<f32>(fma_rn(f32(p.x), d, r.x), fma_rn(f32(p.y), dm, r.y));
-    }
-    return r;
+    return vec4<f32>(f32(v.x), rd_f16(b) * yd, f32(v.y), rd_f16(b + 2u) * yd);
 }
 
 // Q6_K tiled: lane parts as `q6k_lane`; fma(d_w · isum, d_x, acc).
@@ -269,9 +298,12 @@ fn part_q6_k(rb: u32, k: u32, l: u32, xb: u32) -> vec2<i32> {
     return vec2<i32>(q6k_lane(rb, k, l, xb), 0);
 }
 
-fn fold_q6_k(rb: u32, k: u32, xb: u32, isum: vec2<i32>, sub: array<vec2<i32>, 8>, st: vec2<f32>) -> vec2<f32> {
-    let dw = rd_f16(rb + k * 210u + 208u);
-    return vec2<f32>(fma_rn(dw * f32(isum.x), xd(xb, 8u * k), st.x), st.y);
+fn packet_q6_k(rb: u32, k: u32, xb: u32, v: vec2<i32>) -> vec4<f32> {
+    return vec4<f32>(rd_f16(rb + k * 210u + 208u) * f32(v.x), xd(xb, 8u * k), 0.0, 0.0);
+}
+
+fn fold(t: vec4<f32>, st: vec2<f32>) -> vec2<f32> {
+    return vec2<f32>(fma_rn(t.x, t.y, st.x), fma_rn(t.z, t.w, st.y));
 }
 
 @compute @workgroup_size(64)
@@ -295,13 +327,19 @@ fn blocks(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
         workgroupBarrier();
         if (l == 0u && row < P.rows) {
             for (var i = 0u; i < 8u && c + i < nb; i++) {
-                var sub: array<vec2<i32>, 8>;
-                var isum = vec2<i32>(0);
-                for (var j = 0u; j < 8u; j++) {
-                    sub[j] = parts[(rl * 8u + i) * 8u + j];
-                    isum += sub[j];
+                let a = (rl * 8u + i) * 8u;
+                if (BLOCK_NSUB == 1u) {
+                    var isum = vec2<i32>(0);
+                    for (var j = 0u; j < 8u; j++) {
+                        isum += parts[a + j];
+                    }
+                    st = fold(BLOCK_PACKET(rb, c + i, xb, isum), st);
+                } else {
+                    for (var j = 0u; j < 4u; j++) {
+                        let v = parts[a + 2u * j] + parts[a + 2u * j + 1u];
+                        st = fold(BLOCK_PACKET(rb, c + i, xb, v), st);
+                    }
                 }
-                st = BLOCK_FOLD(rb, c + i, xb, isum, sub, st);
             }
         }
         workgroupBarrier();
@@ -309,4 +347,73 @@ fn blocks(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     if (l == 0u && row < P.rows) {
         store(tok, row, st.x - st.y);
     }
+}
+
+// ---- prompts: one invocation per output ----------------------------------
+// Entries `tile_lanes` / `tile_blocks`: invocation (row, token) does the
+// whole arithmetic of its output in the CPU's order — the eight lane chains
+// (then `hsum_float_8`), or each block's parts summed and folded — with no
+// workgroup memory or barriers. A workgroup is 16 rows x 16 tokens, so that
+// neighbours share weight and activation loads through the caches; prompts
+// have rows x tokens outputs, plenty to keep the GPU busy.
+
+fn tile_pos(wid: vec3<u32>, tid: u32) -> vec2<u32> {
+    return vec2<u32>((wid.x + wid.y * P.grid_x) * 16u + tid % 16u, wid.z * 16u + tid / 16u);
+}
+
+@compute @workgroup_size(256)
+fn tile_lanes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    let rt = tile_pos(wid, tid);
+    if (rt.x >= P.rows || rt.y >= P.n_tok) {
+        return;
+    }
+    let tok = P.tok0 + rt.y;
+    let rb = rt.x * P.row_bytes;
+    let xb = tok * P.x_stride;
+    let nb = P.n_units / UNIT_STEPu;
+    var st: array<vec2<f32>, 8>;
+    for (var l = 0u; l < 8u; l++) {
+        st[l] = vec2<f32>(0.0);
+    }
+    for (var k = 0u; k < nb; k++) {
+        for (var l = 0u; l < 8u; l++) {
+            st[l] = apply(LANE_TERM(rb, k, l, xb), l, st[l]);
+        }
+    }
+    let h = ((st[0].x + st[4].x) + (st[2].x + st[6].x)) + ((st[1].x + st[5].x) + (st[3].x + st[7].x));
+    var v = h;
+    if (LANE_EXTRA == 1u) {
+        v = h + st[0].y;
+    } else if (LANE_EXTRA == 2u) {
+        v = h + ((st[0].y + st[2].y) + (st[1].y + st[3].y));
+    }
+    store(tok, rt.x, v);
+}
+
+@compute @workgroup_size(256)
+fn tile_blocks(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    let rt = tile_pos(wid, tid);
+    if (rt.x >= P.rows || rt.y >= P.n_tok) {
+        return;
+    }
+    let tok = P.tok0 + rt.y;
+    let rb = rt.x * P.row_bytes;
+    let xb = tok * P.x_stride;
+    let nb = P.n_units / UNIT_STEPu;
+    var st = vec2<f32>(0.0);
+    for (var k = 0u; k < nb; k++) {
+        var pr: array<vec2<i32>, 4>;
+        for (var j = 0u; j < 4u; j++) {
+            pr[j] = BLOCK_PART(rb, k, 2u * j, xb) + BLOCK_PART(rb, k, 2u * j + 1u, xb);
+        }
+        if (BLOCK_NSUB == 1u) {
+            let isum = (pr[0] + pr[1]) + (pr[2] + pr[3]);
+            st = fold(BLOCK_PACKET(rb, k, xb, isum), st);
+        } else {
+            for (var j = 0u; j < 4u; j++) {
+                st = fold(BLOCK_PACKET(rb, k, xb, pr[j]), st);
+            }
+        }
+    }
+    store(tok, rt.x, st.x - st.y);
 }

@@ -28,28 +28,12 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> XY: array<f32>;
 
 const WG: u32 = 256u;
-var<workgroup> ffp: array<vec2<f32>, WG>;
-
-fn sq_add4(acc: vec2<f32>, v: vec4<f32>) -> vec2<f32> {
-    return ff_sq_add(ff_sq_add(ff_sq_add(ff_sq_add(acc, v.x), v.y), v.z), v.w);
-}
-
 // The CPU's RMSNorm scale, 1 / sqrt(f32(Σ f64(x²) / n) + eps), from every
 // invocation's float-float partial sum (all invocations call it): the sum
-// in float-float, then the mean, sqrt and reciprocal correctly rounded
-// (exact.wgsl), so the scale has the CPU's bits.
+// in float-float (exact.wgsl `wg_ff_sum`), then the mean, sqrt and
+// reciprocal correctly rounded, so the scale has the CPU's bits.
 fn wg_scale(tid: u32, part: vec2<f32>) -> f32 {
-    ffp[tid] = part;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-        if (tid < stride) {
-            ffp[tid] = ff_add(ffp[tid], ffp[tid + stride]);
-        }
-        workgroupBarrier();
-    }
-    let s = ffp[0];
-    workgroupBarrier();
-    return rms_scale(s, P.n_cols, P.eps);
+    return rms_scale(wg_ff_sum(tid, part), P.n_cols, P.eps);
 }
 
 // Vector rows (n_cols % 4 == 0): vec4 i of the row at t + WG * i.
@@ -131,15 +115,18 @@ fn inplace_add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
 fn norm_pack_q8(@builtin(local_invocation_index) tid: u32) {
     EXACT_Z = u32(P.eps < 0.0);
     let nb = P.n_cols / 32u;
+    // Σx² over vec4s tid, tid + WG, ... (every invocation busy; the
+    // float-float sum is the CPU's f64 one to ~2^-47 in any order).
+    let nv = P.n_cols / 4u;
     var acc = vec2<f32>(0.0);
-    for (var b = tid; b < nb; b += WG) {
-        var v: array<vec4<f32>, 8>;
-        for (var k = 0u; k < 8u; k++) {
-            v[k] = X[8u * b + k];
-        }
-        for (var k = 0u; k < 8u; k++) {
-            acc = sq_add4(acc, v[k]);
-        }
+    var i = tid;
+    for (; i + WG < nv; i += 2u * WG) {
+        let a = X[i];
+        let b = X[i + WG];
+        acc = sq_add4(sq_add4(acc, a), b);
+    }
+    if (i < nv) {
+        acc = sq_add4(acc, X[i]);
     }
     let scale = wg_scale(tid, acc);
     // Uniform trip count (Q8_K's block max has barriers).
@@ -192,15 +179,16 @@ fn post_add_norm_pack_q8(@builtin(local_invocation_index) tid: u32) {
     storageBarrier();
     workgroupBarrier();
     let nb = n / 32u;
+    let nv = n / 4u;
     var acc = vec2<f32>(0.0);
-    for (var b = tid; b < nb; b += WG) {
-        var v: array<vec4<f32>, 8>;
-        for (var k = 0u; k < 8u; k++) {
-            v[k] = Y[8u * b + k];
-        }
-        for (var k = 0u; k < 8u; k++) {
-            acc = sq_add4(acc, v[k]);
-        }
+    var i = tid;
+    for (; i + WG < nv; i += 2u * WG) {
+        let a = Y[i];
+        let b = Y[i + WG];
+        acc = sq_add4(sq_add4(acc, a), b);
+    }
+    if (i < nv) {
+        acc = sq_add4(acc, Y[i]);
     }
     let scale = wg_scale(tid, acc);
     for (var b0 = 0u; b0 < nb; b0 += WG) {

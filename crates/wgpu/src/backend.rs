@@ -636,11 +636,9 @@ impl GpuBackend {
             Some(self.q8x(op, words)?)
         };
         let n = to_u32(op, n_tok)?;
-        let multi = n_tok == 1
-            && !accumulate
-            && outs.len() > 1
-            && self.ctx.use_subgroups()
-            && !(self.exact && outs.iter().any(|(m, _)| has_exact_matmul(m.ggml_type())));
+        let multi = n_tok == 1 && !accumulate && outs.len() > 1 && self.ctx.use_subgroups();
+        // Exact mode: exact types take the exact group kernel, others the integer one.
+        let exact_group = |m: &QuantMatrix| self.exact && has_exact_matmul(m.ggml_type());
         let dummy = if multi && !groups.is_empty() {
             Some(
                 self.reused(
@@ -712,18 +710,28 @@ impl GpuBackend {
                         if done[i] || keys[i] != Some((mode, cols)) {
                             continue;
                         }
+                        let exact = exact_group(outs[i].0);
+                        let can = |b: &GpuBatch<'_>, ms: &[&QuantMatrix]| {
+                            if exact {
+                                b.can_matmul_exact_multi(ms)
+                            } else {
+                                b.can_matvec_q8_multi(ms)
+                            }
+                        };
                         let same: Vec<usize> = (i..outs.len())
                             .filter(|&j| {
-                                !done[j]
-                                    && keys[j] == keys[i]
-                                    && b.can_matvec_q8_multi(&[outs[i].0, outs[j].0])
+                                !done[j] && keys[j] == keys[i] && can(b, &[outs[i].0, outs[j].0])
                             })
                             .take(3)
                             .collect();
                         let ms: Vec<&QuantMatrix> = same.iter().map(|&j| outs[j].0).collect();
-                        if same.len() >= 2 && b.can_matvec_q8_multi(&ms) {
+                        if same.len() >= 2 && can(b, &ms) {
                             let ys: Vec<&GpuTensor> = same.iter().map(|&j| &*outs[j].1).collect();
-                            b.matvec_q8_multi(&ms, xq, &ys, dummy)?;
+                            if exact {
+                                b.matmul_exact_multi(&ms, xq, &ys, dummy)?;
+                            } else {
+                                b.matvec_q8_multi(&ms, xq, &ys, dummy)?;
+                            }
                             for j in same {
                                 done[j] = true;
                             }

@@ -27,12 +27,13 @@ use std::sync::Arc;
 use crate::context::GpuContext;
 use crate::error::{Result, WgpuError, shape};
 use crate::pipeline::{
-    Q8_TPR, ShaderFile, ShaderVariant, attn_variant, files, matmul_exact_variant,
+    EXACT_MULTI_NP, Q8_TPR, ShaderFile, ShaderVariant, attn_variant, exact_np, files,
+    has_exact_matmul, matmul_exact_multi_variant, matmul_exact_tile_variant, matmul_exact_variant,
     matmul_q8_variant, matvec_q8_multi_variant, matvec_q8_variant, matvec_variant, quant_variant,
 };
 use crate::tensor::{GpuDType, GpuTensor, QuantMatrix, WeightPart};
 use zeta_gguf::GgmlType;
-use zeta_tensor::cpu::kernels::dot_order;
+use zeta_tensor::cpu::kernels::{DotOrder, dot_order};
 
 /// RoPE element order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,8 +127,26 @@ pub const REG_MATMUL_MIN_TOKENS: u32 = 48;
 /// Largest head dimension the attention kernel supports.
 pub const MAX_HEAD_DIM: u32 = 512;
 const ATTN_CHUNK: u32 = 256;
-/// Rows per workgroup of matmul_exact.wgsl (its `ROWS`).
+/// Rows per workgroup of matmul_exact.wgsl's `lanes` and `blocks`.
 const EXACT_ROWS: u64 = 8;
+
+/// Tokens from which the exact matmul takes its one-invocation-per-output
+/// kernels (`tile_*`; `ZETA_EXACT_TILE_MIN` overrides, for measurements).
+fn exact_tile_min() -> u32 {
+    std::env::var("ZETA_EXACT_TILE_MIN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8)
+}
+
+/// Rows per workgroup of matmul_exact_sg.wgsl's entry points on a device
+/// whose subgroups hold `sg_max` invocations at most: 256 / (8 np) with
+/// np = clamp(sg_max / 8, 1, np_max) (the shader's np for its actual
+/// subgroup size is at most this one's, so its rows per workgroup at least
+/// as many).
+fn exact_sg_rows(sg_max: u32, np_max: u32) -> u64 {
+    32 / u64::from((sg_max / 8).clamp(1, np_max.max(1)))
+}
 
 /// Recorded GPU work; [`submit`](Self::submit) sends it to the queue.
 pub struct GpuBatch<'a> {
@@ -1953,8 +1972,25 @@ impl<'a> GpuBatch<'a> {
             while t1 < n && order(t1)? == o {
                 t1 += 1;
             }
-            let variant = matmul_exact_variant(ty, o)?;
-            let gz = (t1 - t0) as u32;
+            let run = (t1 - t0) as u32;
+            // Prompts: one invocation per output (`tile_*`, 16 x 16 per
+            // workgroup); else the subgroup kernels wherever subgroups are on
+            // and hold 8 invocations at least (lavapipe: 8, NVIDIA: 32), or
+            // the plain ones.
+            // (Not the Q4_K gemm order: four packets per block made it
+            // slower there, llama-1b Q4_K_M pp512 1305 t/s vs 1970 with
+            // `blocks_sg`; Q4_0's repacked order went from 1214 to 2227.)
+            let tile = run >= exact_tile_min() && o != DotOrder::Q4KGemm;
+            let sg = self.exact_sg();
+            let np = if sg { exact_np(o) } else { 0 };
+            let (variant, rows_per_wg, gz) = if tile {
+                (matmul_exact_tile_variant(ty, o)?, 16, run.div_ceil(16))
+            } else if sg {
+                let rows = exact_sg_rows(self.ctx.info().subgroup_size.1, np);
+                (matmul_exact_variant(ty, o, np)?, rows, run)
+            } else {
+                (matmul_exact_variant(ty, o, 0)?, EXACT_ROWS, run)
+            };
             if gz > self.ctx.max_workgroups {
                 return Err(shape(
                     OP,
@@ -1962,7 +1998,7 @@ impl<'a> GpuBatch<'a> {
                 ));
             }
             for part in w.parts() {
-                let (gx, gy) = self.grid(OP, part.n_rows.div_ceil(EXACT_ROWS))?;
+                let (gx, gy) = self.grid(OP, part.n_rows.div_ceil(rows_per_wg))?;
                 let params = [
                     n_cols as u32,
                     (n_cols / 32) as u32,
@@ -1974,12 +2010,121 @@ impl<'a> GpuBatch<'a> {
                     t0 as u32,
                     w.n_rows() as u32,
                     stride as u32,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    run,
                 ];
                 self.dispatch_part(&variant, part, &xq.buffer, &y.buffer, &params, (gx, gy, gz))?;
             }
             t0 = t1;
         }
         Ok(())
+    }
+
+    /// Whether matmul_exact_sg.wgsl runs here: subgroups on, of 8
+    /// invocations at least (lavapipe: 8, NVIDIA: 32).
+    fn exact_sg(&self) -> bool {
+        self.ctx.use_subgroups() && self.ctx.info().subgroup_size.0 >= 8
+    }
+
+    /// Whether [`matmul_exact_multi`](Self::matmul_exact_multi) takes `ms`:
+    /// a weight group that [`matvec_q8_multi`](Self::matvec_q8_multi)
+    /// would take, of a type with an exact matmul, whose matrices the CPU
+    /// sums in one order for one token.
+    pub fn can_matmul_exact_multi(&self, ms: &[&QuantMatrix]) -> bool {
+        let order = |m: &QuantMatrix| dot_order(m.ggml_type(), m.n_rows() as usize, 0, 1);
+        self.exact_sg()
+            && self.can_matvec_q8_multi(ms)
+            && has_exact_matmul(ms[0].ggml_type())
+            && ms
+                .iter()
+                .all(|m| order(m).is_some() && order(m) == order(ms[0]))
+    }
+
+    /// [`matvec_q8_multi`](Self::matvec_q8_multi) in the CPU backend's float
+    /// order (one token; matmul_exact_sg.wgsl `*_multi`): each output has
+    /// the bits of [`matmul_exact`](Self::matmul_exact).
+    pub fn matmul_exact_multi(
+        &mut self,
+        ms: &[&QuantMatrix],
+        xq: &GpuTensor,
+        ys: &[&GpuTensor],
+        dummy: &GpuTensor,
+    ) -> Result<()> {
+        const OP: &str = "matmul_exact_multi";
+        if !self.can_matmul_exact_multi(ms) || ys.len() != ms.len() {
+            return Err(shape(OP, "not a group of 2-3 exact matrices in one buffer"));
+        }
+        let ty = ms[0].ggml_type();
+        let n_cols = ms[0].n_cols();
+        let block = Q8Mode::of(ty).block() as u64;
+        if !n_cols.is_multiple_of(block) {
+            return Err(shape(
+                OP,
+                format!("{n_cols} columns: not a multiple of {block}"),
+            ));
+        }
+        want_q8_rows(OP, xq, n_cols as usize, 1)?;
+        for (i, (m, y)) in ms.iter().zip(ys).enumerate() {
+            want(OP, y, "y", GpuDType::F32, m.n_rows())?;
+            let mut others: Vec<&GpuTensor> = vec![xq, dummy];
+            others.extend(ys.iter().take(i).copied());
+            distinct(OP, y, &others)?;
+        }
+        let order =
+            dot_order(ty, ms[0].n_rows() as usize, 0, 1).ok_or(WgpuError::UnsupportedType(ty))?;
+        let variant = matmul_exact_multi_variant(ty, order)?;
+        self.exact_multi_dispatch(OP, &variant, ms, ys, dummy, xq)
+    }
+
+    /// The dispatch of the `*_multi` exact kernels: the group's rows,
+    /// outputs and the activations `xq`.
+    fn exact_multi_dispatch(
+        &mut self,
+        op: &'static str,
+        variant: &ShaderVariant,
+        ms: &[&QuantMatrix],
+        ys: &[&GpuTensor],
+        dummy: &GpuTensor,
+        xq: &GpuTensor,
+    ) -> Result<()> {
+        let n_cols = ms[0].n_cols();
+        let parts: Vec<&WeightPart> = ms.iter().filter_map(|m| m.single_part()).collect();
+        let rows: Vec<u64> = ms.iter().map(|m| m.n_rows()).collect();
+        let total: u64 = rows.iter().sum();
+        let rows_per_wg = exact_sg_rows(self.ctx.info().subgroup_size.1, EXACT_MULTI_NP);
+        let (gx, gy) = self.grid(op, total.div_ceil(rows_per_wg))?;
+        let off = |i: usize| parts.get(i).map_or(0, |p| p.offset as u32);
+        let params = [
+            n_cols as u32,
+            (n_cols / 32) as u32,
+            ms[0].row_bytes() as u32,
+            u32::try_from(total).map_err(|_| shape(op, "too many rows"))?,
+            0,
+            gx,
+            0,
+            0,
+            0,
+            q8_stride(n_cols as usize) as u32,
+            rows[0] as u32,
+            rows[1] as u32,
+            off(0),
+            off(1),
+            off(2),
+            1,
+        ];
+        let y2 = ys.get(2).copied().unwrap_or(dummy);
+        let bindings = [
+            (0, &parts[0].buffer, 0, 0),
+            (1, &xq.buffer, 0, 0),
+            (2, &ys[0].buffer, 0, 0),
+            (4, &ys[1].buffer, 0, 0),
+            (5, &y2.buffer, 0, 0),
+        ];
+        self.dispatch_ranged(variant, &bindings, 3, &params, (gx, gy, 1))
     }
 
     /// `y[i] = f(x[i])` for one of exact.wgsl's helpers (`which`, see

@@ -122,6 +122,7 @@ pub mod files {
     shader!(ACT_QUANT, "act_quant", super::F16_Q8);
     shader!(EXACT_EVAL, "exact_eval", super::F16_EXACT);
     shader!(MATMUL_EXACT, "matmul_exact", super::QUANT_EXACT);
+    shader!(MATMUL_EXACT_SG, "matmul_exact_sg", "");
     shader!(ATTN_EXACT, "attn_exact", super::F16_EXACT);
 }
 
@@ -160,6 +161,7 @@ impl ShaderVariant {
         self.suffix == Some(files::MATVEC_REDUCE_SG)
             || self.suffix == Some(files::MATVEC_Q8_REDUCE_SG)
             || self.suffix == Some(files::MATVEC_Q8_MULTI)
+            || self.suffix == Some(files::MATMUL_EXACT_SG)
     }
 
     /// The complete WGSL text of this variant (exact.wgsl's `fma_rn`
@@ -384,38 +386,105 @@ pub fn has_exact_matmul(ty: GgmlType) -> bool {
     )
 }
 
-/// matmul_exact.wgsl summing weight type `ty` in the CPU's `order`.
-pub(crate) fn matmul_exact_variant(ty: GgmlType, order: DotOrder) -> Result<ShaderVariant> {
-    // (entry, LANE_STEP, UNIT_STEP, LANE_EXTRA, BLOCK_PART, BLOCK_FOLD)
-    let lanes = |step, unit, extra| ("lanes", step, unit, extra, "part_q4_0", "fold_q4_0");
-    let blocks = |unit, part, fold| ("blocks", "step_q4_0", unit, "0", part, fold);
-    let (entry, step, unit, extra, part, fold) = match (ty, order) {
-        (GgmlType::Q4_0, DotOrder::Lanes) => lanes("step_q4_0", "1", "0"),
-        (GgmlType::Q4_1, DotOrder::Lanes) => lanes("step_q4_1", "1", "1"),
-        (GgmlType::Q5_0, DotOrder::Lanes) => lanes("step_q5_0", "1", "0"),
-        (GgmlType::Q8_0, DotOrder::Lanes) => lanes("step_q8_0", "1", "0"),
-        (GgmlType::Q4_K, DotOrder::Lanes) => lanes("step_q4_k", "8", "2"),
-        (GgmlType::Q6_K, DotOrder::Lanes) => lanes("step_q6_k", "8", "0"),
-        (GgmlType::Q4_0, DotOrder::Block32) => blocks("1", "part_q4_0", "fold_q4_0"),
-        (GgmlType::Q4_K, DotOrder::Q4KGemv) => blocks("8", "part_q4_k", "fold_q4_k_gemv"),
-        (GgmlType::Q4_K, DotOrder::Q4KGemm) => blocks("8", "part_q4_k", "fold_q4_k_gemm"),
-        (GgmlType::Q6_K, DotOrder::Q6KTiled) => blocks("8", "part_q6_k", "fold_q6_k"),
+/// matmul_exact.wgsl summing weight type `ty` in the CPU's `order`; with
+/// `np` > 0, matmul_exact_sg.wgsl's entry points with at most `np` (1, 2
+/// or 4) phases per row (needs SUBGROUP).
+pub(crate) fn matmul_exact_variant(
+    ty: GgmlType,
+    order: DotOrder,
+    np: u32,
+) -> Result<ShaderVariant> {
+    // (entry, LANE_TERM, UNIT_STEP, LANE_EXTRA, BLOCK_PART, BLOCK_PACKET, BLOCK_NSUB)
+    let lanes = |term, unit, extra| ("lanes", term, unit, extra, "part_q4_0", "packet_q4_0", "1");
+    let blocks = |unit, part, packet, nsub| ("blocks", "term_q4_0", unit, "0", part, packet, nsub);
+    let (entry, term, unit, extra, part, packet, nsub) = match (ty, order) {
+        (GgmlType::Q4_0, DotOrder::Lanes) => lanes("term_q4_0", "1", "0"),
+        (GgmlType::Q4_1, DotOrder::Lanes) => lanes("term_q4_1", "1", "1"),
+        (GgmlType::Q5_0, DotOrder::Lanes) => lanes("term_q5_0", "1", "0"),
+        (GgmlType::Q8_0, DotOrder::Lanes) => lanes("term_q8_0", "1", "0"),
+        (GgmlType::Q4_K, DotOrder::Lanes) => lanes("term_q4_k", "8", "2"),
+        (GgmlType::Q6_K, DotOrder::Lanes) => lanes("term_q6_k", "8", "0"),
+        (GgmlType::Q4_0, DotOrder::Block32) => blocks("1", "part_q4_0", "packet_q4_0", "1"),
+        (GgmlType::Q4_K, DotOrder::Q4KGemv) => blocks("8", "part_q4_k", "packet_q4_k", "1"),
+        (GgmlType::Q4_K, DotOrder::Q4KGemm) => blocks("8", "part_q4_k", "packet_q4_k", "4"),
+        (GgmlType::Q6_K, DotOrder::Q6KTiled) => blocks("8", "part_q6_k", "packet_q6_k", "1"),
         _ => {
             return Err(WgpuError::UnsupportedType(ty));
         }
     };
+    let np = match np {
+        0 => "",
+        1 => "1",
+        2 => "2",
+        4 => "4",
+        _ => {
+            return Err(WgpuError::Gpu(format!(
+                "matmul_exact: no variant for {np} phases per row"
+            )));
+        }
+    };
+    let sg = !np.is_empty();
     Ok(ShaderVariant {
         file: files::MATMUL_EXACT,
-        suffix: None,
-        entry,
+        suffix: sg.then_some(files::MATMUL_EXACT_SG),
+        entry: match (sg, entry) {
+            (true, "lanes") => "lanes_sg",
+            (true, _) => "blocks_sg",
+            (false, e) => e,
+        },
         defines: vec![
-            ("LANE_STEP", step),
+            ("LANE_TERM", term),
             ("UNIT_STEP", unit),
+            // 32-element blocks: 8 in flight per lane; 256-element ones: 2.
+            ("UNROLL_V", if unit == "1" { "8" } else { "2" }),
+            // lanes_sg: per phase (np of them per row), 4 or 1 blocks.
+            ("UNROLL_SG_V", if unit == "1" { "4" } else { "1" }),
             ("LANE_EXTRA", extra),
             ("BLOCK_PART", part),
-            ("BLOCK_FOLD", fold),
+            ("BLOCK_PACKET", packet),
+            ("BLOCK_NSUB", nsub),
+            ("NP_MAX_V", if sg { np } else { "1" }),
         ],
     })
+}
+
+/// [`matmul_exact_variant`] with subgroups for the 2 or 3 matrices of a
+/// weight group, one token (matmul_exact_sg.wgsl `*_multi`).
+pub(crate) fn matmul_exact_multi_variant(ty: GgmlType, order: DotOrder) -> Result<ShaderVariant> {
+    let mut v = matmul_exact_variant(ty, order, EXACT_MULTI_NP)?;
+    v.entry = if v.entry == "lanes_sg" {
+        "lanes_sg_multi"
+    } else {
+        "blocks_sg_multi"
+    };
+    Ok(v)
+}
+
+/// [`matmul_exact_variant`] with one invocation per output (`tile_*`, for
+/// prompts; no subgroups).
+pub(crate) fn matmul_exact_tile_variant(ty: GgmlType, order: DotOrder) -> Result<ShaderVariant> {
+    let mut v = matmul_exact_variant(ty, order, 0)?;
+    v.entry = if v.entry == "lanes" {
+        "tile_lanes"
+    } else {
+        "tile_blocks"
+    };
+    Ok(v)
+}
+
+/// Phases per row of the `*_multi` exact kernels (decode orders only).
+pub(crate) const EXACT_MULTI_NP: u32 = 4;
+
+/// Phases per row of matmul_exact_sg.wgsl for `order` (H100, matmul_exact
+/// in gpu_bench and tg128): 4 beat 2 and 1 for the lane and one-chain orders
+/// (llama-8b Q4_0 decode 84 / 72 / 61 t/s); the Q4_K gemm order, four
+/// packets per block, does best with 2 (llama-1b Q4_K_M pp512 1973 t/s;
+/// 1457 with 4, 1844 without subgroups).
+pub(crate) fn exact_np(order: DotOrder) -> u32 {
+    match order {
+        DotOrder::Q4KGemm => 2,
+        _ => 4,
+    }
 }
 
 /// Every specialisation the ops use (for the portability test).
@@ -517,7 +586,15 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
             DotOrder::Q4KGemm,
             DotOrder::Q6KTiled,
         ] {
-            if let Ok(x) = matmul_exact_variant(ty, order) {
+            for np in [0, exact_np(order)] {
+                if let Ok(x) = matmul_exact_variant(ty, order, np) {
+                    v.push(x);
+                }
+            }
+            if matches!(order, DotOrder::Lanes | DotOrder::Q4KGemv) {
+                v.extend(matmul_exact_multi_variant(ty, order));
+            }
+            if let Ok(x) = matmul_exact_tile_variant(ty, order) {
                 v.push(x);
             }
         }
@@ -663,7 +740,8 @@ impl GpuContext {
         for v in shader_variants() {
             let reduce = v.suffix.is_some()
                 && v.suffix != Some(files::MATMUL_Q8)
-                && v.suffix != Some(files::MATVEC_Q8_MULTI);
+                && v.suffix != Some(files::MATVEC_Q8_MULTI)
+                && v.suffix != Some(files::MATMUL_EXACT_SG);
             if reduce && v.needs_subgroups() != self.use_subgroups() {
                 continue; // only the matvec reduction this device uses
             }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use zeta_gguf::{GgmlType, Gguf, GgufWriter, Value};
 use zeta_tensor::cpu::ops_exports::ggml_v_expf;
 use zeta_tensor::{Backend, CpuBackend};
-use zeta_wgpu::{GpuContext, GpuDType, Q8Mode, WgpuError};
+use zeta_wgpu::{GpuContext, GpuDType, GpuOptions, Q8Mode, WgpuError};
 
 fn ctx() -> Option<GpuContext> {
     match GpuContext::new() {
@@ -165,6 +165,20 @@ fn gguf_with(ty: GgmlType, cols: usize, rows: usize, vals: &[f32]) -> (Arc<Gguf>
 #[test]
 fn exact_matmul_equals_cpu_bit_for_bit() {
     let Some(ctx) = ctx() else { return };
+    // With subgroups (matmul_exact_sg.wgsl's `lanes_sg` for the lane order),
+    // then without (matmul_exact.wgsl's `lanes`).
+    assert!(ctx.use_subgroups(), "lavapipe and the H100 have subgroups");
+    exact_matmul_on(&ctx);
+    let plain = GpuContext::with_options(&GpuOptions {
+        no_optional_features: true,
+        ..GpuOptions::default()
+    })
+    .unwrap();
+    assert!(!plain.use_subgroups());
+    exact_matmul_on(&plain);
+}
+
+fn exact_matmul_on(ctx: &GpuContext) {
     let mut r = Rng(77);
     let cpu = CpuBackend::with_threads(2);
     for ty in [
@@ -293,4 +307,67 @@ fn rms_norm_equals_cpu_bit_for_bit() {
 
 fn bytemuck_f32(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|f| f.to_le_bytes()).collect()
+}
+
+/// `matmul_exact_multi` (a weight group's 2-3 matrices in one dispatch,
+/// one token) gives every member the bits of `matmul_exact` on it alone,
+/// i.e. the CPU's: the lane and the one-chain (repacked Q4_K gemv) orders.
+#[test]
+fn exact_weight_group_equals_single_matrices() {
+    let Some(ctx) = ctx() else { return };
+    let mut r = Rng(91);
+    for (ty, cols, rows) in [
+        (GgmlType::Q4_0, 32 * 37, &[24usize, 8, 8][..]),
+        (GgmlType::Q4_1, 576, &[37, 13, 13][..]),
+        (GgmlType::Q5_0, 640, &[29, 7][..]),
+        (GgmlType::Q4_K, 256 * 9, &[40, 16][..]),
+        (GgmlType::Q4_K, 256 * 3, &[19, 5, 3][..]),
+        (GgmlType::Q6_K, 256 * 5, &[9, 9][..]),
+    ] {
+        let bytes: Vec<Vec<u8>> = rows
+            .iter()
+            .map(|&n| {
+                let vals: Vec<f32> = (0..n * cols).map(|_| r.uniform(1.0)).collect();
+                gguf_with(ty, cols, n, &vals).1
+            })
+            .collect();
+        let group: Vec<(GgmlType, u64, u64, &[u8])> = rows
+            .iter()
+            .zip(&bytes)
+            .map(|(&n, b)| (ty, n as u64, cols as u64, b.as_slice()))
+            .collect();
+        let ms = ctx.upload_group(&group).unwrap();
+        let refs: Vec<&zeta_wgpu::QuantMatrix> = ms.iter().collect();
+        let x: Vec<f32> = (0..cols).map(|_| r.uniform(2.0)).collect();
+        let gx = ctx.upload_f32(&x).unwrap();
+        let xq = ctx
+            .zeros(zeta_wgpu::q8_stride(cols), GpuDType::U32)
+            .unwrap();
+        let nan = |n: usize| ctx.upload_f32(&vec![f32::NAN; n]).unwrap();
+        let multi: Vec<_> = rows.iter().map(|&n| nan(n)).collect();
+        let single: Vec<_> = rows.iter().map(|&n| nan(n)).collect();
+        let dummy = nan(4);
+        let mut b = ctx.batch();
+        assert!(b.can_matmul_exact_multi(&refs), "{ty}: group not taken");
+        b.pack_q8_rows(&gx, &xq, cols, 1, Q8Mode::of(ty)).unwrap();
+        let ys: Vec<&zeta_wgpu::GpuTensor> = multi.iter().collect();
+        b.matmul_exact_multi(&refs, &xq, &ys, &dummy).unwrap();
+        for (m, y) in ms.iter().zip(&single) {
+            b.matmul_exact(m, &xq, y, 1, false).unwrap();
+        }
+        b.submit().unwrap();
+        for (i, (a, s)) in multi.iter().zip(&single).enumerate() {
+            let (a, s) = (ctx.read_f32(a).unwrap(), ctx.read_f32(s).unwrap());
+            assert!(
+                s.iter().all(|v| v.is_finite()),
+                "{ty} member {i}: unwritten"
+            );
+            let bad = a
+                .iter()
+                .zip(&s)
+                .filter(|(a, s)| a.to_bits() != s.to_bits())
+                .count();
+            assert_eq!(bad, 0, "{ty} member {i} of {rows:?}: {bad} differ");
+        }
+    }
 }

@@ -1938,20 +1938,27 @@ fn every_variant_compiles_on_the_device() {
     // integer widths x (matvec, matmul_q8, and with subgroups the grouped
     // matvec), + 36 others: rmsnorm 6, glu 6, add 7, softmax,
     // argmax, kv_store, act_quant 2, attention 4 x (f32, f16), rope 4;
-    // + 13 exact-mode kernels, whatever the types: exact_eval, attn_exact 2,
-    // matmul_exact 10 (Q4_0 2 orders, Q4_1, Q5_0, Q8_0, Q4_K 3, Q6_K 2).
+    // + 23 exact-mode kernels, whatever the types (as all exact ones):
+    // exact_eval, attn_exact 2, matmul_exact 10 (Q4_0 2 orders, Q4_1, Q5_0,
+    // Q8_0, Q4_K 3, Q6_K 2) and their 10 one-invocation-per-output forms;
+    // with subgroups, matmul_exact_sg's 10 and the weight-group forms of the
+    // 7 decode orders (6 types' lanes, Q4_K gemv).
     // The cooperative-matrix matmul only where the device has it.
     let coop = if ctx.use_coop() { 15 } else { 0 };
     let int = if ctx.use_subgroups() { 3 } else { 2 };
+    let exact_sg = if ctx.use_subgroups() { 17 } else { 0 };
     println!("cooperative-matrix matmul: {}", ctx.use_coop());
     assert_eq!(
         all,
-        15 * 5 + coop + 6 * 4 * int + 36 + 13,
+        15 * 5 + coop + 6 * 4 * int + 36 + 23 + exact_sg,
         "variants compiled"
     );
     assert_eq!(ctx.cached_pipelines(), all);
     let some = ctx.precompile(&[GgmlType::Q4_K, GgmlType::Q6_K]).unwrap();
-    assert_eq!(some, 2 * 5 + coop / 15 * 2 + 2 * 4 * int + 36 + 13);
+    assert_eq!(
+        some,
+        2 * 5 + coop / 15 * 2 + 2 * 4 * int + 36 + 23 + exact_sg
+    );
     assert_eq!(
         ctx.cached_pipelines(),
         all,

@@ -1,0 +1,218 @@
+// matmul_exact_sg.wgsl — entry points `lanes_sg`, `blocks_sg` (and their
+// weight-group forms `*_multi`) of matmul_exact.wgsl (appended to it): the
+// `lanes` order (ggml's eight FMA chains per row, one
+// term per block per lane, then `hsum_float_8`) with the loads spread over
+// more invocations. Devices with SUBGROUP only.
+//
+// A row takes 8 np invocations of one subgroup, np = clamp(subgroup size / 8,
+// 1, NP_MAX) phases of the 8 lanes: phase p loads and computes the terms of
+// blocks k + p, k + np + p, ... (UNROLL_SG of them before any FMA); then every
+// invocation of lane l fetches the np phases' terms of lane l with
+// subgroupShuffle and applies them in block order, so each of the np copies
+// of lane l's chain is ggml's chain, bit for bit. A workgroup of 256 takes
+// 32 / np rows (the host sizes the grid for the largest np the adapter's
+// subgroup sizes allow; surplus rows do nothing). Assumes, as
+// matvec_q8_reduce_sg.wgsl, that subgroups are consecutive runs of
+// local_invocation_index. Every invocation reaches every shuffle: rows past
+// the end read row 0 and store nothing.
+
+const UNROLL_SG: u32 = UNROLL_SG_Vu;
+// Largest phase count (the host's choice).
+const NP_MAX: u32 = NP_MAX_Vu;
+
+
+// The subgroup layout of invocation (tid, sid) for subgroup size sgs:
+// (np, lane l, phase p, the row's first invocation in the subgroup).
+fn sg_layout(tid: u32, sid: u32, sgs: u32) -> vec4<u32> {
+    let np = clamp(sgs / 8u, 1u, NP_MAX);
+    let rw = 8u * np;
+    return vec4<u32>(np, tid % 8u, (tid % rw) / 8u, sid - sid % rw);
+}
+
+// Global row of the invocation (32 / np rows per workgroup).
+fn sg_row(wid: vec3<u32>, tid: u32, np: u32) -> u32 {
+    let rw = 8u * np;
+    return (wid.x + wid.y * P.grid_x) * (256u / rw) + tid / rw;
+}
+
+// The `lanes` order of the row at byte rb (every invocation of the row
+// returns it; all invocations must call).
+fn lanes_value(rb: u32, xb: u32, sl: vec4<u32>) -> f32 {
+    let np = sl.x;
+    let l = sl.y;
+    let p = sl.z;
+    let base = sl.w;
+    let nb = P.n_units / UNIT_STEPu;
+    let span = np * UNROLL_SG;
+    var st = vec2<f32>(0.0);
+    var k = 0u;
+    for (; k + span <= nb; k += span) {
+        var t: array<vec4<f32>, UNROLL_SG>;
+        for (var i = 0u; i < UNROLL_SG; i++) {
+            t[i] = LANE_TERM(rb, k + i * np + p, l, xb);
+        }
+        for (var i = 0u; i < UNROLL_SG; i++) {
+            for (var q = 0u; q < np; q++) {
+                st = apply(subgroupShuffle(t[i], base + 8u * q + l), l, st);
+            }
+        }
+    }
+    for (; k < nb; k += np) {
+        // Phases past the last block load it again (unused).
+        let t = LANE_TERM(rb, min(k + p, nb - 1u), l, xb);
+        for (var q = 0u; q < np; q++) {
+            let v = subgroupShuffle(t, base + 8u * q + l);
+            if (k + q < nb) {
+                st = apply(v, l, st);
+            }
+        }
+    }
+    // hsum_float_8 over the row's lanes.
+    var a: array<vec2<f32>, 8>;
+    for (var j = 0u; j < 8u; j++) {
+        a[j] = subgroupShuffle(st, base + j);
+    }
+    let h = ((a[0].x + a[4].x) + (a[2].x + a[6].x)) + ((a[1].x + a[5].x) + (a[3].x + a[7].x));
+    if (LANE_EXTRA == 1u) {
+        // Q4_1: + Σ m s (lane 0's second chain)
+        return h + a[0].y;
+    } else if (LANE_EXTRA == 2u) {
+        // Q4_K: + ((m0 + m2) + (m1 + m3)) of lanes 0..3
+        return h + ((a[0].y + a[2].y) + (a[1].y + a[3].y));
+    }
+    return h;
+}
+
+// The block orders (matmul_exact.wgsl's `blocks`) in the same layout:
+// phase p's 8 lanes compute block k + p's parts, add them up (exact
+// integers) with subgroupShuffleXor, make the block's BLOCK_NSUB fold
+// packets (lane 2j: packet j); then every invocation of the row folds the
+// np blocks' packets, fetched with subgroupShuffle, in block order.
+fn blocks_value(rb: u32, xb: u32, sl: vec4<u32>) -> f32 {
+    let np = sl.x;
+    let l = sl.y;
+    let p = sl.z;
+    let base = sl.w;
+    let nb = P.n_units / UNIT_STEPu;
+    var st = vec2<f32>(0.0);
+    for (var k = 0u; k < nb; k += np) {
+        // Phases past the last block compute it again (unused).
+        let kb = min(k + p, nb - 1u);
+        let part = BLOCK_PART(rb, kb, l, xb);
+        // Pair sums at even lanes (part_2j + part_2j+1), then the block's sum.
+        let pair = part + subgroupShuffleXor(part, 1u);
+        let quad = pair + subgroupShuffleXor(pair, 2u);
+        let isum = quad + subgroupShuffleXor(quad, 4u);
+        let pk = BLOCK_PACKET(rb, kb, xb, select(isum, pair, BLOCK_NSUB == 4u));
+        for (var q = 0u; q < np; q++) {
+            for (var j = 0u; j < BLOCK_NSUB; j++) {
+                let t = subgroupShuffle(pk, base + 8u * q + 2u * j);
+                if (k + q < nb) {
+                    st = fold(t, st);
+                }
+            }
+        }
+    }
+    return st.x - st.y;
+}
+
+// Rows past the end read row 0 and store nothing.
+@compute @workgroup_size(256)
+fn lanes_sg(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) tid: u32,
+    @builtin(subgroup_invocation_id) sid: u32,
+    @builtin(subgroup_size) sgs: u32,
+) {
+    let sl = sg_layout(tid, sid, sgs);
+    let row = sg_row(wid, tid, sl.x);
+    let live = row < P.rows;
+    let v = lanes_value(select(0u, row, live) * P.row_bytes, (P.tok0 + wid.z) * P.x_stride, sl);
+    if (live && sid == sl.w) {
+        store(P.tok0 + wid.z, row, v);
+    }
+}
+
+@compute @workgroup_size(256)
+fn blocks_sg(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) tid: u32,
+    @builtin(subgroup_invocation_id) sid: u32,
+    @builtin(subgroup_size) sgs: u32,
+) {
+    let sl = sg_layout(tid, sid, sgs);
+    let row = sg_row(wid, tid, sl.x);
+    let live = row < P.rows;
+    let v = blocks_value(select(0u, row, live) * P.row_bytes, (P.tok0 + wid.z) * P.x_stride, sl);
+    if (live && sid == sl.w) {
+        store(P.tok0 + wid.z, row, v);
+    }
+}
+
+// ---- `*_multi`: the 2 or 3 matrices of a weight group (Q/K/V, gate/up) in
+// one buffer, one token, one dispatch. Global row g < rows0 is row g of
+// matrix 0 (byte off0, output Y), then rows1 rows of matrix 1 (off1, Y1),
+// then the rest of matrix 2 (off2, Y2; a dummy for two matrices).
+
+@group(0) @binding(4) var<storage, read_write> Y1: array<f32>;
+@group(0) @binding(5) var<storage, read_write> Y2: array<f32>;
+
+// (matrix, its row, that row's byte in W) of global row g (past the end:
+// matrix 0's row 0).
+fn multi_row(g: u32) -> vec3<u32> {
+    if (g >= P.rows) {
+        return vec3<u32>(0u, 0u, P.off0);
+    }
+    if (g >= P.rows0 + P.rows1) {
+        let r = g - P.rows0 - P.rows1;
+        return vec3<u32>(2u, r, P.off2 + r * P.row_bytes);
+    }
+    if (g >= P.rows0) {
+        let r = g - P.rows0;
+        return vec3<u32>(1u, r, P.off1 + r * P.row_bytes);
+    }
+    return vec3<u32>(0u, g, P.off0 + g * P.row_bytes);
+}
+
+fn store_multi(m: u32, r: u32, v: f32) {
+    if (m == 0u) {
+        Y[r] = v;
+    } else if (m == 1u) {
+        Y1[r] = v;
+    } else {
+        Y2[r] = v;
+    }
+}
+
+@compute @workgroup_size(256)
+fn lanes_sg_multi(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) tid: u32,
+    @builtin(subgroup_invocation_id) sid: u32,
+    @builtin(subgroup_size) sgs: u32,
+) {
+    let sl = sg_layout(tid, sid, sgs);
+    let g = sg_row(wid, tid, sl.x);
+    let mr = multi_row(g);
+    let v = lanes_value(mr.z, 0u, sl);
+    if (g < P.rows && sid == sl.w) {
+        store_multi(mr.x, mr.y, v);
+    }
+}
+
+@compute @workgroup_size(256)
+fn blocks_sg_multi(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) tid: u32,
+    @builtin(subgroup_invocation_id) sid: u32,
+    @builtin(subgroup_size) sgs: u32,
+) {
+    let sl = sg_layout(tid, sid, sgs);
+    let g = sg_row(wid, tid, sl.x);
+    let mr = multi_row(g);
+    let v = blocks_value(mr.z, 0u, sl);
+    if (g < P.rows && sid == sl.w) {
+        store_multi(mr.x, mr.y, v);
+    }
+}
+
