@@ -116,18 +116,29 @@ fn kq_dot(j: u32, g: u32) -> f32 {
         return hsum16(acc);
     }
     let np = hd & ~63u;
-    var acc: array<f32, 64>;
-    for (var m = 0u; m < 64u; m++) {
-        acc[m] = 0.0;
-    }
-    for (var i = 0u; i < np; i += 64u) {
-        for (var m = 0u; m < 64u; m++) {
-            acc[m] = acc[m] + k_at(kb + i + m) * qh[i + m];
-        }
-    }
+    // x0[m] = (acc[m] + acc[32 + m]) + (acc[16 + m] + acc[48 + m]) of the 64
+    // lane accumulators acc[l] = Σ_i k[i + l] q[i + l] (i = 0, 64, ..): two
+    // neighbouring m at a time, as vec4s over (m, 16 + m, 32 + m, 48 + m),
+    // one K word holding both halves (kb is even: head_dim is, the host
+    // checks).
     var x0: array<f32, 16>;
-    for (var m = 0u; m < 16u; m++) {
-        x0[m] = (acc[m] + acc[32u + m]) + (acc[16u + m] + acc[48u + m]);
+    for (var m = 0u; m < 16u; m += 2u) {
+        var a0 = vec4<f32>(0.0);
+        var a1 = vec4<f32>(0.0);
+        for (var i = 0u; i < np; i += 64u) {
+            let e = kb + i + m;
+            let w = vec4<u32>(K[e >> 1u], K[(e + 16u) >> 1u], K[(e + 32u) >> 1u], K[(e + 48u) >> 1u]);
+            let d = i + m;
+            let q0 = vec4<f32>(qh[d], qh[d + 16u], qh[d + 32u], qh[d + 48u]);
+            let q1 = vec4<f32>(qh[d + 1u], qh[d + 17u], qh[d + 33u], qh[d + 49u]);
+            let k0 = vec4<f32>(half_f32(w.x), half_f32(w.y), half_f32(w.z), half_f32(w.w));
+            let hi = w >> vec4<u32>(16u);
+            let k1 = vec4<f32>(half_f32(hi.x), half_f32(hi.y), half_f32(hi.z), half_f32(hi.w));
+            a0 = a0 + k0 * q0;
+            a1 = a1 + k1 * q1;
+        }
+        x0[m] = (a0.x + a0.z) + (a0.y + a0.w);
+        x0[m + 1u] = (a1.x + a1.z) + (a1.y + a1.w);
     }
     var s = vec2<f32>(hsum16(x0), 0.0);
     for (var i = np; i < hd; i++) {

@@ -1544,7 +1544,11 @@ impl Backend for GpuBackend {
             softcap: 0.0,
         };
         let n_q = to_u32(OP, p.n_tokens)?;
-        if self.exact && k_cache.dtype() == GpuDType::F16 && v_cache.dtype() == GpuDType::F16 {
+        if self.exact
+            && k_cache.dtype() == GpuDType::F16
+            && v_cache.dtype() == GpuDType::F16
+            && gp.head_dim.is_multiple_of(2)
+        {
             return self.record(OP, |b| {
                 b.attention_exact(q, k_cache, v_cache, out, &gp, n_q)
             });

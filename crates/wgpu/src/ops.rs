@@ -2285,6 +2285,10 @@ impl<'a> GpuBatch<'a> {
         if k.dtype() != GpuDType::F16 || v.dtype() != GpuDType::F16 {
             return Err(shape(OP, "K/V must be f16"));
         }
+        if !p.head_dim.is_multiple_of(2) {
+            // attn_exact.wgsl reads a key's halves in pairs.
+            return Err(shape(OP, format!("head_dim {} must be even", p.head_dim)));
+        }
         let (kv_stride, v_stride) = attn_args(OP, p, n_q, [q, k, v, out])?;
         let row = p.n_head as u64 * p.n_kv as u64;
         let block = ((16u64 << 20) / row).clamp(1, n_q as u64) as u32;
