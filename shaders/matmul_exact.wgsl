@@ -361,15 +361,8 @@ fn tile_pos(wid: vec3<u32>, tid: u32) -> vec2<u32> {
     return vec2<u32>((wid.x + wid.y * P.grid_x) * 16u + tid % 16u, wid.z * 16u + tid / 16u);
 }
 
-@compute @workgroup_size(256)
-fn tile_lanes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-    let rt = tile_pos(wid, tid);
-    if (rt.x >= P.rows || rt.y >= P.n_tok) {
-        return;
-    }
-    let tok = P.tok0 + rt.y;
-    let rb = rt.x * P.row_bytes;
-    let xb = tok * P.x_stride;
+// The eight lane chains of one output, then `hsum_float_8`.
+fn tile_lanes_value(rb: u32, xb: u32) -> f32 {
     let nb = P.n_units / UNIT_STEPu;
     var st: array<vec2<f32>, 8>;
     for (var l = 0u; l < 8u; l++) {
@@ -381,24 +374,16 @@ fn tile_lanes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
         }
     }
     let h = ((st[0].x + st[4].x) + (st[2].x + st[6].x)) + ((st[1].x + st[5].x) + (st[3].x + st[7].x));
-    var v = h;
     if (LANE_EXTRA == 1u) {
-        v = h + st[0].y;
+        return h + st[0].y;
     } else if (LANE_EXTRA == 2u) {
-        v = h + ((st[0].y + st[2].y) + (st[1].y + st[3].y));
+        return h + ((st[0].y + st[2].y) + (st[1].y + st[3].y));
     }
-    store(tok, rt.x, v);
+    return h;
 }
 
-@compute @workgroup_size(256)
-fn tile_blocks(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-    let rt = tile_pos(wid, tid);
-    if (rt.x >= P.rows || rt.y >= P.n_tok) {
-        return;
-    }
-    let tok = P.tok0 + rt.y;
-    let rb = rt.x * P.row_bytes;
-    let xb = tok * P.x_stride;
+// Each block's parts summed (exact integers) and folded.
+fn tile_blocks_value(rb: u32, xb: u32) -> f32 {
     let nb = P.n_units / UNIT_STEPu;
     var st = vec2<f32>(0.0);
     for (var k = 0u; k < nb; k++) {
@@ -415,5 +400,30 @@ fn tile_blocks(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
             }
         }
     }
-    store(tok, rt.x, st.x - st.y);
+    return st.x - st.y;
+}
+
+fn tile_entry(wid: vec3<u32>, tid: u32, blocks: bool) {
+    let rt = tile_pos(wid, tid);
+    if (rt.x >= P.rows || rt.y >= P.n_tok) {
+        return;
+    }
+    let tok = P.tok0 + rt.y;
+    let rb = rt.x * P.row_bytes;
+    let xb = tok * P.x_stride;
+    if (blocks) {
+        store(tok, rt.x, tile_blocks_value(rb, xb));
+    } else {
+        store(tok, rt.x, tile_lanes_value(rb, xb));
+    }
+}
+
+@compute @workgroup_size(256)
+fn tile_lanes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    tile_entry(wid, tid, false);
+}
+
+@compute @workgroup_size(256)
+fn tile_blocks(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    tile_entry(wid, tid, true);
 }

@@ -116,7 +116,25 @@ fn blocks_value(rb: u32, xb: u32, sl: vec4<u32>) -> f32 {
     return st.x - st.y;
 }
 
-// Rows past the end read row 0 and store nothing.
+// One row of one token per 8 np invocations (`blocks`: the block orders,
+// else the lane order); rows past the end read row 0 and store nothing.
+fn sg_row_entry(wid: vec3<u32>, tid: u32, sid: u32, sgs: u32, blocks: bool) {
+    let sl = sg_layout(tid, sid, sgs);
+    let row = sg_row(wid, tid, sl.x);
+    let live = row < P.rows;
+    let rb = select(0u, row, live) * P.row_bytes;
+    let xb = (P.tok0 + wid.z) * P.x_stride;
+    var v: f32;
+    if (blocks) {
+        v = blocks_value(rb, xb, sl);
+    } else {
+        v = lanes_value(rb, xb, sl);
+    }
+    if (live && sid == sl.w) {
+        store(P.tok0 + wid.z, row, v);
+    }
+}
+
 @compute @workgroup_size(256)
 fn lanes_sg(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -124,13 +142,7 @@ fn lanes_sg(
     @builtin(subgroup_invocation_id) sid: u32,
     @builtin(subgroup_size) sgs: u32,
 ) {
-    let sl = sg_layout(tid, sid, sgs);
-    let row = sg_row(wid, tid, sl.x);
-    let live = row < P.rows;
-    let v = lanes_value(select(0u, row, live) * P.row_bytes, (P.tok0 + wid.z) * P.x_stride, sl);
-    if (live && sid == sl.w) {
-        store(P.tok0 + wid.z, row, v);
-    }
+    sg_row_entry(wid, tid, sid, sgs, false);
 }
 
 @compute @workgroup_size(256)
@@ -140,13 +152,7 @@ fn blocks_sg(
     @builtin(subgroup_invocation_id) sid: u32,
     @builtin(subgroup_size) sgs: u32,
 ) {
-    let sl = sg_layout(tid, sid, sgs);
-    let row = sg_row(wid, tid, sl.x);
-    let live = row < P.rows;
-    let v = blocks_value(select(0u, row, live) * P.row_bytes, (P.tok0 + wid.z) * P.x_stride, sl);
-    if (live && sid == sl.w) {
-        store(P.tok0 + wid.z, row, v);
-    }
+    sg_row_entry(wid, tid, sid, sgs, true);
 }
 
 // ---- `*_multi`: the 2 or 3 matrices of a weight group (Q/K/V, gate/up) in
@@ -184,6 +190,22 @@ fn store_multi(m: u32, r: u32, v: f32) {
     }
 }
 
+// Global row g of the group (as `sg_row_entry`).
+fn sg_multi_entry(wid: vec3<u32>, tid: u32, sid: u32, sgs: u32, blocks: bool) {
+    let sl = sg_layout(tid, sid, sgs);
+    let g = sg_row(wid, tid, sl.x);
+    let mr = multi_row(g);
+    var v: f32;
+    if (blocks) {
+        v = blocks_value(mr.z, 0u, sl);
+    } else {
+        v = lanes_value(mr.z, 0u, sl);
+    }
+    if (g < P.rows && sid == sl.w) {
+        store_multi(mr.x, mr.y, v);
+    }
+}
+
 @compute @workgroup_size(256)
 fn lanes_sg_multi(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -191,13 +213,7 @@ fn lanes_sg_multi(
     @builtin(subgroup_invocation_id) sid: u32,
     @builtin(subgroup_size) sgs: u32,
 ) {
-    let sl = sg_layout(tid, sid, sgs);
-    let g = sg_row(wid, tid, sl.x);
-    let mr = multi_row(g);
-    let v = lanes_value(mr.z, 0u, sl);
-    if (g < P.rows && sid == sl.w) {
-        store_multi(mr.x, mr.y, v);
-    }
+    sg_multi_entry(wid, tid, sid, sgs, false);
 }
 
 @compute @workgroup_size(256)
@@ -207,12 +223,5 @@ fn blocks_sg_multi(
     @builtin(subgroup_invocation_id) sid: u32,
     @builtin(subgroup_size) sgs: u32,
 ) {
-    let sl = sg_layout(tid, sid, sgs);
-    let g = sg_row(wid, tid, sl.x);
-    let mr = multi_row(g);
-    let v = blocks_value(mr.z, 0u, sl);
-    if (g < P.rows && sid == sl.w) {
-        store_multi(mr.x, mr.y, v);
-    }
+    sg_multi_entry(wid, tid, sid, sgs, true);
 }
-

@@ -2068,12 +2068,7 @@ impl<'a> GpuBatch<'a> {
             ));
         }
         want_q8_rows(OP, xq, n_cols as usize, 1)?;
-        for (i, (m, y)) in ms.iter().zip(ys).enumerate() {
-            want(OP, y, "y", GpuDType::F32, m.n_rows())?;
-            let mut others: Vec<&GpuTensor> = vec![xq, dummy];
-            others.extend(ys.iter().take(i).copied());
-            distinct(OP, y, &others)?;
-        }
+        group_outputs(OP, ms, xq, ys, dummy)?;
         let order =
             dot_order(ty, ms[0].n_rows() as usize, 0, 1).ok_or(WgpuError::UnsupportedType(ty))?;
         let variant = matmul_exact_multi_variant(ty, order)?;
@@ -2189,12 +2184,7 @@ impl<'a> GpuBatch<'a> {
             return Err(shape(OP, format!("{n_cols} columns: not a multiple of 32")));
         }
         want_q8(OP, xq, n_cols as usize)?;
-        for (i, (m, y)) in ms.iter().zip(ys).enumerate() {
-            want(OP, y, "y", GpuDType::F32, m.n_rows())?;
-            let mut others: Vec<&GpuTensor> = vec![xq, dummy];
-            others.extend(ys.iter().take(i).copied());
-            distinct(OP, y, &others)?;
-        }
+        group_outputs(OP, ms, xq, ys, dummy)?;
         let parts: Vec<&WeightPart> = ms.iter().filter_map(|m| m.single_part()).collect();
         let rows: Vec<u64> = ms.iter().map(|m| m.n_rows()).collect();
         let total: u64 = rows.iter().sum();
@@ -2461,6 +2451,25 @@ impl<'a> GpuBatch<'a> {
             (p.n_head, n_q, 1),
         )
     }
+}
+
+/// The outputs of a weight-group dispatch (`matvec_q8_multi`,
+/// `matmul_exact_multi`): one f32 row per weight row each, none aliasing the
+/// activations, the dummy third output or each other.
+fn group_outputs(
+    op: &'static str,
+    ms: &[&QuantMatrix],
+    xq: &GpuTensor,
+    ys: &[&GpuTensor],
+    dummy: &GpuTensor,
+) -> Result<()> {
+    for (i, (m, y)) in ms.iter().zip(ys).enumerate() {
+        want(op, y, "y", GpuDType::F32, m.n_rows())?;
+        let mut others: Vec<&GpuTensor> = vec![xq, dummy];
+        others.extend(ys.iter().take(i).copied());
+        distinct(op, y, &others)?;
+    }
+    Ok(())
 }
 
 /// Checks shared by [`GpuBatch::attention`] and [`GpuBatch::attention_exact`]:
