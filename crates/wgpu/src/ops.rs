@@ -133,10 +133,13 @@ const EXACT_ROWS: u64 = 8;
 /// Tokens from which the exact matmul takes its one-invocation-per-output
 /// kernels (`tile_*`; `ZETA_EXACT_TILE_MIN` overrides, for measurements).
 fn exact_tile_min() -> u32 {
-    std::env::var("ZETA_EXACT_TILE_MIN")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(8)
+    static MIN: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *MIN.get_or_init(|| {
+        std::env::var("ZETA_EXACT_TILE_MIN")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(8)
+    })
 }
 
 /// Rows per workgroup of matmul_exact_sg.wgsl's entry points on a device
