@@ -53,7 +53,6 @@ const MAX_HEAD_DIM: u32 = 512u;
 
 var<workgroup> qh: array<f32, MAX_HEAD_DIM>;
 var<workgroup> red: array<f32, WG>;
-var<workgroup> ffr: array<vec2<f32>, WG>;
 var<workgroup> lanes: array<f32, 64>;
 
 // Exact f16 (low 16 bits of h) to f32.
@@ -203,15 +202,7 @@ fn scores(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
         }
         acc = ff_add(acc, vec2<f32>(hsum16(lane), 0.0));
     }
-    ffr[tid] = acc;
-    workgroupBarrier();
-    for (var st = WG / 2u; st > 0u; st >>= 1u) {
-        if (tid < st) {
-            ffr[tid] = ff_add(ffr[tid], ffr[tid + st]);
-        }
-        workgroupBarrier();
-    }
-    let inv = ff_recip(ffr[0]);
+    let inv = ff_recip(wg_ff_sum(tid, acc, WG));
     storageBarrier();
     for (var j = start + tid; j <= pos; j += WG) {
         S[sb + j] = round_f16(S[sb + j] * inv);

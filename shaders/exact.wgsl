@@ -43,14 +43,14 @@ fn sq_add4(acc: vec2<f32>, v: vec4<f32>) -> vec2<f32> {
     return ff_sq_add(ff_sq_add(ff_sq_add(ff_sq_add(acc, v.x), v.y), v.z), v.w);
 }
 
-// The float-float sum of the `part`s of a workgroup's 256 invocations (all
-// must call; workgroups of 256 only), returned to every invocation.
+// The float-float sum of the `part`s of a workgroup's first n invocations
+// (n a power of two up to 256; all of them must call), returned to each.
 var<workgroup> ff_red: array<vec2<f32>, 256>;
 
-fn wg_ff_sum(tid: u32, part: vec2<f32>) -> vec2<f32> {
+fn wg_ff_sum(tid: u32, part: vec2<f32>, n: u32) -> vec2<f32> {
     ff_red[tid] = part;
     workgroupBarrier();
-    for (var stride = 128u; stride > 0u; stride >>= 1u) {
+    for (var stride = n / 2u; stride > 0u; stride >>= 1u) {
         if (tid < stride) {
             ff_red[tid] = ff_add(ff_red[tid], ff_red[tid + stride]);
         }

@@ -189,6 +189,19 @@ fn term_q4_k(rb: u32, k: u32, l: u32, xb: u32) -> vec4<f32> {
     return vec4<f32>(yd * rd_f16(b), f32(s), m);
 }
 
+// A row's result from its eight lane accumulators (lane chain, second
+// chain): `hsum_float_8` of the chains, plus the second accumulators (Q4_1:
+// lane 0's Σ m s; Q4_K: ((m0 + m2) + (m1 + m3)) of lanes 0..3).
+fn lanes_total(a: array<vec2<f32>, 8>) -> f32 {
+    let h = ((a[0].x + a[4].x) + (a[2].x + a[6].x)) + ((a[1].x + a[5].x) + (a[3].x + a[7].x));
+    if (LANE_EXTRA == 1u) {
+        return h + a[0].y;
+    } else if (LANE_EXTRA == 2u) {
+        return h + ((a[0].y + a[2].y) + (a[1].y + a[3].y));
+    }
+    return h;
+}
+
 // The FMAs of term t: the lane chain, and the second chain where the type
 // has one for lane l (Q4_1: lane 0; Q4_K: lanes 0..3).
 fn apply(t: vec4<f32>, l: u32, st: vec2<f32>) -> vec2<f32> {
@@ -238,21 +251,11 @@ fn lanes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
     lane_acc[tid] = st;
     workgroupBarrier();
     if (l == 0u && row < P.rows) {
-        let a = rl * 8u;
-        let r0 = lane_acc[a].x + lane_acc[a + 4u].x;
-        let r1 = lane_acc[a + 1u].x + lane_acc[a + 5u].x;
-        let r2 = lane_acc[a + 2u].x + lane_acc[a + 6u].x;
-        let r3 = lane_acc[a + 3u].x + lane_acc[a + 7u].x;
-        let h = (r0 + r2) + (r1 + r3);
-        var v = h;
-        if (LANE_EXTRA == 1u) {
-            // Q4_1: + Σ m s
-            v = h + st.y;
-        } else if (LANE_EXTRA == 2u) {
-            // Q4_K: + ((m0 + m2) + (m1 + m3)) of lanes 0..3
-            v = h + ((lane_acc[a].y + lane_acc[a + 2u].y) + (lane_acc[a + 1u].y + lane_acc[a + 3u].y));
+        var a: array<vec2<f32>, 8>;
+        for (var j = 0u; j < 8u; j++) {
+            a[j] = lane_acc[rl * 8u + j];
         }
-        store(tok, row, v);
+        store(tok, row, lanes_total(a));
     }
 }
 
@@ -373,13 +376,7 @@ fn tile_lanes_value(rb: u32, xb: u32) -> f32 {
             st[l] = apply(LANE_TERM(rb, k, l, xb), l, st[l]);
         }
     }
-    let h = ((st[0].x + st[4].x) + (st[2].x + st[6].x)) + ((st[1].x + st[5].x) + (st[3].x + st[7].x));
-    if (LANE_EXTRA == 1u) {
-        return h + st[0].y;
-    } else if (LANE_EXTRA == 2u) {
-        return h + ((st[0].y + st[2].y) + (st[1].y + st[3].y));
-    }
-    return h;
+    return lanes_total(st);
 }
 
 // Each block's parts summed (exact integers) and folded.

@@ -72,15 +72,7 @@ fn lanes_value(rb: u32, xb: u32, sl: vec4<u32>) -> f32 {
     for (var j = 0u; j < 8u; j++) {
         a[j] = subgroupShuffle(st, base + j);
     }
-    let h = ((a[0].x + a[4].x) + (a[2].x + a[6].x)) + ((a[1].x + a[5].x) + (a[3].x + a[7].x));
-    if (LANE_EXTRA == 1u) {
-        // Q4_1: + Σ m s (lane 0's second chain)
-        return h + a[0].y;
-    } else if (LANE_EXTRA == 2u) {
-        // Q4_K: + ((m0 + m2) + (m1 + m3)) of lanes 0..3
-        return h + ((a[0].y + a[2].y) + (a[1].y + a[3].y));
-    }
-    return h;
+    return lanes_total(a);
 }
 
 // The block orders (matmul_exact.wgsl's `blocks`) in the same layout:

@@ -33,7 +33,7 @@ const WG: u32 = 256u;
 // in float-float (exact.wgsl `wg_ff_sum`), then the mean, sqrt and
 // reciprocal correctly rounded, so the scale has the CPU's bits.
 fn wg_scale(tid: u32, part: vec2<f32>) -> f32 {
-    return rms_scale(wg_ff_sum(tid, part), P.n_cols, P.eps);
+    return rms_scale(wg_ff_sum(tid, part, WG), P.n_cols, P.eps);
 }
 
 // Vector rows (n_cols % 4 == 0): vec4 i of the row at t + WG * i.

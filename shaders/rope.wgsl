@@ -225,8 +225,6 @@ fn hv_rotated(e: u32, pos: u32) -> f32 {
     return select(r.x, r.y, (e & 1u) == 1u);
 }
 
-var<workgroup> ffr: array<vec2<f32>, 64>;
-
 @compute @workgroup_size(64)
 fn norm_rope_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     EXACT_Z = u32(P.eps < 0.0);
@@ -263,15 +261,7 @@ fn norm_rope_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     for (var e = lid; e < hd; e += 64u) {
         acc = ff_sq_add(acc, hv[e]);
     }
-    ffr[lid] = acc;
-    workgroupBarrier();
-    for (var stride = 32u; stride > 0u; stride >>= 1u) {
-        if (lid < stride) {
-            ffr[lid] = ff_add(ffr[lid], ffr[lid + stride]);
-        }
-        workgroupBarrier();
-    }
-    let scale = rms_scale(ffr[0], hd, P.eps);
+    let scale = rms_scale(wg_ff_sum(lid, acc, 64u), hd, P.eps);
     for (var e = lid; e < hd; e += 64u) {
         var w: f32;
         if (is_q) { w = QW[e]; } else { w = KW[e]; }

@@ -1984,7 +1984,7 @@ impl<'a> GpuBatch<'a> {
             // slower there, llama-1b Q4_K_M pp512 1305 t/s vs 1970 with
             // `blocks_sg`; Q4_0's repacked order went from 1214 to 2227.)
             let tile = run >= exact_tile_min() && o != DotOrder::Q4KGemm;
-            let sg = self.exact_sg();
+            let sg = self.ctx.exact_sg();
             let np = if sg { exact_np(o) } else { 0 };
             let (variant, rows_per_wg, gz) = if tile {
                 (matmul_exact_tile_variant(ty, o)?, 16, run.div_ceil(16))
@@ -2027,19 +2027,13 @@ impl<'a> GpuBatch<'a> {
         Ok(())
     }
 
-    /// Whether matmul_exact_sg.wgsl runs here: subgroups on, of 8
-    /// invocations at least (lavapipe: 8, NVIDIA: 32).
-    fn exact_sg(&self) -> bool {
-        self.ctx.use_subgroups() && self.ctx.info().subgroup_size.0 >= 8
-    }
-
     /// Whether [`matmul_exact_multi`](Self::matmul_exact_multi) takes `ms`:
     /// a weight group that [`matvec_q8_multi`](Self::matvec_q8_multi)
     /// would take, of a type with an exact matmul, whose matrices the CPU
     /// sums in one order for one token.
     pub fn can_matmul_exact_multi(&self, ms: &[&QuantMatrix]) -> bool {
         let order = |m: &QuantMatrix| dot_order(m.ggml_type(), m.n_rows() as usize, 0, 1);
-        self.exact_sg()
+        self.ctx.exact_sg()
             && self.can_matvec_q8_multi(ms)
             && has_exact_matmul(ms[0].ggml_type())
             && ms
@@ -2075,25 +2069,30 @@ impl<'a> GpuBatch<'a> {
         let order =
             dot_order(ty, ms[0].n_rows() as usize, 0, 1).ok_or(WgpuError::UnsupportedType(ty))?;
         let variant = matmul_exact_multi_variant(ty, order)?;
-        self.exact_multi_dispatch(OP, &variant, ms, ys, dummy, xq)
+        let rows_per_wg = exact_sg_rows(self.ctx.info().subgroup_size.1, EXACT_MULTI_NP);
+        self.group_dispatch(OP, &variant, ms, xq, ys, dummy, rows_per_wg)
     }
 
-    /// The dispatch of the `*_multi` exact kernels: the group's rows,
-    /// outputs and the activations `xq`.
-    fn exact_multi_dispatch(
+    /// The dispatch of a weight group's kernel (`matvec_q8_multi.wgsl`,
+    /// matmul_exact_sg.wgsl `*_multi`: one token, so of their Params only
+    /// the row and group fields, which the two lay out alike): the group's
+    /// rows, `rows_per_wg` to a workgroup, its outputs and the activations
+    /// `xq`.
+    #[allow(clippy::too_many_arguments)]
+    fn group_dispatch(
         &mut self,
         op: &'static str,
         variant: &ShaderVariant,
         ms: &[&QuantMatrix],
+        xq: &GpuTensor,
         ys: &[&GpuTensor],
         dummy: &GpuTensor,
-        xq: &GpuTensor,
+        rows_per_wg: u64,
     ) -> Result<()> {
         let n_cols = ms[0].n_cols();
         let parts: Vec<&WeightPart> = ms.iter().filter_map(|m| m.single_part()).collect();
         let rows: Vec<u64> = ms.iter().map(|m| m.n_rows()).collect();
         let total: u64 = rows.iter().sum();
-        let rows_per_wg = exact_sg_rows(self.ctx.info().subgroup_size.1, EXACT_MULTI_NP);
         let (gx, gy) = self.grid(op, total.div_ceil(rows_per_wg))?;
         let off = |i: usize| parts.get(i).map_or(0, |p| p.offset as u32);
         let params = [
@@ -2106,13 +2105,12 @@ impl<'a> GpuBatch<'a> {
             0,
             0,
             0,
-            q8_stride(n_cols as usize) as u32,
+            0,
             rows[0] as u32,
             rows[1] as u32,
             off(0),
             off(1),
             off(2),
-            1,
         ];
         let y2 = ys.get(2).copied().unwrap_or(dummy);
         let bindings = [
@@ -2188,45 +2186,9 @@ impl<'a> GpuBatch<'a> {
         }
         want_q8(OP, xq, n_cols as usize)?;
         group_outputs(OP, ms, xq, ys, dummy)?;
-        let parts: Vec<&WeightPart> = ms.iter().filter_map(|m| m.single_part()).collect();
-        let rows: Vec<u64> = ms.iter().map(|m| m.n_rows()).collect();
-        let total: u64 = rows.iter().sum();
-        let units = (n_cols / 32) as u32;
-        let tpr = q8_tpr(units);
+        let tpr = q8_tpr((n_cols / 32) as u32);
         let variant = matvec_q8_multi_variant(ms[0].ggml_type(), tpr)?;
-        let (gx, gy) = self.grid(OP, total.div_ceil((64 / tpr) as u64))?;
-        let off = |i: usize| parts.get(i).map_or(0, |p| p.offset as u32);
-        let params = [
-            n_cols as u32,
-            units,
-            ms[0].row_bytes() as u32,
-            u32::try_from(total).map_err(|_| shape(OP, "too many rows"))?,
-            0,
-            gx,
-            0,
-            0,
-            0,
-            0,
-            rows[0] as u32,
-            rows[1] as u32,
-            off(0),
-            off(1),
-            off(2),
-        ];
-        let y2 = ys.get(2).copied().unwrap_or(dummy);
-        self.dispatch_ranged(
-            &variant,
-            &[
-                (0, &parts[0].buffer, 0, 0),
-                (1, &xq.buffer, 0, 0),
-                (2, &ys[0].buffer, 0, 0),
-                (4, &ys[1].buffer, 0, 0),
-                (5, &y2.buffer, 0, 0),
-            ],
-            3,
-            &params,
-            (gx, gy, 1),
-        )
+        self.group_dispatch(OP, &variant, ms, xq, ys, dummy, (64 / tpr) as u64)
     }
 
     /// Attention of one query over the KV cache (split-K flash-decoding):

@@ -579,25 +579,39 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
     v.push(ShaderVariant::plain(files::ATTN_EXACT, "scores"));
     v.push(ShaderVariant::plain(files::ATTN_EXACT, "kqv"));
     for ty in GPU_TYPES {
-        for order in [
-            DotOrder::Lanes,
-            DotOrder::Block32,
-            DotOrder::Q4KGemv,
-            DotOrder::Q4KGemm,
-            DotOrder::Q6KTiled,
-        ] {
-            for np in [0, exact_np(order)] {
-                if let Ok(x) = matmul_exact_variant(ty, order, np) {
+        for sg in [false, true] {
+            for x in matmul_exact_variants(ty, sg) {
+                if !v.contains(&x) {
                     v.push(x);
                 }
             }
-            if matches!(order, DotOrder::Lanes | DotOrder::Q4KGemv) {
-                v.extend(matmul_exact_multi_variant(ty, order));
-            }
-            if let Ok(x) = matmul_exact_tile_variant(ty, order) {
-                v.push(x);
-            }
         }
+    }
+    v
+}
+
+/// The exact-matmul specialisations a device uses for weights of `ty`:
+/// per `DotOrder`, the subgroup kernel (and, for the one-token orders, its
+/// weight-group form) where `sg` ([`GpuContext::exact_sg`]), else the plain
+/// one; and the one-invocation-per-output prompt kernel.
+pub(crate) fn matmul_exact_variants(ty: GgmlType, sg: bool) -> Vec<ShaderVariant> {
+    let mut v = Vec::new();
+    for order in [
+        DotOrder::Lanes,
+        DotOrder::Block32,
+        DotOrder::Q4KGemv,
+        DotOrder::Q4KGemm,
+        DotOrder::Q6KTiled,
+    ] {
+        v.extend(matmul_exact_variant(
+            ty,
+            order,
+            if sg { exact_np(order) } else { 0 },
+        ));
+        if sg && matches!(order, DotOrder::Lanes | DotOrder::Q4KGemv) {
+            v.extend(matmul_exact_multi_variant(ty, order));
+        }
+        v.extend(matmul_exact_tile_variant(ty, order));
     }
     v
 }
@@ -731,6 +745,12 @@ impl GpuContext {
         }
     }
 
+    /// Whether the exact matmul uses matmul_exact_sg.wgsl here: subgroups
+    /// on, of 8 invocations at least (lavapipe: 8, NVIDIA: 32).
+    pub fn exact_sg(&self) -> bool {
+        self.use_subgroups() && self.info().subgroup_size.0 >= 8
+    }
+
     /// Compiles (and caches) every pipeline the ops can use on this device
     /// for weights of `types` (all [`GPU_TYPES`] when empty), so the first
     /// token does not pay for shader compilation. Returns the number compiled
@@ -751,18 +771,30 @@ impl GpuContext {
             if v.needs_coop() && !self.use_coop() {
                 continue;
             }
-            let ty_ok = match v
-                .defines
-                .iter()
-                .find(|(t, _)| *t == "deq_TYPE" || *t == "QDOT")
-            {
-                Some((_, f)) => {
-                    types.is_empty()
-                        || types
-                            .iter()
-                            .any(|&t| deq_fn(t) == Some(*f) || q8_dot(t) == Some(*f))
+            let ty_ok = if v.file == files::MATMUL_EXACT {
+                // The exact matmuls of the given types (all when none) that
+                // this device's kernel choice uses.
+                let all = if types.is_empty() {
+                    &GPU_TYPES[..]
+                } else {
+                    types
+                };
+                all.iter()
+                    .any(|&t| matmul_exact_variants(t, self.exact_sg()).contains(&v))
+            } else {
+                match v
+                    .defines
+                    .iter()
+                    .find(|(t, _)| *t == "deq_TYPE" || *t == "QDOT")
+                {
+                    Some((_, f)) => {
+                        types.is_empty()
+                            || types
+                                .iter()
+                                .any(|&t| deq_fn(t) == Some(*f) || q8_dot(t) == Some(*f))
+                    }
+                    None => true,
                 }
-                None => true,
             };
             if ty_ok {
                 self.pipeline(&v)?;

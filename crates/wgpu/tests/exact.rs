@@ -271,25 +271,8 @@ fn rms_norm_equals_cpu_bit_for_bit() {
             let x: Vec<f32> = (0..n_rows * cols)
                 .map(|i| r.uniform(if i % 13 == 0 { 30.0 } else { 0.7 }))
                 .collect();
-            let run = |be: &dyn Fn(&[f32]) -> Vec<f32>| be(&x);
-            let want = run(&|x| {
-                let mut a = cpu.alloc(x.len()).unwrap();
-                cpu.write(&mut a, 0, x).unwrap();
-                let mut o = cpu.alloc(x.len()).unwrap();
-                cpu.rms_norm(&a, &cw, &mut o, n_rows, 1e-6).unwrap();
-                let mut v = vec![0f32; x.len()];
-                cpu.read(&o, 0, &mut v).unwrap();
-                v
-            });
-            let got = run(&|x| {
-                let mut a = gpu.alloc(x.len()).unwrap();
-                gpu.write(&mut a, 0, x).unwrap();
-                let mut o = gpu.alloc(x.len()).unwrap();
-                gpu.rms_norm(&a, &gw, &mut o, n_rows, 1e-6).unwrap();
-                let mut v = vec![0f32; x.len()];
-                gpu.read(&o, 0, &mut v).unwrap();
-                v
-            });
+            let want = norm_with(&cpu, &cw, &x, n_rows);
+            let got = norm_with(&gpu, &gw, &x, n_rows);
             let bad: Vec<usize> = (0..x.len())
                 .filter(|&i| got[i].to_bits() != want[i].to_bits())
                 .collect();
@@ -303,6 +286,17 @@ fn rms_norm_equals_cpu_bit_for_bit() {
             );
         }
     }
+}
+
+/// `be.rms_norm` of the `n_rows` rows of x with weight w (eps 1e-6).
+fn norm_with<B: Backend>(be: &B, w: &B::Weight, x: &[f32], n_rows: usize) -> Vec<f32> {
+    let mut a = be.alloc(x.len()).unwrap();
+    be.write(&mut a, 0, x).unwrap();
+    let mut o = be.alloc(x.len()).unwrap();
+    be.rms_norm(&a, w, &mut o, n_rows, 1e-6).unwrap();
+    let mut v = vec![0f32; x.len()];
+    be.read(&o, 0, &mut v).unwrap();
+    v
 }
 
 fn bytemuck_f32(v: &[f32]) -> Vec<u8> {

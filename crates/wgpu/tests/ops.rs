@@ -1938,27 +1938,25 @@ fn every_variant_compiles_on_the_device() {
     // integer widths x (matvec, matmul_q8, and with subgroups the grouped
     // matvec), + 36 others: rmsnorm 6, glu 6, add 7, softmax,
     // argmax, kv_store, act_quant 2, attention 4 x (f32, f16), rope 4;
-    // + 23 exact-mode kernels, whatever the types (as all exact ones):
-    // exact_eval, attn_exact 2, matmul_exact 10 (Q4_0 2 orders, Q4_1, Q5_0,
-    // Q8_0, Q4_K 3, Q6_K 2) and their 10 one-invocation-per-output forms;
-    // with subgroups, matmul_exact_sg's 10 and the weight-group forms of the
-    // 7 decode orders (6 types' lanes, Q4_K gemv).
+    // + 3 exact-mode kernels whatever the types (exact_eval, attn_exact 2)
+    // and the exact matmuls: per weight type and `DotOrder` (10: Q4_0 2
+    // orders, Q4_1, Q5_0, Q8_0, Q4_K 3, Q6_K 2) the one-invocation-per-output
+    // form, and either matmul_exact_sg's kernel plus, for the 7 one-token
+    // orders (6 types' lanes, Q4_K gemv), its weight-group form, or (no
+    // subgroups) the plain kernel: 27 or 20 (Q4_K and Q6_K: 13 or 10).
     // The cooperative-matrix matmul only where the device has it.
     let coop = if ctx.use_coop() { 15 } else { 0 };
     let int = if ctx.use_subgroups() { 3 } else { 2 };
-    let exact_sg = if ctx.use_subgroups() { 17 } else { 0 };
+    let (exact_all, exact_k) = if ctx.exact_sg() { (27, 13) } else { (20, 10) };
     println!("cooperative-matrix matmul: {}", ctx.use_coop());
     assert_eq!(
         all,
-        15 * 5 + coop + 6 * 4 * int + 36 + 23 + exact_sg,
+        15 * 5 + coop + 6 * 4 * int + 36 + 3 + exact_all,
         "variants compiled"
     );
     assert_eq!(ctx.cached_pipelines(), all);
     let some = ctx.precompile(&[GgmlType::Q4_K, GgmlType::Q6_K]).unwrap();
-    assert_eq!(
-        some,
-        2 * 5 + coop / 15 * 2 + 2 * 4 * int + 36 + 23 + exact_sg
-    );
+    assert_eq!(some, 2 * 5 + coop / 15 * 2 + 2 * 4 * int + 36 + 3 + exact_k);
     assert_eq!(
         ctx.cached_pipelines(),
         all,
