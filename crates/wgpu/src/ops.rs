@@ -28,8 +28,9 @@ use crate::context::GpuContext;
 use crate::error::{Result, WgpuError, shape};
 use crate::pipeline::{
     EXACT_MULTI_NP, Q8_TPR, ShaderFile, ShaderVariant, attn_variant, exact_np, files,
-    has_exact_matmul, matmul_exact_multi_variant, matmul_exact_tile_variant, matmul_exact_variant,
-    matmul_q8_variant, matvec_q8_multi_variant, matvec_q8_variant, matvec_variant, quant_variant,
+    has_exact_matmul, matmul_exact_coop_variant, matmul_exact_multi_variant,
+    matmul_exact_tile_variant, matmul_exact_variant, matmul_q8_variant, matvec_q8_multi_variant,
+    matvec_q8_variant, matvec_variant, quant_variant,
 };
 use crate::tensor::{GpuDType, GpuTensor, QuantMatrix, WeightPart};
 use zeta_gguf::GgmlType;
@@ -1976,17 +1977,27 @@ impl<'a> GpuBatch<'a> {
                 t1 += 1;
             }
             let run = (t1 - t0) as u32;
-            // Prompts: one invocation per output (`tile_*`, 16 x 16 per
-            // workgroup); else the subgroup kernels wherever subgroups are on
+            // Prompts: the one-chain orders on cooperative matrices where the
+            // device has them (matmul_exact_coop.wgsl), else one invocation
+            // per output (`tile_*`, 16 x 16 per workgroup); else the subgroup kernels wherever subgroups are on
             // and hold 8 invocations at least (lavapipe: 8, NVIDIA: 32), or
             // the plain ones.
             // (Not the Q4_K gemm order: four packets per block made it
             // slower there, llama-1b Q4_K_M pp512 1305 t/s vs 1970 with
             // `blocks_sg`; Q4_0's repacked order went from 1214 to 2227.)
-            let tile = run >= exact_tile_min() && o != DotOrder::Q4KGemm;
+            let prompt = run >= exact_tile_min();
+            let coop = if prompt && self.ctx.use_coop() {
+                matmul_exact_coop_variant(ty, o)
+            } else {
+                None
+            };
+            let tile = prompt && o != DotOrder::Q4KGemm;
             let sg = self.ctx.exact_sg();
             let np = if sg { exact_np(o) } else { 0 };
-            let (variant, rows_per_wg, gz) = if tile {
+            let (variant, rows_per_wg, gz) = if let Some(c) = coop {
+                // 64 rows x 64 tokens a workgroup (matmul_exact_coop.wgsl).
+                (c, 64, run.div_ceil(64))
+            } else if tile {
                 (matmul_exact_tile_variant(ty, o)?, 16, run.div_ceil(16))
             } else if sg {
                 let rows = exact_sg_rows(self.ctx.info().subgroup_size.1, np);

@@ -123,6 +123,7 @@ pub mod files {
     shader!(EXACT_EVAL, "exact_eval", super::F16_EXACT);
     shader!(MATMUL_EXACT, "matmul_exact", super::QUANT_EXACT);
     shader!(MATMUL_EXACT_SG, "matmul_exact_sg", "");
+    shader!(MATMUL_EXACT_COOP, "matmul_exact_coop", "");
     shader!(ATTN_EXACT, "attn_exact", super::F16_EXACT);
 }
 
@@ -153,7 +154,7 @@ impl ShaderVariant {
     /// Whether the variant uses cooperative matrices and f16 (device
     /// features EXPERIMENTAL_COOPERATIVE_MATRIX and SHADER_F16; SPIR-V only).
     pub fn needs_coop(&self) -> bool {
-        self.file == files::MATMUL_COOP
+        self.file == files::MATMUL_COOP || self.suffix == Some(files::MATMUL_EXACT_COOP)
     }
 
     /// Whether the variant uses subgroup operations (device feature SUBGROUP).
@@ -174,12 +175,20 @@ impl ShaderVariant {
     /// [`Self::source`] with exact.wgsl's `FMA_FUSED_V` set to `fused_fma`.
     pub fn source_for(&self, fused_fma: bool) -> String {
         // `enable ...;` directives must precede every declaration, the
-        // prelude's included: they go first.
-        let (directives, body): (Vec<&str>, Vec<&str>) = self
-            .file
-            .source
-            .lines()
-            .partition(|l| l.starts_with("enable "));
+        // prelude's included: they go first (the suffix's too, once).
+        let split = |src: &'static str| -> (Vec<&'static str>, Vec<&'static str>) {
+            src.lines().partition(|l| l.starts_with("enable "))
+        };
+        let (mut directives, body) = split(self.file.source);
+        let (suffix_directives, suffix_body) = match self.suffix {
+            Some(f) => split(f.source),
+            None => (Vec::new(), Vec::new()),
+        };
+        for d in suffix_directives {
+            if !directives.contains(&d) {
+                directives.push(d);
+            }
+        }
         let mut s = String::new();
         for d in directives {
             s.push_str(d);
@@ -193,9 +202,12 @@ impl ShaderVariant {
             s.push_str(l);
             s.push('\n');
         }
-        if let Some(suffix) = self.suffix {
+        if self.suffix.is_some() {
             s.push('\n');
-            s.push_str(suffix.source);
+            for l in suffix_body {
+                s.push_str(l);
+                s.push('\n');
+            }
         }
         for (token, rep) in &self.defines {
             s = s.replace(token, rep);
@@ -472,6 +484,52 @@ pub(crate) fn matmul_exact_tile_variant(ty: GgmlType, order: DotOrder) -> Result
     Ok(v)
 }
 
+/// matmul_exact_coop.wgsl for a prompt run in `order`: the one-chain orders
+/// whose chunks are exact integer dot products (Q4_0's repacked gemm, Q4_K's
+/// repacked gemm, Q6_K's tiled order), `None` for the others. Needs
+/// [`GpuContext::use_coop`](crate::GpuContext::use_coop).
+pub(crate) fn matmul_exact_coop_variant(ty: GgmlType, order: DotOrder) -> Option<ShaderVariant> {
+    // (COOP_W, COOP_RI, COOP_TI, COOP_STEP, columns a chunk; COOP_WR,
+    // COOP_COLS)
+    let (w, ri, ti, step, ck) = match (ty, order) {
+        (GgmlType::Q4_0, DotOrder::Block32) => {
+            ("cw_q4_0", "cri_q4_0", "cti_q4_0", "cstep_q4_0", "32")
+        }
+        (GgmlType::Q4_K, DotOrder::Q4KGemm) => {
+            ("cw_q4_k", "cri_q4_k", "cti_q4_k", "cstep_q4_k", "32")
+        }
+        (GgmlType::Q6_K, DotOrder::Q6KTiled) => {
+            ("cw_q6_k", "cri_q6_k", "cti_q6_k", "cstep_q6_k", "16")
+        }
+        _ => return None,
+    };
+    let wr = match ty {
+        GgmlType::Q4_0 => "cwr_q4_0",
+        GgmlType::Q4_K => "cwr_q4_k",
+        _ => "cwr_q6_k",
+    };
+    let mut v = matmul_exact_variant(ty, order, 0).ok()?;
+    v.suffix = Some(files::MATMUL_EXACT_COOP);
+    v.entry = "coop_blocks";
+    v.defines.extend([
+        ("COOP_WR", wr),
+        ("COOP_W", w),
+        ("COOP_RI", ri),
+        ("COOP_TI", ti),
+        ("COOP_STEP", step),
+        ("COOP_CK_V", ck),
+        (
+            "COOP_COLS",
+            if ty == GgmlType::Q4_0 {
+                "cols_q4_0"
+            } else {
+                "coop_cols"
+            },
+        ),
+    ]);
+    Some(v)
+}
+
 /// Phases per row of the `*_multi` exact kernels (decode orders only).
 pub(crate) const EXACT_MULTI_NP: u32 = 4;
 
@@ -580,7 +638,10 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
     v.push(ShaderVariant::plain(files::ATTN_EXACT, "kqv"));
     for ty in GPU_TYPES {
         for sg in [false, true] {
-            for x in matmul_exact_variants(ty, sg) {
+            for x in [false, true]
+                .into_iter()
+                .flat_map(|coop| matmul_exact_variants(ty, sg, coop))
+            {
                 if !v.contains(&x) {
                     v.push(x);
                 }
@@ -593,8 +654,10 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
 /// The exact-matmul specialisations a device uses for weights of `ty`:
 /// per `DotOrder`, the subgroup kernel (and, for the one-token orders, its
 /// weight-group form) where `sg` ([`GpuContext::exact_sg`]), else the plain
-/// one; and the one-invocation-per-output prompt kernel.
-pub(crate) fn matmul_exact_variants(ty: GgmlType, sg: bool) -> Vec<ShaderVariant> {
+/// one; and the prompt kernel: cooperative matrices where `coop`
+/// ([`GpuContext::use_coop`]) and the order has them, else one invocation
+/// per output.
+pub(crate) fn matmul_exact_variants(ty: GgmlType, sg: bool, coop: bool) -> Vec<ShaderVariant> {
     let mut v = Vec::new();
     for order in [
         DotOrder::Lanes,
@@ -611,7 +674,10 @@ pub(crate) fn matmul_exact_variants(ty: GgmlType, sg: bool) -> Vec<ShaderVariant
         if sg && matches!(order, DotOrder::Lanes | DotOrder::Q4KGemv) {
             v.extend(matmul_exact_multi_variant(ty, order));
         }
-        v.extend(matmul_exact_tile_variant(ty, order));
+        match matmul_exact_coop_variant(ty, order).filter(|_| coop) {
+            Some(c) => v.push(c),
+            None => v.extend(matmul_exact_tile_variant(ty, order)),
+        }
     }
     v
 }
@@ -779,8 +845,9 @@ impl GpuContext {
                 } else {
                     types
                 };
-                all.iter()
-                    .any(|&t| matmul_exact_variants(t, self.exact_sg()).contains(&v))
+                all.iter().any(|&t| {
+                    matmul_exact_variants(t, self.exact_sg(), self.use_coop()).contains(&v)
+                })
             } else {
                 match v
                     .defines

@@ -195,8 +195,9 @@ fn exact_matmul_on(ctx: &GpuContext) {
         } else {
             32 * 101
         };
-        // 24 rows: multiples of 8 (repacked orders); 13: not.
-        for rows in [24usize, 13] {
+        // 24 rows: multiples of 8 (repacked orders); 13: not; 72 with 70
+        // tokens: more than one 64 x 64 tile of the cooperative-matrix kernel.
+        for rows in [24usize, 13, 72] {
             let vals: Vec<f32> = (0..rows * cols).map(|_| r.uniform(1.0)).collect();
             let (g, data) = gguf_with(ty, cols, rows, &vals);
             let w = cpu.upload_weight(&g, "w").unwrap();
@@ -205,7 +206,12 @@ fn exact_matmul_on(ctx: &GpuContext) {
             let gw = ctx
                 .upload_matrix_split(ty, rows as u64, cols as u64, &data, part)
                 .unwrap();
-            for n_tok in [1usize, 2, 4, 7, 9, 17, 22] {
+            let toks: &[usize] = if rows == 72 {
+                &[70]
+            } else {
+                &[1, 2, 4, 7, 9, 17, 22]
+            };
+            for &n_tok in toks {
                 let x: Vec<f32> = (0..n_tok * cols)
                     .map(|i| r.uniform(if i % 7 == 0 { 9.0 } else { 1.5 }))
                     .collect();

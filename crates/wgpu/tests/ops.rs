@@ -1943,7 +1943,9 @@ fn every_variant_compiles_on_the_device() {
     // orders, Q4_1, Q5_0, Q8_0, Q4_K 3, Q6_K 2) the one-invocation-per-output
     // form, and either matmul_exact_sg's kernel plus, for the 7 one-token
     // orders (6 types' lanes, Q4_K gemv), its weight-group form, or (no
-    // subgroups) the plain kernel: 27 or 20 (Q4_K and Q6_K: 13 or 10).
+    // subgroups) the plain kernel: 27 or 20 (Q4_K and Q6_K: 13 or 10). With
+    // cooperative matrices, matmul_exact_coop replaces the prompt kernel of
+    // the Q4_0 / Q4_K gemm and Q6_K tiled orders: the same counts.
     // The cooperative-matrix matmul only where the device has it.
     let coop = if ctx.use_coop() { 15 } else { 0 };
     let int = if ctx.use_subgroups() { 3 } else { 2 };

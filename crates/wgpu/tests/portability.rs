@@ -33,20 +33,25 @@ fn check(label: &str, src: &str, subgroups: bool, coop: bool) -> Result<(), Stri
     layouter
         .update(module.to_ctx())
         .map_err(|e| format!("layout: {e}"))?;
-    let mut shared = 0u32;
-    for (_, var) in module.global_variables.iter() {
-        if var.space == naga::AddressSpace::WorkGroup {
-            shared += layouter[var.ty].size;
+    // Per entry point: the workgroup variables it uses (a file with several
+    // entry points declares some that only others use).
+    for (i, ep) in module.entry_points.iter().enumerate() {
+        let uses = info.get_entry_point(i);
+        let mut shared = 0u32;
+        for (h, var) in module.global_variables.iter() {
+            if var.space == naga::AddressSpace::WorkGroup && !uses[h].is_empty() {
+                shared += layouter[var.ty].size;
+            }
         }
-    }
-    if shared
-        > if coop {
-            MAX_WORKGROUP_BYTES_COOP
-        } else {
-            MAX_WORKGROUP_BYTES
+        if shared
+            > if coop {
+                MAX_WORKGROUP_BYTES_COOP
+            } else {
+                MAX_WORKGROUP_BYTES
+            }
+        {
+            return Err(format!("{}: {shared} bytes of workgroup memory", ep.name));
         }
-    {
-        return Err(format!("{shared} bytes of workgroup memory"));
     }
     for (_, ty) in module.types.iter() {
         if let naga::TypeInner::Atomic(s) = ty.inner
