@@ -827,7 +827,8 @@ impl GpuContext {
             let reduce = v.suffix.is_some()
                 && v.suffix != Some(files::MATMUL_Q8)
                 && v.suffix != Some(files::MATVEC_Q8_MULTI)
-                && v.suffix != Some(files::MATMUL_EXACT_SG);
+                && v.suffix != Some(files::MATMUL_EXACT_SG)
+                && v.suffix != Some(files::MATMUL_EXACT_COOP);
             if reduce && v.needs_subgroups() != self.use_subgroups() {
                 continue; // only the matvec reduction this device uses
             }
