@@ -20,8 +20,8 @@
 // [64 tokens][64 rows]; then invocation i folds its 16 outputs (rows i % 32,
 // + 32, tokens i / 32 + 8b) with COOP_STEP, exactly as matmul_exact.wgsl's
 // `blocks` does. Two barriers a chunk; the next two chunks' global reads
-// are in flight while the current one is multiplied and folded. Workgroup memory:
-// 5 + 5 + 17 + 2 + 1 KiB (matmul_exact.wgsl's arrays are unused here).
+// are in flight while the current one is multiplied and folded. Workgroup
+// memory: 5 + 5 + 17 + 2 + 1 KiB (matmul_exact.wgsl's arrays are unused).
 
 enable f16;
 enable wgpu_cooperative_matrix;
@@ -44,9 +44,10 @@ fn i8x4(w: u32) -> vec4<f32> {
 
 // ---- per type: COOP_WR (invocation i's (0..4) share of a row's chunk q as
 // raw words), COOP_W (those words' 4 or 8 weight quants, at the columns
-// COOP_COLS(i)), COOP_RI (row scales of chunk q), COOP_TI (token scales), COOP_STEP (one chunk's sum s into the
-// output's state u: the fold state (u.x, u.y) and, as bits in (u.z, u.w),
-// exact integers carried between chunks) ------------------------------------
+// COOP_COLS(i)), COOP_RI (row scales of chunk q), COOP_TI (token scales),
+// COOP_STEP (one chunk's sum s into the output's state u: the fold state
+// (u.x, u.y) and, as bits in (u.z, u.w), exact integers carried between
+// chunks) -------------------------------------------------------------------
 
 // Columns of an invocation's two quads of 4 (the second unused for 16).
 fn coop_cols(i: u32) -> vec2<u32> {
