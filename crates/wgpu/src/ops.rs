@@ -1979,9 +1979,9 @@ impl<'a> GpuBatch<'a> {
             let run = (t1 - t0) as u32;
             // Prompts: the one-chain orders on cooperative matrices where the
             // device has them (matmul_exact_coop.wgsl), else one invocation
-            // per output (`tile_*`, 16 x 16 per workgroup); else the subgroup kernels wherever subgroups are on
-            // and hold 8 invocations at least (lavapipe: 8, NVIDIA: 32), or
-            // the plain ones.
+            // per output (`tile_*`, 16 x 16 per workgroup); else the subgroup
+            // kernels wherever subgroups are on and hold 8 invocations at
+            // least (lavapipe: 8, NVIDIA: 32), or the plain ones.
             // (Not the Q4_K gemm order: four packets per block made it
             // slower there, llama-1b Q4_K_M pp512 1305 t/s vs 1970 with
             // `blocks_sg`; Q4_0's repacked order went from 1214 to 2227.)

@@ -489,24 +489,36 @@ pub(crate) fn matmul_exact_tile_variant(ty: GgmlType, order: DotOrder) -> Result
 /// repacked gemm, Q6_K's tiled order), `None` for the others. Needs
 /// [`GpuContext::use_coop`](crate::GpuContext::use_coop).
 pub(crate) fn matmul_exact_coop_variant(ty: GgmlType, order: DotOrder) -> Option<ShaderVariant> {
-    // (COOP_W, COOP_RI, COOP_TI, COOP_STEP, columns a chunk; COOP_WR,
-    // COOP_COLS)
-    let (w, ri, ti, step, ck) = match (ty, order) {
-        (GgmlType::Q4_0, DotOrder::Block32) => {
-            ("cw_q4_0", "cri_q4_0", "cti_q4_0", "cstep_q4_0", "32")
-        }
-        (GgmlType::Q4_K, DotOrder::Q4KGemm) => {
-            ("cw_q4_k", "cri_q4_k", "cti_q4_k", "cstep_q4_k", "32")
-        }
-        (GgmlType::Q6_K, DotOrder::Q6KTiled) => {
-            ("cw_q6_k", "cri_q6_k", "cti_q6_k", "cstep_q6_k", "16")
-        }
+    // (COOP_WR, COOP_W, COOP_RI, COOP_TI, COOP_STEP, COOP_COLS, columns a chunk)
+    let (wr, w, ri, ti, step, cols, ck) = match (ty, order) {
+        (GgmlType::Q4_0, DotOrder::Block32) => (
+            "cwr_q4_0",
+            "cw_q4_0",
+            "cri_q4_0",
+            "cti_q4_0",
+            "cstep_q4_0",
+            "cols_q4_0",
+            "32",
+        ),
+        (GgmlType::Q4_K, DotOrder::Q4KGemm) => (
+            "cwr_q4_k",
+            "cw_q4_k",
+            "cri_q4_k",
+            "cti_q4_k",
+            "cstep_q4_k",
+            "coop_cols",
+            "32",
+        ),
+        (GgmlType::Q6_K, DotOrder::Q6KTiled) => (
+            "cwr_q6_k",
+            "cw_q6_k",
+            "cri_q6_k",
+            "cti_q6_k",
+            "cstep_q6_k",
+            "coop_cols",
+            "16",
+        ),
         _ => return None,
-    };
-    let wr = match ty {
-        GgmlType::Q4_0 => "cwr_q4_0",
-        GgmlType::Q4_K => "cwr_q4_k",
-        _ => "cwr_q6_k",
     };
     let mut v = matmul_exact_variant(ty, order, 0).ok()?;
     v.suffix = Some(files::MATMUL_EXACT_COOP);
@@ -517,15 +529,8 @@ pub(crate) fn matmul_exact_coop_variant(ty: GgmlType, order: DotOrder) -> Option
         ("COOP_RI", ri),
         ("COOP_TI", ti),
         ("COOP_STEP", step),
+        ("COOP_COLS", cols),
         ("COOP_CK_V", ck),
-        (
-            "COOP_COLS",
-            if ty == GgmlType::Q4_0 {
-                "cols_q4_0"
-            } else {
-                "coop_cols"
-            },
-        ),
     ]);
     Some(v)
 }
@@ -824,11 +829,15 @@ impl GpuContext {
     pub fn precompile(&self, types: &[GgmlType]) -> Result<usize> {
         let mut n = 0;
         for v in shader_variants() {
-            let reduce = v.suffix.is_some()
-                && v.suffix != Some(files::MATMUL_Q8)
-                && v.suffix != Some(files::MATVEC_Q8_MULTI)
-                && v.suffix != Some(files::MATMUL_EXACT_SG)
-                && v.suffix != Some(files::MATMUL_EXACT_COOP);
+            let reduce = v.suffix.is_some_and(|f| {
+                [
+                    files::MATVEC_REDUCE_WG,
+                    files::MATVEC_REDUCE_SG,
+                    files::MATVEC_Q8_REDUCE_WG,
+                    files::MATVEC_Q8_REDUCE_SG,
+                ]
+                .contains(&f)
+            });
             if reduce && v.needs_subgroups() != self.use_subgroups() {
                 continue; // only the matvec reduction this device uses
             }
