@@ -160,15 +160,16 @@ fn scores(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     let h = wid.x;
     let il = wid.y;
     let i = P.q0 + il;
-    let g = h / (P.n_head / P.n_kv_head);
-    let pos = query_pos(i);
-    let start = query_start(pos);
+    let r = attn_row(h, il);
+    let g = r.x;
+    let pos = r.y;
+    let start = r.z;
+    let sb = r.w;
     let qb = (i * P.n_head + h) * P.head_dim;
     for (var d = tid; d < P.head_dim; d += WG) {
         qh[d] = round_f16(Q[qb + d]);
     }
     workgroupBarrier();
-    let sb = (il * P.n_head + h) * P.s_stride;
     var mx = -3.0e38;
     for (var j = start + tid; j <= pos; j += WG) {
         let s = kq_dot(j, g) * P.scale;
@@ -185,7 +186,12 @@ fn scores(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     }
     mx = red[0];
     storageBarrier();
-    // Groups of 16 keys aligned to key 0: e, the group's sum, float-float.
+    // e of the invocation's own keys (every invocation busy), then per
+    // group of 16 keys aligned to key 0 the group's sum, float-float.
+    for (var j = start + tid; j <= pos; j += WG) {
+        S[sb + j] = ggml_expf(S[sb + j] - mx);
+    }
+    storageBarrier();
     let g0 = start / 16u;
     let g1 = pos / 16u;
     var acc = vec2<f32>(0.0);
@@ -195,8 +201,7 @@ fn scores(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
             let j = 16u * gi + m;
             var e = 0.0;
             if (j >= start && j <= pos) {
-                e = ggml_expf(S[sb + j] - mx);
-                S[sb + j] = e;
+                e = S[sb + j];
             }
             lane[m] = e;
         }
@@ -209,43 +214,96 @@ fn scores(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     }
 }
 
+// Query il's (of this dispatch) row for head h: (kv head, position, first
+// key, S offset).
+fn attn_row(h: u32, il: u32) -> vec4<u32> {
+    let pos = query_pos(P.q0 + il);
+    return vec4<u32>(h / (P.n_head / P.n_kv_head), pos, query_start(pos), (il * P.n_head + h) * P.s_stride);
+}
+
+// Entry `kqv` (one query: kqv_batch off; workgroup (d, h)): output d in the
+// 64-lane order (`kqv_rows` takes batches).
 @compute @workgroup_size(64)
 fn kqv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
     EXACT_Z = u32(P.head_dim == 0u);
     let h = wid.y;
     let il = wid.z;
-    let i = P.q0 + il;
-    let g = h / (P.n_head / P.n_kv_head);
-    let pos = query_pos(i);
-    let start = query_start(pos);
-    let sb = (il * P.n_head + h) * P.s_stride;
-    let nl = select(64u, 16u, P.kqv_batch != 0u);
-    let dims = 64u / nl; // output elements per workgroup
-    let m = tid % nl;
-    let d = wid.x * dims + tid / nl;
+    let r = attn_row(h, il);
+    let d = wid.x;
     var acc = 0.0;
     if (d < P.head_dim_v) {
-        // First key of lane m at or after start.
-        let first = start + (m + nl - start % nl) % nl;
-        let vb = g * P.head_dim_v + d;
-        for (var j = first; j <= pos; j += nl) {
-            acc = acc + v_at(j * P.v_stride + vb) * S[sb + j];
+        // First key of lane tid at or after start.
+        let first = r.z + (tid + 64u - r.z % 64u) % 64u;
+        let vb = r.x * P.head_dim_v + d;
+        for (var j = first; j <= r.y; j += 64u) {
+            acc = acc + v_at(j * P.v_stride + vb) * S[r.w + j];
         }
     }
     lanes[tid] = acc;
     workgroupBarrier();
-    if (m == 0u && d < P.head_dim_v) {
-        let a = tid;
+    if (tid == 0u && d < P.head_dim_v) {
         var x0: array<f32, 16>;
-        if (nl == 16u) {
-            for (var k = 0u; k < 16u; k++) {
-                x0[k] = lanes[a + k];
-            }
-        } else {
-            for (var k = 0u; k < 16u; k++) {
-                x0[k] = (lanes[k] + lanes[32u + k]) + (lanes[16u + k] + lanes[48u + k]);
-            }
+        for (var k = 0u; k < 16u; k++) {
+            x0[k] = (lanes[k] + lanes[32u + k]) + (lanes[16u + k] + lanes[48u + k]);
         }
-        OUT[(i * P.n_head + h) * P.head_dim_v + d] = hsum16(x0);
+        OUT[((P.q0 + il) * P.n_head + h) * P.head_dim_v + d] = hsum16(x0);
+    }
+}
+
+// Entry `kqv_rows` (kqv_batch only; workgroup (h, i)): `kqv`'s 16-lane
+// order for all head_dim_v outputs of one query and head. Invocation
+// (lane m, dim dd) of the 16 x 16 keeps lane m's chains of outputs
+// d0 + 16 c + dd (c < 4) for each group d0 of 64 outputs: one S read a key
+// for four independent chains, neighbouring invocations read neighbouring
+// values of a V row, and the query's probabilities are read by one
+// workgroup instead of one per four outputs.
+var<workgroup> lanes16: array<f32, 1024>;
+
+@compute @workgroup_size(256)
+fn kqv_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    EXACT_Z = u32(P.head_dim == 0u);
+    let h = wid.x;
+    let il = wid.y;
+    let i = P.q0 + il;
+    let r = attn_row(h, il);
+    let g = r.x;
+    let pos = r.y;
+    let start = r.z;
+    let sb = r.w;
+    let m = tid / 16u;
+    let dd = tid % 16u;
+    // First key of lane m at or after start.
+    let first = start + (m + 16u - start % 16u) % 16u;
+    let hdv = P.head_dim_v;
+    for (var d0 = 0u; d0 < hdv; d0 += 64u) {
+        // Outputs past head_dim_v read its last column (unused).
+        let vb = g * hdv;
+        let dc = vec4<u32>(
+            min(d0 + dd, hdv - 1u),
+            min(d0 + 16u + dd, hdv - 1u),
+            min(d0 + 32u + dd, hdv - 1u),
+            min(d0 + 48u + dd, hdv - 1u),
+        );
+        var acc = vec4<f32>(0.0);
+        for (var j = first; j <= pos; j += 16u) {
+            let p = S[sb + j];
+            let r = j * P.v_stride + vb;
+            let v = vec4<f32>(v_at(r + dc.x), v_at(r + dc.y), v_at(r + dc.z), v_at(r + dc.w));
+            acc = acc + v * p;
+        }
+        for (var c = 0u; c < 4u; c++) {
+            lanes16[256u * c + tid] = acc[c];
+        }
+        workgroupBarrier();
+        // Invocation (c, dd) for c < 4: output d0 + 16 c + dd.
+        let d = d0 + 16u * m + dd;
+        if (m < 4u && d < hdv) {
+            var x0: array<f32, 16>;
+            for (var k = 0u; k < 16u; k++) {
+                x0[k] = lanes16[256u * m + 16u * k + dd];
+            }
+            OUT[(i * P.n_head + h) * hdv + d] = hsum16(x0);
+        }
+        workgroupBarrier();
     }
 }

@@ -324,15 +324,22 @@ impl Engine {
     }
 
     /// Starts timing every GPU kernel with timestamp queries (see
-    /// [`zeta_wgpu::GpuBackend::start_profile`]); false when the backend is
-    /// the CPU's or the adapter lacks timestamp queries.
-    pub fn start_gpu_profile(&self) -> Result<bool, EngineError> {
+    /// [`zeta_wgpu::GpuBackend::start_profile`]), or with `passes` whole
+    /// compute passes, which run as they do unprofiled (see
+    /// [`zeta_wgpu::GpuBackend::start_pass_profile`]); false when the backend
+    /// is the CPU's or the adapter lacks timestamp queries.
+    pub fn start_gpu_profile(&self, passes: bool) -> Result<bool, EngineError> {
         match &self.model {
             Loaded::Cpu(_) => Ok(false),
-            Loaded::Gpu(m) => Ok(m
-                .backend()
-                .start_profile()
-                .map_err(zeta_model::ModelError::from)?),
+            Loaded::Gpu(m) => {
+                let b = m.backend();
+                let started = if passes {
+                    b.start_pass_profile()
+                } else {
+                    b.start_profile()
+                };
+                Ok(started.map_err(zeta_model::ModelError::from)?)
+            }
         }
     }
 

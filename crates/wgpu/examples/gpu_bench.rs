@@ -2,14 +2,105 @@
 //! decode attention, and one 16-token prefill matmul, timed by wall clock
 //! over many dispatches in one batch. Prints the adapter and GB/s of weight
 //! bytes read (decode is bandwidth-bound, so compare with the GPU's memory
-//! bandwidth).
+//! bandwidth). The decode kernels are also timed on the device (timestamps
+//! around the batch's compute pass): "busy" is the GPU's time a dispatch,
+//! the host's recording and submission left out.
 //!
 //! Run: `cargo run --release -p zeta-wgpu --example gpu_bench [iterations]`
 //! (`ZETA_ADAPTER=<name>` picks an adapter).
 
 use std::time::Instant;
 
-use zeta_wgpu::{AttnParams, GgmlType, GpuContext, GpuDType, WgpuError};
+use zeta_wgpu::{AttnParams, GgmlType, GpuBatch, GpuContext, GpuDType, WgpuError};
+
+/// GPU time per dispatch (µs) of `iters` repetitions of `record` in one
+/// compute pass, from the pass's timestamps; `None` without timestamp queries.
+fn busy_us(
+    ctx: &GpuContext,
+    iters: usize,
+    record: impl Fn(&mut GpuBatch<'_>) -> Result<(), WgpuError>,
+) -> Result<Option<f64>, WgpuError> {
+    let mut b = ctx.batch();
+    if !b.enable_pass_timing() {
+        return Ok(None);
+    }
+    for _ in 0..iters {
+        record(&mut b)?;
+    }
+    let passes = b.submit_timed()?;
+    let ns: f64 = passes.iter().map(|(_, ns)| ns).sum();
+    Ok(Some(ns / 1e3 / iters as f64))
+}
+
+/// GPU time per repetition (µs) of each kernel `record` dispatches (one
+/// timed pass per dispatch), as "entry point: µs" pairs.
+fn per_kernel(
+    ctx: &GpuContext,
+    iters: usize,
+    record: impl Fn(&mut GpuBatch<'_>) -> Result<(), WgpuError>,
+) -> Result<String, WgpuError> {
+    let mut b = ctx.batch();
+    if !b.enable_timing() {
+        return Ok(String::new());
+    }
+    for _ in 0..iters {
+        record(&mut b)?;
+    }
+    let mut kinds: Vec<(String, f64)> = Vec::new();
+    for (label, ns) in b.submit_timed()? {
+        let kind = label.split('[').next().unwrap_or(&label).to_string();
+        match kinds.iter_mut().find(|(k, _)| *k == kind) {
+            Some(e) => e.1 += ns,
+            None => kinds.push((kind, ns)),
+        }
+    }
+    Ok(kinds
+        .iter()
+        .map(|(k, ns)| format!("{k} {:.1} us", ns / 1e3 / iters as f64))
+        .collect::<Vec<_>>()
+        .join(", "))
+}
+
+/// Attention inputs: `n_q` queries of `n_head` heads over an f16 cache of
+/// `n_kv` positions (`n_kv_head` heads), `head_dim` elements a head.
+struct AttnCase {
+    p: AttnParams,
+    q: zeta_wgpu::GpuTensor,
+    kv: zeta_wgpu::GpuTensor,
+    out: zeta_wgpu::GpuTensor,
+}
+
+fn attn_case(
+    ctx: &GpuContext,
+    (n_head, n_kv_head, head_dim): (u32, u32, u32),
+    n_q: u32,
+    n_kv: u32,
+) -> Result<AttnCase, WgpuError> {
+    let p = AttnParams {
+        head_dim,
+        head_dim_v: head_dim,
+        n_head,
+        n_kv_head,
+        n_kv,
+        window: 0,
+        scale: 1.0 / (head_dim as f32).sqrt(),
+        softcap: 0.0,
+    };
+    let n = (n_q * n_head * head_dim) as usize;
+    Ok(AttnCase {
+        p,
+        q: ctx.upload_f32(&vec![0.1; n])?,
+        kv: ctx.upload_f16(&vec![
+            half::f16::from_f32(0.01);
+            (n_kv * n_kv_head * head_dim) as usize
+        ])?,
+        out: ctx.zeros(n, GpuDType::F32)?,
+    })
+}
+
+fn fmt_busy(us: Option<f64>) -> String {
+    us.map_or_else(|| "-".to_string(), |us| format!("{us:.1} us"))
+}
 
 fn main() -> Result<(), WgpuError> {
     let iters: usize = std::env::args()
@@ -95,12 +186,14 @@ fn main() -> Result<(), WgpuError> {
         ctx.wait()?;
         let s = t.elapsed().as_secs_f64() / iters as f64;
         let gbs = (rows * row_bytes) as f64 / s / 1e9;
+        let busy = busy_us(&ctx, iters, |b| b.matvec_q8(&w, &xq, &y, false))?;
         println!(
-            "matvec_q8 {:<5} [{rows:>5}, {cols:>5}]  {:>9.1} us  {gbs:>7.2} GB/s  (host: record {:.1} us, submit {:.1} us a dispatch)",
+            "matvec_q8 {:<5} [{rows:>5}, {cols:>5}]  {:>9.1} us  {gbs:>7.2} GB/s  (host: record {:.1} us, submit {:.1} us a dispatch; GPU busy {})",
             ty.name(),
             s * 1e6,
             recorded / iters as f64 * 1e6,
-            (submitted - recorded) / iters as f64 * 1e6
+            (submitted - recorded) / iters as f64 * 1e6,
+            fmt_busy(busy)
         );
         // The same product in the CPU backend's float order (exact mode).
         let mut b = ctx.batch();
@@ -115,11 +208,13 @@ fn main() -> Result<(), WgpuError> {
         b.submit()?;
         ctx.wait()?;
         let s = t.elapsed().as_secs_f64() / iters as f64;
+        let busy = busy_us(&ctx, iters, |b| b.matmul_exact(&w, &xq, &y, 1, false))?;
         println!(
-            "matmul_exact {:<5} [{rows:>5}, {cols:>5}]  {:>9.1} us  {:>7.2} GB/s",
+            "matmul_exact {:<5} [{rows:>5}, {cols:>5}]  {:>9.1} us  {:>7.2} GB/s  (GPU busy {})",
             ty.name(),
             s * 1e6,
-            (rows * row_bytes) as f64 / s / 1e9
+            (rows * row_bytes) as f64 / s / 1e9,
+            fmt_busy(busy)
         );
     }
     // The floor: a chain of tiny dependent dispatches.
@@ -135,10 +230,61 @@ fn main() -> Result<(), WgpuError> {
     }
     b.submit()?;
     ctx.wait()?;
+    let busy = busy_us(&ctx, iters, |b| b.scale_inplace(&v, 1.0, 64))?;
     println!(
-        "tiny dependent dispatch  {:.1} us",
-        t.elapsed().as_secs_f64() / iters as f64 * 1e6
+        "tiny dependent dispatch  {:.1} us  (GPU busy {})",
+        t.elapsed().as_secs_f64() / iters as f64 * 1e6,
+        fmt_busy(busy)
     );
+
+    // The exact decode step's small kernels at llama-1b shapes (GPU time a
+    // dispatch, in one pass: compare with the tiny dispatch above).
+    let n = 2048usize;
+    let x = ctx.upload_f32(&vec![0.5; n])?;
+    let nw = ctx.upload_f32(&vec![1.0; n])?;
+    let y = ctx.zeros(n, GpuDType::F32)?;
+    let xq = ctx.zeros(zeta_wgpu::q8_words(n), GpuDType::U32)?;
+    let mode = zeta_wgpu::Q8Mode::Q8_0;
+    let norm = busy_us(&ctx, iters, |b| {
+        b.rms_norm_pack_q8(&x, &nw, &y, &xq, n as u32, 1e-5, mode)
+    })?;
+    let pack = busy_us(&ctx, iters, |b| b.pack_q8(&x, &xq, n, mode))?;
+    println!(
+        "exact decode kernels [{n}]: rms_norm_pack_q8 {}, pack_q8 {} (a pass each: {})",
+        fmt_busy(norm),
+        fmt_busy(pack),
+        per_kernel(&ctx, iters, |b| {
+            b.rms_norm_pack_q8(&x, &nw, &y, &xq, n as u32, 1e-5, mode)
+        })?
+    );
+    for n_kv in [128u32, 1024] {
+        let AttnCase { p, q, kv, out } = attn_case(&ctx, (32, 4, 64), 1, n_kv)?;
+        let exact = busy_us(&ctx, iters, |b| {
+            b.attention_exact(&q, &kv, &kv, &out, &p, 1)
+        })?;
+        let fast = busy_us(&ctx, iters, |b| b.attention_decode(&q, &kv, &kv, &out, &p))?;
+        let parts = per_kernel(&ctx, iters, |b| {
+            b.attention_exact(&q, &kv, &kv, &out, &p, 1)
+        })?;
+        println!(
+            "attention 32/4 heads x 64, n_kv {n_kv}: exact (2 dispatches) {}, fast {} (exact, a pass each: {parts})",
+            fmt_busy(exact),
+            fmt_busy(fast)
+        );
+    }
+
+    // Exact prompt attention: 512 queries over their 512 keys (llama-1b heads).
+    {
+        let n_q = 512u32;
+        let AttnCase { p, q, kv, out } = attn_case(&ctx, (32, 4, 64), n_q, n_q)?;
+        let reps = iters.div_ceil(20);
+        let parts = per_kernel(&ctx, reps, |b| {
+            b.attention_exact(&q, &kv, &kv, &out, &p, n_q)
+        })?;
+        println!(
+            "attention exact 32/4 heads x 64, {n_q} queries: a pass each: {parts} (per {n_q} tokens)"
+        );
+    }
 
     // Prefill: 16 tokens through a Q4_K [2048, 2048].
     let (rows, cols, n_tok) = (2048usize, 2048usize, 16u32);
@@ -167,19 +313,7 @@ fn main() -> Result<(), WgpuError> {
 
     // Decode attention: 8 heads / 2 kv heads, head_dim 128, f16 cache.
     for n_kv in [512u32, 4096] {
-        let p = AttnParams {
-            head_dim: 128,
-            head_dim_v: 128,
-            n_head: 8,
-            n_kv_head: 2,
-            n_kv,
-            window: 0,
-            scale: 0.088,
-            softcap: 0.0,
-        };
-        let q = ctx.upload_f32(&vec![0.1; 8 * 128])?;
-        let kv = ctx.upload_f16(&vec![half::f16::from_f32(0.01); n_kv as usize * 2 * 128])?;
-        let out = ctx.zeros(8 * 128, GpuDType::F32)?;
+        let AttnCase { p, q, kv, out } = attn_case(&ctx, (8, 2, 128), 1, n_kv)?;
         let t = Instant::now();
         let mut b = ctx.batch();
         for _ in 0..iters {

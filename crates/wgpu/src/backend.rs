@@ -32,6 +32,7 @@
 //! dispatch (`matvec_q8_multi`).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use zeta_gguf::{GgmlType, Gguf};
@@ -165,6 +166,8 @@ pub struct GpuBackend {
     dummy: Mutex<Option<GpuTensor>>,
     /// While profiling: GPU time per kernel (pipeline label → ns, passes).
     profile: Mutex<Option<BTreeMap<String, (f64, u64)>>>,
+    /// The profile times whole compute passes (see `start_pass_profile`).
+    profile_passes: AtomicBool,
 }
 
 /// RoPE's `(cos, sin)` for positions `0..rows` (see `GpuBackend::rope_table`).
@@ -367,6 +370,7 @@ impl GpuBackend {
             exact: std::env::var("ZETA_GPU_EXACT").as_deref() != Ok("0"),
             rope_tables: Mutex::new(Vec::new()),
             profile: Mutex::new(None),
+            profile_passes: AtomicBool::new(false),
         }
     }
 
@@ -375,6 +379,19 @@ impl GpuBackend {
     /// profiled runs are slower than plain ones). Returns false, and times
     /// nothing, when the device lacks `TIMESTAMP_QUERY`.
     pub fn start_profile(&self) -> Result<bool, TensorError> {
+        self.start_profile_mode(false)
+    }
+
+    /// [`start_profile`](Self::start_profile) timing whole compute passes
+    /// (all labelled "compute pass") instead of single dispatches: the work
+    /// is recorded and run as it is unprofiled, so the total says how long
+    /// the device was busy (compare it with the wall-clock time to see the
+    /// host's share).
+    pub fn start_pass_profile(&self) -> Result<bool, TensorError> {
+        self.start_profile_mode(true)
+    }
+
+    fn start_profile_mode(&self, passes: bool) -> Result<bool, TensorError> {
         if !self
             .ctx
             .device
@@ -386,6 +403,7 @@ impl GpuBackend {
         // Work recorded before this point is not timed.
         self.flush()?;
         *self.profile.lock().unwrap_or_else(|e| e.into_inner()) = Some(BTreeMap::new());
+        self.profile_passes.store(passes, Ordering::Relaxed);
         Ok(true)
     }
 
@@ -422,7 +440,11 @@ impl GpuBackend {
             .unwrap_or_else(|e| e.into_inner())
             .is_some()
         {
-            b.enable_timing();
+            if self.profile_passes.load(Ordering::Relaxed) {
+                b.enable_pass_timing();
+            } else {
+                b.enable_timing();
+            }
         }
         b
     }

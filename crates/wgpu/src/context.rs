@@ -181,6 +181,10 @@ pub struct GpuContext {
     /// slots at submit, so the queue orders every batch's writes right
     /// before its own commands.
     pub(crate) param_pool: Mutex<Vec<wgpu::Buffer>>,
+    /// The read-back staging buffer (MAP_READ), reused by every read and
+    /// grown when too small: a new one per read cost a buffer creation and
+    /// destruction on every decode step's logits.
+    pub(crate) staging: Mutex<Option<wgpu::Buffer>>,
     /// Held from a batch's parameter writes to its submission.
     pub(crate) submit_lock: Mutex<()>,
     errors: Arc<Mutex<Vec<String>>>,
@@ -429,6 +433,7 @@ impl GpuContext {
             mem: Arc::default(),
             scratch: Mutex::default(),
             param_pool: Mutex::default(),
+            staging: Mutex::default(),
             submit_lock: Mutex::default(),
             errors,
             lost,

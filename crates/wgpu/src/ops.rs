@@ -244,6 +244,9 @@ impl GpuContext {
 struct Timing {
     sets: Vec<wgpu::QuerySet>,
     labels: Vec<String>,
+    /// Time whole compute passes (the untimed batch's shape: consecutive
+    /// dispatches share a pass) instead of one pass per dispatch.
+    passes: bool,
 }
 
 /// Compute passes per timestamp query set.
@@ -631,8 +634,10 @@ impl<'a> GpuBatch<'a> {
                 entries: &entries,
             })
         });
+        let per_dispatch = self.timing.as_ref().is_some_and(|t| !t.passes);
+        let new_pass = self.pass.is_none() || per_dispatch;
         let timestamp_writes = match &mut self.timing {
-            Some(t) => {
+            Some(t) if new_pass => {
                 let pass = t.labels.len() as u32;
                 let set = (pass / PASSES_PER_QUERY_SET) as usize;
                 if set == t.sets.len() {
@@ -643,7 +648,11 @@ impl<'a> GpuBatch<'a> {
                             count: 2 * PASSES_PER_QUERY_SET,
                         }));
                 }
-                t.labels.push(variant.label());
+                t.labels.push(if t.passes {
+                    "compute pass".to_string()
+                } else {
+                    variant.label()
+                });
                 let i = 2 * (pass % PASSES_PER_QUERY_SET);
                 t.sets.get(set).map(|qs| wgpu::ComputePassTimestampWrites {
                     query_set: qs,
@@ -651,14 +660,14 @@ impl<'a> GpuBatch<'a> {
                     end_of_pass_write_index: Some(i + 1),
                 })
             }
-            None => None,
+            _ => None,
         };
-        if timestamp_writes.is_some() {
+        if per_dispatch {
             // Timed: one pass per dispatch, its timestamps around it.
             self.pass = None;
         }
         let pass = match &mut self.pass {
-            Some(p) if timestamp_writes.is_none() => p,
+            Some(p) => p,
             open => open.insert(
                 self.encoder
                     .begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -671,7 +680,7 @@ impl<'a> GpuBatch<'a> {
         pass.set_pipeline(&pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(groups.0, groups.1, groups.2);
-        if self.timing.is_some() {
+        if per_dispatch {
             self.end_pass();
         }
         Ok(())
@@ -681,13 +690,27 @@ impl<'a> GpuBatch<'a> {
     /// [`submit_timed`](Self::submit_timed)). Returns false, and times
     /// nothing, when the device lacks `TIMESTAMP_QUERY`. Call before recording.
     pub fn enable_timing(&mut self) -> bool {
+        self.enable_timing_mode(false)
+    }
+
+    /// [`enable_timing`](Self::enable_timing) of whole compute passes
+    /// (labelled "compute pass"): the batch runs as it would untimed, and
+    /// the times say how long the device was busy with it.
+    pub fn enable_pass_timing(&mut self) -> bool {
+        self.enable_timing_mode(true)
+    }
+
+    fn enable_timing_mode(&mut self, passes: bool) -> bool {
         let ok = self
             .ctx
             .device
             .features()
             .contains(wgpu::Features::TIMESTAMP_QUERY);
         if ok && self.timing.is_none() {
-            self.timing = Some(Timing::default());
+            self.timing = Some(Timing {
+                passes,
+                ..Timing::default()
+            });
         }
         ok
     }
@@ -2260,8 +2283,8 @@ impl<'a> GpuBatch<'a> {
         let block = ((16u64 << 20) / row).clamp(1, n_q as u64) as u32;
         let max = self.ctx.max_workgroups;
         let kqv_batch = n_q >= 2;
-        let dims = if kqv_batch { 4 } else { 1 };
-        let d_groups = p.head_dim_v.div_ceil(dims);
+        // `kqv` (one query): a workgroup per output.
+        let d_groups = p.head_dim_v;
         if p.n_head > max || block > max || d_groups > max {
             return Err(shape(OP, "too many heads/queries for one dispatch"));
         }
@@ -2294,12 +2317,19 @@ impl<'a> GpuBatch<'a> {
                 &params,
                 (p.n_head, nb, 1),
             )?;
+            // Batches: one workgroup per query and head (`kqv_rows`), all
+            // outputs; one query: a workgroup per output (`kqv`).
+            let (entry, groups) = if kqv_batch {
+                ("kqv_rows", (p.n_head, nb, 1))
+            } else {
+                ("kqv", (d_groups, p.n_head, nb))
+            };
             self.dispatch(
-                &ShaderVariant::plain(files::ATTN_EXACT, "kqv"),
+                &ShaderVariant::plain(files::ATTN_EXACT, entry),
                 &[(2, &v.buffer), (3, &scratch.buffer), (5, &out.buffer)],
                 4,
                 &params,
-                (d_groups, p.n_head, nb),
+                groups,
             )?;
             q0 += nb;
         }

@@ -48,6 +48,21 @@ impl GpuDType {
     }
 }
 
+/// Elements of a scratch buffer that must hold `len` and replaces one of
+/// `old` elements (0: none): at least twice `old`, but not past
+/// [`SCRATCH_GROW_MAX`] unless `len` itself is larger (so growth never
+/// turns a request that fits a storage binding into one that does not).
+pub(crate) fn scratch_len(len: usize, old: usize) -> usize {
+    len.max(old.saturating_mul(2).min(SCRATCH_GROW_MAX))
+}
+
+/// Largest read-back staging buffer a context keeps for reuse (bytes).
+const STAGING_KEEP_BYTES: u64 = 4 << 20;
+
+/// Largest scratch buffer growth rounds up to (elements; 64 MiB of f32, the
+/// attention scores' block limit).
+const SCRATCH_GROW_MAX: usize = 1 << 24;
+
 /// Bytes of storage buffers allocated through one [`GpuContext`]: now and
 /// at the peak; and the context's bind-group cache, which holds buffers
 /// alive and is therefore emptied whenever a counted buffer is released.
@@ -369,6 +384,11 @@ impl GpuContext {
     /// ordered like any other buffer use (barriers between dispatches,
     /// submissions in queue order); batches recorded by other threads get
     /// their own. Callers must not need its contents across ops.
+    ///
+    /// It grows geometrically (see [`scratch_len`]): the attention scores'
+    /// scratch needs a few more elements every decode step, and each new
+    /// buffer empties the bind-group cache (the old one is released), which
+    /// had every decode step rebuild its bind groups.
     pub(crate) fn scratch(
         &self,
         purpose: &'static str,
@@ -383,7 +403,8 @@ impl GpuContext {
         {
             return Ok(t.clone());
         }
-        let t = self.zeros(len.max(1), dtype)?;
+        let old = map.get(&key).map_or(0, |t| t.len);
+        let t = self.zeros(scratch_len(len.max(1), old), dtype)?;
         map.insert(key, t.clone());
         Ok(t)
     }
@@ -590,26 +611,69 @@ impl GpuContext {
         size: u64,
     ) -> Result<Vec<u8>> {
         let size = pad4(size).min(buffer.size().saturating_sub(offset));
-        let staging = self.scoped(
-            || {
-                self.device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("read-back"),
-                    size,
-                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
-                })
-            },
-            |m, _| WgpuError::ReadBack(m),
-        )?;
+        if size == 0 {
+            return Ok(Vec::new());
+        }
+        // Small reads (a decode step's logits or token id) share one staging
+        // buffer, held until the bytes are copied out (reads of other
+        // threads wait); larger ones get their own, freed after.
+        let mut slot = self.staging.lock().unwrap_or_else(|e| e.into_inner());
+        let cached = match slot.as_ref() {
+            Some(b) if b.size() >= size => Some(b.clone()),
+            _ => None,
+        };
+        let staging = match cached {
+            Some(b) => b,
+            None => {
+                let keep = size <= STAGING_KEEP_BYTES;
+                let len = if keep {
+                    size.max(slot.as_ref().map_or(0, |b| 2 * b.size()))
+                        .min(STAGING_KEEP_BYTES)
+                } else {
+                    size
+                };
+                let b = self.scoped(
+                    || {
+                        self.device.create_buffer(&wgpu::BufferDescriptor {
+                            label: Some("read-back"),
+                            size: len,
+                            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                            mapped_at_creation: false,
+                        })
+                    },
+                    |m, _| WgpuError::ReadBack(m),
+                )?;
+                if keep {
+                    *slot = Some(b.clone());
+                }
+                b
+            }
+        };
+        let out = self.read_via(&staging, buffer, offset, size);
+        if out.is_err() {
+            // It may be left mapped or pending: the next read makes a new one.
+            *slot = None;
+        }
+        out
+    }
+
+    /// [`read_bytes_at`](Self::read_bytes_at) through `staging`.
+    fn read_via(
+        &self,
+        staging: &wgpu::Buffer,
+        buffer: &wgpu::Buffer,
+        offset: u64,
+        size: u64,
+    ) -> Result<Vec<u8>> {
         let mut enc = self
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("read-back"),
             });
-        enc.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
+        enc.copy_buffer_to_buffer(buffer, offset, staging, 0, size);
         self.queue.submit([enc.finish()]);
         let (tx, rx) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+        staging.map_async(wgpu::MapMode::Read, ..size, move |r| {
             let _ = tx.send(r);
         });
         self.device
@@ -623,7 +687,7 @@ impl GpuContext {
         }
         let out = {
             let view = staging
-                .get_mapped_range(..)
+                .get_mapped_range(..size)
                 .map_err(|e| WgpuError::ReadBack(e.to_string()))?;
             view.to_vec()
         };
@@ -704,5 +768,27 @@ fn check_write(t: &GpuTensor, want: GpuDType, offset: usize, n: usize) -> Result
             "write",
             format!("{offset}+{n} exceeds {} elements", t.len),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scratch_grows_geometrically_up_to_the_cap() {
+        assert_eq!(scratch_len(32, 0), 32);
+        assert_eq!(scratch_len(64, 32), 64);
+        assert_eq!(scratch_len(96, 64), 128);
+        assert_eq!(scratch_len(1000, 64), 1000);
+        assert_eq!(
+            scratch_len(SCRATCH_GROW_MAX - 1, SCRATCH_GROW_MAX - 2),
+            SCRATCH_GROW_MAX
+        );
+        assert_eq!(
+            scratch_len(SCRATCH_GROW_MAX + 5, SCRATCH_GROW_MAX),
+            SCRATCH_GROW_MAX + 5
+        );
+        assert_eq!(scratch_len(7, usize::MAX), SCRATCH_GROW_MAX);
     }
 }

@@ -320,6 +320,7 @@ fn exact_weight_group_equals_single_matrices() {
         (GgmlType::Q4_0, 32 * 37, &[24usize, 8, 8][..]),
         (GgmlType::Q4_1, 576, &[37, 13, 13][..]),
         (GgmlType::Q5_0, 640, &[29, 7][..]),
+        (GgmlType::Q8_0, 32 * 13, &[11, 5, 5][..]),
         (GgmlType::Q4_K, 256 * 9, &[40, 16][..]),
         (GgmlType::Q4_K, 256 * 3, &[19, 5, 3][..]),
         (GgmlType::Q6_K, 256 * 5, &[9, 9][..]),
@@ -369,5 +370,83 @@ fn exact_weight_group_equals_single_matrices() {
                 .count();
             assert_eq!(bad, 0, "{ty} member {i} of {rows:?}: {bad} differ");
         }
+    }
+}
+
+/// `attention` of `n_q` queries at positions `pos0..` over an f16 cache of
+/// the first `pos0 + n_q` keys, on backend `be`.
+fn attention_with<B: Backend>(
+    be: &B,
+    p: &zeta_tensor::AttnParams,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+) -> Vec<f32> {
+    let n_kv = p.pos0 + p.n_tokens;
+    let (kd, vd) = (p.n_head_kv * p.head_dim_k, p.n_head_kv * p.head_dim_v);
+    let (mut kb, mut vb) = (be.alloc(k.len()).unwrap(), be.alloc(v.len()).unwrap());
+    be.write(&mut kb, 0, k).unwrap();
+    be.write(&mut vb, 0, v).unwrap();
+    let (mut kc, mut vc) = (be.alloc_kv(k.len()).unwrap(), be.alloc_kv(v.len()).unwrap());
+    be.store_kv(&kb, &mut kc, n_kv, kd, 0).unwrap();
+    be.store_kv(&vb, &mut vc, n_kv, vd, 0).unwrap();
+    let mut qb = be.alloc(q.len()).unwrap();
+    be.write(&mut qb, 0, q).unwrap();
+    let n_out = p.n_tokens * p.n_head * p.head_dim_v;
+    let mut o = be.alloc(n_out).unwrap();
+    be.attention(&qb, &kc, &vc, &mut o, p).unwrap();
+    let mut r = vec![0f32; n_out];
+    be.read(&o, 0, &mut r).unwrap();
+    r
+}
+
+/// Exact-mode attention (attn_exact.wgsl: `scores`, and `kqv` for one
+/// query or `kqv_rows` for several) gives the CPU backend's bits: GQA,
+/// sliding windows that cut the first 16-key group, head sizes with and
+/// without the 16-lane orders, value heads of another size.
+#[test]
+fn exact_attention_equals_cpu_bit_for_bit() {
+    let Some(ctx) = ctx() else { return };
+    let gpu = zeta_wgpu::GpuBackend::with_context(Arc::new(ctx));
+    let cpu = CpuBackend::with_threads(2);
+    let mut r = Rng(7);
+    // (n_head, n_head_kv, head_dim, head_dim_v, pos0, n_q, window)
+    for (nh, nkv, hd, hdv, pos0, n_q, window) in [
+        (4usize, 2usize, 64usize, 64usize, 0usize, 37usize, None),
+        (4, 2, 64, 64, 70, 1, None),
+        (2, 1, 40, 24, 30, 5, Some(13)),
+        (2, 2, 128, 128, 3, 20, Some(9)),
+        (3, 1, 64, 32, 150, 1, Some(37)),
+        (2, 1, 80, 80, 0, 300, None),
+    ] {
+        let p = zeta_tensor::AttnParams {
+            n_tokens: n_q,
+            pos0,
+            n_head: nh,
+            n_head_kv: nkv,
+            head_dim_k: hd,
+            head_dim_v: hdv,
+            scale: 1.0 / (hd as f32).sqrt(),
+            window,
+        };
+        let n_kv = pos0 + n_q;
+        let mut vals = |n: usize, s: f32| (0..n).map(|_| r.uniform(s)).collect::<Vec<f32>>();
+        let q = vals(n_q * nh * hd, 2.0);
+        let k = vals(n_kv * nkv * hd, 2.0);
+        let v = vals(n_kv * nkv * hdv, 1.0);
+        let want = attention_with(&cpu, &p, &q, &k, &v);
+        let got = attention_with(&gpu, &p, &q, &k, &v);
+        let bad = want
+            .iter()
+            .zip(&got)
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        assert_eq!(
+            bad,
+            0,
+            "heads {nh}/{nkv} dims {hd}/{hdv} pos0 {pos0} queries {n_q} window {window:?}: \
+             {bad} of {} differ",
+            want.len()
+        );
     }
 }

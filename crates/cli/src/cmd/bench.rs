@@ -219,6 +219,22 @@ fn format_profile(model: &str, test: &str, kernels: &[KernelTime], n_tokens: usi
     out
 }
 
+/// The device's busy time per token (whole compute passes, timed as they
+/// run unprofiled) against the wall-clock time per token.
+fn format_busy(passes: &[KernelTime], wall: Duration, n_tokens: usize) -> String {
+    let per_tok = n_tokens.max(1) as f64;
+    let busy: f64 = passes.iter().map(|k| k.ns).sum::<f64>() / 1e3 / per_tok;
+    let n: u64 = passes.iter().map(|k| k.dispatches).sum();
+    let wall = wall.as_secs_f64() * 1e6 / per_tok;
+    let share = if wall > 0.0 { 100.0 * busy / wall } else { 0.0 };
+    format!(
+        "\nGPU busy {busy:.1} µs per token in {:.2} compute passes per token, \
+         wall-clock {wall:.1} µs per token ({share:.0}% busy; the rest is the host \
+         recording, submitting and waiting)\n",
+        n as f64 / per_tok
+    )
+}
+
 fn validate(args: &Args) -> Result<()> {
     if args.repetitions == 0 || args.repetitions > MAX_REPS {
         bail!("-r must be between 1 and {MAX_REPS}");
@@ -356,37 +372,46 @@ impl Ctx<'_> {
         Ok(r)
     }
 
-    /// One extra, unmeasured run of `tokens` (as one batch, or one token at a
-    /// time) under the GPU profiler; prints the time per kernel per token on
-    /// stderr. Profiled runs are slower (a pass and a wait per dispatch):
-    /// shares, not totals, are what to read.
-    /// Kernel times of `run` (over `n_tokens` tokens) with the GPU profiler.
+    /// Two extra, unmeasured runs of `run` (over `n_tokens` tokens, as one
+    /// batch or one token at a time) under the GPU profiler; prints on
+    /// stderr the time per kernel per token (a pass and a wait per dispatch:
+    /// read the shares, not the totals), then how long the device was busy
+    /// per token when the work runs as it does unprofiled, against the
+    /// wall-clock time.
     fn profile(
         &self,
         name: &str,
         session: &mut zeta_engine::Session<'_>,
         n_tokens: usize,
-        run: impl FnOnce(&mut zeta_engine::Session<'_>) -> Result<()>,
+        run: impl Fn(&mut zeta_engine::Session<'_>) -> Result<()>,
     ) -> Result<()> {
-        if !self.engine.start_gpu_profile()? {
-            if self.engine.backend() == BackendKind::Gpu {
-                eprintln!(
-                    "zeta bench: --profile: the adapter has no timestamp queries; \
-                     no kernel profile"
-                );
+        let mut kernels = Vec::new();
+        let mut wall = Duration::ZERO;
+        for passes in [false, true] {
+            if !self.engine.start_gpu_profile(passes)? {
+                if self.engine.backend() == BackendKind::Gpu {
+                    eprintln!(
+                        "zeta bench: --profile: the adapter has no timestamp queries; \
+                         no kernel profile"
+                    );
+                }
+                return Ok(());
             }
-            return Ok(());
+            session.reset();
+            let start = Instant::now();
+            let result = run(session);
+            // Stop profiling whether or not the run failed.
+            let k = self.engine.take_gpu_profile()?;
+            wall = start.elapsed();
+            result?;
+            kernels.push(k.unwrap_or_default());
         }
-        session.reset();
-        let result = run(session);
-        // Stop profiling whether or not the run failed.
-        let kernels = self.engine.take_gpu_profile()?;
-        result?;
-        if let Some(k) = kernels {
+        if let [per_kernel, per_pass] = &kernels[..] {
             eprint!(
                 "{}",
-                format_profile(&self.info.filename, name, &k, n_tokens)
+                format_profile(&self.info.filename, name, per_kernel, n_tokens)
             );
+            eprint!("{}", format_busy(per_pass, wall, n_tokens));
         }
         Ok(())
     }
@@ -1009,6 +1034,21 @@ mod tests {
         assert_eq!(lines[5], "| matvec:main | 3.00 | 3.00 | 75.0% |");
         assert_eq!(lines[6], "| add:main | 1.00 | 1.00 | 25.0% |");
         assert_eq!(lines.len(), 7);
+    }
+
+    #[test]
+    fn busy_share_per_token() {
+        let pass = KernelTime {
+            label: "compute pass".to_string(),
+            ns: 3000.0,
+            dispatches: 4,
+        };
+        let t = format_busy(&[pass], Duration::from_micros(12), 2);
+        assert_eq!(
+            t.trim(),
+            "GPU busy 1.5 µs per token in 2.00 compute passes per token, wall-clock 6.0 µs \
+             per token (25% busy; the rest is the host recording, submitting and waiting)"
+        );
     }
 
     #[test]
