@@ -198,8 +198,8 @@ fn bench_rejects_bad_parameters() {
 }
 
 /// On the GPU backend the JSON record carries the adapter and the peak GPU
-/// memory, and `--profile` prints a per-kernel table per test on stderr
-/// (where the adapter has timestamp queries). No adapter: SKIP, or a failure
+/// memory, and `--profile` prints a per-kernel table and the GPU's busy
+/// time per test on stderr (where the adapter has timestamp queries). No adapter: SKIP, or a failure
 /// when `ZETA_REQUIRE_GPU=1`.
 #[test]
 fn bench_gpu_reports_adapter_memory_and_profile() {
@@ -254,5 +254,8 @@ fn bench_gpu_reports_adapter_memory_and_profile() {
             err.contains("| attn_exact:scores |") || err.contains("| attn_decode:chunk |"),
             "{err}"
         );
+        // And per test the device's busy time against the measured time.
+        assert_eq!(err.matches("\nGPU busy ").count(), 2, "{err}");
+        assert!(err.contains("compute passes per token; measured "), "{err}");
     }
 }

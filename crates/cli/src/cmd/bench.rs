@@ -79,7 +79,8 @@ pub struct Args {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value = "md")]
     pub output: Format,
-    /// Per-kernel timings (only where the backend can measure them).
+    /// Per-kernel timings, and the device's busy time per token against the
+    /// measured time (only where the backend can measure them).
     #[arg(long)]
     pub profile: bool,
     /// Never download: fail if a models.lock model is not in the store.
@@ -219,8 +220,8 @@ fn format_profile(model: &str, test: &str, kernels: &[KernelTime], n_tokens: usi
     out
 }
 
-/// The device's busy time per token (whole compute passes, timed as they
-/// run unprofiled) against the wall-clock time per token.
+/// The device's busy time per token (whole compute passes, recorded as
+/// they are unprofiled) against the measured wall-clock time per token.
 fn format_busy(passes: &[KernelTime], wall: Duration, n_tokens: usize) -> String {
     let per_tok = n_tokens.max(1) as f64;
     let busy: f64 = passes.iter().map(|k| k.ns).sum::<f64>() / 1e3 / per_tok;
@@ -228,9 +229,9 @@ fn format_busy(passes: &[KernelTime], wall: Duration, n_tokens: usize) -> String
     let wall = wall.as_secs_f64() * 1e6 / per_tok;
     let share = if wall > 0.0 { 100.0 * busy / wall } else { 0.0 };
     format!(
-        "\nGPU busy {busy:.1} µs per token in {:.2} compute passes per token, \
-         wall-clock {wall:.1} µs per token ({share:.0}% busy; the rest is the host \
-         recording, submitting and waiting)\n",
+        "\nGPU busy {busy:.1} µs per token in {:.2} compute passes per token; \
+         measured {wall:.1} µs per token ({share:.0}% busy; the rest: the device idle \
+         between submissions, waiting for the host)\n",
         n as f64 / per_tok
     )
 }
@@ -324,7 +325,8 @@ impl Ctx<'_> {
         if self.args.profile {
             // The measured work: the prompt with the last position's logits.
             let tokens = self.random_tokens(n_prompt, rng);
-            self.profile(&name, &mut session, n_prompt, |s| {
+            let wall = median_duration(&samples);
+            self.profile(&name, &mut session, n_prompt, wall, |s| {
                 prompt_and_one_token(s, &tokens).map(|_| ())
             })?;
         }
@@ -362,7 +364,8 @@ impl Ctx<'_> {
         r.latency_p99_ms = percentile(&latencies_ms, 99.0);
         if self.args.profile {
             let tokens = self.random_tokens(n_gen, rng);
-            self.profile(&name, &mut session, n_gen, |s| {
+            let wall = median_duration(&samples);
+            self.profile(&name, &mut session, n_gen, wall, |s| {
                 tokens
                     .iter()
                     .try_for_each(|&t| s.eval_all(&[t]).map(|_| ()))
@@ -376,17 +379,17 @@ impl Ctx<'_> {
     /// batch or one token at a time) under the GPU profiler; prints on
     /// stderr the time per kernel per token (a pass and a wait per dispatch:
     /// read the shares, not the totals), then how long the device was busy
-    /// per token when the work runs as it does unprofiled, against the
-    /// wall-clock time.
+    /// per token when the work is recorded as it is unprofiled, against
+    /// `wall`, the measured runs' median time for the same work.
     fn profile(
         &self,
         name: &str,
         session: &mut zeta_engine::Session<'_>,
         n_tokens: usize,
+        wall: Duration,
         run: impl Fn(&mut zeta_engine::Session<'_>) -> Result<()>,
     ) -> Result<()> {
         let mut kernels = Vec::new();
-        let mut wall = Duration::ZERO;
         for passes in [false, true] {
             if !self.engine.start_gpu_profile(passes)? {
                 if self.engine.backend() == BackendKind::Gpu {
@@ -398,11 +401,9 @@ impl Ctx<'_> {
                 return Ok(());
             }
             session.reset();
-            let start = Instant::now();
             let result = run(session);
             // Stop profiling whether or not the run failed.
             let k = self.engine.take_gpu_profile()?;
-            wall = start.elapsed();
             result?;
             kernels.push(k.unwrap_or_default());
         }
@@ -490,6 +491,13 @@ fn tokens_per_second(n_tokens: usize, ns: f64) -> f64 {
 // ---------------------------------------------------------------- statistics
 
 /// Arithmetic mean (0 for no values, like llama-bench's `avg`).
+/// The median of `v` (zero when empty).
+fn median_duration(v: &[Duration]) -> Duration {
+    let mut s = v.to_vec();
+    s.sort();
+    s.get(s.len() / 2).copied().unwrap_or_default()
+}
+
 pub fn mean(v: &[f64]) -> f64 {
     if v.is_empty() {
         return 0.0;
@@ -1046,8 +1054,9 @@ mod tests {
         let t = format_busy(&[pass], Duration::from_micros(12), 2);
         assert_eq!(
             t.trim(),
-            "GPU busy 1.5 µs per token in 2.00 compute passes per token, wall-clock 6.0 µs \
-             per token (25% busy; the rest is the host recording, submitting and waiting)"
+            "GPU busy 1.5 µs per token in 2.00 compute passes per token; measured 6.0 µs \
+             per token (25% busy; the rest: the device idle between submissions, waiting \
+             for the host)"
         );
     }
 
