@@ -263,21 +263,16 @@ var<workgroup> lanes16: array<f32, 1024>;
 fn kqv_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
     EXACT_Z = u32(P.head_dim == 0u);
     let h = wid.x;
-    let il = wid.y;
-    let i = P.q0 + il;
-    let r = attn_row(h, il);
-    let g = r.x;
-    let pos = r.y;
-    let start = r.z;
-    let sb = r.w;
+    // (kv head, position, first key, S offset) of query wid.y.
+    let r = attn_row(h, wid.y);
     let m = tid / 16u;
     let dd = tid % 16u;
-    // First key of lane m at or after start.
-    let first = start + (m + 16u - start % 16u) % 16u;
+    // First key of lane m at or after the query's first.
+    let first = r.z + (m + 16u - r.z % 16u) % 16u;
     let hdv = P.head_dim_v;
     for (var d0 = 0u; d0 < hdv; d0 += 64u) {
         // Outputs past head_dim_v read its last column (unused).
-        let vb = g * hdv;
+        let vb = r.x * hdv;
         let dc = vec4<u32>(
             min(d0 + dd, hdv - 1u),
             min(d0 + 16u + dd, hdv - 1u),
@@ -285,8 +280,8 @@ fn kqv_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
             min(d0 + 48u + dd, hdv - 1u),
         );
         var acc = vec4<f32>(0.0);
-        for (var j = first; j <= pos; j += 16u) {
-            let p = S[sb + j];
+        for (var j = first; j <= r.y; j += 16u) {
+            let p = S[r.w + j];
             let r = j * P.v_stride + vb;
             let v = vec4<f32>(v_at(r + dc.x), v_at(r + dc.y), v_at(r + dc.z), v_at(r + dc.w));
             acc = acc + v * p;
@@ -302,7 +297,7 @@ fn kqv_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
             for (var k = 0u; k < 16u; k++) {
                 x0[k] = lanes16[256u * m + 16u * k + dd];
             }
-            OUT[(i * P.n_head + h) * hdv + d] = hsum16(x0);
+            OUT[((P.q0 + wid.y) * P.n_head + h) * hdv + d] = hsum16(x0);
         }
         workgroupBarrier();
     }
