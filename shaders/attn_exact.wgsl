@@ -18,11 +18,12 @@
 // - softmax: e = ggml_expf(s - max); per aligned group of 16 keys the
 //   `_mm512_reduce_add_ps` sum, the groups summed in f64 (float-float);
 //   p = f16(e · f32(1 / sum)).
-// - KQV: per output element, key j in lane j % L (L = 16 with `kqv_batch`,
-//   else 64), each lane an FMA chain in key order (p·v exact in f32), the
-//   lanes reduced as ggml's 16- or 4×16-lane reductions.
-// Entry `scores` (workgroup (h, i)) writes S; entry `kqv` (workgroup
-// (d-block, h, i)) reads S and writes out.
+// - KQV: per output element, key j in lane j % L (L = 16 for a batch of
+//   queries, 64 for one), each lane an FMA chain in key order (p·v exact in
+//   f32), the lanes reduced as ggml's 16- or 4×16-lane reductions.
+// Entry `scores` (workgroup (h, i)) writes S; entry `kqv` (one query,
+// workgroup (d, h)) or `kqv_rows` (batches, workgroup (h, i)) reads S and
+// writes out.
 
 struct Params {
     head_dim: u32,
@@ -37,7 +38,6 @@ struct Params {
     head_dim_v: u32,
     v_stride: u32,  // n_kv_head * head_dim_v
     kq_batch: u32,
-    kqv_batch: u32,
     s_stride: u32,  // floats per (query, head) row of S
 }
 
@@ -221,8 +221,8 @@ fn attn_row(h: u32, il: u32) -> vec4<u32> {
     return vec4<u32>(h / (P.n_head / P.n_kv_head), pos, query_start(pos), (il * P.n_head + h) * P.s_stride);
 }
 
-// Entry `kqv` (one query: kqv_batch off; workgroup (d, h)): output d in the
-// 64-lane order (`kqv_rows` takes batches).
+// Entry `kqv` (one query; workgroup (d, h)): output d in the 64-lane order
+// (`kqv_rows` takes batches).
 @compute @workgroup_size(64)
 fn kqv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
     EXACT_Z = u32(P.head_dim == 0u);
@@ -250,8 +250,8 @@ fn kqv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t
     }
 }
 
-// Entry `kqv_rows` (kqv_batch only; workgroup (h, i)): `kqv`'s 16-lane
-// order for all head_dim_v outputs of one query and head. Invocation
+// Entry `kqv_rows` (batches; workgroup (h, i)): the 16-lane KQV order
+// for all head_dim_v outputs of one query and head. Invocation
 // (lane m, dim dd) of the 16 x 16 keeps lane m's chains of outputs
 // d0 + 16 c + dd (c < 4) for each group d0 of 64 outputs: one S read a key
 // for four independent chains, neighbouring invocations read neighbouring
@@ -270,9 +270,9 @@ fn kqv_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
     // First key of lane m at or after the query's first.
     let first = r.z + (m + 16u - r.z % 16u) % 16u;
     let hdv = P.head_dim_v;
+    let vb = r.x * hdv;
     for (var d0 = 0u; d0 < hdv; d0 += 64u) {
         // Outputs past head_dim_v read its last column (unused).
-        let vb = r.x * hdv;
         let dc = vec4<u32>(
             min(d0 + dd, hdv - 1u),
             min(d0 + 16u + dd, hdv - 1u),
@@ -282,8 +282,8 @@ fn kqv_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
         var acc = vec4<f32>(0.0);
         for (var j = first; j <= r.y; j += 16u) {
             let p = S[r.w + j];
-            let r = j * P.v_stride + vb;
-            let v = vec4<f32>(v_at(r + dc.x), v_at(r + dc.y), v_at(r + dc.z), v_at(r + dc.w));
+            let vr = j * P.v_stride + vb;
+            let v = vec4<f32>(v_at(vr + dc.x), v_at(vr + dc.y), v_at(vr + dc.z), v_at(vr + dc.w));
             acc = acc + v * p;
         }
         for (var c = 0u; c < 4u; c++) {

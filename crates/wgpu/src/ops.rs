@@ -2307,7 +2307,6 @@ impl<'a> GpuBatch<'a> {
                 p.head_dim_v,
                 v_stride as u32,
                 u32::from(n_q >= 2 && p.head_dim.is_multiple_of(16)),
-                u32::from(kqv_batch),
                 p.n_kv,
             ];
             self.dispatch(

@@ -618,11 +618,7 @@ impl GpuContext {
         // buffer, held until the bytes are copied out (reads of other
         // threads wait); larger ones get their own, freed after.
         let mut slot = self.staging.lock().unwrap_or_else(|e| e.into_inner());
-        let cached = match slot.as_ref() {
-            Some(b) if b.size() >= size => Some(b.clone()),
-            _ => None,
-        };
-        let staging = match cached {
+        let staging = match slot.as_ref().filter(|b| b.size() >= size).cloned() {
             Some(b) => b,
             None => {
                 let keep = size <= STAGING_KEEP_BYTES;

@@ -325,8 +325,7 @@ impl Ctx<'_> {
         if self.args.profile {
             // The measured work: the prompt with the last position's logits.
             let tokens = self.random_tokens(n_prompt, rng);
-            let wall = median_duration(&samples);
-            self.profile(&name, &mut session, n_prompt, wall, |s| {
+            self.profile(&name, &mut session, n_prompt, &samples, |s| {
                 prompt_and_one_token(s, &tokens).map(|_| ())
             })?;
         }
@@ -364,8 +363,7 @@ impl Ctx<'_> {
         r.latency_p99_ms = percentile(&latencies_ms, 99.0);
         if self.args.profile {
             let tokens = self.random_tokens(n_gen, rng);
-            let wall = median_duration(&samples);
-            self.profile(&name, &mut session, n_gen, wall, |s| {
+            self.profile(&name, &mut session, n_gen, &samples, |s| {
                 tokens
                     .iter()
                     .try_for_each(|&t| s.eval_all(&[t]).map(|_| ()))
@@ -379,14 +377,14 @@ impl Ctx<'_> {
     /// batch or one token at a time) under the GPU profiler; prints on
     /// stderr the time per kernel per token (a pass and a wait per dispatch:
     /// read the shares, not the totals), then how long the device was busy
-    /// per token when the work is recorded as it is unprofiled, against
-    /// `wall`, the measured runs' median time for the same work.
+    /// per token when the work is recorded as it is unprofiled, against the
+    /// median of `samples`, the measured runs' times for the same work.
     fn profile(
         &self,
         name: &str,
         session: &mut zeta_engine::Session<'_>,
         n_tokens: usize,
-        wall: Duration,
+        samples: &[Duration],
         run: impl Fn(&mut zeta_engine::Session<'_>) -> Result<()>,
     ) -> Result<()> {
         let mut kernels = Vec::new();
@@ -412,6 +410,8 @@ impl Ctx<'_> {
                 "{}",
                 format_profile(&self.info.filename, name, per_kernel, n_tokens)
             );
+            let secs: Vec<f64> = samples.iter().map(Duration::as_secs_f64).collect();
+            let wall = Duration::from_secs_f64(percentile(&secs, 50.0).unwrap_or(0.0));
             eprint!("{}", format_busy(per_pass, wall, n_tokens));
         }
         Ok(())
@@ -491,13 +491,6 @@ fn tokens_per_second(n_tokens: usize, ns: f64) -> f64 {
 // ---------------------------------------------------------------- statistics
 
 /// Arithmetic mean (0 for no values, like llama-bench's `avg`).
-/// The median of `v` (zero when empty).
-fn median_duration(v: &[Duration]) -> Duration {
-    let mut s = v.to_vec();
-    s.sort();
-    s.get(s.len() / 2).copied().unwrap_or_default()
-}
-
 pub fn mean(v: &[f64]) -> f64 {
     if v.is_empty() {
         return 0.0;
