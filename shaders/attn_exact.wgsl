@@ -21,8 +21,11 @@
 // - KQV: per output element, key j in lane j % L (L = 16 for a batch of
 //   queries, 64 for one), each lane an FMA chain in key order (p·v exact in
 //   f32), the lanes reduced as ggml's 16- or 4×16-lane reductions.
-// Entry `scores` (workgroup (h, i)) writes S; entry `kqv` (one query,
-// workgroup (d, h)) or `kqv_rows` (batches, workgroup (h, i)) reads S and
+// Entry `scores` (workgroup (h, i)) writes S's probabilities; for batches
+// with head_dim <= 128 in 16-element steps `scores_rows` (workgroup (h,
+// block of 16 queries)) writes the scores and `softmax` (workgroup (h, i))
+// turns them into probabilities. Entry `kqv` (one query, workgroup (d, h))
+// or `kqv_block` (batches, workgroup (h, block of 16 queries)) reads S and
 // writes out.
 
 struct Params {
@@ -39,6 +42,7 @@ struct Params {
     v_stride: u32,  // n_kv_head * head_dim_v
     kq_batch: u32,
     s_stride: u32,  // floats per (query, head) row of S
+    n_disp: u32,    // queries of this dispatch
 }
 
 @group(0) @binding(0) var<storage, read> Q: array<f32>;
@@ -159,22 +163,37 @@ fn scores(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     EXACT_Z = u32(P.head_dim == 0u);
     let h = wid.x;
     let il = wid.y;
-    let i = P.q0 + il;
     let r = attn_row(h, il);
-    let g = r.x;
-    let pos = r.y;
-    let start = r.z;
-    let sb = r.w;
-    let qb = (i * P.n_head + h) * P.head_dim;
+    let qb = ((P.q0 + il) * P.n_head + h) * P.head_dim;
     for (var d = tid; d < P.head_dim; d += WG) {
         qh[d] = round_f16(Q[qb + d]);
     }
     workgroupBarrier();
+    for (var j = r.z + tid; j <= r.y; j += WG) {
+        S[r.w + j] = kq_dot(j, r.x) * P.scale;
+    }
+    storageBarrier();
+    softmax_row(tid, r);
+}
+
+// Entry `softmax` (workgroup (h, i)): the softmax of a row of scores that
+// `scores_rows` wrote.
+@compute @workgroup_size(WG)
+fn softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    EXACT_Z = u32(P.head_dim == 0u);
+    softmax_row(tid, attn_row(wid.x, wid.y));
+}
+
+// The scores of row r (attn_row) in S become its probabilities: the max,
+// e of each key (every invocation busy), per group of 16 keys aligned to
+// key 0 the group's sum, the groups' float-float sum, the reciprocal.
+fn softmax_row(tid: u32, r: vec4<u32>) {
+    let pos = r.y;
+    let start = r.z;
+    let sb = r.w;
     var mx = -3.0e38;
     for (var j = start + tid; j <= pos; j += WG) {
-        let s = kq_dot(j, g) * P.scale;
-        S[sb + j] = s;
-        mx = max(mx, s);
+        mx = max(mx, S[sb + j]);
     }
     red[tid] = mx;
     workgroupBarrier();
@@ -185,9 +204,6 @@ fn scores(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
         workgroupBarrier();
     }
     mx = red[0];
-    storageBarrier();
-    // e of the invocation's own keys (every invocation busy), then per
-    // group of 16 keys aligned to key 0 the group's sum, float-float.
     for (var j = start + tid; j <= pos; j += WG) {
         S[sb + j] = ggml_expf(S[sb + j] - mx);
     }
@@ -214,6 +230,70 @@ fn scores(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     }
 }
 
+// Entry `scores_rows` (batches: kq_batch, head_dim <= ROWS_HD; workgroup
+// (h, block of ROWS_Q queries)): the scores of `scores` (the 16-lane
+// order, x scale) for a block of queries, without the softmax (entry
+// `softmax` follows). The block's queries (f16-rounded) and each chunk of
+// ROWS_K keys (converted from f16 once, for all the block's queries) are
+// staged in workgroup memory; invocation (query qi, key kk) scores key
+// c + kk of every chunk c for its query. Element x of staged key kk sits at
+// kk * ROWS_HD + (x + kk) % ROWS_HD, so the 16 keys' reads of one element
+// fall in distinct banks (16 KiB in all, Metal's budget here).
+const ROWS_Q: u32 = 16u;
+const ROWS_K: u32 = 16u;
+const ROWS_HD: u32 = 128u;
+var<workgroup> qs: array<f32, 2048>; // [ROWS_Q][head_dim]
+var<workgroup> ks: array<f32, 2048>; // [ROWS_K][ROWS_HD], rotated rows
+
+@compute @workgroup_size(256)
+fn scores_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    EXACT_Z = u32(P.head_dim == 0u);
+    let h = wid.x;
+    let hd = P.head_dim;
+    let qi = tid / ROWS_K;
+    let kk = tid % ROWS_K;
+    let il0 = wid.y * ROWS_Q;
+    let last = P.n_disp - 1u;
+    // Rows past the dispatch's last query repeat it (and store nothing).
+    let il = min(il0 + qi, last);
+    let live = il0 + qi <= last;
+    let r = attn_row(h, il);
+    let g = r.x;
+    for (var e = tid; e < ROWS_Q * hd; e += 256u) {
+        let iq = P.q0 + min(il0 + e / hd, last);
+        qs[e] = round_f16(Q[(iq * P.n_head + h) * hd + e % hd]);
+    }
+    // The block's keys: from its first query's first key to its last
+    // query's position.
+    let j0 = attn_row(h, il0).z;
+    let j1 = attn_row(h, min(il0 + ROWS_Q - 1u, last)).y;
+    let qo = qi * hd;
+    let ko = kk * ROWS_HD;
+    for (var c = j0; c <= j1; c += ROWS_K) {
+        workgroupBarrier();
+        for (var e = tid; e < ROWS_K * hd; e += 256u) {
+            let j = min(c + e / hd, j1);
+            let kj = e / hd;
+            let x = e % hd;
+            ks[kj * ROWS_HD + (x + kj) % ROWS_HD] = k_at(j * P.kv_stride + g * hd + x);
+        }
+        workgroupBarrier();
+        let j = c + kk;
+        if (live && j >= r.z && j <= r.y) {
+            var acc: array<f32, 16>;
+            for (var m = 0u; m < 16u; m++) {
+                acc[m] = 0.0;
+            }
+            for (var i = 0u; i < hd; i += 16u) {
+                for (var m = 0u; m < 16u; m++) {
+                    acc[m] = acc[m] + ks[ko + (i + m + kk) % ROWS_HD] * qs[qo + i + m];
+                }
+            }
+            S[r.w + j] = hsum16(acc) * P.scale;
+        }
+    }
+}
+
 // Query il's (of this dispatch) row for head h: (kv head, position, first
 // key, S offset).
 fn attn_row(h: u32, il: u32) -> vec4<u32> {
@@ -222,7 +302,7 @@ fn attn_row(h: u32, il: u32) -> vec4<u32> {
 }
 
 // Entry `kqv` (one query; workgroup (d, h)): output d in the 64-lane order
-// (`kqv_rows` takes batches).
+// (`kqv_block` takes batches).
 @compute @workgroup_size(64)
 fn kqv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
     EXACT_Z = u32(P.head_dim == 0u);
@@ -250,55 +330,69 @@ fn kqv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t
     }
 }
 
-// Entry `kqv_rows` (batches; workgroup (h, i)): the 16-lane KQV order
-// for all head_dim_v outputs of one query and head. Invocation
-// (lane m, dim dd) of the 16 x 16 keeps lane m's chains of outputs
-// d0 + 16 c + dd (c < 4) for each group d0 of 64 outputs: one S read a key
-// for four independent chains, neighbouring invocations read neighbouring
-// values of a V row, and the query's probabilities are read by one
-// workgroup instead of one per four outputs.
-var<workgroup> lanes16: array<f32, 1024>;
+// Entry `kqv_block` (batches; workgroup (h, block of 16 queries)): the
+// 16-lane KQV order for all head_dim_v outputs of 16 queries. Keys go in
+// chunks of 16 aligned to key 0, so key c + m of chunk c is lane m's next
+// term: each chunk's V rows (converted from f16 once, for all 16 queries;
+// 64 outputs at a time) and probabilities are staged in workgroup memory,
+// and invocation (query qi, dim dd) keeps all 16 lane chains of outputs
+// d0 + 16 c + dd (c < 4), adding only the keys its query sees; then the
+// lanes' 16-lane reduction. Same arithmetic as `kqv`'s 16-lane order.
+var<workgroup> vs: array<f32, 1024>; // [16 keys][64 outputs]
+var<workgroup> ps: array<f32, 256>;  // [16 queries][16 keys]
 
 @compute @workgroup_size(256)
-fn kqv_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+fn kqv_block(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
     EXACT_Z = u32(P.head_dim == 0u);
     let h = wid.x;
-    // (kv head, position, first key, S offset) of query wid.y.
-    let r = attn_row(h, wid.y);
-    let m = tid / 16u;
+    let qi = tid / 16u;
     let dd = tid % 16u;
-    // First key of lane m at or after the query's first.
-    let first = r.z + (m + 16u - r.z % 16u) % 16u;
+    let il0 = wid.y * 16u;
+    let last = P.n_disp - 1u;
+    // Rows past the dispatch's last query repeat it (and store nothing).
+    let live = il0 + qi <= last;
+    let r = attn_row(h, min(il0 + qi, last));
     let hdv = P.head_dim_v;
     let vb = r.x * hdv;
+    // The block's chunks: from its first query's first key (rounded down to
+    // a chunk) to its last query's position.
+    let c0 = attn_row(h, il0).z & ~15u;
+    let c1 = attn_row(h, min(il0 + 15u, last)).y;
     for (var d0 = 0u; d0 < hdv; d0 += 64u) {
-        // Outputs past head_dim_v read its last column (unused).
-        let dc = vec4<u32>(
-            min(d0 + dd, hdv - 1u),
-            min(d0 + 16u + dd, hdv - 1u),
-            min(d0 + 32u + dd, hdv - 1u),
-            min(d0 + 48u + dd, hdv - 1u),
-        );
-        var acc = vec4<f32>(0.0);
-        for (var j = first; j <= r.y; j += 16u) {
-            let p = S[r.w + j];
-            let vr = j * P.v_stride + vb;
-            let v = vec4<f32>(v_at(vr + dc.x), v_at(vr + dc.y), v_at(vr + dc.z), v_at(vr + dc.w));
-            acc = acc + v * p;
+        var acc: array<vec4<f32>, 16>;
+        for (var m = 0u; m < 16u; m++) {
+            acc[m] = vec4<f32>(0.0);
+        }
+        for (var c = c0; c <= c1; c += 16u) {
+            workgroupBarrier();
+            for (var e = tid; e < 1024u; e += 256u) {
+                let j = min(c + e / 64u, c1);
+                vs[e] = v_at(j * P.v_stride + vb + min(d0 + e % 64u, hdv - 1u));
+            }
+            let jp = c + dd;
+            var p = 0.0;
+            if (live && jp >= r.z && jp <= r.y) {
+                p = S[r.w + jp];
+            }
+            ps[tid] = p;
+            workgroupBarrier();
+            for (var m = 0u; m < 16u; m++) {
+                let j = c + m;
+                if (j >= r.z && j <= r.y) {
+                    let v = vec4<f32>(vs[64u * m + dd], vs[64u * m + 16u + dd], vs[64u * m + 32u + dd], vs[64u * m + 48u + dd]);
+                    acc[m] = acc[m] + v * ps[16u * qi + m];
+                }
+            }
         }
         for (var c = 0u; c < 4u; c++) {
-            lanes16[256u * c + tid] = acc[c];
-        }
-        workgroupBarrier();
-        // Invocation (c, dd) for c < 4: output d0 + 16 c + dd.
-        let d = d0 + 16u * m + dd;
-        if (m < 4u && d < hdv) {
-            var x0: array<f32, 16>;
-            for (var k = 0u; k < 16u; k++) {
-                x0[k] = lanes16[256u * m + 16u * k + dd];
+            let d = d0 + 16u * c + dd;
+            if (live && d < hdv) {
+                var x0: array<f32, 16>;
+                for (var m = 0u; m < 16u; m++) {
+                    x0[m] = acc[m][c];
+                }
+                OUT[((P.q0 + il0 + qi) * P.n_head + h) * hdv + d] = hsum16(x0);
             }
-            OUT[((P.q0 + wid.y) * P.n_head + h) * hdv + d] = hsum16(x0);
         }
-        workgroupBarrier();
     }
 }

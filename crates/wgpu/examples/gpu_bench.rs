@@ -273,16 +273,17 @@ fn main() -> Result<(), WgpuError> {
         );
     }
 
-    // Exact prompt attention: 512 queries over their 512 keys (llama-1b heads).
-    {
+    // Exact prompt attention: 512 queries over their 512 keys (llama-1b and
+    // llama-8b heads).
+    for (nh, nkv, hd) in [(32u32, 4u32, 64u32), (32, 8, 128)] {
         let n_q = 512u32;
-        let AttnCase { p, q, kv, out } = attn_case(&ctx, (32, 4, 64), n_q, n_q)?;
+        let AttnCase { p, q, kv, out } = attn_case(&ctx, (nh, nkv, hd), n_q, n_q)?;
         let reps = iters.div_ceil(20);
         let parts = per_kernel(&ctx, reps, |b| {
             b.attention_exact(&q, &kv, &kv, &out, &p, n_q)
         })?;
         println!(
-            "attention exact 32/4 heads x 64, {n_q} queries: a pass each: {parts} (per {n_q} tokens)"
+            "attention exact {nh}/{nkv} heads x {hd}, {n_q} queries: a pass each: {parts} (per {n_q} tokens)"
         );
     }
 

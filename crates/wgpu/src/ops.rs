@@ -2283,6 +2283,10 @@ impl<'a> GpuBatch<'a> {
         let block = ((16u64 << 20) / row).clamp(1, n_q as u64) as u32;
         let max = self.ctx.max_workgroups;
         let kqv_batch = n_q >= 2;
+        // The 16-lane KQ order (tinyBLAS) for batches of whole 16-element
+        // steps; `scores_rows` takes it up to head_dim 128 (its staging).
+        let kq_batch = n_q >= 2 && p.head_dim.is_multiple_of(16);
+        let rows = kq_batch && p.head_dim <= 128;
         // `kqv` (one query): a workgroup per output.
         let d_groups = p.head_dim_v;
         if p.n_head > max || block > max || d_groups > max {
@@ -2306,20 +2310,41 @@ impl<'a> GpuBatch<'a> {
                 p.scale.to_bits(),
                 p.head_dim_v,
                 v_stride as u32,
-                u32::from(n_q >= 2 && p.head_dim.is_multiple_of(16)),
+                u32::from(kq_batch),
                 p.n_kv,
+                nb,
             ];
-            self.dispatch(
-                &ShaderVariant::plain(files::ATTN_EXACT, "scores"),
-                &[(0, &q.buffer), (1, &k.buffer), (3, &scratch.buffer)],
-                4,
-                &params,
-                (p.n_head, nb, 1),
-            )?;
-            // Batches: one workgroup per query and head (`kqv_rows`), all
-            // outputs; one query: a workgroup per output (`kqv`).
+            if rows {
+                // Raw scores for blocks of 16 queries (each key chunk staged
+                // once for the block), then the softmax a row at a time.
+                self.dispatch(
+                    &ShaderVariant::plain(files::ATTN_EXACT, "scores_rows"),
+                    &[(0, &q.buffer), (1, &k.buffer), (3, &scratch.buffer)],
+                    4,
+                    &params,
+                    (p.n_head, nb.div_ceil(16), 1),
+                )?;
+                self.dispatch(
+                    &ShaderVariant::plain(files::ATTN_EXACT, "softmax"),
+                    &[(3, &scratch.buffer)],
+                    4,
+                    &params,
+                    (p.n_head, nb, 1),
+                )?;
+            } else {
+                self.dispatch(
+                    &ShaderVariant::plain(files::ATTN_EXACT, "scores"),
+                    &[(0, &q.buffer), (1, &k.buffer), (3, &scratch.buffer)],
+                    4,
+                    &params,
+                    (p.n_head, nb, 1),
+                )?;
+            }
+            // Batches: one workgroup per head and block of 16 queries
+            // (`kqv_block`), all outputs; one query: a workgroup per output
+            // (`kqv`).
             let (entry, groups) = if kqv_batch {
-                ("kqv_rows", (p.n_head, nb, 1))
+                ("kqv_block", (p.n_head, nb.div_ceil(16), 1))
             } else {
                 ("kqv", (d_groups, p.n_head, nb))
             };

@@ -641,7 +641,9 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
     v.push(ShaderVariant::plain(files::EXACT_EVAL, "main"));
     v.push(ShaderVariant::plain(files::ATTN_EXACT, "scores"));
     v.push(ShaderVariant::plain(files::ATTN_EXACT, "kqv"));
-    v.push(ShaderVariant::plain(files::ATTN_EXACT, "kqv_rows"));
+    v.push(ShaderVariant::plain(files::ATTN_EXACT, "kqv_block"));
+    v.push(ShaderVariant::plain(files::ATTN_EXACT, "scores_rows"));
+    v.push(ShaderVariant::plain(files::ATTN_EXACT, "softmax"));
     for ty in GPU_TYPES {
         for sg in [false, true] {
             for x in [false, true]
