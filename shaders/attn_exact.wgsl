@@ -22,11 +22,11 @@
 //   queries, 64 for one), each lane an FMA chain in key order (p·v exact in
 //   f32), the lanes reduced as ggml's 16- or 4×16-lane reductions.
 // Entry `scores` (workgroup (h, i)) writes S's probabilities; for batches
-// with head_dim <= 128 in 16-element steps `scores_rows` (workgroup (h,
-// block of 16 queries)) writes the scores and `softmax` (workgroup (h, i))
+// with head_dim <= 256 in 16-element steps `scores_rows` (workgroup (h,
+// block of 16 or 8 queries)) writes the scores and `softmax` (workgroup (h, i))
 // turns them into probabilities. Entry `kqv` (one query, workgroup (d, h))
-// or `kqv_block` (batches, workgroup (h, block of 16 queries)) reads S and
-// writes out.
+// or `kqv_block` (batches, workgroup (h, block of 16 queries, 64 outputs))
+// reads S and writes out.
 
 struct Params {
     head_dim: u32,
@@ -230,65 +230,74 @@ fn softmax_row(tid: u32, r: vec4<u32>) {
     }
 }
 
-// Entry `scores_rows` (batches: kq_batch, head_dim <= ROWS_HD; workgroup
-// (h, block of ROWS_Q queries)): the scores of `scores` (the 16-lane
-// order, x scale) for a block of queries, without the softmax (entry
-// `softmax` follows). The block's queries (f16-rounded) and each chunk of
-// ROWS_K keys (converted from f16 once, for all the block's queries) are
-// staged in workgroup memory; invocation (query qi, key kk) scores key
-// c + kk of every chunk c for its query. Element x of staged key kk sits at
-// kk * ROWS_HD + (x + kk) % ROWS_HD, so the 16 keys' reads of one element
-// fall in distinct banks (16 KiB in all, Metal's budget here).
-const ROWS_Q: u32 = 16u;
-const ROWS_K: u32 = 16u;
-const ROWS_HD: u32 = 128u;
-var<workgroup> qs: array<f32, 2048>; // [ROWS_Q][head_dim]
-var<workgroup> ks: array<f32, 2048>; // [ROWS_K][ROWS_HD], rotated rows
+// Entry `scores_rows` (batches: kq_batch, head_dim <= 256; workgroup (h,
+// block of nq queries)): the scores of `scores` (the 16-lane order,
+// x scale) for a block of queries, without the softmax (entry `softmax`
+// follows). The block's queries (f16-rounded) and each chunk of kc keys
+// (converted from f16 once, for all the block's queries; dw dimensions at
+// a time, the lane chains carried across) are staged in workgroup memory;
+// invocation (query qi, key kk) scores key c + kk of every chunk c for its
+// query. (nq, kc, dw) = (16, 16, 128) up to head_dim 128, else (8, 32, 64)
+// (dw a power of 2).
+// Element x of staged key kk sits at kk * dw + (x + kk) % dw, so the kc
+// keys' reads of one element fall in distinct banks (16 KiB in all,
+// Metal's budget here).
+var<workgroup> qs: array<f32, 2048>; // [nq queries][head_dim]
+var<workgroup> ks: array<f32, 2048>; // [kc keys][dw dimensions], rotated rows
 
 @compute @workgroup_size(256)
 fn scores_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
     EXACT_Z = u32(P.head_dim == 0u);
     let h = wid.x;
     let hd = P.head_dim;
-    let qi = tid / ROWS_K;
-    let kk = tid % ROWS_K;
-    let il0 = wid.y * ROWS_Q;
+    let wide = hd > 128u;
+    let nq = select(16u, 8u, wide);
+    let kc = 256u / nq;
+    let dw = 2048u / kc;
+    let qi = tid / kc;
+    let kk = tid % kc;
+    let il0 = wid.y * nq;
     let last = P.n_disp - 1u;
     // Rows past the dispatch's last query repeat it (and store nothing).
     let il = min(il0 + qi, last);
     let live = il0 + qi <= last;
     let r = attn_row(h, il);
     let g = r.x;
-    for (var e = tid; e < ROWS_Q * hd; e += 256u) {
+    for (var e = tid; e < nq * hd; e += 256u) {
         let iq = P.q0 + min(il0 + e / hd, last);
         qs[e] = round_f16(Q[(iq * P.n_head + h) * hd + e % hd]);
     }
     // The block's keys: from its first query's first key to its last
     // query's position.
     let j0 = attn_row(h, il0).z;
-    let j1 = attn_row(h, min(il0 + ROWS_Q - 1u, last)).y;
+    let j1 = attn_row(h, min(il0 + nq - 1u, last)).y;
     let qo = qi * hd;
-    let ko = kk * ROWS_HD;
-    for (var c = j0; c <= j1; c += ROWS_K) {
-        workgroupBarrier();
-        for (var e = tid; e < ROWS_K * hd; e += 256u) {
-            let j = min(c + e / hd, j1);
-            let kj = e / hd;
-            let x = e % hd;
-            ks[kj * ROWS_HD + (x + kj) % ROWS_HD] = k_at(j * P.kv_stride + g * hd + x);
-        }
-        workgroupBarrier();
+    let ko = kk * dw;
+    for (var c = j0; c <= j1; c += kc) {
         let j = c + kk;
-        if (live && j >= r.z && j <= r.y) {
-            var acc: array<f32, 16>;
-            for (var m = 0u; m < 16u; m++) {
-                acc[m] = 0.0;
+        let mine = live && j >= r.z && j <= r.y;
+        var acc: array<f32, 16>;
+        for (var m = 0u; m < 16u; m++) {
+            acc[m] = 0.0;
+        }
+        for (var x0 = 0u; x0 < hd; x0 += dw) {
+            let w = min(hd - x0, dw);
+            workgroupBarrier();
+            for (var e = tid; e < kc * w; e += 256u) {
+                let kj = e / w;
+                let x = e % w;
+                ks[kj * dw + ((x + kj) & (dw - 1u))] = k_at(min(c + kj, j1) * P.kv_stride + g * hd + x0 + x);
             }
-            for (var i = 0u; i < hd; i += 16u) {
-                for (var m = 0u; m < 16u; m++) {
-                    acc[m] = acc[m] + ks[ko + (i + m + kk) % ROWS_HD] * qs[qo + i + m];
+            workgroupBarrier();
+            if (mine) {
+                for (var i = 0u; i < w; i += 16u) {
+                    for (var m = 0u; m < 16u; m++) {
+                        acc[m] = acc[m] + ks[ko + ((i + m + kk) & (dw - 1u))] * qs[qo + x0 + i + m];
+                    }
                 }
             }
+        }
+        if (mine) {
             S[r.w + j] = hsum16(acc) * P.scale;
         }
     }
@@ -330,13 +339,13 @@ fn kqv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t
     }
 }
 
-// Entry `kqv_block` (batches; workgroup (h, block of 16 queries)): the
-// 16-lane KQV order for all head_dim_v outputs of 16 queries. Keys go in
+// Entry `kqv_block` (batches; workgroup (h, block of 16 queries, group of
+// 64 outputs)): the 16-lane KQV order for 64 outputs of 16 queries. Keys go in
 // chunks of 16 aligned to key 0, so key c + m of chunk c is lane m's next
 // term: each chunk's V rows (converted from f16 once, for all 16 queries;
 // 64 outputs at a time) and probabilities are staged in workgroup memory,
 // and invocation (query qi, dim dd) keeps all 16 lane chains of outputs
-// d0 + 16 c + dd (c < 4), adding only the keys its query sees; then the
+// d0 + 16 c + dd (c < 4; d0 = 64 z), adding only the keys its query sees; then the
 // lanes' 16-lane reduction. Same arithmetic as `kqv`'s 16-lane order.
 var<workgroup> vs: array<f32, 1024>; // [16 keys][64 outputs]
 var<workgroup> ps: array<f32, 256>;  // [16 queries][16 keys]
@@ -358,41 +367,41 @@ fn kqv_block(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
     // a chunk) to its last query's position.
     let c0 = attn_row(h, il0).z & ~15u;
     let c1 = attn_row(h, min(il0 + 15u, last)).y;
-    for (var d0 = 0u; d0 < hdv; d0 += 64u) {
-        var acc: array<vec4<f32>, 16>;
+    // This workgroup's 64 outputs.
+    let d0 = 64u * wid.z;
+    var acc: array<vec4<f32>, 16>;
+    for (var m = 0u; m < 16u; m++) {
+        acc[m] = vec4<f32>(0.0);
+    }
+    for (var c = c0; c <= c1; c += 16u) {
+        workgroupBarrier();
+        for (var e = tid; e < 1024u; e += 256u) {
+            let j = min(c + e / 64u, c1);
+            vs[e] = v_at(j * P.v_stride + vb + min(d0 + e % 64u, hdv - 1u));
+        }
+        let jp = c + dd;
+        var p = 0.0;
+        if (live && jp >= r.z && jp <= r.y) {
+            p = S[r.w + jp];
+        }
+        ps[tid] = p;
+        workgroupBarrier();
         for (var m = 0u; m < 16u; m++) {
-            acc[m] = vec4<f32>(0.0);
+            let j = c + m;
+            if (j >= r.z && j <= r.y) {
+                let v = vec4<f32>(vs[64u * m + dd], vs[64u * m + 16u + dd], vs[64u * m + 32u + dd], vs[64u * m + 48u + dd]);
+                acc[m] = acc[m] + v * ps[16u * qi + m];
+            }
         }
-        for (var c = c0; c <= c1; c += 16u) {
-            workgroupBarrier();
-            for (var e = tid; e < 1024u; e += 256u) {
-                let j = min(c + e / 64u, c1);
-                vs[e] = v_at(j * P.v_stride + vb + min(d0 + e % 64u, hdv - 1u));
-            }
-            let jp = c + dd;
-            var p = 0.0;
-            if (live && jp >= r.z && jp <= r.y) {
-                p = S[r.w + jp];
-            }
-            ps[tid] = p;
-            workgroupBarrier();
+    }
+    for (var c = 0u; c < 4u; c++) {
+        let d = d0 + 16u * c + dd;
+        if (live && d < hdv) {
+            var x0: array<f32, 16>;
             for (var m = 0u; m < 16u; m++) {
-                let j = c + m;
-                if (j >= r.z && j <= r.y) {
-                    let v = vec4<f32>(vs[64u * m + dd], vs[64u * m + 16u + dd], vs[64u * m + 32u + dd], vs[64u * m + 48u + dd]);
-                    acc[m] = acc[m] + v * ps[16u * qi + m];
-                }
+                x0[m] = acc[m][c];
             }
-        }
-        for (var c = 0u; c < 4u; c++) {
-            let d = d0 + 16u * c + dd;
-            if (live && d < hdv) {
-                var x0: array<f32, 16>;
-                for (var m = 0u; m < 16u; m++) {
-                    x0[m] = acc[m][c];
-                }
-                OUT[((P.q0 + il0 + qi) * P.n_head + h) * hdv + d] = hsum16(x0);
-            }
+            OUT[((P.q0 + il0 + qi) * P.n_head + h) * hdv + d] = hsum16(x0);
         }
     }
 }

@@ -273,9 +273,9 @@ fn main() -> Result<(), WgpuError> {
         );
     }
 
-    // Exact prompt attention: 512 queries over their 512 keys (llama-1b and
-    // llama-8b heads).
-    for (nh, nkv, hd) in [(32u32, 4u32, 64u32), (32, 8, 128)] {
+    // Exact prompt attention: 512 queries over their 512 keys (llama-1b,
+    // llama-8b and Gemma-3-270M heads).
+    for (nh, nkv, hd) in [(32u32, 4u32, 64u32), (32, 8, 128), (4, 1, 256)] {
         let n_q = 512u32;
         let AttnCase { p, q, kv, out } = attn_case(&ctx, (nh, nkv, hd), n_q, n_q)?;
         let reps = iters.div_ceil(20);

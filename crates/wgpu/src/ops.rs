@@ -2284,9 +2284,11 @@ impl<'a> GpuBatch<'a> {
         let max = self.ctx.max_workgroups;
         let kqv_batch = n_q >= 2;
         // The 16-lane KQ order (tinyBLAS) for batches of whole 16-element
-        // steps; `scores_rows` takes it up to head_dim 128 (its staging).
+        // steps; `scores_rows` takes it up to head_dim 256 (its staging),
+        // 16 queries a workgroup (8 above head_dim 128).
         let kq_batch = n_q >= 2 && p.head_dim.is_multiple_of(16);
-        let rows = kq_batch && p.head_dim <= 128;
+        let rows = kq_batch && p.head_dim <= 256;
+        let rows_q = if p.head_dim > 128 { 8 } else { 16 };
         // `kqv` (one query): a workgroup per output.
         let d_groups = p.head_dim_v;
         if p.n_head > max || block > max || d_groups > max {
@@ -2322,7 +2324,7 @@ impl<'a> GpuBatch<'a> {
                     &[(0, &q.buffer), (1, &k.buffer), (3, &scratch.buffer)],
                     4,
                     &params,
-                    (p.n_head, nb.div_ceil(16), 1),
+                    (p.n_head, nb.div_ceil(rows_q), 1),
                 )?;
                 self.dispatch(
                     &ShaderVariant::plain(files::ATTN_EXACT, "softmax"),
@@ -2340,11 +2342,14 @@ impl<'a> GpuBatch<'a> {
                     (p.n_head, nb, 1),
                 )?;
             }
-            // Batches: one workgroup per head and block of 16 queries
-            // (`kqv_block`), all outputs; one query: a workgroup per output
+            // Batches: one workgroup per head, block of 16 queries and group
+            // of 64 outputs (`kqv_block`); one query: a workgroup per output
             // (`kqv`).
             let (entry, groups) = if kqv_batch {
-                ("kqv_block", (p.n_head, nb.div_ceil(16), 1))
+                (
+                    "kqv_block",
+                    (p.n_head, nb.div_ceil(16), p.head_dim_v.div_ceil(64)),
+                )
             } else {
                 ("kqv", (d_groups, p.n_head, nb))
             };

@@ -401,7 +401,7 @@ fn attention_with<B: Backend>(
 }
 
 /// Exact-mode attention (attn_exact.wgsl: `scores`, or for batches with
-/// head_dim <= 128 in 16-element steps `scores_rows` + `softmax`; `kqv` for
+/// head_dim <= 256 in 16-element steps `scores_rows` + `softmax`; `kqv` for
 /// one query or `kqv_block` for several) gives the CPU backend's bits: GQA,
 /// sliding windows that cut the first 16-key group, head sizes with and
 /// without the 16-lane orders, value heads of another size.
@@ -428,6 +428,9 @@ fn exact_attention_equals_cpu_bit_for_bit() {
         (8, 2, 16, 16, 40, 33, Some(21), 2.0),
         (4, 2, 64, 64, 0, 100, None, 12.0),
         (2, 1, 128, 128, 20, 60, None, 12.0),
+        (4, 1, 256, 256, 3, 45, Some(30), 12.0),
+        (2, 2, 192, 64, 0, 21, None, 2.0),
+        (2, 1, 288, 288, 2, 9, None, 2.0),
     ] {
         let p = zeta_tensor::AttnParams {
             n_tokens: n_q,
