@@ -357,7 +357,8 @@ Per-run details (TTFT, per-token latency percentiles, load time, peak RSS):
 `zeta bench MODEL -p 512 -n 128 -o json`. Kernel throughput vs. memory bandwidth:
 `cargo bench -p zeta-benches` (summaries of runs are kept in `docs/bench/*-kernels.txt`).
 GPU time per kernel kind per token: `zeta bench MODEL --backend gpu --profile` (timestamp
-queries; runs kept in `docs/bench/*-profile.txt`).
+queries; runs kept in `docs/bench/*-profile.txt`); its \"GPU busy\" line times whole compute passes
+of a run recorded as unprofiled, to set against the measured time per token.
 
 ";
 
