@@ -251,7 +251,7 @@ fn scores_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     let h = wid.x;
     let hd = P.head_dim;
     let wide = hd > 128u;
-    let nq = select(16u, 8u, wide);
+    let nq = select(16u, 8u, wide); // the host's rows_q (attention_exact)
     let kc = 256u / nq;
     let dw = 2048u / kc;
     let qi = tid / kc;

@@ -2288,6 +2288,7 @@ impl<'a> GpuBatch<'a> {
         // 16 queries a workgroup (8 above head_dim 128).
         let kq_batch = n_q >= 2 && p.head_dim.is_multiple_of(16);
         let rows = kq_batch && p.head_dim <= 256;
+        // The queries of a `scores_rows` workgroup (its `nq`, the same rule).
         let rows_q = if p.head_dim > 128 { 8 } else { 16 };
         // `kqv` (one query): a workgroup per output.
         let d_groups = p.head_dim_v;
@@ -2317,8 +2318,9 @@ impl<'a> GpuBatch<'a> {
                 nb,
             ];
             if rows {
-                // Raw scores for blocks of 16 queries (each key chunk staged
-                // once for the block), then the softmax a row at a time.
+                // Raw scores for blocks of `rows_q` queries (each key chunk
+                // staged once for the block), then the softmax a row at a
+                // time.
                 self.dispatch(
                     &ShaderVariant::plain(files::ATTN_EXACT, "scores_rows"),
                     &[(0, &q.buffer), (1, &k.buffer), (3, &scratch.buffer)],
