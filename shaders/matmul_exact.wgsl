@@ -29,7 +29,7 @@ struct Params {
     tok0: u32,       // first token of this dispatch
     y_stride: u32,   // elements per token row of Y
     x_stride: u32,   // u32 words per token row of XQI
-    // matmul_exact_sg.wgsl `*_multi` only (one token): matrices 0, 1 (2
+    // the `*_multi` entries only (one token): matrices 0, 1 (2
     // takes the remaining rows) of one buffer at byte offsets off0..off2.
     rows0: u32,
     rows1: u32,
@@ -83,6 +83,42 @@ fn nib_lane(qs: u32, l: u32) -> u32 {
 // Four fifth bits (t & 0xf) moved to bit 4 of four bytes.
 fn spread4(t: u32) -> u32 {
     return ((t & 1u) << 4u) | ((t & 2u) << 11u) | ((t & 4u) << 18u) | ((t & 8u) << 25u);
+}
+
+// ---- weight groups (the `*_multi` entries of matmul_exact_sg.wgsl and
+// matmul_exact_tr.wgsl): the 2 or 3 matrices of a weight group (Q/K/V,
+// gate/up) in one buffer, one token, one dispatch. Global row g < rows0 is row g of
+// matrix 0 (byte off0, output Y), then rows1 rows of matrix 1 (off1, Y1),
+// then the rest of matrix 2 (off2, Y2; a dummy for two matrices).
+
+@group(0) @binding(4) var<storage, read_write> Y1: array<f32>;
+@group(0) @binding(5) var<storage, read_write> Y2: array<f32>;
+
+// (matrix, its row, that row's byte in W) of global row g (past the end:
+// matrix 0's row 0).
+fn multi_row(g: u32) -> vec3<u32> {
+    if (g >= P.rows) {
+        return vec3<u32>(0u, 0u, P.off0);
+    }
+    if (g >= P.rows0 + P.rows1) {
+        let r = g - P.rows0 - P.rows1;
+        return vec3<u32>(2u, r, P.off2 + r * P.row_bytes);
+    }
+    if (g >= P.rows0) {
+        let r = g - P.rows0;
+        return vec3<u32>(1u, r, P.off1 + r * P.row_bytes);
+    }
+    return vec3<u32>(0u, g, P.off0 + g * P.row_bytes);
+}
+
+fn store_multi(m: u32, r: u32, v: f32) {
+    if (m == 0u) {
+        Y[r] = v;
+    } else if (m == 1u) {
+        Y1[r] = v;
+    } else {
+        Y2[r] = v;
+    }
 }
 
 // ---- lane terms ------------------------------------------------------------

@@ -147,40 +147,8 @@ fn blocks_sg(
     sg_row_entry(wid, tid, sid, sgs, true);
 }
 
-// ---- `*_multi`: the 2 or 3 matrices of a weight group (Q/K/V, gate/up) in
-// one buffer, one token, one dispatch. Global row g < rows0 is row g of
-// matrix 0 (byte off0, output Y), then rows1 rows of matrix 1 (off1, Y1),
-// then the rest of matrix 2 (off2, Y2; a dummy for two matrices).
-
-@group(0) @binding(4) var<storage, read_write> Y1: array<f32>;
-@group(0) @binding(5) var<storage, read_write> Y2: array<f32>;
-
-// (matrix, its row, that row's byte in W) of global row g (past the end:
-// matrix 0's row 0).
-fn multi_row(g: u32) -> vec3<u32> {
-    if (g >= P.rows) {
-        return vec3<u32>(0u, 0u, P.off0);
-    }
-    if (g >= P.rows0 + P.rows1) {
-        let r = g - P.rows0 - P.rows1;
-        return vec3<u32>(2u, r, P.off2 + r * P.row_bytes);
-    }
-    if (g >= P.rows0) {
-        let r = g - P.rows0;
-        return vec3<u32>(1u, r, P.off1 + r * P.row_bytes);
-    }
-    return vec3<u32>(0u, g, P.off0 + g * P.row_bytes);
-}
-
-fn store_multi(m: u32, r: u32, v: f32) {
-    if (m == 0u) {
-        Y[r] = v;
-    } else if (m == 1u) {
-        Y1[r] = v;
-    } else {
-        Y2[r] = v;
-    }
-}
+// ---- `*_multi`: a weight group in one dispatch (matmul_exact.wgsl's
+// `multi_row`, `store_multi`).
 
 // Global row g of the group (as `sg_row_entry`).
 fn sg_multi_entry(wid: vec3<u32>, tid: u32, sid: u32, sgs: u32, blocks: bool) {

@@ -159,6 +159,9 @@ fn main() -> Result<(), WgpuError> {
         (GgmlType::Q4_K, 4096, 4096),
         (GgmlType::Q4_K, 14336, 4096),
         (GgmlType::Q6_K, 4096, 14336),
+        (GgmlType::Q4_1, 1536, 576),
+        (GgmlType::Q8_0, 2048, 640),
+        (GgmlType::Q5_0, 1024, 640),
     ] {
         let row_bytes = ty.row_bytes(cols as u64).unwrap_or(0) as usize;
         let w = ctx.upload_matrix(

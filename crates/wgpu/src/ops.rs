@@ -29,8 +29,8 @@ use crate::error::{Result, WgpuError, shape};
 use crate::pipeline::{
     EXACT_MULTI_NP, Q8_TPR, ShaderFile, ShaderVariant, attn_variant, exact_np, files,
     has_exact_matmul, matmul_exact_coop_variant, matmul_exact_multi_variant,
-    matmul_exact_tile_variant, matmul_exact_variant, matmul_q8_variant, matvec_q8_multi_variant,
-    matvec_q8_variant, matvec_variant, quant_variant,
+    matmul_exact_tile_variant, matmul_exact_tr_variant, matmul_exact_variant, matmul_q8_variant,
+    matvec_q8_multi_variant, matvec_q8_variant, matvec_variant, quant_variant,
 };
 use crate::tensor::{GpuDType, GpuTensor, QuantMatrix, WeightPart};
 use zeta_gguf::GgmlType;
@@ -2022,6 +2022,9 @@ impl<'a> GpuBatch<'a> {
                 (c, 64, run.div_ceil(64))
             } else if tile {
                 (matmul_exact_tile_variant(ty, o)?, 16, run.div_ceil(16))
+            } else if let Some(v) = matmul_exact_tr_variant(ty, o, false) {
+                // The 32-element types' lane order: matmul_exact_tr.wgsl.
+                (v, EXACT_ROWS, run)
             } else if sg {
                 let rows = exact_sg_rows(self.ctx.info().subgroup_size.1, np);
                 (matmul_exact_variant(ty, o, np)?, rows, run)
@@ -2102,8 +2105,13 @@ impl<'a> GpuBatch<'a> {
         group_outputs(OP, ms, xq, ys, dummy)?;
         let order =
             dot_order(ty, ms[0].n_rows() as usize, 0, 1).ok_or(WgpuError::UnsupportedType(ty))?;
-        let variant = matmul_exact_multi_variant(ty, order)?;
-        let rows_per_wg = exact_sg_rows(self.ctx.info().subgroup_size.1, EXACT_MULTI_NP);
+        let (variant, rows_per_wg) = match matmul_exact_tr_variant(ty, order, true) {
+            Some(v) => (v, EXACT_ROWS),
+            _ => (
+                matmul_exact_multi_variant(ty, order)?,
+                exact_sg_rows(self.ctx.info().subgroup_size.1, EXACT_MULTI_NP),
+            ),
+        };
         self.group_dispatch(OP, &variant, ms, xq, ys, dummy, rows_per_wg)
     }
 

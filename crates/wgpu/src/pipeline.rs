@@ -123,6 +123,7 @@ pub mod files {
     shader!(EXACT_EVAL, "exact_eval", super::F16_EXACT);
     shader!(MATMUL_EXACT, "matmul_exact", super::QUANT_EXACT);
     shader!(MATMUL_EXACT_SG, "matmul_exact_sg", "");
+    shader!(MATMUL_EXACT_TR, "matmul_exact_tr", "");
     shader!(MATMUL_EXACT_COOP, "matmul_exact_coop", "");
     shader!(ATTN_EXACT, "attn_exact", super::F16_EXACT);
 }
@@ -460,6 +461,37 @@ pub(crate) fn matmul_exact_variant(
     })
 }
 
+/// The lane order's decode kernel of matmul_exact_tr.wgsl (`lanes_tr`, or
+/// `lanes_tr_multi` for a weight group) for the 32-element block types:
+/// each block's eight lane terms from one invocation, handed to the chains
+/// through workgroup memory; `None` for the other types and orders.
+pub(crate) fn matmul_exact_tr_variant(
+    ty: GgmlType,
+    order: DotOrder,
+    multi: bool,
+) -> Option<ShaderVariant> {
+    // (TERMS8, bytes per block, words its loads span)
+    let (terms, bb, nw) = match (ty, order) {
+        (GgmlType::Q4_0, DotOrder::Lanes) => ("terms8_q4_0", "18", "5"),
+        (GgmlType::Q4_1, DotOrder::Lanes) => ("terms8_q4_1", "20", "5"),
+        (GgmlType::Q5_0, DotOrder::Lanes) => ("terms8_q5_0", "22", "6"),
+        (GgmlType::Q8_0, DotOrder::Lanes) => ("terms8_q8_0", "34", "9"),
+        _ => return None,
+    };
+    let mut v = matmul_exact_variant(ty, order, 0).ok()?;
+    v.suffix = Some(files::MATMUL_EXACT_TR);
+    v.entry = if multi { "lanes_tr_multi" } else { "lanes_tr" };
+    // Q8_0's lane sums reach 4 x 128 x 127: a word each; the others' fit
+    // 16 bits (a slot of 5 or 7 words).
+    let pack = ty != GgmlType::Q8_0;
+    v.defines.push(("TERMS8", terms));
+    v.defines.push(("TR_BB_V", bb));
+    v.defines.push(("TR_NW_V", nw));
+    v.defines
+        .push(("TR_PACK_V", if pack { "true" } else { "false" }));
+    Some(v)
+}
+
 /// [`matmul_exact_variant`] with subgroups for the 2 or 3 matrices of a
 /// weight group, one token (matmul_exact_sg.wgsl `*_multi`).
 pub(crate) fn matmul_exact_multi_variant(ty: GgmlType, order: DotOrder) -> Result<ShaderVariant> {
@@ -660,9 +692,10 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
 }
 
 /// The exact-matmul specialisations a device uses for weights of `ty`:
-/// per `DotOrder`, the subgroup kernel (and, for the one-token orders, its
-/// weight-group form) where `sg` ([`GpuContext::exact_sg`]), else the plain
-/// one; and the prompt kernel: cooperative matrices where `coop`
+/// per `DotOrder`, the one-token kernel — matmul_exact_tr.wgsl's for the
+/// 32-element types' lane order, else the subgroup kernel where `sg`
+/// ([`GpuContext::exact_sg`]) or the plain one — and, where `sg`, for the
+/// one-token orders its weight-group form; and the prompt kernel: cooperative matrices where `coop`
 /// ([`GpuContext::use_coop`]) and the order has them, else one invocation
 /// per output.
 pub(crate) fn matmul_exact_variants(ty: GgmlType, sg: bool, coop: bool) -> Vec<ShaderVariant> {
@@ -674,13 +707,20 @@ pub(crate) fn matmul_exact_variants(ty: GgmlType, sg: bool, coop: bool) -> Vec<S
         DotOrder::Q4KGemm,
         DotOrder::Q6KTiled,
     ] {
-        v.extend(matmul_exact_variant(
-            ty,
-            order,
-            if sg { exact_np(order) } else { 0 },
-        ));
-        if sg && matches!(order, DotOrder::Lanes | DotOrder::Q4KGemv) {
-            v.extend(matmul_exact_multi_variant(ty, order));
+        if let Some(tr) = matmul_exact_tr_variant(ty, order, false) {
+            v.push(tr);
+            if sg {
+                v.extend(matmul_exact_tr_variant(ty, order, true));
+            }
+        } else {
+            v.extend(matmul_exact_variant(
+                ty,
+                order,
+                if sg { exact_np(order) } else { 0 },
+            ));
+            if sg && matches!(order, DotOrder::Lanes | DotOrder::Q4KGemv) {
+                v.extend(matmul_exact_multi_variant(ty, order));
+            }
         }
         match matmul_exact_coop_variant(ty, order).filter(|_| coop) {
             Some(c) => v.push(c),

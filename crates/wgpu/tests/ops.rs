@@ -1941,9 +1941,11 @@ fn every_variant_compiles_on_the_device() {
     // + 6 exact-mode kernels whatever the types (exact_eval, attn_exact 5)
     // and the exact matmuls: per weight type and `DotOrder` (10: Q4_0 2
     // orders, Q4_1, Q5_0, Q8_0, Q4_K 3, Q6_K 2) the one-invocation-per-output
-    // form, and either matmul_exact_sg's kernel plus, for the 7 one-token
-    // orders (6 types' lanes, Q4_K gemv), its weight-group form, or (no
-    // subgroups) the plain kernel: 27 or 20 (Q4_K and Q6_K: 13 or 10). With
+    // form, and the one-token kernel — matmul_exact_tr's for the lane order
+    // of Q4_0, Q4_1, Q5_0 and Q8_0, else matmul_exact_sg's or (no
+    // subgroups) the plain one — plus, with subgroups, for the 7 one-token
+    // orders (6 types' lanes, Q4_K gemv) its weight-group form: 27 or 20
+    // (Q4_K and Q6_K: 13 or 10). With
     // cooperative matrices, matmul_exact_coop replaces the prompt kernel of
     // the Q4_0 / Q4_K gemm and Q6_K tiled orders: the same counts.
     // The cooperative-matrix matmul only where the device has it.
