@@ -21,7 +21,9 @@
 // - KQV: per output element, key j in lane j % L (L = 16 for a batch of
 //   queries, 64 for one), each lane an FMA chain in key order (p·v exact in
 //   f32), the lanes reduced as ggml's 16- or 4×16-lane reductions.
-// Entry `scores` (workgroup (h, i)) writes S's probabilities; for batches
+// Entry `scores` (workgroup (h, i)) writes S's probabilities; for one query
+// `scores_dec` (workgroup (h, chunk of 16 keys)) writes the scores and
+// `softmax` turns them into probabilities; for batches
 // with head_dim <= 256 in 16-element steps `scores_rows` (workgroup (h,
 // block of 16 or 8 queries)) writes the scores and `softmax` (workgroup (h, i))
 // turns them into probabilities. Entry `kqv` (one query, workgroup (d, h))
@@ -174,6 +176,54 @@ fn scores(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     }
     storageBarrier();
     softmax_row(tid, r);
+}
+
+// Entry `scores_dec` (one query, not kq_batch; workgroup (h, chunk of 16
+// keys)): the scores of `scores` without the softmax (entry `softmax`
+// follows), 16 invocations a key: invocation m keeps lanes m, 16 + m,
+// 32 + m, 48 + m of `kq_dot`'s 64 lane chains and forms x0[m]; the key's
+// first invocation adds the 16 (hsum16) and the tail. A head's keys spread
+// over n_kv / 16 workgroups (`scores` gives a head one workgroup, one key
+// an invocation).
+@compute @workgroup_size(WG)
+fn scores_dec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    EXACT_Z = u32(P.head_dim == 0u);
+    let h = wid.x;
+    let r = attn_row(h, 0u);
+    let hd = P.head_dim;
+    let qb = (P.q0 * P.n_head + h) * hd;
+    for (var d = tid; d < hd; d += WG) {
+        qh[d] = round_f16(Q[qb + d]);
+    }
+    workgroupBarrier();
+    let m = tid % 16u;
+    let j = wid.y * 16u + tid / 16u;
+    let live = j >= r.z && j <= r.y;
+    let kb = j * P.kv_stride + r.x * hd;
+    let np = hd & ~63u;
+    var x = 0.0;
+    if (live) {
+        var a = vec4<f32>(0.0);
+        for (var i = 0u; i < np; i += 64u) {
+            let d = i + m;
+            let k4 = vec4<f32>(k_at(kb + d), k_at(kb + d + 16u), k_at(kb + d + 32u), k_at(kb + d + 48u));
+            a = a + k4 * vec4<f32>(qh[d], qh[d + 16u], qh[d + 32u], qh[d + 48u]);
+        }
+        x = (a.x + a.z) + (a.y + a.w);
+    }
+    red[tid] = x;
+    workgroupBarrier();
+    if (live && m == 0u) {
+        var x0: array<f32, 16>;
+        for (var t = 0u; t < 16u; t++) {
+            x0[t] = red[tid + t];
+        }
+        var s = vec2<f32>(hsum16(x0), 0.0);
+        for (var i = np; i < hd; i++) {
+            s = ff_add_signed(s, k_at(kb + i) * qh[i]);
+        }
+        S[r.w + j] = (s.x + s.y) * P.scale;
+    }
 }
 
 // Entry `softmax` (workgroup (h, i)): the softmax of a row of scores that

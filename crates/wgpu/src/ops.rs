@@ -2343,6 +2343,27 @@ impl<'a> GpuBatch<'a> {
                     &params,
                     (p.n_head, nb, 1),
                 )?;
+            } else if n_q == 1 {
+                // One query: 16 keys a workgroup (16 invocations a key), then
+                // the softmax.
+                let chunks = p.n_kv.div_ceil(16);
+                if chunks > max {
+                    return Err(shape(OP, "too many keys for one dispatch"));
+                }
+                self.dispatch(
+                    &ShaderVariant::plain(files::ATTN_EXACT, "scores_dec"),
+                    &[(0, &q.buffer), (1, &k.buffer), (3, &scratch.buffer)],
+                    4,
+                    &params,
+                    (p.n_head, chunks, 1),
+                )?;
+                self.dispatch(
+                    &ShaderVariant::plain(files::ATTN_EXACT, "softmax"),
+                    &[(3, &scratch.buffer)],
+                    4,
+                    &params,
+                    (p.n_head, 1, 1),
+                )?;
             } else {
                 self.dispatch(
                     &ShaderVariant::plain(files::ATTN_EXACT, "scores"),

@@ -676,6 +676,7 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
     v.push(ShaderVariant::plain(files::ATTN_EXACT, "kqv_block"));
     v.push(ShaderVariant::plain(files::ATTN_EXACT, "scores_rows"));
     v.push(ShaderVariant::plain(files::ATTN_EXACT, "softmax"));
+    v.push(ShaderVariant::plain(files::ATTN_EXACT, "scores_dec"));
     for ty in GPU_TYPES {
         for sg in [false, true] {
             for x in [false, true]

@@ -1938,7 +1938,7 @@ fn every_variant_compiles_on_the_device() {
     // integer widths x (matvec, matmul_q8, and with subgroups the grouped
     // matvec), + 36 others: rmsnorm 6, glu 6, add 7, softmax,
     // argmax, kv_store, act_quant 2, attention 4 x (f32, f16), rope 4;
-    // + 6 exact-mode kernels whatever the types (exact_eval, attn_exact 5)
+    // + 7 exact-mode kernels whatever the types (exact_eval, attn_exact 6)
     // and the exact matmuls: per weight type and `DotOrder` (10: Q4_0 2
     // orders, Q4_1, Q5_0, Q8_0, Q4_K 3, Q6_K 2) the one-invocation-per-output
     // form, and the one-token kernel — matmul_exact_tr's for the lane order
@@ -1955,12 +1955,12 @@ fn every_variant_compiles_on_the_device() {
     println!("cooperative-matrix matmul: {}", ctx.use_coop());
     assert_eq!(
         all,
-        15 * 5 + coop + 6 * 4 * int + 36 + 6 + exact_all,
+        15 * 5 + coop + 6 * 4 * int + 36 + 7 + exact_all,
         "variants compiled"
     );
     assert_eq!(ctx.cached_pipelines(), all);
     let some = ctx.precompile(&[GgmlType::Q4_K, GgmlType::Q6_K]).unwrap();
-    assert_eq!(some, 2 * 5 + coop / 15 * 2 + 2 * 4 * int + 36 + 6 + exact_k);
+    assert_eq!(some, 2 * 5 + coop / 15 * 2 + 2 * 4 * int + 36 + 7 + exact_k);
     assert_eq!(
         ctx.cached_pipelines(),
         all,
