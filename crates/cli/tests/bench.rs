@@ -251,7 +251,7 @@ fn bench_gpu_reports_adapter_memory_and_profile() {
         assert!(err.contains("| matmul_tiled:main |"), "{err}");
         // Exact mode (the default) runs attn_exact.wgsl, the fast mode attn_decode.wgsl.
         assert!(
-            err.contains("| attn_exact:scores |") || err.contains("| attn_decode:chunk |"),
+            err.contains("| attn_exact:scores_dec |") || err.contains("| attn_decode:chunk |"),
             "{err}"
         );
         // And per test the device's busy time against the measured time.
