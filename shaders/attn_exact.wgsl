@@ -145,11 +145,27 @@ fn kq_dot(j: u32, g: u32) -> f32 {
         x0[m] = (a0.x + a0.z) + (a0.y + a0.w);
         x0[m + 1u] = (a1.x + a1.z) + (a1.y + a1.w);
     }
+    return kq_total(x0, kb, np);
+}
+
+// The non-batch order's end: hsum16 of the 16 x0 of the 64 lane chains
+// over the first np elements, plus the tail np.. in float-float.
+fn kq_total(x0: array<f32, 16>, kb: u32, np: u32) -> f32 {
     var s = vec2<f32>(hsum16(x0), 0.0);
-    for (var i = np; i < hd; i++) {
+    for (var i = np; i < P.head_dim; i++) {
         s = ff_add_signed(s, k_at(kb + i) * qh[i]);
     }
     return s.x + s.y;
+}
+
+// Query il's (of this dispatch) head h rounded to f16 into `qh` (every
+// invocation calls; ends with a barrier).
+fn stage_q(h: u32, il: u32, tid: u32) {
+    let qb = ((P.q0 + il) * P.n_head + h) * P.head_dim;
+    for (var d = tid; d < P.head_dim; d += WG) {
+        qh[d] = round_f16(Q[qb + d]);
+    }
+    workgroupBarrier();
 }
 
 // Float-float + f32 for values of either sign.
@@ -166,11 +182,7 @@ fn scores(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     let h = wid.x;
     let il = wid.y;
     let r = attn_row(h, il);
-    let qb = ((P.q0 + il) * P.n_head + h) * P.head_dim;
-    for (var d = tid; d < P.head_dim; d += WG) {
-        qh[d] = round_f16(Q[qb + d]);
-    }
-    workgroupBarrier();
+    stage_q(h, il, tid);
     for (var j = r.z + tid; j <= r.y; j += WG) {
         S[r.w + j] = kq_dot(j, r.x) * P.scale;
     }
@@ -191,11 +203,7 @@ fn scores_dec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     let h = wid.x;
     let r = attn_row(h, 0u);
     let hd = P.head_dim;
-    let qb = (P.q0 * P.n_head + h) * hd;
-    for (var d = tid; d < hd; d += WG) {
-        qh[d] = round_f16(Q[qb + d]);
-    }
-    workgroupBarrier();
+    stage_q(h, 0u, tid);
     let m = tid % 16u;
     let j = wid.y * 16u + tid / 16u;
     let live = j >= r.z && j <= r.y;
@@ -218,11 +226,7 @@ fn scores_dec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
         for (var t = 0u; t < 16u; t++) {
             x0[t] = red[tid + t];
         }
-        var s = vec2<f32>(hsum16(x0), 0.0);
-        for (var i = np; i < hd; i++) {
-            s = ff_add_signed(s, k_at(kb + i) * qh[i]);
-        }
-        S[r.w + j] = (s.x + s.y) * P.scale;
+        S[r.w + j] = kq_total(x0, kb, np) * P.scale;
     }
 }
 

@@ -76,7 +76,11 @@ fn bsum4(x: u32) -> i32 {
 // Lane l's nibbles of the 16 quant bytes at byte `qs`: low nibbles of word
 // l (columns 4l..4l+3) for l < 4, high nibbles of word l - 4 for l >= 4.
 fn nib_lane(qs: u32, l: u32) -> u32 {
-    let w = rd_u32(qs + 4u * (l & 3u));
+    return nib_of(rd_u32(qs + 4u * (l & 3u)), l);
+}
+
+// Lane l's nibbles of w, quant word l & 3: low for l < 4, else high.
+fn nib_of(w: u32, l: u32) -> u32 {
     return select(w & LO4, (w >> 4u) & LO4, l >= 4u);
 }
 

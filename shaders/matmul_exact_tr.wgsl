@@ -101,12 +101,6 @@ fn whalf(w0: u32, odd: bool) -> f32 {
     return f16_to_f32(select(w0 & 0xffffu, w0 >> 16u, odd));
 }
 
-// Lane l's nibbles of the 16 quant bytes qs (low nibbles of word l for
-// l < 4, high nibbles of word l - 4).
-fn nib8(qs: array<u32, 4>, l: u32) -> u32 {
-    return select(qs[l & 3u] & LO4, (qs[l & 3u] >> 4u) & LO4, l >= 4u);
-}
-
 // The eight activation words of unit u.
 fn xq8(xb: u32, u: u32) -> array<u32, 8> {
     var x: array<u32, 8>;
@@ -125,7 +119,7 @@ fn terms8_q4_0(w: array<u32, 9>, odd: bool, u: u32, xb: u32, s: u32) {
     let x = xq8(xb, u);
     var v: array<i32, 8>;
     for (var l = 0u; l < 8u; l++) {
-        v[l] = dot4I8Packed(sub_bytes(nib8(qs, l), 8u), x[l]);
+        v[l] = dot4I8Packed(sub_bytes(nib_of(qs[l & 3u], l), 8u), x[l]);
     }
     put8(s, v);
     tr[s + TR_NY] = bitcast<u32>(whalf(w[0], odd) * xd(xb, u));
@@ -141,7 +135,7 @@ fn terms8_q4_1(w: array<u32, 9>, odd: bool, u: u32, xb: u32, s: u32) {
     let x = xq8(xb, u);
     var v: array<i32, 8>;
     for (var l = 0u; l < 8u; l++) {
-        v[l] = dot4I8Packed(nib8(qs, l), x[l]);
+        v[l] = dot4I8Packed(nib_of(qs[l & 3u], l), x[l]);
     }
     put8(s, v);
     tr[s + TR_NY] = bitcast<u32>(f16_to_f32(dm & 0xffffu) * xd(xb, u));
@@ -160,7 +154,7 @@ fn terms8_q5_0(w: array<u32, 9>, odd: bool, u: u32, xb: u32, s: u32) {
     let x = xq8(xb, u);
     var v: array<i32, 8>;
     for (var l = 0u; l < 8u; l++) {
-        let q = nib8(qs, l) | spread4(qh >> (4u * l));
+        let q = nib_of(qs[l & 3u], l) | spread4(qh >> (4u * l));
         v[l] = dot4I8Packed(sub_bytes(q, 16u), x[l]);
     }
     put8(s, v);

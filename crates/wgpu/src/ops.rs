@@ -2325,49 +2325,31 @@ impl<'a> GpuBatch<'a> {
                 p.n_kv,
                 nb,
             ];
-            if rows {
-                // Raw scores for blocks of `rows_q` queries (each key chunk
-                // staged once for the block), then the softmax a row at a
-                // time.
-                self.dispatch(
-                    &ShaderVariant::plain(files::ATTN_EXACT, "scores_rows"),
-                    &[(0, &q.buffer), (1, &k.buffer), (3, &scratch.buffer)],
-                    4,
-                    &params,
-                    (p.n_head, nb.div_ceil(rows_q), 1),
-                )?;
-                self.dispatch(
-                    &ShaderVariant::plain(files::ATTN_EXACT, "softmax"),
-                    &[(3, &scratch.buffer)],
-                    4,
-                    &params,
-                    (p.n_head, nb, 1),
-                )?;
+            // Raw scores for blocks of `rows_q` queries (each key chunk
+            // staged once for the block), or for one query 16 keys a
+            // workgroup (16 invocations a key), then the softmax a row at a
+            // time; else `scores` (scores and softmax, a workgroup a row).
+            let (scores, groups, softmax) = if rows {
+                ("scores_rows", (p.n_head, nb.div_ceil(rows_q), 1), true)
             } else if n_q == 1 {
-                // One query: 16 keys a workgroup (16 invocations a key), then
-                // the softmax.
-                let chunks = p.n_kv.div_ceil(16);
-                if chunks > max {
-                    return Err(shape(OP, "too many keys for one dispatch"));
-                }
-                self.dispatch(
-                    &ShaderVariant::plain(files::ATTN_EXACT, "scores_dec"),
-                    &[(0, &q.buffer), (1, &k.buffer), (3, &scratch.buffer)],
-                    4,
-                    &params,
-                    (p.n_head, chunks, 1),
-                )?;
+                ("scores_dec", (p.n_head, p.n_kv.div_ceil(16), 1), true)
+            } else {
+                ("scores", (p.n_head, nb, 1), false)
+            };
+            if groups.1 > max {
+                return Err(shape(OP, "too many keys for one dispatch"));
+            }
+            self.dispatch(
+                &ShaderVariant::plain(files::ATTN_EXACT, scores),
+                &[(0, &q.buffer), (1, &k.buffer), (3, &scratch.buffer)],
+                4,
+                &params,
+                groups,
+            )?;
+            if softmax {
                 self.dispatch(
                     &ShaderVariant::plain(files::ATTN_EXACT, "softmax"),
                     &[(3, &scratch.buffer)],
-                    4,
-                    &params,
-                    (p.n_head, 1, 1),
-                )?;
-            } else {
-                self.dispatch(
-                    &ShaderVariant::plain(files::ATTN_EXACT, "scores"),
-                    &[(0, &q.buffer), (1, &k.buffer), (3, &scratch.buffer)],
                     4,
                     &params,
                     (p.n_head, nb, 1),
