@@ -1,7 +1,7 @@
 // attn_exact.wgsl — causal grouped-query attention over the f16 KV cache in
 // exactly the CPU backend's arithmetic (llama.cpp's CPU attention without
 // flash attention; zeta_tensor cpu/attention.rs), so the output has the
-// CPU's bits. Prepended: f16.wgsl, exact.wgsl.
+// CPU's bits. Prepended: f16.wgsl, exact.wgsl, q8.wgsl.
 //
 // q:   [n_q, n_head, head_dim] f32, query i at position n_kv - n_q + i, sees
 //      keys [start_i, pos_i] (start_i = pos_i + 1 - window with a window)
@@ -28,7 +28,8 @@
 // block of 16 or 8 queries)) writes the scores and `softmax` (workgroup (h, i))
 // turns them into probabilities. Entry `kqv` (one query, workgroup (d, h))
 // or `kqv_block` (batches, workgroup (h, block of 16 queries, 64 outputs))
-// reads S and writes out.
+// reads S and writes out; `kqv_pack` (one query, head_dim_v a multiple of
+// 32) also its 8-bit quantisation into XQ (q8.wgsl, prepended).
 
 struct Params {
     head_dim: u32,
@@ -45,6 +46,7 @@ struct Params {
     kq_batch: u32,
     s_stride: u32,  // floats per (query, head) row of S
     n_disp: u32,    // queries of this dispatch
+    mode: u32,      // kqv_pack: q8.wgsl's rounding mode (Q8_0 or Q8_1)
 }
 
 @group(0) @binding(0) var<storage, read> Q: array<f32>;
@@ -390,6 +392,62 @@ fn kqv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t
             x0[k] = (lanes[k] + lanes[32u + k]) + (lanes[16u + k] + lanes[48u + k]);
         }
         OUT[((P.q0 + il) * P.n_head + h) * P.head_dim_v + d] = hsum16(x0);
+    }
+}
+
+// Entry `kqv_pack` (one query; workgroup (block c of 32 outputs, h); head_dim_v
+// a multiple of 32): `kqv`'s arithmetic for outputs d0 = 32c .. d0 + 32
+// (invocation t keeps lane t % 64's chains of 8 of them: its keys' V words
+// read once for the 8), the lanes reduced through workgroup memory, then the
+// 32 outputs quantised to 8 bits (q8.wgsl's `q8_block` in `P.mode`) into XQ
+// block (h · head_dim_v + d0) / 32 of the row: the output projection's
+// activations, without a packing dispatch.
+@compute @workgroup_size(256)
+fn kqv_pack(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    EXACT_Z = u32(P.head_dim == 0u);
+    let h = wid.y;
+    let r = attn_row(h, 0u);
+    let lane = tid % 64u;
+    let d0 = 32u * wid.x;
+    let dg = d0 + 8u * (tid / 64u);
+    var acc: array<f32, 8>;
+    for (var k = 0u; k < 8u; k++) {
+        acc[k] = 0.0;
+    }
+    // First key of this lane at or after start.
+    let first = r.z + (lane + 64u - r.z % 64u) % 64u;
+    let vb = r.x * P.head_dim_v + dg;
+    for (var j = first; j <= r.y; j += 64u) {
+        let p = S[r.w + j];
+        let e = (j * P.v_stride + vb) >> 1u;
+        for (var k = 0u; k < 4u; k++) {
+            let w = V[e + k];
+            acc[2u * k] = acc[2u * k] + half_f32(w) * p;
+            acc[2u * k + 1u] = acc[2u * k + 1u] + half_f32(w >> 16u) * p;
+        }
+    }
+    // qs[lane * 32 + output]
+    for (var k = 0u; k < 8u; k++) {
+        qs[lane * 32u + dg - d0 + k] = acc[k];
+    }
+    workgroupBarrier();
+    if (tid < 32u) {
+        var x0: array<f32, 16>;
+        for (var k = 0u; k < 16u; k++) {
+            x0[k] = (qs[k * 32u + tid] + qs[(32u + k) * 32u + tid]) + (qs[(16u + k) * 32u + tid] + qs[(48u + k) * 32u + tid]);
+        }
+        let o = hsum16(x0);
+        OUT[h * P.head_dim_v + d0 + tid] = o;
+        red[tid] = o;
+    }
+    workgroupBarrier();
+    if (tid == 0u) {
+        var y: array<vec4<f32>, 8>;
+        for (var k = 0u; k < 8u; k++) {
+            y[k] = vec4<f32>(red[4u * k], red[4u * k + 1u], red[4u * k + 2u], red[4u * k + 3u]);
+        }
+        let nb = P.n_head * P.head_dim_v / 32u;
+        put_q8(0u, (h * P.head_dim_v + d0) / 32u, nb, q8_block(y, P.mode, 0.0));
     }
 }
 

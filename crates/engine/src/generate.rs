@@ -241,18 +241,29 @@ impl<'s, 'e> Generation<'s, 'e> {
         if self.session.cached.len() + feed.len() > self.session.n_ctx() {
             return self.end(FinishReason::ContextFull);
         }
+        // Pipelined: submit this step, record the next one (whose token is
+        // this step's result) while the device runs it, then wait.
+        self.session.submit(&feed)?;
+        let next_may_run = self
+            .params
+            .max_tokens
+            .is_none_or(|max| self.tokens.len() + 1 < max)
+            && self.session.cached.len() < self.session.n_ctx();
+        if next_may_run {
+            self.session.record_ahead()?;
+        }
         let token = if self.sampler.is_plain_argmax()
             && self.session.engine().backend() == BackendKind::Gpu
         {
             // Greedy on the GPU: the argmax runs there; only the id comes back.
-            let id = self.session.eval_argmax(&feed)?;
+            let id = self.session.read_argmax()?;
             self.timings.argmax_on_device += 1;
             if first {
                 self.timings.prompt_eval = t0.elapsed();
             }
             id
         } else {
-            let logits = self.session.eval_last(&feed)?;
+            let logits = self.session.read_logits()?;
             if first {
                 self.timings.prompt_eval = t0.elapsed();
             }

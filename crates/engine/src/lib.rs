@@ -135,15 +135,33 @@ impl Loaded {
     }
 }
 
-impl Loaded {
-    /// [`Loaded::forward`] of the last position followed by the backend's
-    /// argmax: on the GPU only the chosen id is read back.
-    fn forward_argmax(&self, state: &mut SessionState, tokens: &[u32]) -> Result<u32> {
-        Ok(match (self, state) {
-            (Self::Cpu(m), SessionState::Cpu(s)) => m.forward_argmax(s, tokens)?,
-            (Self::Gpu(m), SessionState::Gpu(s)) => m.forward_argmax(s, tokens)?,
+/// Calls a `Model` method on the matching (model, state) pair.
+macro_rules! on_model {
+    ($loaded:expr, $state:expr, |$m:ident, $s:ident| $body:expr) => {
+        match ($loaded, $state) {
+            (Loaded::Cpu($m), SessionState::Cpu($s)) => $body,
+            (Loaded::Gpu($m), SessionState::Gpu($s)) => $body,
             _ => return Err(ModelError::StateMismatch.into()),
-        })
+        }
+    };
+}
+
+impl Loaded {
+    fn submit(&self, state: &mut SessionState, tokens: &[u32]) -> Result<()> {
+        on_model!(self, state, |m, s| m.submit(s, tokens)?);
+        Ok(())
+    }
+
+    fn record_ahead(&self, state: &mut SessionState) -> Result<bool> {
+        Ok(on_model!(self, state, |m, s| m.record_ahead(s)?))
+    }
+
+    fn read_logits<'s>(&self, state: &'s mut SessionState) -> Result<&'s [f32]> {
+        Ok(on_model!(self, state, |m, s| m.read_logits(s)?))
+    }
+
+    fn read_argmax(&self, state: &mut SessionState) -> Result<u32> {
+        Ok(on_model!(self, state, |m, s| m.read_argmax(s)?))
     }
 }
 
@@ -524,17 +542,35 @@ impl<'e> Session<'e> {
         keep
     }
 
-    /// Evaluates `tokens` and returns the argmax of the last position's
-    /// logits, computed by the backend (greedy decoding: on the GPU only the
-    /// id is read back).
-    pub(crate) fn eval_argmax(&mut self, tokens: &[u32]) -> Result<u32> {
+    /// Starts evaluating `tokens` (appended to the cache) without waiting;
+    /// [`Session::read_logits`] / [`Session::read_argmax`] then give the
+    /// last position's logits. With [`Session::record_ahead`] between the
+    /// two, a device backend records the next one-token step while it runs
+    /// this one (pipelined decoding: see `zeta_model::Model::submit`).
+    pub fn submit(&mut self, tokens: &[u32]) -> Result<()> {
         self.check_fits(tokens.len())?;
-        let id = self
-            .engine
-            .model()
-            .forward_argmax(&mut self.state, tokens)?;
+        self.engine.model().submit(&mut self.state, tokens)?;
         self.cached.extend_from_slice(tokens);
-        Ok(id)
+        Ok(())
+    }
+
+    /// Records the next one-token step ahead of its token where the backend
+    /// can (the GPU); the next one-token [`Session::submit`] then only
+    /// submits it. Returns whether it did.
+    pub fn record_ahead(&mut self) -> Result<bool> {
+        self.engine.model().record_ahead(&mut self.state)
+    }
+
+    /// Waits for the last [`Session::submit`] and returns its last
+    /// position's logits.
+    pub fn read_logits(&mut self) -> Result<&[f32]> {
+        self.engine.model().read_logits(&mut self.state)
+    }
+
+    /// Waits for the last [`Session::submit`] and returns the argmax of its
+    /// last position's logits (on a device backend, computed there).
+    pub fn read_argmax(&mut self) -> Result<u32> {
+        self.engine.model().read_argmax(&mut self.state)
     }
 
     /// Evaluates `tokens` and returns the last position's logits.

@@ -75,6 +75,11 @@ pub enum ModelError {
     #[error("model: forward called with no tokens")]
     NoTokens,
 
+    /// Logits were asked for with no step submitted since the state was
+    /// made, truncated or last run through `forward`.
+    #[error("model: no submitted step to read logits of")]
+    NotSubmitted,
+
     /// The state was created for a different model shape.
     #[error("model: state does not match this model")]
     StateMismatch,

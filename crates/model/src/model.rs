@@ -111,6 +111,12 @@ pub struct State<B: Backend> {
     logits: Vec<f32>, // [n_out, n_vocab] on the host
     /// Shape fingerprint of the model that created the state.
     shape: (usize, usize, usize, usize),
+    /// A one-token step at this position recorded ahead on the backend,
+    /// under this ticket ([`Model::record_ahead`]).
+    ahead: Option<(usize, u64)>,
+    /// Whether `logits_dev` row 0 holds the logits of the last step
+    /// [`Model::submit`] ran (what [`Model::read_logits`] reads).
+    submitted: bool,
 }
 
 impl<B: Backend> State<B> {
@@ -126,7 +132,11 @@ impl<B: Backend> State<B> {
 
     /// Forgets cached tokens from `pos` on (no-op if `pos >= self.pos()`).
     pub fn truncate(&mut self, pos: usize) {
-        self.pos = self.pos.min(pos);
+        if pos < self.pos {
+            self.pos = pos;
+            self.ahead = None;
+            self.submitted = false;
+        }
     }
 }
 
@@ -313,6 +323,8 @@ impl<B: Backend> Model<B> {
             logits_rows: 1,
             logits: Vec::new(),
             shape: self.shape_key(),
+            ahead: None,
+            submitted: false,
         })
     }
 
@@ -337,29 +349,14 @@ impl<B: Backend> Model<B> {
         if self.config.final_logit_softcap.is_some() {
             // Capping can merge distinct logits into ties: decide on the capped values.
             let l = self.forward(state, tokens, Logits::Last)?;
-            let mut best: Option<(usize, f32)> = None;
-            for (i, &v) in l.iter().enumerate() {
-                if !v.is_nan() && best.is_none_or(|(_, b)| v > b) {
-                    best = Some((i, v));
-                }
-            }
-            // Token ids fit 32 bits (the vocabulary size was checked at load).
-            return Ok(best.map_or(0, |(i, _)| i as u32));
+            return Ok(host_argmax(l));
         }
         let (id, _) = self.run(state, tokens, Logits::Last, true)?;
         id.ok_or_else(|| ModelError::BadConfig("argmax produced no token".into()))
     }
 
-    /// The body of [`Model::forward`]; with `argmax` (and [`Logits::Last`])
-    /// the last row's logits stay on the device and only their argmax comes
-    /// back. Returns (the argmax, the number of host logits written).
-    fn run(
-        &self,
-        state: &mut State<B>,
-        tokens: &[u32],
-        logits: Logits,
-        argmax: bool,
-    ) -> Result<(Option<u32>, usize), ModelError> {
+    /// The checks every step makes before touching the backend.
+    fn check_tokens(&self, state: &State<B>, tokens: &[u32]) -> Result<(), ModelError> {
         let c = &self.config;
         if state.shape != self.shape_key() {
             return Err(ModelError::StateMismatch);
@@ -380,6 +377,169 @@ impl<B: Backend> Model<B> {
                 n_ctx: state.n_ctx,
             });
         }
+        Ok(())
+    }
+
+    // --- Pipelined decoding --------------------------------------------
+    //
+    // `submit` a step, `record_ahead` the next one while the device runs
+    // it, then `read_logits` (or `read_argmax`), sample, and `submit` the
+    // sampled token: on a device backend the next step then costs the host
+    // one submission, and recording it (wgpu: ~6 µs of host time a
+    // dispatch, ~250 dispatches a token) overlaps the device's work instead
+    // of delaying it. On the CPU `record_ahead` does nothing and `submit`
+    // computes the step.
+
+    /// Runs `tokens` at positions `state.pos()..` and appends them to the
+    /// cache without waiting for the result: the last position's logits
+    /// stay on the device for [`Model::read_logits`] / [`Model::read_argmax`].
+    /// A one-token step recorded ahead for this position
+    /// ([`Model::record_ahead`]) runs as recorded, reading `tokens`.
+    pub fn submit(&self, state: &mut State<B>, tokens: &[u32]) -> Result<(), ModelError> {
+        self.check_tokens(state, tokens)?;
+        state.submitted = false;
+        if let Some((pos, ticket)) = state.ahead.take()
+            && pos == state.pos
+            && tokens.len() == 1
+            && self.backend.submit_ahead(ticket, tokens)?
+        {
+            state.pos += 1;
+            state.submitted = true;
+            return Ok(());
+        }
+        let n_chunks = tokens.len().div_ceil(state.n_ub);
+        for (ci, chunk) in tokens.chunks(state.n_ub).enumerate() {
+            if ci + 1 == n_chunks {
+                self.record_step(state, StepIds::Host(chunk))?;
+            } else {
+                self.layers(state, StepIds::Host(chunk), None)?;
+            }
+            state.pos += chunk.len();
+        }
+        self.backend.flush()?;
+        state.submitted = true;
+        Ok(())
+    }
+
+    /// Records the one-token step at `state.pos()` before its token is
+    /// known, where the backend can hold work (device backends); the next
+    /// [`Model::submit`] of one token runs it. Returns whether it did
+    /// (false on the CPU, or with no room left in the context).
+    pub fn record_ahead(&self, state: &mut State<B>) -> Result<bool, ModelError> {
+        if state.shape != self.shape_key() {
+            return Err(ModelError::StateMismatch);
+        }
+        state.ahead = None;
+        if state.pos >= state.n_ctx {
+            return Ok(false);
+        }
+        let Some(ticket) = self.backend.begin_ahead()? else {
+            return Ok(false);
+        };
+        let recorded = self.record_step(state, StepIds::Ahead(1));
+        let ended = self.backend.end_ahead();
+        recorded?;
+        ended?;
+        state.ahead = Some((state.pos, ticket));
+        Ok(true)
+    }
+
+    /// Waits for the step [`Model::submit`] ran and returns its last
+    /// position's logits `[n_vocab]`.
+    pub fn read_logits<'s>(&self, state: &'s mut State<B>) -> Result<&'s [f32], ModelError> {
+        if !state.submitted {
+            return Err(ModelError::NotSubmitted);
+        }
+        let nv = self.config.n_vocab;
+        state.logits.clear();
+        state.logits.try_reserve_exact(nv).map_err(|_| {
+            ModelError::Tensor(zeta_tensor::TensorError::Alloc {
+                bytes: nv as u128 * 4,
+            })
+        })?;
+        state.logits.resize(nv, 0.0);
+        self.backend.read(&state.logits_dev, 0, &mut state.logits)?;
+        if let Some(cap) = self.config.final_logit_softcap {
+            for v in state.logits.iter_mut() {
+                *v = (*v / cap).tanh() * cap;
+            }
+        }
+        Ok(&state.logits)
+    }
+
+    /// [`Model::read_logits`] reduced to their argmax (as
+    /// [`Model::forward_argmax`]): a device backend reads back one id.
+    pub fn read_argmax(&self, state: &mut State<B>) -> Result<u32, ModelError> {
+        if !state.submitted {
+            return Err(ModelError::NotSubmitted);
+        }
+        if self.config.final_logit_softcap.is_some() {
+            return Ok(host_argmax(self.read_logits(state)?));
+        }
+        Ok(self
+            .backend
+            .argmax(&state.logits_dev, 0, self.config.n_vocab)?)
+    }
+
+    /// Records one micro-batch at `state.pos` and its last position's
+    /// logits into `logits_dev` row 0.
+    fn record_step(&self, s: &mut State<B>, ids: StepIds<'_>) -> Result<(), ModelError> {
+        let n = ids.len();
+        let n_act = self.layers(s, ids, Some(n - 1..n))?;
+        self.record_logits_row(s, n_act, n - 1)
+    }
+
+    /// The logits of batch row `row` (`n_act` rows left after the last
+    /// layer) into `logits_dev` row 0: final norm, output projection, bias.
+    fn record_logits_row(
+        &self,
+        s: &mut State<B>,
+        n_act: usize,
+        row: usize,
+    ) -> Result<(), ModelError> {
+        let c = &self.config;
+        let b = &self.backend;
+        let w = &self.weights;
+        let e = c.n_embd;
+        let output = w.output.as_ref().unwrap_or(&w.tok_embd);
+        // After the last layer's row selection the row is x's first.
+        let first = if n_act == 1 { 0 } else { row };
+        if first == 0 {
+            // One fused norm + projection (the norm's 8-bit pack shared).
+            b.rms_norm_matmul_many(
+                &s.x,
+                &w.output_norm,
+                &mut s.xb,
+                &mut [(output, &mut s.logits_dev)],
+                1,
+                c.rms_eps,
+            )?;
+        } else {
+            b.copy(&s.x, first * e, &mut s.proj, 0, e)?;
+            b.rms_norm(&s.proj, &w.output_norm, &mut s.xb, 1, c.rms_eps)?;
+            b.matmul(output, &s.xb, &mut s.logits_dev, 1)?;
+        }
+        if let Some(ob) = &w.output_b {
+            b.add_bias(&mut s.logits_dev, ob, 1)?;
+        }
+        Ok(())
+    }
+
+    /// The body of [`Model::forward`]; with `argmax` (and [`Logits::Last`])
+    /// the last row's logits stay on the device and only their argmax comes
+    /// back. Returns (the argmax, the number of host logits written).
+    fn run(
+        &self,
+        state: &mut State<B>,
+        tokens: &[u32],
+        logits: Logits,
+        argmax: bool,
+    ) -> Result<(Option<u32>, usize), ModelError> {
+        let c = &self.config;
+        self.check_tokens(state, tokens)?;
+        // A step recorded ahead for this position would now be stale.
+        state.ahead = None;
+        state.submitted = false;
         let n_out = match logits {
             Logits::Last => 1,
             Logits::All => tokens.len(),
@@ -424,6 +584,79 @@ impl<B: Backend> Model<B> {
         out: Option<(std::ops::Range<usize>, usize)>,
         argmax: bool,
     ) -> Result<Option<u32>, ModelError> {
+        let n = ids.len();
+        let Some((rows, dst_row)) = out else {
+            self.layers(s, StepIds::Host(ids), None)?;
+            return Ok(None);
+        };
+        let n_act = self.layers(s, StepIds::Host(ids), Some(rows.clone()))?;
+        let c = &self.config;
+        let b = &self.backend;
+        let w = &self.weights;
+        let e = c.n_embd;
+        let nv = c.n_vocab;
+        if rows.len() == 1 {
+            self.record_logits_row(s, n_act, rows.start)?;
+            if argmax {
+                return Ok(Some(b.argmax(&s.logits_dev, 0, nv)?));
+            }
+            let dst = &mut s.logits[dst_row * nv..(dst_row + 1) * nv];
+            b.read(&s.logits_dev, 0, dst)?;
+            if let Some(cap) = c.final_logit_softcap {
+                for v in dst.iter_mut() {
+                    *v = (*v / cap).tanh() * cap;
+                }
+            }
+            return Ok(None);
+        }
+        // Final norm of the requested rows into xb[0..], then logits in chunks.
+        let n_rows = rows.len();
+        let first = if n_act < n { 0 } else { rows.start };
+        b.copy(&s.x, first * e, &mut s.proj, 0, n_rows * e)?;
+        b.rms_norm(&s.proj, &w.output_norm, &mut s.xb, n_rows, c.rms_eps)?;
+        let output = w.output.as_ref().unwrap_or(&w.tok_embd);
+        let chunk = LOGITS_CHUNK.min(s.n_ub).min(n_rows).max(1);
+        if s.logits_rows < chunk {
+            let len = chunk.checked_mul(nv).ok_or_else(|| {
+                ModelError::BadConfig(format!("buffer size {chunk} x {nv} overflows"))
+            })?;
+            s.logits_dev = b.alloc(len)?;
+            s.logits_rows = chunk;
+        }
+        let mut r = 0;
+        while r < n_rows {
+            let m = chunk.min(n_rows - r);
+            b.copy(&s.xb, r * e, &mut s.proj, 0, m * e)?;
+            b.matmul(output, &s.proj, &mut s.logits_dev, m)?;
+            if let Some(ob) = &w.output_b {
+                b.add_bias(&mut s.logits_dev, ob, m)?;
+            }
+            if argmax {
+                // `run` asks for the argmax of one row (Logits::Last).
+                return Ok(Some(b.argmax(&s.logits_dev, (m - 1) * nv, nv)?));
+            }
+            let dst = &mut s.logits[(dst_row + r) * nv..(dst_row + r + m) * nv];
+            b.read(&s.logits_dev, 0, dst)?;
+            if let Some(cap) = c.final_logit_softcap {
+                for v in dst.iter_mut() {
+                    *v = (*v / cap).tanh() * cap;
+                }
+            }
+            r += m;
+        }
+        Ok(None)
+    }
+
+    /// Embeds `ids` and runs every layer at `s.pos`. With `out`, the last
+    /// layer finishes only the rows whose logits are wanted, moved to the
+    /// front when fewer than all; returns how many rows x then holds (0
+    /// without `out`: the last layer stops after attention's K/V).
+    fn layers(
+        &self,
+        s: &mut State<B>,
+        ids: StepIds<'_>,
+        out: Option<std::ops::Range<usize>>,
+    ) -> Result<usize, ModelError> {
         let c = &self.config;
         let b = &self.backend;
         let w = &self.weights;
@@ -432,7 +665,10 @@ impl<B: Backend> Model<B> {
         let e = c.n_embd;
         let (hd, hdv) = (c.head_dim, c.head_dim_v);
 
-        b.get_rows(&w.tok_embd, ids, &mut s.x)?;
+        match ids {
+            StepIds::Host(ids) => b.get_rows(&w.tok_embd, ids, &mut s.x)?,
+            StepIds::Ahead(n) => b.get_rows_ahead(&w.tok_embd, n, &mut s.x)?,
+        }
         if let Some(sc) = c.embd_scale {
             b.scale(&mut s.x, n * e, sc)?;
         }
@@ -525,8 +761,8 @@ impl<B: Backend> Model<B> {
                 // Like llama.cpp's `inp_out_ids`: the rest of the last layer only
                 // runs on the rows whose logits are wanted.
                 match &out {
-                    None => return Ok(None),
-                    Some((rows, _)) if rows.len() < n => {
+                    None => return Ok(0),
+                    Some(rows) if rows.len() < n => {
                         let m = rows.len();
                         if !fused_o {
                             b.copy(&s.proj, rows.start * e, &mut s.xb, 0, m * e)?;
@@ -577,45 +813,37 @@ impl<B: Backend> Model<B> {
             }
         }
 
-        let Some((rows, dst_row)) = out else {
-            return Ok(None);
-        };
-        // Final norm of the requested rows into xb[0..], then logits in chunks.
-        let n_rows = rows.len();
-        let first = if n_act < n { 0 } else { rows.start };
-        b.copy(&s.x, first * e, &mut s.proj, 0, n_rows * e)?;
-        b.rms_norm(&s.proj, &w.output_norm, &mut s.xb, n_rows, c.rms_eps)?;
-        let output = w.output.as_ref().unwrap_or(&w.tok_embd);
-        let nv = c.n_vocab;
-        let chunk = LOGITS_CHUNK.min(s.n_ub).min(n_rows).max(1);
-        if s.logits_rows < chunk {
-            let len = chunk.checked_mul(nv).ok_or_else(|| {
-                ModelError::BadConfig(format!("buffer size {chunk} x {nv} overflows"))
-            })?;
-            s.logits_dev = b.alloc(len)?;
-            s.logits_rows = chunk;
-        }
-        let mut r = 0;
-        while r < n_rows {
-            let m = chunk.min(n_rows - r);
-            b.copy(&s.xb, r * e, &mut s.proj, 0, m * e)?;
-            b.matmul(output, &s.proj, &mut s.logits_dev, m)?;
-            if let Some(ob) = &w.output_b {
-                b.add_bias(&mut s.logits_dev, ob, m)?;
-            }
-            if argmax {
-                // `run` asks for the argmax of one row (Logits::Last).
-                return Ok(Some(b.argmax(&s.logits_dev, (m - 1) * nv, nv)?));
-            }
-            let dst = &mut s.logits[(dst_row + r) * nv..(dst_row + r + m) * nv];
-            b.read(&s.logits_dev, 0, dst)?;
-            if let Some(cap) = c.final_logit_softcap {
-                for v in dst.iter_mut() {
-                    *v = (*v / cap).tanh() * cap;
-                }
-            }
-            r += m;
-        }
-        Ok(None)
+        Ok(n_act)
     }
+}
+
+/// Where a step's token ids come from.
+#[derive(Debug, Clone, Copy)]
+enum StepIds<'a> {
+    /// Known now.
+    Host(&'a [u32]),
+    /// This many, given at [`Backend::submit_ahead`].
+    Ahead(usize),
+}
+
+impl StepIds<'_> {
+    fn len(&self) -> usize {
+        match self {
+            StepIds::Host(ids) => ids.len(),
+            StepIds::Ahead(n) => *n,
+        }
+    }
+}
+
+/// Index of the largest non-NaN value (ties → lowest; 0 when all are NaN),
+/// as [`Backend::argmax`].
+fn host_argmax(l: &[f32]) -> u32 {
+    let mut best: Option<(usize, f32)> = None;
+    for (i, &v) in l.iter().enumerate() {
+        if !v.is_nan() && best.is_none_or(|(_, b)| v > b) {
+            best = Some((i, v));
+        }
+    }
+    // Token ids fit 32 bits (the vocabulary size was checked at load).
+    best.map_or(0, |(i, _)| i as u32)
 }

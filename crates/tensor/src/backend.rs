@@ -166,6 +166,61 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// id instead of a row of logits.
     fn argmax(&self, buf: &Self::Buffer, offset: usize, n: usize) -> Result<u32, TensorError>;
 
+    /// Starts running the ops recorded so far without waiting for them
+    /// (device backends record ops and run them at the next read; the CPU
+    /// runs each op as it is called, so its default does nothing).
+    fn flush(&self) -> Result<(), TensorError> {
+        Ok(())
+    }
+
+    // --- Recording ahead (pipelined decoding) --------------------------
+    //
+    // A device backend can record a step before its token is known, while
+    // the device still computes the previous step, and run it later for
+    // the cost of one submission: [`Backend::begin_ahead`], the step's ops
+    // (its embedding by [`Backend::get_rows_ahead`]), [`Backend::end_ahead`];
+    // later [`Backend::submit_ahead`] with the ids. The defaults say "cannot"
+    // (the CPU runs ops as they are called).
+
+    /// Starts recording ahead: until [`Backend::end_ahead`], the ops that
+    /// this thread calls are recorded and held (no read submits them).
+    /// Returns a ticket for [`Backend::submit_ahead`], or `None` (and
+    /// changes nothing) where the backend cannot hold work. Work held from
+    /// an earlier ticket is dropped.
+    fn begin_ahead(&self) -> Result<Option<u64>, TensorError> {
+        Ok(None)
+    }
+
+    /// [`Backend::get_rows`] of `n` ids given later, to
+    /// [`Backend::submit_ahead`]; only while recording ahead.
+    fn get_rows_ahead(
+        &self,
+        table: &Self::Weight,
+        n: usize,
+        out: &mut Self::Buffer,
+    ) -> Result<(), TensorError> {
+        let _ = (table, n, out);
+        Err(TensorError::Shape {
+            op: "get_rows_ahead",
+            msg: "the backend does not record ahead".into(),
+        })
+    }
+
+    /// Ends recording ahead: the held work waits for
+    /// [`Backend::submit_ahead`]. An error drops it.
+    fn end_ahead(&self) -> Result<(), TensorError> {
+        Ok(())
+    }
+
+    /// Runs the work held under `ticket` (after everything recorded
+    /// before), its embedding reading `ids`; does not wait. Returns false,
+    /// running nothing, when no work is held under `ticket` (dropped, or
+    /// replaced by a later [`Backend::begin_ahead`]).
+    fn submit_ahead(&self, ticket: u64, ids: &[u32]) -> Result<bool, TensorError> {
+        let _ = (ticket, ids);
+        Ok(false)
+    }
+
     /// `dst[dst_off .. dst_off+n] = src[src_off .. src_off+n]`.
     fn copy(
         &self,

@@ -168,6 +168,31 @@ pub struct GpuBackend {
     profile: Mutex<Option<BTreeMap<String, (f64, u64)>>>,
     /// The profile times whole compute passes (see `start_pass_profile`).
     profile_passes: AtomicBool,
+    /// Work recorded ahead (`Backend::begin_ahead`). Locked before `pending`
+    /// where both are.
+    ahead: Mutex<Ahead>,
+    /// Token ids of [`Backend::get_rows_ahead`] (written by `submit_ahead`).
+    ahead_ids: Mutex<Option<GpuTensor>>,
+}
+
+/// The backend's one slot of work recorded ahead of its token ids.
+#[derive(Default)]
+struct Ahead {
+    /// The ticket of the work recording or held (0: none yet).
+    ticket: u64,
+    /// The thread recording (between `begin_ahead` and `end_ahead`): its
+    /// ops go into `batch`; other threads' go to `pending` as usual.
+    recording: Option<std::thread::ThreadId>,
+    batch: Option<GpuBatch<'static>>,
+    /// `q8_src` of the work recorded ahead (it runs as one command buffer,
+    /// after whatever is submitted before it).
+    note: Option<Q8Note>,
+    /// Ids `get_rows_ahead` recorded reads, and its table's rows (checked
+    /// by `submit_ahead`).
+    n_ids: usize,
+    table_rows: usize,
+    /// Encoded, waiting for `submit_ahead`.
+    ready: Option<ops::FinishedBatch<'static>>,
 }
 
 /// RoPE's `(cos, sin)` for positions `0..rows` (see `GpuBackend::rope_table`).
@@ -371,6 +396,8 @@ impl GpuBackend {
             rope_tables: Mutex::new(Vec::new()),
             profile: Mutex::new(None),
             profile_passes: AtomicBool::new(false),
+            ahead: Mutex::new(Ahead::default()),
+            ahead_ids: Mutex::new(None),
         }
     }
 
@@ -815,6 +842,25 @@ impl GpuBackend {
         op: &'static str,
         f: impl FnOnce(&mut GpuBatch<'static>, Option<Q8Note>) -> Result<(R, Option<Q8Note>), WgpuError>,
     ) -> Result<R, TensorError> {
+        {
+            let mut a = self.ahead.lock().unwrap_or_else(|e| e.into_inner());
+            if a.recording == Some(std::thread::current().id()) {
+                let note = a.note.take();
+                let batch = a.batch.get_or_insert_with(|| self.ctx.shared_batch());
+                return match f(batch, note) {
+                    Ok((r, note)) => {
+                        a.note = note;
+                        Ok(r)
+                    }
+                    Err(e) => {
+                        // The step recorded ahead is incomplete: drop it.
+                        a.batch = None;
+                        a.recording = None;
+                        Err(tensor_error(op, e))
+                    }
+                };
+            }
+        }
         let mut guard = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let note = self.forget_q8_src();
         let batch = guard.get_or_insert_with(|| self.new_batch());
@@ -1177,6 +1223,129 @@ impl Backend for GpuBackend {
             return Err(tensor_error(OP, e));
         }
         Ok(())
+    }
+
+    fn flush(&self) -> Result<(), TensorError> {
+        GpuBackend::flush(self)
+    }
+
+    fn begin_ahead(&self) -> Result<Option<u64>, TensorError> {
+        // Profiled runs time their batches one by one, as they are recorded.
+        if self
+            .profile
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+        {
+            return Ok(None);
+        }
+        let mut a = self.ahead.lock().unwrap_or_else(|e| e.into_inner());
+        a.ticket += 1;
+        a.recording = Some(std::thread::current().id());
+        a.batch = None;
+        a.note = None;
+        a.n_ids = 0;
+        a.ready = None;
+        Ok(Some(a.ticket))
+    }
+
+    fn get_rows_ahead(
+        &self,
+        table: &GpuWeight,
+        n: usize,
+        out: &mut GpuTensor,
+    ) -> Result<(), TensorError> {
+        const OP: &str = "get_rows_ahead";
+        need(OP, n.saturating_mul(table.cols), out.len())?;
+        if n == 0 {
+            return Err(shape_err(OP, "no ids"));
+        }
+        let m = table.matrix(OP)?;
+        let mut a = self.ahead.lock().unwrap_or_else(|e| e.into_inner());
+        if a.recording != Some(std::thread::current().id()) {
+            return Err(shape_err(OP, "not recording ahead"));
+        }
+        let ids_gpu = self
+            .reused(
+                &mut self.ahead_ids.lock().unwrap_or_else(|e| e.into_inner()),
+                n,
+                GpuDType::U32,
+            )
+            .map_err(|e| tensor_error(OP, e))?;
+        a.note = None;
+        a.n_ids = n;
+        a.table_rows = table.rows;
+        let batch = a.batch.get_or_insert_with(|| self.ctx.shared_batch());
+        if let Err(e) = batch.embed_n(m, &ids_gpu, n, out) {
+            a.batch = None;
+            a.recording = None;
+            return Err(tensor_error(OP, e));
+        }
+        Ok(())
+    }
+
+    fn end_ahead(&self) -> Result<(), TensorError> {
+        let mut a = self.ahead.lock().unwrap_or_else(|e| e.into_inner());
+        let recording = a.recording.take();
+        let batch = a.batch.take();
+        a.note = None;
+        if recording != Some(std::thread::current().id()) {
+            return Err(shape_err("end_ahead", "not recording ahead"));
+        }
+        // Encoded now, while the device still runs earlier work: at
+        // `submit_ahead` only the submission is left.
+        a.ready = match batch {
+            Some(b) => Some(b.finish().map_err(|e| tensor_error("end_ahead", e))?),
+            None => None,
+        };
+        Ok(())
+    }
+
+    fn submit_ahead(&self, ticket: u64, ids: &[u32]) -> Result<bool, TensorError> {
+        const OP: &str = "submit_ahead";
+        let ready = {
+            let mut a = self.ahead.lock().unwrap_or_else(|e| e.into_inner());
+            if a.ticket != ticket || a.recording.is_some() || a.ready.is_none() {
+                return Ok(false);
+            }
+            if ids.len() != a.n_ids {
+                return Err(shape_err(
+                    OP,
+                    format!("{} ids for a step recorded with {}", ids.len(), a.n_ids),
+                ));
+            }
+            if let Some(&bad) = ids.iter().find(|&&id| id as usize >= a.table_rows) {
+                // The held step stays held: a valid id can still run it.
+                return Err(TensorError::RowOutOfRange {
+                    op: OP,
+                    row: u64::from(bad),
+                    n_rows: a.table_rows as u64,
+                });
+            }
+            a.ready.take()
+        };
+        let Some(ready) = ready else {
+            return Ok(false);
+        };
+        let ids_gpu = self
+            .ahead_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| shape_err(OP, "no ids buffer"))?;
+        // Work recorded before runs before; the ids land before this
+        // submission (a queued write), after every earlier one.
+        let mut guard = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        // What `q8x` holds after the step is the step's business.
+        self.forget_q8_src();
+        if let Some(b) = guard.take() {
+            self.submit_batch(b).map_err(|e| tensor_error(OP, e))?;
+        }
+        self.ctx
+            .write_u32(&ids_gpu, 0, ids)
+            .map_err(|e| tensor_error(OP, e))?;
+        ready.submit().map_err(|e| tensor_error(OP, e))?;
+        Ok(true)
     }
 
     fn matmul(
@@ -1571,6 +1740,14 @@ impl Backend for GpuBackend {
             && v_cache.dtype() == GpuDType::F16
             && gp.head_dim.is_multiple_of(2)
         {
+            let mode = self.pack_mode(Packer::Attention);
+            if n_q == 1 && mode != Q8Mode::Q8K && p.head_dim_v.is_multiple_of(32) {
+                // One token: also pack the output for the output projection.
+                let n = p.n_head * p.head_dim_v;
+                return self.record_packing(OP, Packer::Attention, out, n, mode, |b, xq| {
+                    b.attention_exact_pack(q, k_cache, v_cache, out, &gp, xq, mode)
+                });
+            }
             return self.record(OP, |b| {
                 b.attention_exact(q, k_cache, v_cache, out, &gp, n_q)
             });

@@ -125,7 +125,7 @@ pub mod files {
     shader!(MATMUL_EXACT_SG, "matmul_exact_sg", "");
     shader!(MATMUL_EXACT_TR, "matmul_exact_tr", "");
     shader!(MATMUL_EXACT_COOP, "matmul_exact_coop", "");
-    shader!(ATTN_EXACT, "attn_exact", super::F16_EXACT);
+    shader!(ATTN_EXACT, "attn_exact", super::F16_EXACT_Q8);
 }
 
 /// One specialisation of a shader: the pipeline-cache key.
@@ -677,6 +677,7 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
     v.push(ShaderVariant::plain(files::ATTN_EXACT, "scores_rows"));
     v.push(ShaderVariant::plain(files::ATTN_EXACT, "softmax"));
     v.push(ShaderVariant::plain(files::ATTN_EXACT, "scores_dec"));
+    v.push(ShaderVariant::plain(files::ATTN_EXACT, "kqv_pack"));
     for ty in GPU_TYPES {
         for sg in [false, true] {
             for x in [false, true]

@@ -671,3 +671,143 @@ fn memory_counter_follows_allocations() {
     drop(b);
     assert_eq!(c.allocated_bytes(), base);
 }
+
+/// Pipelined decoding (`Model::submit`, `record_ahead`, `read_logits` /
+/// `read_argmax`) gives the logits of plain `forward`, bit for bit, on the
+/// GPU (where the steps are recorded ahead) and on the CPU (where they are
+/// not); stale steps recorded ahead (a state truncated or run by `forward`
+/// in between, or a second state recording ahead on the same backend) are
+/// never run.
+#[test]
+fn pipelined_decode_matches_forward() {
+    let Some(ctx) = ctx() else { return };
+    for name in ["llama-tiny.gguf", "qwen2-tiny.gguf", "gemma3-tiny.gguf"] {
+        let g = synth(name);
+        let gpu = Model::load(Arc::clone(&g), GpuBackend::with_context(Arc::clone(&ctx))).unwrap();
+        let cpu = Model::load(Arc::clone(&g), CpuBackend::new()).unwrap();
+        let nv = gpu.config().n_vocab;
+        let tokens: Vec<u32> = (0..24u64)
+            .map(|i| ((i * 7919 + 13) % nv as u64) as u32)
+            .collect();
+        check_pipelined(name, &gpu, &tokens, true);
+        check_pipelined(&format!("{name} (cpu)"), &cpu, &tokens, false);
+
+        // Two states on one backend: B's step recorded ahead replaces A's,
+        // so A's submit records its step anew (and both stay right).
+        let want = reference(&gpu, &tokens);
+        let mut a = gpu.new_state(64).unwrap();
+        let mut b = gpu.new_state(64).unwrap();
+        gpu.submit(&mut a, &tokens[..8]).unwrap();
+        gpu.submit(&mut b, &tokens[..8]).unwrap();
+        assert!(gpu.record_ahead(&mut a).unwrap());
+        assert!(gpu.record_ahead(&mut b).unwrap());
+        gpu.submit(&mut a, &tokens[8..9]).unwrap();
+        assert_eq!(
+            gpu.read_logits(&mut a).unwrap(),
+            &want[8 * nv..9 * nv],
+            "{name}: state A"
+        );
+        // B's step, recorded ahead before A's ran, still runs as recorded.
+        gpu.submit(&mut b, &tokens[8..9]).unwrap();
+        assert_eq!(
+            gpu.read_logits(&mut b).unwrap(),
+            &want[8 * nv..9 * nv],
+            "{name}: state B"
+        );
+
+        // A step recorded ahead, then the state truncated: the position's
+        // new token runs afresh.
+        let mut s = gpu.new_state(64).unwrap();
+        gpu.submit(&mut s, &tokens[..8]).unwrap();
+        assert!(gpu.record_ahead(&mut s).unwrap());
+        gpu.submit(&mut s, &tokens[8..9]).unwrap();
+        assert!(gpu.record_ahead(&mut s).unwrap());
+        s.truncate(8);
+        gpu.submit(&mut s, &tokens[8..9]).unwrap();
+        assert_eq!(
+            gpu.read_logits(&mut s).unwrap(),
+            &want[8 * nv..9 * nv],
+            "{name}: truncated"
+        );
+        // Recorded ahead, then `forward` of that position: not run twice.
+        assert!(gpu.record_ahead(&mut s).unwrap());
+        let l = gpu
+            .forward(&mut s, &tokens[9..10], Logits::Last)
+            .unwrap()
+            .to_vec();
+        assert_eq!(
+            l,
+            &want[9 * nv..10 * nv],
+            "{name}: forward after record_ahead"
+        );
+        gpu.submit(&mut s, &tokens[10..11]).unwrap();
+        assert_eq!(
+            gpu.read_logits(&mut s).unwrap(),
+            &want[10 * nv..11 * nv],
+            "{name}: after forward"
+        );
+        // Out-of-vocabulary ids are refused with the step still held.
+        assert!(gpu.record_ahead(&mut s).unwrap());
+        assert!(matches!(
+            gpu.submit(&mut s, &[nv as u32]),
+            Err(zeta_model::ModelError::TokenOutOfRange { .. })
+        ));
+        gpu.submit(&mut s, &tokens[11..12]).unwrap();
+        assert_eq!(
+            gpu.read_logits(&mut s).unwrap(),
+            &want[11 * nv..12 * nv],
+            "{name}: after a refused id"
+        );
+        // Nothing submitted since the state was made: nothing to read.
+        let mut fresh = gpu.new_state(64).unwrap();
+        assert!(matches!(
+            gpu.read_logits(&mut fresh),
+            Err(zeta_model::ModelError::NotSubmitted)
+        ));
+    }
+}
+
+/// Last-position logits of `tokens[..=i]` for every i ≥ 7, by plain
+/// `forward` (`tokens[..8]` as one prompt, then a token a step), at row i
+/// (rows before 7 are zeros).
+fn reference<B: Backend>(m: &Model<B>, tokens: &[u32]) -> Vec<f32> {
+    let nv = m.config().n_vocab;
+    let mut st = m.new_state(64).unwrap();
+    let mut out = vec![0.0; 7 * nv];
+    out.extend_from_slice(m.forward(&mut st, &tokens[..8], Logits::Last).unwrap());
+    for &t in &tokens[8..] {
+        out.extend_from_slice(m.forward(&mut st, &[t], Logits::Last).unwrap());
+    }
+    out
+}
+
+/// `tokens[..8]` as one prompt, then one token a step, pipelined; each
+/// step's logits against [`reference`]'s.
+fn check_pipelined<B: Backend>(label: &str, m: &Model<B>, tokens: &[u32], device: bool) {
+    let nv = m.config().n_vocab;
+    let want = reference(m, tokens);
+    let mut st = m.new_state(64).unwrap();
+    m.submit(&mut st, &tokens[..8]).unwrap();
+    for i in 8..=tokens.len() {
+        let last = i == tokens.len();
+        if !last {
+            assert_eq!(
+                m.record_ahead(&mut st).unwrap(),
+                device,
+                "{label}: recorded ahead"
+            );
+        }
+        let row = &want[(i - 1) * nv..i * nv];
+        let l = m.read_logits(&mut st).unwrap();
+        assert_eq!(l, row, "{label}: logits after {i} tokens");
+        assert_eq!(
+            m.read_argmax(&mut st).unwrap() as usize,
+            argmax(row),
+            "{label}: argmax"
+        );
+        if !last {
+            m.submit(&mut st, &tokens[i..=i]).unwrap();
+        }
+    }
+    assert_eq!(st.pos(), tokens.len());
+}

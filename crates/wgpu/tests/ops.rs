@@ -1429,6 +1429,36 @@ fn attention_pack_q8_equals_attention_then_pack() {
             ctx.read_u32(&x2).unwrap(),
             "{what}"
         );
+        if !f16kv {
+            continue;
+        }
+        // Exact mode (`kqv_pack`): the same against attention_exact +
+        // pack_q8, with and without a window.
+        for window in [0, 29] {
+            let p = AttnParams { window, ..p };
+            let (o1, o2) = (poison(&ctx, 6 * 64), poison(&ctx, 6 * 64));
+            let (x1, x2) = (
+                ctx.upload_u32(&vec![u32::MAX; words]).unwrap(),
+                ctx.upload_u32(&vec![u32::MAX; words]).unwrap(),
+            );
+            let mut b = ctx.batch();
+            b.attention_exact_pack(&qg, &kg, &vg, &o1, &p, &x1, mode)
+                .unwrap();
+            b.attention_exact(&qg, &kg, &vg, &o2, &p, 1).unwrap();
+            b.pack_q8(&o2, &x2, 6 * 64, mode).unwrap();
+            b.submit().unwrap();
+            let what = format!("{what} exact window {window}");
+            let (a, e) = (ctx.read_f32(&o1).unwrap(), ctx.read_f32(&o2).unwrap());
+            assert!(
+                a.iter().zip(&e).all(|(a, e)| a.to_bits() == e.to_bits()),
+                "{what}"
+            );
+            assert_eq!(
+                ctx.read_u32(&x1).unwrap(),
+                ctx.read_u32(&x2).unwrap(),
+                "{what}"
+            );
+        }
     }
     // Q8_K blocks would span heads: refused.
     let t = poison(&ctx, 256);
@@ -1447,6 +1477,11 @@ fn attention_pack_q8_equals_attention_then_pack() {
     let mut b = ctx.batch();
     assert!(
         b.attention_pack_q8(&t, &kv, &kv, &poison(&ctx, 256), &p, &xq, Q8Mode::Q8K)
+            .is_err()
+    );
+    let kv16 = ctx.upload_f16(&[f16::ZERO; 256]).unwrap();
+    assert!(
+        b.attention_exact_pack(&t, &kv16, &kv16, &poison(&ctx, 256), &p, &xq, Q8Mode::Q8K)
             .is_err()
     );
 }
@@ -1938,7 +1973,7 @@ fn every_variant_compiles_on_the_device() {
     // integer widths x (matvec, matmul_q8, and with subgroups the grouped
     // matvec), + 36 others: rmsnorm 6, glu 6, add 7, softmax,
     // argmax, kv_store, act_quant 2, attention 4 x (f32, f16), rope 4;
-    // + 7 exact-mode kernels whatever the types (exact_eval, attn_exact 6)
+    // + 8 exact-mode kernels whatever the types (exact_eval, attn_exact 7)
     // and the exact matmuls: per weight type and `DotOrder` (10: Q4_0 2
     // orders, Q4_1, Q5_0, Q8_0, Q4_K 3, Q6_K 2) the one-invocation-per-output
     // form, and the one-token kernel — matmul_exact_tr's for the lane order
@@ -1955,12 +1990,12 @@ fn every_variant_compiles_on_the_device() {
     println!("cooperative-matrix matmul: {}", ctx.use_coop());
     assert_eq!(
         all,
-        15 * 5 + coop + 6 * 4 * int + 36 + 7 + exact_all,
+        15 * 5 + coop + 6 * 4 * int + 36 + 8 + exact_all,
         "variants compiled"
     );
     assert_eq!(ctx.cached_pipelines(), all);
     let some = ctx.precompile(&[GgmlType::Q4_K, GgmlType::Q6_K]).unwrap();
-    assert_eq!(some, 2 * 5 + coop / 15 * 2 + 2 * 4 * int + 36 + 7 + exact_k);
+    assert_eq!(some, 2 * 5 + coop / 15 * 2 + 2 * 4 * int + 36 + 8 + exact_k);
     assert_eq!(
         ctx.cached_pipelines(),
         all,

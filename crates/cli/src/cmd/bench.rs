@@ -10,8 +10,11 @@
 //!   gives the time to first token (`ttft_ms`).
 //! - `tgN` (token generation): `N` single-token decode steps from an empty
 //!   cache (first token BOS or random, then random ids), logits computed every
-//!   step and no sampling — llama-bench's `test_gen`. Each step's wall time
-//!   gives the per-token latency percentiles.
+//!   step and read back before the next step starts, no sampling —
+//!   llama-bench's `test_gen`. Steps run as generation runs them: each is
+//!   submitted, the next one recorded ahead while the device computes (the
+//!   GPU backend), then the logits are read. Each step's wall time gives the
+//!   per-token latency percentiles.
 //!
 //! Each test runs `--warmup` unmeasured runs (a full prompt for pp, one token
 //! for tg, like llama-bench) and then `-r` measured repetitions; `avg_ts` is
@@ -348,11 +351,7 @@ impl Ctx<'_> {
             session.reset();
             let tokens = self.random_tokens(n_gen, rng);
             let start = Instant::now();
-            for &t in &tokens {
-                let step = Instant::now();
-                session.eval_all(&[t])?;
-                latencies_ms.push(ms(step.elapsed()));
-            }
+            decode(&mut session, &tokens, |d| latencies_ms.push(ms(d)))?;
             let elapsed = start.elapsed();
             progress(&self.info.filename, &name, i, 0, total, n_gen, elapsed);
             samples.push(elapsed);
@@ -364,10 +363,7 @@ impl Ctx<'_> {
         if self.args.profile {
             let tokens = self.random_tokens(n_gen, rng);
             self.profile(&name, &mut session, n_gen, &samples, |s| {
-                tokens
-                    .iter()
-                    .try_for_each(|&t| s.eval_all(&[t]).map(|_| ()))
-                    .map_err(Into::into)
+                decode(s, &tokens, |_| {})
             })?;
         }
         Ok(r)
@@ -453,6 +449,28 @@ impl Ctx<'_> {
             peak_gpu_bytes: self.engine.gpu_peak_bytes(),
         }
     }
+}
+
+/// One-token decode steps of `tokens`, each step's logits read back before
+/// the next step starts (llama-bench's `test_gen`), as generation runs
+/// them: the step is submitted, the next one recorded ahead while the
+/// device runs it (GPU), then the logits are read. `step` gets each step's
+/// wall time.
+fn decode(
+    session: &mut zeta_engine::Session<'_>,
+    tokens: &[u32],
+    mut step: impl FnMut(Duration),
+) -> Result<()> {
+    for (i, &t) in tokens.iter().enumerate() {
+        let t0 = Instant::now();
+        session.submit(&[t])?;
+        if i + 1 < tokens.len() {
+            session.record_ahead()?;
+        }
+        session.read_logits()?;
+        step(t0.elapsed());
+    }
+    Ok(())
 }
 
 fn progress(
