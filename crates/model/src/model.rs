@@ -355,6 +355,15 @@ impl<B: Backend> Model<B> {
         id.ok_or_else(|| ModelError::BadConfig("argmax produced no token".into()))
     }
 
+    /// Final logit soft-capping, where the model has it.
+    fn softcap(&self, logits: &mut [f32]) {
+        if let Some(cap) = self.config.final_logit_softcap {
+            for v in logits.iter_mut() {
+                *v = (*v / cap).tanh() * cap;
+            }
+        }
+    }
+
     /// The checks every step makes before touching the backend.
     fn check_tokens(&self, state: &State<B>, tokens: &[u32]) -> Result<(), ModelError> {
         let c = &self.config;
@@ -450,20 +459,9 @@ impl<B: Backend> Model<B> {
         if !state.submitted {
             return Err(ModelError::NotSubmitted);
         }
-        let nv = self.config.n_vocab;
-        state.logits.clear();
-        state.logits.try_reserve_exact(nv).map_err(|_| {
-            ModelError::Tensor(zeta_tensor::TensorError::Alloc {
-                bytes: nv as u128 * 4,
-            })
-        })?;
-        state.logits.resize(nv, 0.0);
+        reset_logits(state, self.config.n_vocab)?;
         self.backend.read(&state.logits_dev, 0, &mut state.logits)?;
-        if let Some(cap) = self.config.final_logit_softcap {
-            for v in state.logits.iter_mut() {
-                *v = (*v / cap).tanh() * cap;
-            }
-        }
+        self.softcap(&mut state.logits);
         Ok(&state.logits)
     }
 
@@ -551,13 +549,7 @@ impl<B: Backend> Model<B> {
                 .checked_mul(c.n_vocab)
                 .ok_or_else(|| ModelError::BadConfig("logits size overflows".into()))?
         };
-        state.logits.clear();
-        state.logits.try_reserve_exact(total).map_err(|_| {
-            ModelError::Tensor(zeta_tensor::TensorError::Alloc {
-                bytes: total as u128 * 4,
-            })
-        })?;
-        state.logits.resize(total, 0.0);
+        reset_logits(state, total)?;
 
         let n_chunks = tokens.len().div_ceil(state.n_ub);
         let mut id = None;
@@ -602,11 +594,7 @@ impl<B: Backend> Model<B> {
             }
             let dst = &mut s.logits[dst_row * nv..(dst_row + 1) * nv];
             b.read(&s.logits_dev, 0, dst)?;
-            if let Some(cap) = c.final_logit_softcap {
-                for v in dst.iter_mut() {
-                    *v = (*v / cap).tanh() * cap;
-                }
-            }
+            self.softcap(dst);
             return Ok(None);
         }
         // Final norm of the requested rows into xb[0..], then logits in chunks.
@@ -637,11 +625,7 @@ impl<B: Backend> Model<B> {
             }
             let dst = &mut s.logits[(dst_row + r) * nv..(dst_row + r + m) * nv];
             b.read(&s.logits_dev, 0, dst)?;
-            if let Some(cap) = c.final_logit_softcap {
-                for v in dst.iter_mut() {
-                    *v = (*v / cap).tanh() * cap;
-                }
-            }
+            self.softcap(dst);
             r += m;
         }
         Ok(None)
@@ -815,6 +799,18 @@ impl<B: Backend> Model<B> {
 
         Ok(n_act)
     }
+}
+
+/// Empties the state's host logits and sizes them to `total` zeros.
+fn reset_logits<B: Backend>(state: &mut State<B>, total: usize) -> Result<(), ModelError> {
+    state.logits.clear();
+    state.logits.try_reserve_exact(total).map_err(|_| {
+        ModelError::Tensor(zeta_tensor::TensorError::Alloc {
+            bytes: total as u128 * 4,
+        })
+    })?;
+    state.logits.resize(total, 0.0);
+    Ok(())
 }
 
 /// Where a step's token ids come from.

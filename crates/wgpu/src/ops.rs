@@ -436,6 +436,26 @@ fn q8_tpr(units: u32) -> u32 {
     }
 }
 
+/// The checks of an attention that packs its one-query output for the
+/// output projection: a Q8_0/Q8_1 mode (Q8_K blocks would span heads),
+/// head_dim_v a multiple of 32, `xq` large enough and not aliasing `others`.
+fn check_attn_pack(
+    op: &'static str,
+    p: &AttnParams,
+    xq: &GpuTensor,
+    mode: Q8Mode,
+    others: &[&GpuTensor],
+) -> Result<()> {
+    if mode == Q8Mode::Q8K || !p.head_dim_v.is_multiple_of(32) {
+        return Err(shape(
+            op,
+            format!("{mode:?} with head_dim_v {}", p.head_dim_v),
+        ));
+    }
+    want_q8(op, xq, p.n_head as usize * p.head_dim_v as usize)?;
+    distinct(op, xq, others)
+}
+
 fn words_to_bytes(words: &[u32]) -> Vec<u8> {
     let mut v: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
     while !v.len().is_multiple_of(16) || v.is_empty() {
@@ -2332,20 +2352,7 @@ impl<'a> GpuBatch<'a> {
         xq: &GpuTensor,
         mode: Q8Mode,
     ) -> Result<()> {
-        if mode == Q8Mode::Q8K || !p.head_dim_v.is_multiple_of(32) {
-            return Err(shape(
-                "attention_exact_pack",
-                format!("{mode:?} with head_dim_v {}", p.head_dim_v),
-            ));
-        }
-        let n = p.n_head as u64 * p.head_dim_v as u64;
-        want(
-            "attention_exact_pack",
-            xq,
-            "xq",
-            GpuDType::U32,
-            q8_words(n as usize) as u64,
-        )?;
+        check_attn_pack("attention_exact_pack", p, xq, mode, &[q, k, v, out])?;
         self.attention_exact_impl(q, k, v, out, p, 1, Some((xq, mode)))
     }
 
@@ -2497,15 +2504,7 @@ impl<'a> GpuBatch<'a> {
         xq: &GpuTensor,
         mode: Q8Mode,
     ) -> Result<()> {
-        const OP: &str = "attention_pack_q8";
-        if mode == Q8Mode::Q8K || !p.head_dim_v.is_multiple_of(32) {
-            return Err(shape(
-                OP,
-                format!("{mode:?} with head_dim_v {}", p.head_dim_v),
-            ));
-        }
-        want_q8(OP, xq, p.n_head as usize * p.head_dim_v as usize)?;
-        distinct(OP, xq, &[q, k, v, out])?;
+        check_attn_pack("attention_pack_q8", p, xq, mode, &[q, k, v, out])?;
         self.attention_impl(q, k, v, out, p, 1, Some((xq, mode)))
     }
 
