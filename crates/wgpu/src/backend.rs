@@ -1112,18 +1112,9 @@ impl Backend for GpuBackend {
             return Ok(());
         }
         self.flush()?;
-        let v = self
-            .ctx
-            .read_f32_range(buf, offset, out.len())
-            .map_err(|e| tensor_error("read", e))?;
-        if v.len() != out.len() {
-            return Err(tensor_error(
-                "read",
-                WgpuError::ReadBack("short read".to_string()),
-            ));
-        }
-        out.copy_from_slice(&v);
-        Ok(())
+        self.ctx
+            .read_f32_into(buf, offset, out)
+            .map_err(|e| tensor_error("read", e))
     }
 
     fn argmax(&self, buf: &GpuTensor, offset: usize, n: usize) -> Result<u32, TensorError> {

@@ -610,9 +610,25 @@ impl GpuContext {
         offset: u64,
         size: u64,
     ) -> Result<Vec<u8>> {
+        self.read_with(buffer, offset, size, <[u8]>::to_vec)
+            .map(Option::unwrap_or_default)
+    }
+
+    /// Copies `size` bytes from `offset` (4-aligned) of a buffer into a
+    /// staging buffer and gives `f` the mapped bytes (blocking; `None` when
+    /// there are none): one host copy fewer than `read_bytes_at` where `f`
+    /// converts them straight into their destination (a decode step's
+    /// logits: 1 MiB a token for a 262K vocabulary).
+    fn read_with<R>(
+        &self,
+        buffer: &wgpu::Buffer,
+        offset: u64,
+        size: u64,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Option<R>> {
         let size = pad4(size).min(buffer.size().saturating_sub(offset));
         if size == 0 {
-            return Ok(Vec::new());
+            return Ok(None);
         }
         // Small reads (a decode step's logits or token id) share one staging
         // buffer, held until the bytes are copied out (reads of other
@@ -645,22 +661,23 @@ impl GpuContext {
                 b
             }
         };
-        let out = self.read_via(&staging, buffer, offset, size);
+        let out = self.read_via(&staging, buffer, offset, size, f);
         if out.is_err() {
             // It may be left mapped or pending: the next read makes a new one.
             *slot = None;
         }
-        out
+        out.map(Some)
     }
 
-    /// [`read_bytes_at`](Self::read_bytes_at) through `staging`.
-    fn read_via(
+    /// [`read_with`](Self::read_with) through `staging`.
+    fn read_via<R>(
         &self,
         staging: &wgpu::Buffer,
         buffer: &wgpu::Buffer,
         offset: u64,
         size: u64,
-    ) -> Result<Vec<u8>> {
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
         let mut enc = self
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -685,7 +702,7 @@ impl GpuContext {
             let view = staging
                 .get_mapped_range(..size)
                 .map_err(|e| WgpuError::ReadBack(e.to_string()))?;
-            view.to_vec()
+            f(&view)
         };
         staging.unmap();
         Ok(out)
@@ -735,6 +752,36 @@ impl GpuContext {
             .take(n)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect())
+    }
+
+    /// Reads f32 elements `offset .. offset + out.len()` back into `out`
+    /// (converted from the mapped bytes directly).
+    pub fn read_f32_into(&self, t: &GpuTensor, offset: usize, out: &mut [f32]) -> Result<()> {
+        if t.dtype != GpuDType::F32 {
+            return Err(shape("read_f32_into", format!("tensor is {:?}", t.dtype)));
+        }
+        let n = out.len();
+        match offset.checked_add(n) {
+            Some(end) if end <= t.len => {}
+            _ => {
+                return Err(shape(
+                    "read_f32_into",
+                    format!("{offset}+{n} exceeds {} elements", t.len),
+                ));
+            }
+        }
+        let got = self.read_with(&t.buffer, offset as u64 * 4, n as u64 * 4, |bytes| {
+            let mut k = 0;
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                k += 1;
+            }
+            k
+        })?;
+        if got.unwrap_or(0) != n {
+            return Err(WgpuError::ReadBack("short read".to_string()));
+        }
+        Ok(())
     }
 
     /// Reads a u32 tensor back.

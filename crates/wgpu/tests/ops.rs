@@ -1787,6 +1787,15 @@ fn inplace_ops_and_oversized_buffers() {
     let wt = wm.as_f32_tensor().unwrap();
     assert_eq!(ctx.read_f32_range(&wt, 1, 3).unwrap(), vec![2.0, 3.0, 4.0]);
     assert!(ctx.read_f32_range(&wt, 3, 3).is_err());
+    // The same straight into a slice (the logits' path); its bytes are
+    // overwritten, out-of-range and non-f32 reads are refused.
+    let mut into = [f32::NAN; 3];
+    ctx.read_f32_into(&wt, 2, &mut into).unwrap();
+    assert_eq!(into, [3.0, 4.0, 5.0]);
+    assert!(ctx.read_f32_into(&wt, 3, &mut into).is_err());
+    let ids = ctx.upload_u32(&[1, 2, 3]).unwrap();
+    assert!(ctx.read_f32_into(&ids, 0, &mut into).is_err());
+    ctx.read_f32_into(&wt, 5, &mut []).unwrap();
     let q8 = ctx
         .upload_matrix(GgmlType::Q8_0, 1, 32, &[0u8; 34])
         .unwrap();
