@@ -337,22 +337,18 @@ impl<B: Backend> Model<B> {
         tokens: &[u32],
         logits: Logits,
     ) -> Result<&'s [f32], ModelError> {
-        let total = self.run(state, tokens, logits, false)?.1;
+        let total = self.run(state, tokens, logits)?;
         Ok(&state.logits[..total])
     }
 
     /// [`Model::forward`] with [`Logits::Last`] followed by an argmax of the
     /// logits (NaNs ignored, ties → lowest id), computed by the backend
     /// ([`Backend::argmax`]): a device backend reads back one id instead of
-    /// a row of logits. Returns the id of greedy decoding's next token.
+    /// a row of logits. Returns the id of greedy decoding's next token
+    /// ([`Model::submit`] then [`Model::read_argmax`]).
     pub fn forward_argmax(&self, state: &mut State<B>, tokens: &[u32]) -> Result<u32, ModelError> {
-        if self.config.final_logit_softcap.is_some() {
-            // Capping can merge distinct logits into ties: decide on the capped values.
-            let l = self.forward(state, tokens, Logits::Last)?;
-            return Ok(host_argmax(l));
-        }
-        let (id, _) = self.run(state, tokens, Logits::Last, true)?;
-        id.ok_or_else(|| ModelError::BadConfig("argmax produced no token".into()))
+        self.submit(state, tokens)?;
+        self.read_argmax(state)
     }
 
     /// Final logit soft-capping, where the model has it.
@@ -472,6 +468,7 @@ impl<B: Backend> Model<B> {
             return Err(ModelError::NotSubmitted);
         }
         if self.config.final_logit_softcap.is_some() {
+            // Capping can merge distinct logits into ties: decide on the capped values.
             return Ok(host_argmax(self.read_logits(state)?));
         }
         Ok(self
@@ -523,16 +520,14 @@ impl<B: Backend> Model<B> {
         Ok(())
     }
 
-    /// The body of [`Model::forward`]; with `argmax` (and [`Logits::Last`])
-    /// the last row's logits stay on the device and only their argmax comes
-    /// back. Returns (the argmax, the number of host logits written).
+    /// The body of [`Model::forward`]. Returns the number of host logits
+    /// written.
     fn run(
         &self,
         state: &mut State<B>,
         tokens: &[u32],
         logits: Logits,
-        argmax: bool,
-    ) -> Result<(Option<u32>, usize), ModelError> {
+    ) -> Result<usize, ModelError> {
         let c = &self.config;
         self.check_tokens(state, tokens)?;
         // A step recorded ahead for this position would now be stale.
@@ -542,17 +537,12 @@ impl<B: Backend> Model<B> {
             Logits::Last => 1,
             Logits::All => tokens.len(),
         };
-        let total = if argmax {
-            0
-        } else {
-            n_out
-                .checked_mul(c.n_vocab)
-                .ok_or_else(|| ModelError::BadConfig("logits size overflows".into()))?
-        };
+        let total = n_out
+            .checked_mul(c.n_vocab)
+            .ok_or_else(|| ModelError::BadConfig("logits size overflows".into()))?;
         reset_logits(state, total)?;
 
         let n_chunks = tokens.len().div_ceil(state.n_ub);
-        let mut id = None;
         for (ci, chunk) in tokens.chunks(state.n_ub).enumerate() {
             let first = ci * state.n_ub;
             let out = match logits {
@@ -560,26 +550,24 @@ impl<B: Backend> Model<B> {
                 Logits::Last if ci + 1 == n_chunks => Some((chunk.len() - 1..chunk.len(), 0)),
                 Logits::Last => None,
             };
-            id = self.ubatch(state, chunk, out, argmax)?;
+            self.ubatch(state, chunk, out)?;
             state.pos += chunk.len();
         }
-        Ok((id, total))
+        Ok(total)
     }
 
     /// One micro-batch at `state.pos`. `out = Some((rows, dst_row))` computes
-    /// logits of batch rows `rows` into host rows starting at `dst_row`, or,
-    /// with `argmax` (one row), only the argmax of that row's logits.
+    /// logits of batch rows `rows` into host rows starting at `dst_row`.
     fn ubatch(
         &self,
         s: &mut State<B>,
         ids: &[u32],
         out: Option<(std::ops::Range<usize>, usize)>,
-        argmax: bool,
-    ) -> Result<Option<u32>, ModelError> {
+    ) -> Result<(), ModelError> {
         let n = ids.len();
         let Some((rows, dst_row)) = out else {
             self.layers(s, StepIds::Host(ids), None)?;
-            return Ok(None);
+            return Ok(());
         };
         let n_act = self.layers(s, StepIds::Host(ids), Some(rows.clone()))?;
         let c = &self.config;
@@ -589,13 +577,10 @@ impl<B: Backend> Model<B> {
         let nv = c.n_vocab;
         if rows.len() == 1 {
             self.record_logits_row(s, n_act, rows.start)?;
-            if argmax {
-                return Ok(Some(b.argmax(&s.logits_dev, 0, nv)?));
-            }
             let dst = &mut s.logits[dst_row * nv..(dst_row + 1) * nv];
             b.read(&s.logits_dev, 0, dst)?;
             self.softcap(dst);
-            return Ok(None);
+            return Ok(());
         }
         // Final norm of the requested rows into xb[0..], then logits in chunks.
         let n_rows = rows.len();
@@ -619,16 +604,12 @@ impl<B: Backend> Model<B> {
             if let Some(ob) = &w.output_b {
                 b.add_bias(&mut s.logits_dev, ob, m)?;
             }
-            if argmax {
-                // `run` asks for the argmax of one row (Logits::Last).
-                return Ok(Some(b.argmax(&s.logits_dev, (m - 1) * nv, nv)?));
-            }
             let dst = &mut s.logits[(dst_row + r) * nv..(dst_row + r + m) * nv];
             b.read(&s.logits_dev, 0, dst)?;
             self.softcap(dst);
             r += m;
         }
-        Ok(None)
+        Ok(())
     }
 
     /// Embeds `ids` and runs every layer at `s.pos`. With `out`, the last

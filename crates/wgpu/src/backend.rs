@@ -195,6 +195,15 @@ struct Ahead {
     ready: Option<ops::FinishedBatch<'static>>,
 }
 
+impl Ahead {
+    /// Drops an incomplete step recorded ahead (an op failed while
+    /// recording it); its ticket then submits nothing.
+    fn abandon(&mut self) {
+        self.batch = None;
+        self.recording = None;
+    }
+}
+
 /// RoPE's `(cos, sin)` for positions `0..rows` (see `GpuBackend::rope_table`).
 struct RopeTable {
     /// (n_dims, freq_base bits, freq_scale bits, factors).
@@ -853,9 +862,7 @@ impl GpuBackend {
                         Ok(r)
                     }
                     Err(e) => {
-                        // The step recorded ahead is incomplete: drop it.
-                        a.batch = None;
-                        a.recording = None;
+                        a.abandon();
                         Err(tensor_error(op, e))
                     }
                 };
@@ -1231,12 +1238,11 @@ impl Backend for GpuBackend {
             return Ok(None);
         }
         let mut a = self.ahead.lock().unwrap_or_else(|e| e.into_inner());
-        a.ticket += 1;
-        a.recording = Some(std::thread::current().id());
-        a.batch = None;
-        a.note = None;
-        a.n_ids = 0;
-        a.ready = None;
+        *a = Ahead {
+            ticket: a.ticket + 1,
+            recording: Some(std::thread::current().id()),
+            ..Ahead::default()
+        };
         Ok(Some(a.ticket))
     }
 
@@ -1268,8 +1274,7 @@ impl Backend for GpuBackend {
         a.table_rows = table.rows;
         let batch = a.batch.get_or_insert_with(|| self.ctx.shared_batch());
         if let Err(e) = batch.embed_n(m, &ids_gpu, n, out) {
-            a.batch = None;
-            a.recording = None;
+            a.abandon();
             return Err(tensor_error(OP, e));
         }
         Ok(())
@@ -1297,6 +1302,7 @@ impl Backend for GpuBackend {
         let ready = {
             let mut a = self.ahead.lock().unwrap_or_else(|e| e.into_inner());
             if a.ticket != ticket || a.recording.is_some() || a.ready.is_none() {
+                // Dropped, replaced, or still being recorded.
                 return Ok(false);
             }
             if ids.len() != a.n_ids {
@@ -1313,10 +1319,10 @@ impl Backend for GpuBackend {
                     n_rows: a.table_rows as u64,
                 });
             }
-            a.ready.take()
-        };
-        let Some(ready) = ready else {
-            return Ok(false);
+            match a.ready.take() {
+                Some(r) => r,
+                None => return Ok(false),
+            }
         };
         let ids_gpu = self
             .ahead_ids

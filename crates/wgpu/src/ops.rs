@@ -2450,26 +2450,12 @@ impl<'a> GpuBatch<'a> {
             }
             // Batches: one workgroup per head, block of 16 queries and group
             // of 64 outputs (`kqv_block`); one query: a workgroup per output
-            // (`kqv`).
-            if let Some((xq, _)) = pack.filter(|_| n_q == 1) {
-                // One query, packed for the output projection: a workgroup
-                // per head and 32 outputs.
-                self.dispatch(
-                    &ShaderVariant::plain(files::ATTN_EXACT, "kqv_pack"),
-                    &[
-                        (2, &v.buffer),
-                        (3, &scratch.buffer),
-                        (5, &out.buffer),
-                        (9, &xq.buffer),
-                    ],
-                    4,
-                    &params,
-                    (p.head_dim_v / 32, p.n_head, 1),
-                )?;
-                q0 += nb;
-                continue;
-            }
-            let (entry, groups) = if kqv_batch {
+            // (`kqv`), or, packed for the output projection, a workgroup per
+            // head and 32 outputs (`kqv_pack`).
+            let packed = pack.filter(|_| n_q == 1);
+            let (entry, groups) = if packed.is_some() {
+                ("kqv_pack", (p.head_dim_v / 32, p.n_head, 1))
+            } else if kqv_batch {
                 (
                     "kqv_block",
                     (p.n_head, nb.div_ceil(16), p.head_dim_v.div_ceil(64)),
@@ -2477,9 +2463,14 @@ impl<'a> GpuBatch<'a> {
             } else {
                 ("kqv", (d_groups, p.n_head, nb))
             };
+            let bindings: Vec<(u32, &wgpu::Buffer)> =
+                [(2, &v.buffer), (3, &scratch.buffer), (5, &out.buffer)]
+                    .into_iter()
+                    .chain(packed.map(|(xq, _)| (9, &xq.buffer)))
+                    .collect();
             self.dispatch(
                 &ShaderVariant::plain(files::ATTN_EXACT, entry),
-                &[(2, &v.buffer), (3, &scratch.buffer), (5, &out.buffer)],
+                &bindings,
                 4,
                 &params,
                 groups,

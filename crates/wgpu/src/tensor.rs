@@ -372,7 +372,7 @@ impl GpuContext {
 
     /// Overwrites u32 elements `offset ..` of `t` (token ids).
     pub fn write_u32(&self, t: &GpuTensor, offset: usize, data: &[u32]) -> Result<()> {
-        check_write(t, GpuDType::U32, offset, data.len())?;
+        check_span("write", t, GpuDType::U32, offset, data.len())?;
         self.write_padded(&t.buffer, offset as u64 * 4, bytemuck::cast_slice(data));
         Ok(())
     }
@@ -411,7 +411,7 @@ impl GpuContext {
 
     /// Overwrites f32 elements `offset ..` of `t` (e.g. a KV-cache row).
     pub fn write_f32(&self, t: &GpuTensor, offset: usize, data: &[f32]) -> Result<()> {
-        check_write(t, GpuDType::F32, offset, data.len())?;
+        check_span("write", t, GpuDType::F32, offset, data.len())?;
         self.write_padded(&t.buffer, offset as u64 * 4, bytemuck::cast_slice(data));
         Ok(())
     }
@@ -419,7 +419,7 @@ impl GpuContext {
     /// Overwrites f16 elements `offset ..` of `t`; `offset` and `data.len()`
     /// must be even (whole words).
     pub fn write_f16(&self, t: &GpuTensor, offset: usize, data: &[half::f16]) -> Result<()> {
-        check_write(t, GpuDType::F16, offset, data.len())?;
+        check_span("write", t, GpuDType::F16, offset, data.len())?;
         if !offset.is_multiple_of(2) || !data.len().is_multiple_of(2) {
             return Err(shape("write_f16", "offset and length must be even"));
         }
@@ -718,58 +718,30 @@ impl GpuContext {
 
     /// Reads an f32 tensor back.
     pub fn read_f32(&self, t: &GpuTensor) -> Result<Vec<f32>> {
-        if t.dtype != GpuDType::F32 {
-            return Err(shape("read_f32", format!("tensor is {:?}", t.dtype)));
-        }
-        let bytes = self.read_bytes(&t.buffer, t.len as u64 * 4)?;
-        Ok(bytes
-            .chunks_exact(4)
-            .take(t.len)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
+        check_span("read_f32", t, GpuDType::F32, 0, t.len)?;
+        let mut out = vec![0f32; t.len];
+        self.fill_f32(t, 0, &mut out)?;
+        Ok(out)
     }
 
     /// Reads f32 elements `offset .. offset + n` back.
     pub fn read_f32_range(&self, t: &GpuTensor, offset: usize, n: usize) -> Result<Vec<f32>> {
-        if t.dtype != GpuDType::F32 {
-            return Err(shape("read_f32_range", format!("tensor is {:?}", t.dtype)));
-        }
-        match offset.checked_add(n) {
-            Some(end) if end <= t.len => {}
-            _ => {
-                return Err(shape(
-                    "read_f32_range",
-                    format!("{offset}+{n} exceeds {} elements", t.len),
-                ));
-            }
-        }
-        if n == 0 {
-            return Ok(Vec::new());
-        }
-        let bytes = self.read_bytes_at(&t.buffer, offset as u64 * 4, n as u64 * 4)?;
-        Ok(bytes
-            .chunks_exact(4)
-            .take(n)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
+        check_span("read_f32_range", t, GpuDType::F32, offset, n)?;
+        let mut out = vec![0f32; n];
+        self.fill_f32(t, offset, &mut out)?;
+        Ok(out)
     }
 
     /// Reads f32 elements `offset .. offset + out.len()` back into `out`
     /// (converted from the mapped bytes directly).
     pub fn read_f32_into(&self, t: &GpuTensor, offset: usize, out: &mut [f32]) -> Result<()> {
-        if t.dtype != GpuDType::F32 {
-            return Err(shape("read_f32_into", format!("tensor is {:?}", t.dtype)));
-        }
+        check_span("read_f32_into", t, GpuDType::F32, offset, out.len())?;
+        self.fill_f32(t, offset, out)
+    }
+
+    /// `out` = f32 elements `offset ..` of `t` (the range checked by the caller).
+    fn fill_f32(&self, t: &GpuTensor, offset: usize, out: &mut [f32]) -> Result<()> {
         let n = out.len();
-        match offset.checked_add(n) {
-            Some(end) if end <= t.len => {}
-            _ => {
-                return Err(shape(
-                    "read_f32_into",
-                    format!("{offset}+{n} exceeds {} elements", t.len),
-                ));
-            }
-        }
         let got = self.read_with(&t.buffer, offset as u64 * 4, n as u64 * 4, |bytes| {
             let mut k = 0;
             for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
@@ -798,17 +770,25 @@ impl GpuContext {
     }
 }
 
-fn check_write(t: &GpuTensor, want: GpuDType, offset: usize, n: usize) -> Result<()> {
+/// That `t` holds `want` elements and `offset .. offset + n` is inside it
+/// (the checks of every host write and read of a tensor range).
+fn check_span(
+    op: &'static str,
+    t: &GpuTensor,
+    want: GpuDType,
+    offset: usize,
+    n: usize,
+) -> Result<()> {
     if t.dtype != want {
         return Err(shape(
-            "write",
+            op,
             format!("tensor is {:?}, data is {want:?}", t.dtype),
         ));
     }
     match offset.checked_add(n) {
         Some(end) if end <= t.len => Ok(()),
         _ => Err(shape(
-            "write",
+            op,
             format!("{offset}+{n} exceeds {} elements", t.len),
         )),
     }
