@@ -91,7 +91,7 @@ var<workgroup> gy: array<f32, 256>;
 
 // Workgroup wg: blocks 8 wg .. 8 wg + 7. Each invocation computes one
 // element (the exact activation is costly: all 256 in parallel), then
-// invocations 0..8 quantise one block each.
+// invocations 0..64 quantise a vec4 each (q8.wgsl `put_q8_vec4`).
 fn assign_q8(wg: u32, lid: u32, gelu: bool) {
     let nb = P.n / 32u;
     let e = 256u * wg + lid;
@@ -101,22 +101,13 @@ fn assign_q8(wg: u32, lid: u32, gelu: bool) {
         gy[lid] = v;
     }
     workgroupBarrier();
-    let b = 8u * wg + lid;
-    let live = lid < 8u && b < nb;
-    var y: array<vec4<f32>, 8>;
+    let i = 64u * wg + lid;
+    let live = lid < 64u && i < P.n / 4u;
+    var y = vec4<f32>(0.0);
     if (live) {
-        for (var k = 0u; k < 32u; k++) {
-            y[k / 4u][k % 4u] = gy[32u * lid + k];
-        }
+        y = vec4<f32>(gy[4u * lid], gy[4u * lid + 1u], gy[4u * lid + 2u], gy[4u * lid + 3u]);
     }
-    var kmax = 0.0;
-    if (P.mode == 2u) {
-        // Q8_K: the signed max over the 8 blocks (256 elements).
-        kmax = q8_kmax(lid, q8_stats(y));
-    }
-    if (live) {
-        put_q8(0u, b, nb, q8_block(y, P.mode, kmax));
-    }
+    put_q8_vec4(lid, 0u, i, live, nb, y, P.mode);
 }
 
 @compute @workgroup_size(256)

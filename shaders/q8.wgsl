@@ -103,3 +103,90 @@ fn put_q8(base: u32, b: u32, n_blocks: u32, w: array<u32, 10>) {
     XQ[base + n_blocks * 8u + 2u * b] = w[8];
     XQ[base + n_blocks * 8u + 2u * b + 1u] = w[9];
 }
+
+// ---- Packing a vec4 an invocation (8 invocations a 32-element block, so a
+// block's quants cost one round of the workgroup, not 32 serial elements of
+// one invocation): the same words as q8_block + put_q8.
+
+var<workgroup> q8_bst: array<vec2<f32>, 32>;
+var<workgroup> q8_isum: array<i32, 256>;
+
+// Invocation t (of a workgroup of 256, all calling together: barriers) packs
+// y, the row's vec4 i (block i / 8 of the row at XQ word `base`, n_blocks
+// blocks; `live`: i is in the row), in `mode`. The workgroup's i are
+// i0 + t for an i0 that is a multiple of 64, so the 8 vec4s of a block (64
+// of a Q8_K block) are consecutive invocations; vec4s past the row end in
+// whole blocks (n_blocks a multiple of 8 for Q8_K).
+fn put_q8_vec4(t: u32, base: u32, i: u32, live: bool, n_blocks: u32, y: vec4<f32>, mode: u32) {
+    // (amax, the signed value of its first element) of the vec4, then of
+    // the block (first in element order on ties, as q8_stats).
+    var st = vec2<f32>(0.0);
+    for (var c = 0u; c < 4u; c++) {
+        if (abs(y[c]) > st.x) {
+            st = vec2<f32>(abs(y[c]), y[c]);
+        }
+    }
+    q8_sh[t] = st;
+    workgroupBarrier();
+    if (t % 8u == 0u) {
+        var m = q8_sh[t];
+        for (var j = 1u; j < 8u; j++) {
+            let o = q8_sh[t + j];
+            if (o.x > m.x) {
+                m = o;
+            }
+        }
+        q8_bst[t / 8u] = m;
+    }
+    workgroupBarrier();
+    let bs = t / 8u;
+    var q: vec4<i32>;
+    var d = 0.0;
+    if (mode == 2u) {
+        // Q8_K: the first largest of the 8 blocks of 256 elements.
+        let f = bs & ~7u;
+        var m = q8_bst[f];
+        for (var j = 1u; j < 8u; j++) {
+            let o = q8_bst[f + j];
+            if (o.x > m.x) {
+                m = o;
+            }
+        }
+        var iscale = 0.0;
+        if (m.y != 0.0) {
+            iscale = div_rn(-127.0, m.y);
+            d = div_rn(1.0, iscale);
+        }
+        q = vec4<i32>(min(round(y * iscale), vec4<f32>(127.0)));
+    } else {
+        let amax = q8_bst[bs].x;
+        var id = 0.0;
+        if (amax > 0.0) {
+            d = div_rn(amax, 127.0);
+            id = div_rn(127.0, amax);
+        }
+        q = vec4<i32>(clamp(round(y * id), vec4<f32>(-128.0), vec4<f32>(127.0)));
+    }
+    q8_isum[t] = q.x + q.y + q.z + q.w;
+    let b = i / 8u;
+    if (live) {
+        XQ[base + i] = pack4xI8(q);
+    }
+    workgroupBarrier();
+    if (live && t % 8u == 0u) {
+        var isum = 0;
+        for (var j = 0u; j < 8u; j++) {
+            isum += q8_isum[t + j];
+        }
+        var dw = bitcast<u32>(d);
+        var sw = bitcast<u32>(isum);
+        if (mode != 2u) {
+            dw = bitcast<u32>(round_f16(d));
+            if (mode == 1u) {
+                sw = bitcast<u32>(round_f16(d * f32(isum)));
+            }
+        }
+        XQ[base + n_blocks * 8u + 2u * b] = dw;
+        XQ[base + n_blocks * 8u + 2u * b + 1u] = sw;
+    }
+}
