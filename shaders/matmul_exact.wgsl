@@ -37,6 +37,11 @@ struct Params {
     off1: u32,
     off2: u32,
     n_tok: u32,      // `tile_*` only: tokens of this dispatch
+    // `lanes_tr_multi_rope` only: the token's position, rotated dimensions
+    // and head size.
+    rope_pos: u32,
+    rope_n_rot: u32,
+    rope_hd: u32,
 }
 
 @group(0) @binding(0) var<storage, read> W: array<u32>;

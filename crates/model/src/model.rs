@@ -642,37 +642,6 @@ impl<B: Backend> Model<B> {
         let mut n_act = n;
         for (il, lw) in w.layers.iter().enumerate() {
             // --- attention ---
-            b.rms_norm_matmul_many(
-                &s.x,
-                &lw.attn_norm,
-                &mut s.xb,
-                &mut [(&lw.wq, &mut s.q), (&lw.wk, &mut s.k), (&lw.wv, &mut s.v)],
-                n,
-                c.rms_eps,
-            )?;
-            if let Some(bq) = &lw.bq {
-                b.add_bias(&mut s.q, bq, n)?;
-            }
-            if let Some(bk) = &lw.bk {
-                b.add_bias(&mut s.k, bk, n)?;
-            }
-            if let Some(bv) = &lw.bv {
-                b.add_bias(&mut s.v, bv, n)?;
-            }
-            // Per-head q/k norms (Qwen3, Gemma 3) go with RoPE when both are
-            // there (one fused op where the backend has one).
-            let qk_norm = match (&lw.q_norm, &lw.k_norm) {
-                (Some(qn), Some(kn)) => Some((qn, kn, c.rms_eps)),
-                (qn, kn) => {
-                    if let Some(qn) = qn {
-                        b.rms_norm_inplace(&mut s.q, qn, n * c.n_head, c.rms_eps)?;
-                    }
-                    if let Some(kn) = kn {
-                        b.rms_norm_inplace(&mut s.k, kn, n * c.n_head_kv, c.rms_eps)?;
-                    }
-                    None
-                }
-            };
             let swa = c.is_swa(il);
             let rope = RopeParams {
                 kind: c.rope_kind,
@@ -698,18 +667,73 @@ impl<B: Backend> Model<B> {
                 scale: c.kq_scale,
                 window: if swa { Some(c.n_swa) } else { None },
             };
-            b.rope_store_kv(
-                &mut s.q,
-                &mut s.k,
-                &s.v,
-                &mut s.k_cache[il],
-                &mut s.v_cache[il],
-                &ap,
-                &rope,
-                w.rope_freqs.as_ref(),
-                c.q_prescale,
-                qk_norm,
-            )?;
+            let plain = lw.bq.is_none()
+                && lw.bk.is_none()
+                && lw.bv.is_none()
+                && lw.q_norm.is_none()
+                && lw.k_norm.is_none();
+            if plain {
+                // Projections, RoPE and the cache write: one fused op where
+                // the backend has one.
+                b.rms_norm_qkv_rope_store_kv(
+                    &s.x,
+                    &lw.attn_norm,
+                    &mut s.xb,
+                    [&lw.wq, &lw.wk, &lw.wv],
+                    [&mut s.q, &mut s.k, &mut s.v],
+                    &mut s.k_cache[il],
+                    &mut s.v_cache[il],
+                    c.rms_eps,
+                    &ap,
+                    &rope,
+                    w.rope_freqs.as_ref(),
+                    c.q_prescale,
+                )?;
+            } else {
+                b.rms_norm_matmul_many(
+                    &s.x,
+                    &lw.attn_norm,
+                    &mut s.xb,
+                    &mut [(&lw.wq, &mut s.q), (&lw.wk, &mut s.k), (&lw.wv, &mut s.v)],
+                    n,
+                    c.rms_eps,
+                )?;
+                if let Some(bq) = &lw.bq {
+                    b.add_bias(&mut s.q, bq, n)?;
+                }
+                if let Some(bk) = &lw.bk {
+                    b.add_bias(&mut s.k, bk, n)?;
+                }
+                if let Some(bv) = &lw.bv {
+                    b.add_bias(&mut s.v, bv, n)?;
+                }
+                // Per-head q/k norms (Qwen3, Gemma 3) go with RoPE when both
+                // are there (one fused op where the backend has one).
+                let qk_norm = match (&lw.q_norm, &lw.k_norm) {
+                    (Some(qn), Some(kn)) => Some((qn, kn, c.rms_eps)),
+                    (qn, kn) => {
+                        if let Some(qn) = qn {
+                            b.rms_norm_inplace(&mut s.q, qn, n * c.n_head, c.rms_eps)?;
+                        }
+                        if let Some(kn) = kn {
+                            b.rms_norm_inplace(&mut s.k, kn, n * c.n_head_kv, c.rms_eps)?;
+                        }
+                        None
+                    }
+                };
+                b.rope_store_kv(
+                    &mut s.q,
+                    &mut s.k,
+                    &s.v,
+                    &mut s.k_cache[il],
+                    &mut s.v_cache[il],
+                    &ap,
+                    &rope,
+                    w.rope_freqs.as_ref(),
+                    c.q_prescale,
+                    qk_norm,
+                )?;
+            }
             b.attention(&s.q, &s.k_cache[il], &s.v_cache[il], &mut s.att, &ap)?;
             // Without a bias or post-norm the projection adds straight into
             // the residual stream (one fused op where the backend has one).

@@ -73,6 +73,47 @@ pub struct AttnParams {
 /// norm weights (`[head_dim_k]` each) and the epsilon.
 pub type QkNorm<'a, W> = Option<(&'a W, &'a W, f32)>;
 
+/// [`Backend::rms_norm_qkv_rope_store_kv`] as separate ops (its default;
+/// backends that fuse it fall back to this where their kernel does not
+/// apply).
+#[allow(clippy::too_many_arguments)]
+pub fn rms_norm_qkv_rope_store_kv_unfused<B: Backend + ?Sized>(
+    b: &B,
+    x: &B::Buffer,
+    norm: &B::Weight,
+    xb: &mut B::Buffer,
+    w: [&B::Weight; 3],
+    [q, k, v]: [&mut B::Buffer; 3],
+    k_cache: &mut B::KvBuffer,
+    v_cache: &mut B::KvBuffer,
+    eps: f32,
+    shape: &AttnParams,
+    params: &RopeParams,
+    freq_factors: Option<&B::Weight>,
+    q_scale: Option<f32>,
+) -> Result<(), TensorError> {
+    b.rms_norm_matmul_many(
+        x,
+        norm,
+        xb,
+        &mut [(w[0], &mut *q), (w[1], &mut *k), (w[2], &mut *v)],
+        shape.n_tokens,
+        eps,
+    )?;
+    b.rope_store_kv(
+        q,
+        k,
+        v,
+        k_cache,
+        v_cache,
+        shape,
+        params,
+        freq_factors,
+        q_scale,
+        None,
+    )
+}
+
 /// [`Backend::rope_store_kv`] as separate ops (its default; backends
 /// that fuse it fall back to this where their kernel does not apply).
 #[allow(clippy::too_many_arguments)]
@@ -457,6 +498,45 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
             freq_factors,
             q_scale,
             qk_norm,
+        )
+    }
+
+    /// A layer's Q/K/V projections with its RoPE and KV-cache write:
+    /// [`Backend::rms_norm_matmul_many`] of `x` (weight `norm`, into `xb`)
+    /// by `w = [wq, wk, wv]` into `q`, `k`, `v`, then
+    /// [`Backend::rope_store_kv`] without q/k norms. The default runs those
+    /// two ops; a backend may fuse them (afterwards k's and v's contents are
+    /// unspecified).
+    #[allow(clippy::too_many_arguments)]
+    fn rms_norm_qkv_rope_store_kv(
+        &self,
+        x: &Self::Buffer,
+        norm: &Self::Weight,
+        xb: &mut Self::Buffer,
+        w: [&Self::Weight; 3],
+        [q, k, v]: [&mut Self::Buffer; 3],
+        k_cache: &mut Self::KvBuffer,
+        v_cache: &mut Self::KvBuffer,
+        eps: f32,
+        shape: &AttnParams,
+        params: &RopeParams,
+        freq_factors: Option<&Self::Weight>,
+        q_scale: Option<f32>,
+    ) -> Result<(), TensorError> {
+        rms_norm_qkv_rope_store_kv_unfused(
+            self,
+            x,
+            norm,
+            xb,
+            w,
+            [q, k, v],
+            k_cache,
+            v_cache,
+            eps,
+            shape,
+            params,
+            freq_factors,
+            q_scale,
         )
     }
 

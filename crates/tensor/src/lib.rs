@@ -18,7 +18,8 @@ pub mod cpu;
 pub mod error;
 
 pub use backend::{
-    AttnParams, Backend, GluKind, QkNorm, RopeKind, RopeParams, rope_store_kv_unfused,
+    AttnParams, Backend, GluKind, QkNorm, RopeKind, RopeParams, rms_norm_qkv_rope_store_kv_unfused,
+    rope_store_kv_unfused,
 };
 pub use cpu::{CpuBackend, CpuBuffer, CpuKvBuffer, CpuWeight};
 pub use error::TensorError;

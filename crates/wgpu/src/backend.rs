@@ -1668,6 +1668,79 @@ impl Backend for GpuBackend {
         })
     }
 
+    fn rms_norm_qkv_rope_store_kv(
+        &self,
+        x: &GpuTensor,
+        norm: &GpuWeight,
+        xb: &mut GpuTensor,
+        w: [&GpuWeight; 3],
+        [q, k, v]: [&mut GpuTensor; 3],
+        k_cache: &mut GpuTensor,
+        v_cache: &mut GpuTensor,
+        eps: f32,
+        shape: &AttnParams,
+        params: &RopeParams,
+        freq_factors: Option<&GpuWeight>,
+        q_scale: Option<f32>,
+    ) -> Result<(), TensorError> {
+        const OP: &str = "rms_norm_qkv_rope_store_kv";
+        let s = shape;
+        // One token of the exact group kernel in the normal RoPE order,
+        // f16 caches: the group's epilogue does RoPE and the cache write.
+        let ms = [w[0].matrix(OP)?, w[1].matrix(OP)?, w[2].matrix(OP)?];
+        let mode = self.q8_mode(ms[0], 1);
+        let fusable = s.n_tokens == 1
+            && self.exact
+            && params.kind == RopeKind::Normal
+            && params.n_dims > 0
+            && q_scale.is_none()
+            && k_cache.dtype() == GpuDType::F16
+            && v_cache.dtype() == GpuDType::F16
+            && w.iter().all(|m| m.cols == norm.cols)
+            && mode.is_some()
+            && ms.iter().all(|m| self.q8_mode(m, 1) == mode)
+            && self.ctx.use_subgroups()
+            && self.ctx.can_matmul_exact_multi_rope(&ms);
+        let Some(mode) = mode.filter(|_| fusable) else {
+            return zeta_tensor::rms_norm_qkv_rope_store_kv_unfused(
+                self,
+                x,
+                norm,
+                xb,
+                w,
+                [q, k, v],
+                k_cache,
+                v_cache,
+                eps,
+                s,
+                params,
+                freq_factors,
+                q_scale,
+            );
+        };
+        let nv = norm.vector(OP)?;
+        let cols = norm.cols;
+        need(OP, cols, x.len())?;
+        need(OP, cols, xb.len())?;
+        let n = to_u32(OP, cols)?;
+        rope_factors(OP, params, s.head_dim_k, freq_factors)?;
+        let p = rope_params(OP, params, s.head_dim_k, s.n_head, 1)?;
+        let table = self.rope_table(OP, params, freq_factors, s.pos0.saturating_add(1))?;
+        let (pos, n_kv, hdv) = (
+            to_u32(OP, s.pos0)?,
+            to_u32(OP, s.n_head_kv)?,
+            to_u32(OP, s.head_dim_v)?,
+        );
+        let xq = self.q8x(OP, ops::q8_stride(cols))?;
+        self.record(OP, |b| {
+            b.rms_norm_pack_q8(x, nv, xb, &xq, n, eps, mode)?;
+            b.set_rope_table(Some(table));
+            let r = b.matmul_exact_multi_rope(&ms, &xq, q, k_cache, v_cache, pos, &p, n_kv, hdv);
+            b.set_rope_table(None);
+            r
+        })
+    }
+
     fn store_kv(
         &self,
         src: &GpuTensor,

@@ -424,7 +424,7 @@ impl GpuContext {
             max_part_bytes,
             max_workgroups: limits.max_compute_workgroups_per_dimension.max(1),
             param_stride: crate::ops::PARAM_BYTES
-                .max(limits.min_uniform_buffer_offset_alignment as u64),
+                .next_multiple_of(limits.min_uniform_buffer_offset_alignment.max(1) as u64),
             use_subgroups,
             use_coop,
             fused_fma: false,

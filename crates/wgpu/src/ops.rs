@@ -324,8 +324,9 @@ fn submit_error(m: String, oom: bool) -> WgpuError {
     }
 }
 
-/// Bytes bound per dispatch (the largest params struct is 48 bytes).
-pub(crate) const PARAM_BYTES: u64 = 64;
+/// Bytes bound per dispatch (the largest params struct, matmul_exact.wgsl's,
+/// is 76 bytes).
+pub(crate) const PARAM_BYTES: u64 = 80;
 /// Slots per uniform buffer.
 const PARAM_SLOTS: u64 = 256;
 
@@ -521,6 +522,54 @@ impl GpuContext {
         v.first()
             .copied()
             .ok_or_else(|| WgpuError::ReadBack("empty argmax".to_string()))
+    }
+}
+
+impl GpuContext {
+    /// Whether [`matvec_q8_multi`](GpuBatch::matvec_q8_multi) can take these
+    /// matrices together: 2 or 3 of one type (with the integer matvec) and
+    /// row length, each one part of the same buffer, on a device with
+    /// subgroups.
+    pub fn can_matvec_q8_multi(&self, ms: &[&QuantMatrix]) -> bool {
+        let Some(first) = ms.first() else {
+            return false;
+        };
+        let buf = first.single_part().map(|p| &p.buffer);
+        self.use_subgroups()
+            && (2..=3).contains(&ms.len())
+            && buf.is_some()
+            && ms.iter().all(|m| {
+                m.ggml_type() == first.ggml_type()
+                    && m.n_cols() == first.n_cols()
+                    && m.single_part().map(|p| &p.buffer) == buf
+                    && m.single_part()
+                        .is_some_and(|p| p.offset + p.size <= u32::MAX as u64)
+            })
+    }
+
+    /// Whether [`matmul_exact_multi`](GpuBatch::matmul_exact_multi) takes `ms`:
+    /// a weight group that [`matvec_q8_multi`](GpuBatch::matvec_q8_multi)
+    /// would take, of a type with an exact matmul, whose matrices the CPU
+    /// sums in one order for one token.
+    pub fn can_matmul_exact_multi(&self, ms: &[&QuantMatrix]) -> bool {
+        let order = |m: &QuantMatrix| dot_order(m.ggml_type(), m.n_rows() as usize, 0, 1);
+        self.exact_sg()
+            && self.can_matvec_q8_multi(ms)
+            && has_exact_matmul(ms[0].ggml_type())
+            && ms
+                .iter()
+                .all(|m| order(m).is_some() && order(m) == order(ms[0]))
+    }
+
+    /// Whether [`matmul_exact_multi_rope`](GpuBatch::matmul_exact_multi_rope)
+    /// takes this Q/K/V group: three matrices that
+    /// [`matmul_exact_multi`](GpuBatch::matmul_exact_multi) takes, of a 32-element
+    /// block type whose lane order has the `lanes_tr` kernel.
+    pub fn can_matmul_exact_multi_rope(&self, ms: &[&QuantMatrix]) -> bool {
+        ms.len() == 3
+            && self.can_matmul_exact_multi(ms)
+            && dot_order(ms[0].ggml_type(), ms[0].n_rows() as usize, 0, 1)
+                .is_some_and(|o| matmul_exact_tr_variant(ms[0].ggml_type(), o, true).is_some())
     }
 }
 
@@ -2123,18 +2172,9 @@ impl<'a> GpuBatch<'a> {
         Ok(())
     }
 
-    /// Whether [`matmul_exact_multi`](Self::matmul_exact_multi) takes `ms`:
-    /// a weight group that [`matvec_q8_multi`](Self::matvec_q8_multi)
-    /// would take, of a type with an exact matmul, whose matrices the CPU
-    /// sums in one order for one token.
+    /// [`GpuContext::can_matmul_exact_multi`].
     pub fn can_matmul_exact_multi(&self, ms: &[&QuantMatrix]) -> bool {
-        let order = |m: &QuantMatrix| dot_order(m.ggml_type(), m.n_rows() as usize, 0, 1);
-        self.ctx.exact_sg()
-            && self.can_matvec_q8_multi(ms)
-            && has_exact_matmul(ms[0].ggml_type())
-            && ms
-                .iter()
-                .all(|m| order(m).is_some() && order(m) == order(ms[0]))
+        self.ctx.can_matmul_exact_multi(ms)
     }
 
     /// [`matvec_q8_multi`](Self::matvec_q8_multi) in the CPU backend's float
@@ -2172,6 +2212,111 @@ impl<'a> GpuBatch<'a> {
             ),
         };
         self.group_dispatch(OP, &variant, ms, xq, ys, dummy, rows_per_wg)
+    }
+
+    /// [`GpuContext::can_matmul_exact_multi_rope`].
+    pub fn can_matmul_exact_multi_rope(&self, ms: &[&QuantMatrix]) -> bool {
+        self.ctx.can_matmul_exact_multi_rope(ms)
+    }
+
+    /// [`matmul_exact_multi`](Self::matmul_exact_multi) of a Q/K/V group
+    /// `ms` for one token at position `pos` followed by
+    /// [`rope_store_kv`](Self::rope_store_kv) in the normal (llama) order
+    /// without q/k norms or a q scale, in one dispatch: q (`[n_heads,
+    /// head_dim]`) gets the rotated queries, the f16 caches the rotated key
+    /// and the value at row `pos` (k and v themselves are never written).
+    /// The rotation reads the table set by
+    /// [`set_rope_table`](Self::set_rope_table) (required). Same bits as
+    /// the two ops.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_exact_multi_rope(
+        &mut self,
+        ms: &[&QuantMatrix],
+        xq: &GpuTensor,
+        q: &GpuTensor,
+        k_cache: &GpuTensor,
+        v_cache: &GpuTensor,
+        pos: u32,
+        p: &RopeParams,
+        n_kv_heads: u32,
+        head_dim_v: u32,
+    ) -> Result<()> {
+        const OP: &str = "matmul_exact_multi_rope";
+        if !self.can_matmul_exact_multi_rope(ms) {
+            return Err(shape(
+                OP,
+                "not a Q/K/V group of the lanes_tr types in one buffer",
+            ));
+        }
+        if p.mode != RopeMode::Normal || p.n_tokens != 1 {
+            return Err(shape(OP, "one token in the normal RoPE order"));
+        }
+        self.rope_check(OP, q, p)?;
+        if head_dim_v == 0 || !head_dim_v.is_multiple_of(2) {
+            return Err(shape(OP, format!("head_dim_v {head_dim_v} must be even")));
+        }
+        let rows = [
+            p.n_heads as u64 * p.head_dim as u64,
+            n_kv_heads as u64 * p.head_dim as u64,
+            n_kv_heads as u64 * head_dim_v as u64,
+        ];
+        if ms.iter().zip(rows).any(|(m, r)| m.n_rows() != r) {
+            return Err(shape(OP, "the matrices' rows are not q, k and v heads"));
+        }
+        let n_cols = ms[0].n_cols();
+        want_q8_rows(OP, xq, n_cols as usize, 1)?;
+        let end = pos as u64 + 1;
+        want(OP, k_cache, "k_cache", GpuDType::F16, end * rows[1])?;
+        want(OP, v_cache, "v_cache", GpuDType::F16, end * rows[2])?;
+        distinct(OP, q, &[xq, k_cache, v_cache])?;
+        distinct(OP, k_cache, &[xq, v_cache])?;
+        distinct(OP, v_cache, &[xq])?;
+        let cs = match &self.rope_table {
+            Some(t) => {
+                want(OP, t, "rope table", GpuDType::F32, end * p.n_rot as u64)?;
+                t.clone()
+            }
+            None => return Err(shape(OP, "no RoPE table set")),
+        };
+        let order = dot_order(ms[0].ggml_type(), ms[0].n_rows() as usize, 0, 1)
+            .ok_or(WgpuError::UnsupportedType(ms[0].ggml_type()))?;
+        let mut variant = matmul_exact_tr_variant(ms[0].ggml_type(), order, true)
+            .ok_or(WgpuError::UnsupportedType(ms[0].ggml_type()))?;
+        variant.entry = "lanes_tr_multi_rope";
+        let parts: Vec<&WeightPart> = ms.iter().filter_map(|m| m.single_part()).collect();
+        let total: u64 = rows.iter().sum();
+        let (gx, gy) = self.grid(OP, total.div_ceil(EXACT_ROWS))?;
+        let off = |i: usize| parts.get(i).map_or(0, |p| p.offset as u32);
+        let params = [
+            n_cols as u32,
+            (n_cols / 32) as u32,
+            ms[0].row_bytes() as u32,
+            u32::try_from(total).map_err(|_| shape(OP, "too many rows"))?,
+            0,
+            gx,
+            0,
+            0,
+            0,
+            0,
+            rows[0] as u32,
+            rows[1] as u32,
+            off(0),
+            off(1),
+            off(2),
+            0,
+            pos,
+            p.n_rot,
+            p.head_dim,
+        ];
+        let bindings = [
+            (0, &parts[0].buffer, 0, 0),
+            (1, &xq.buffer, 0, 0),
+            (2, &q.buffer, 0, 0),
+            (6, &k_cache.buffer, 0, 0),
+            (7, &v_cache.buffer, 0, 0),
+            (8, &cs.buffer, 0, 0),
+        ];
+        self.dispatch_ranged(&variant, &bindings, 3, &params, (gx, gy, 1))
     }
 
     /// The dispatch of a weight group's kernel (`matvec_q8_multi.wgsl`,
@@ -2245,25 +2390,9 @@ impl<'a> GpuBatch<'a> {
         )
     }
 
-    /// Whether [`matvec_q8_multi`](Self::matvec_q8_multi) can take these
-    /// matrices together: 2 or 3 of one type (with the integer matvec) and
-    /// row length, each one part of the same buffer, on a device with
-    /// subgroups.
+    /// [`GpuContext::can_matvec_q8_multi`].
     pub fn can_matvec_q8_multi(&self, ms: &[&QuantMatrix]) -> bool {
-        let Some(first) = ms.first() else {
-            return false;
-        };
-        let buf = first.single_part().map(|p| &p.buffer);
-        self.ctx.use_subgroups()
-            && (2..=3).contains(&ms.len())
-            && buf.is_some()
-            && ms.iter().all(|m| {
-                m.ggml_type() == first.ggml_type()
-                    && m.n_cols() == first.n_cols()
-                    && m.single_part().map(|p| &p.buffer) == buf
-                    && m.single_part()
-                        .is_some_and(|p| p.offset + p.size <= u32::MAX as u64)
-            })
+        self.ctx.can_matvec_q8_multi(ms)
     }
 
     /// `ys[i] = ms[i] xq` for the 2 or 3 matrices of a weight group

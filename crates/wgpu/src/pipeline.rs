@@ -697,7 +697,8 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
 /// per `DotOrder`, the one-token kernel — matmul_exact_tr.wgsl's for the
 /// 32-element types' lane order, else the subgroup kernel where `sg`
 /// ([`GpuContext::exact_sg`]) or the plain one — and, where `sg`, for the
-/// one-token orders its weight-group form; and the prompt kernel: cooperative matrices where `coop`
+/// one-token orders its weight-group form (for matmul_exact_tr's types also
+/// the Q/K/V group with RoPE); and the prompt kernel: cooperative matrices where `coop`
 /// ([`GpuContext::use_coop`]) and the order has them, else one invocation
 /// per output.
 pub(crate) fn matmul_exact_variants(ty: GgmlType, sg: bool, coop: bool) -> Vec<ShaderVariant> {
@@ -711,8 +712,12 @@ pub(crate) fn matmul_exact_variants(ty: GgmlType, sg: bool, coop: bool) -> Vec<S
     ] {
         if let Some(tr) = matmul_exact_tr_variant(ty, order, false) {
             v.push(tr);
-            if sg {
-                v.extend(matmul_exact_tr_variant(ty, order, true));
+            if let Some(multi) = matmul_exact_tr_variant(ty, order, true).filter(|_| sg) {
+                // The weight group, and the Q/K/V group with RoPE.
+                let mut rope = multi.clone();
+                rope.entry = "lanes_tr_multi_rope";
+                v.push(multi);
+                v.push(rope);
             }
         } else {
             v.extend(matmul_exact_variant(

@@ -373,6 +373,130 @@ fn exact_weight_group_equals_single_matrices() {
     }
 }
 
+/// `matmul_exact_multi_rope` (the Q/K/V group with RoPE and the cache write
+/// as its epilogue) gives the bits of `matmul_exact_multi` followed by
+/// `rope_store_kv`: the rotated q, and the caches word for word (only row
+/// `pos` written), with partly rotated heads (n_rot < head_dim); it refuses
+/// the NeoX order, missing tables and groups it cannot take.
+#[test]
+fn exact_qkv_rope_group_equals_separate_ops() {
+    use zeta_wgpu::{RopeMode, RopeParams};
+    let Some(ctx) = ctx() else { return };
+    if !ctx.exact_sg() {
+        return;
+    }
+    let mut r = Rng(57);
+    // (type, cols, n_heads, n_kv, head_dim, head_dim_v, n_rot)
+    for (ty, cols, nh, nkv, hd, hdv, n_rot) in [
+        (GgmlType::Q4_0, 32 * 9, 4u32, 2u32, 16u32, 16u32, 16u32),
+        (GgmlType::Q4_1, 576, 3, 1, 64, 64, 48),
+        (GgmlType::Q5_0, 640, 2, 1, 32, 8, 32),
+        (GgmlType::Q8_0, 32 * 5, 6, 3, 8, 12, 4),
+    ] {
+        let rows = [
+            (nh * hd) as usize,
+            (nkv * hd) as usize,
+            (nkv * hdv) as usize,
+        ];
+        let bytes: Vec<Vec<u8>> = rows
+            .iter()
+            .map(|&n| {
+                let vals: Vec<f32> = (0..n * cols).map(|_| r.uniform(1.0)).collect();
+                gguf_with(ty, cols, n, &vals).1
+            })
+            .collect();
+        let group: Vec<(GgmlType, u64, u64, &[u8])> = rows
+            .iter()
+            .zip(&bytes)
+            .map(|(&n, b)| (ty, n as u64, cols as u64, b.as_slice()))
+            .collect();
+        let ms = ctx.upload_group(&group).unwrap();
+        let refs: Vec<&zeta_wgpu::QuantMatrix> = ms.iter().collect();
+        assert!(ctx.can_matmul_exact_multi_rope(&refs), "{ty}: not taken");
+        let x: Vec<f32> = (0..cols).map(|_| r.uniform(2.0)).collect();
+        let gx = ctx.upload_f32(&x).unwrap();
+        let xq = ctx
+            .zeros(zeta_wgpu::q8_stride(cols), GpuDType::U32)
+            .unwrap();
+        let pos = 5u32;
+        let n_pos = 8usize;
+        let table: Vec<f32> = (0..n_pos * n_rot as usize)
+            .map(|_| r.uniform(1.0))
+            .collect();
+        let table = ctx.upload_f32(&table).unwrap();
+        let p = RopeParams {
+            head_dim: hd,
+            n_heads: nh,
+            n_tokens: 1,
+            n_rot,
+            mode: RopeMode::Normal,
+            freq_base: 10000.0,
+            freq_scale: 1.0,
+        };
+        let nan = |n: usize| ctx.upload_f32(&vec![f32::NAN; n]).unwrap();
+        let (q1, k1, v1, q2) = (nan(rows[0]), nan(rows[1]), nan(rows[2]), nan(rows[0]));
+        let dummy = nan(4);
+        let cache = |n: usize| ctx.zeros(n_pos * n, GpuDType::F16).unwrap();
+        let (kc1, vc1, kc2, vc2) = (
+            cache(rows[1]),
+            cache(rows[2]),
+            cache(rows[1]),
+            cache(rows[2]),
+        );
+        let mut b = ctx.batch();
+        b.pack_q8_rows(&gx, &xq, cols, 1, Q8Mode::of(ty)).unwrap();
+        b.matmul_exact_multi(&refs, &xq, &[&q1, &k1, &v1], &dummy)
+            .unwrap();
+        b.set_rope_table(Some(table.clone()));
+        b.rope_store_kv(
+            &q1, &k1, &v1, &kc1, &vc1, pos, &p, nkv, hdv, None, 1.0, None,
+        )
+        .unwrap();
+        b.matmul_exact_multi_rope(&refs, &xq, &q2, &kc2, &vc2, pos, &p, nkv, hdv)
+            .unwrap();
+        // Refused: the NeoX order, and (below) no table.
+        let neox = RopeParams {
+            mode: RopeMode::Neox,
+            ..p
+        };
+        assert!(
+            b.matmul_exact_multi_rope(&refs, &xq, &q2, &kc2, &vc2, pos, &neox, nkv, hdv)
+                .is_err()
+        );
+        b.set_rope_table(None);
+        assert!(
+            b.matmul_exact_multi_rope(&refs, &xq, &q2, &kc2, &vc2, pos, &p, nkv, hdv)
+                .is_err()
+        );
+        b.submit().unwrap();
+        let (a, e) = (ctx.read_f32(&q1).unwrap(), ctx.read_f32(&q2).unwrap());
+        assert!(a.iter().all(|v| v.is_finite()), "{ty}: q unwritten");
+        let bad = a
+            .iter()
+            .zip(&e)
+            .filter(|(a, e)| a.to_bits() != e.to_bits())
+            .count();
+        assert_eq!(bad, 0, "{ty}: {bad} of q differ");
+        for (name, c1, c2) in [("k", &kc1, &kc2), ("v", &vc1, &vc2)] {
+            let (a, e) = (ctx.read_raw(c1).unwrap(), ctx.read_raw(c2).unwrap());
+            assert!(a.iter().any(|&w| w != 0), "{ty}: {name} cache unwritten");
+            assert_eq!(a, e, "{ty}: {name} caches differ");
+        }
+    }
+    // A K-quant group has no such kernel.
+    let vals: Vec<f32> = (0..256 * 8).map(|_| r.uniform(1.0)).collect();
+    let kq = gguf_with(GgmlType::Q4_K, 256, 8, &vals).1;
+    let ms = ctx
+        .upload_group(&[
+            (GgmlType::Q4_K, 8, 256, kq.as_slice()),
+            (GgmlType::Q4_K, 8, 256, kq.as_slice()),
+            (GgmlType::Q4_K, 8, 256, kq.as_slice()),
+        ])
+        .unwrap();
+    let refs: Vec<&zeta_wgpu::QuantMatrix> = ms.iter().collect();
+    assert!(!ctx.can_matmul_exact_multi_rope(&refs));
+}
+
 /// `attention` of `n_q` queries at positions `pos0..` over an f16 cache of
 /// the first `pos0 + n_q` keys, on backend `be`.
 fn attention_with<B: Backend>(
