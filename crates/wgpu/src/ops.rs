@@ -239,6 +239,14 @@ impl GpuContext {
     }
 }
 
+/// A weight group's dispatch: its parameters, grid and buffer
+/// (`GpuBatch::group_params`).
+struct GroupParams {
+    params: Vec<u32>,
+    grid: (u32, u32, u32),
+    buffer: wgpu::Buffer,
+}
+
 /// Timestamp queries of a timed batch: two per compute pass.
 #[derive(Default)]
 struct Timing {
@@ -2283,40 +2291,22 @@ impl<'a> GpuBatch<'a> {
         let mut variant = matmul_exact_tr_variant(ms[0].ggml_type(), order, true)
             .ok_or(WgpuError::UnsupportedType(ms[0].ggml_type()))?;
         variant.entry = "lanes_tr_multi_rope";
-        let parts: Vec<&WeightPart> = ms.iter().filter_map(|m| m.single_part()).collect();
-        let total: u64 = rows.iter().sum();
-        let (gx, gy) = self.grid(OP, total.div_ceil(EXACT_ROWS))?;
-        let off = |i: usize| parts.get(i).map_or(0, |p| p.offset as u32);
-        let params = [
-            n_cols as u32,
-            (n_cols / 32) as u32,
-            ms[0].row_bytes() as u32,
-            u32::try_from(total).map_err(|_| shape(OP, "too many rows"))?,
-            0,
-            gx,
-            0,
-            0,
-            0,
-            0,
-            rows[0] as u32,
-            rows[1] as u32,
-            off(0),
-            off(1),
-            off(2),
-            0,
-            pos,
-            p.n_rot,
-            p.head_dim,
-        ];
+        let GroupParams {
+            mut params,
+            grid,
+            buffer,
+        } = self.group_params(OP, ms, EXACT_ROWS)?;
+        // n_tok (unused), then the RoPE fields.
+        params.extend([0, pos, p.n_rot, p.head_dim]);
         let bindings = [
-            (0, &parts[0].buffer, 0, 0),
+            (0, &buffer, 0, 0),
             (1, &xq.buffer, 0, 0),
             (2, &q.buffer, 0, 0),
             (6, &k_cache.buffer, 0, 0),
             (7, &v_cache.buffer, 0, 0),
             (8, &cs.buffer, 0, 0),
         ];
-        self.dispatch_ranged(&variant, &bindings, 3, &params, (gx, gy, 1))
+        self.dispatch_ranged(&variant, &bindings, 3, &params, grid)
     }
 
     /// The dispatch of a weight group's kernel (`matvec_q8_multi.wgsl`,
@@ -2335,13 +2325,43 @@ impl<'a> GpuBatch<'a> {
         dummy: &GpuTensor,
         rows_per_wg: u64,
     ) -> Result<()> {
+        let GroupParams {
+            params,
+            grid,
+            buffer,
+        } = self.group_params(op, ms, rows_per_wg)?;
+        let y2 = ys.get(2).copied().unwrap_or(dummy);
+        let bindings = [
+            (0, &buffer, 0, 0),
+            (1, &xq.buffer, 0, 0),
+            (2, &ys[0].buffer, 0, 0),
+            (4, &ys[1].buffer, 0, 0),
+            (5, &y2.buffer, 0, 0),
+        ];
+        self.dispatch_ranged(variant, &bindings, 3, &params, grid)
+    }
+
+    /// A weight group's parameters (matmul_exact.wgsl / matvec_q8_multi.wgsl
+    /// Params up to `off2`: the row and group fields), its grid for
+    /// `rows_per_wg` rows a workgroup and the group's buffer.
+    fn group_params(
+        &self,
+        op: &'static str,
+        ms: &[&QuantMatrix],
+        rows_per_wg: u64,
+    ) -> Result<GroupParams> {
         let n_cols = ms[0].n_cols();
         let parts: Vec<&WeightPart> = ms.iter().filter_map(|m| m.single_part()).collect();
+        let buffer = parts
+            .first()
+            .map(|p| p.buffer.clone())
+            .ok_or_else(|| shape(op, "a group's matrices are one part each"))?;
         let rows: Vec<u64> = ms.iter().map(|m| m.n_rows()).collect();
         let total: u64 = rows.iter().sum();
         let (gx, gy) = self.grid(op, total.div_ceil(rows_per_wg))?;
         let off = |i: usize| parts.get(i).map_or(0, |p| p.offset as u32);
-        let params = [
+        let row = |i: usize| rows.get(i).map_or(0, |&r| r as u32);
+        let params = vec![
             n_cols as u32,
             (n_cols / 32) as u32,
             ms[0].row_bytes() as u32,
@@ -2352,21 +2372,17 @@ impl<'a> GpuBatch<'a> {
             0,
             0,
             0,
-            rows[0] as u32,
-            rows[1] as u32,
+            row(0),
+            row(1),
             off(0),
             off(1),
             off(2),
         ];
-        let y2 = ys.get(2).copied().unwrap_or(dummy);
-        let bindings = [
-            (0, &parts[0].buffer, 0, 0),
-            (1, &xq.buffer, 0, 0),
-            (2, &ys[0].buffer, 0, 0),
-            (4, &ys[1].buffer, 0, 0),
-            (5, &y2.buffer, 0, 0),
-        ];
-        self.dispatch_ranged(variant, &bindings, 3, &params, (gx, gy, 1))
+        Ok(GroupParams {
+            params,
+            grid: (gx, gy, 1),
+            buffer,
+        })
     }
 
     /// `y[i] = f(x[i])` for one of exact.wgsl's helpers (`which`, see

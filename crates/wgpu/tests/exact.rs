@@ -309,6 +309,30 @@ fn bytemuck_f32(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|f| f.to_le_bytes()).collect()
 }
 
+/// A weight group of `ty` matrices with `rows` rows of `cols` uniform
+/// random values each, uploaded as one buffer.
+fn random_group(
+    ctx: &GpuContext,
+    r: &mut Rng,
+    ty: GgmlType,
+    cols: usize,
+    rows: &[usize],
+) -> Vec<zeta_wgpu::QuantMatrix> {
+    let bytes: Vec<Vec<u8>> = rows
+        .iter()
+        .map(|&n| {
+            let vals: Vec<f32> = (0..n * cols).map(|_| r.uniform(1.0)).collect();
+            gguf_with(ty, cols, n, &vals).1
+        })
+        .collect();
+    let group: Vec<(GgmlType, u64, u64, &[u8])> = rows
+        .iter()
+        .zip(&bytes)
+        .map(|(&n, b)| (ty, n as u64, cols as u64, b.as_slice()))
+        .collect();
+    ctx.upload_group(&group).unwrap()
+}
+
 /// `matmul_exact_multi` (a weight group's 2-3 matrices in one dispatch,
 /// one token) gives every member the bits of `matmul_exact` on it alone,
 /// i.e. the CPU's: the lane and the one-chain (repacked Q4_K gemv) orders.
@@ -325,19 +349,7 @@ fn exact_weight_group_equals_single_matrices() {
         (GgmlType::Q4_K, 256 * 3, &[19, 5, 3][..]),
         (GgmlType::Q6_K, 256 * 5, &[9, 9][..]),
     ] {
-        let bytes: Vec<Vec<u8>> = rows
-            .iter()
-            .map(|&n| {
-                let vals: Vec<f32> = (0..n * cols).map(|_| r.uniform(1.0)).collect();
-                gguf_with(ty, cols, n, &vals).1
-            })
-            .collect();
-        let group: Vec<(GgmlType, u64, u64, &[u8])> = rows
-            .iter()
-            .zip(&bytes)
-            .map(|(&n, b)| (ty, n as u64, cols as u64, b.as_slice()))
-            .collect();
-        let ms = ctx.upload_group(&group).unwrap();
+        let ms = random_group(&ctx, &mut r, ty, cols, rows);
         let refs: Vec<&zeta_wgpu::QuantMatrix> = ms.iter().collect();
         let x: Vec<f32> = (0..cols).map(|_| r.uniform(2.0)).collect();
         let gx = ctx.upload_f32(&x).unwrap();
@@ -398,19 +410,7 @@ fn exact_qkv_rope_group_equals_separate_ops() {
             (nkv * hd) as usize,
             (nkv * hdv) as usize,
         ];
-        let bytes: Vec<Vec<u8>> = rows
-            .iter()
-            .map(|&n| {
-                let vals: Vec<f32> = (0..n * cols).map(|_| r.uniform(1.0)).collect();
-                gguf_with(ty, cols, n, &vals).1
-            })
-            .collect();
-        let group: Vec<(GgmlType, u64, u64, &[u8])> = rows
-            .iter()
-            .zip(&bytes)
-            .map(|(&n, b)| (ty, n as u64, cols as u64, b.as_slice()))
-            .collect();
-        let ms = ctx.upload_group(&group).unwrap();
+        let ms = random_group(&ctx, &mut r, ty, cols, &rows);
         let refs: Vec<&zeta_wgpu::QuantMatrix> = ms.iter().collect();
         assert!(ctx.can_matmul_exact_multi_rope(&refs), "{ty}: not taken");
         let x: Vec<f32> = (0..cols).map(|_| r.uniform(2.0)).collect();
