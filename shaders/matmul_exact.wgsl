@@ -130,6 +130,43 @@ fn store_multi(m: u32, r: u32, v: f32) {
     }
 }
 
+// ---- the Q/K/V group of one token with the layer's RoPE and KV-cache
+// write as its epilogue (`lanes_tr_multi_rope` in matmul_exact_tr.wgsl,
+// `*_sg_multi_rope` in matmul_exact_sg.wgsl): rope.wgsl `rope_kv` for the
+// normal order, pairs (2i, 2i + 1), so a pair is two rows of one workgroup.
+// Matrix 0 is q (rotated into Y), 1 k (rotated into the f16 cache KC at row
+// rope_pos), 2 v (into VC); rows0 and rows1 are even. The rotation is
+// rope.wgsl's `rotate` with (cos, sin) from CS, the CPU's table; f16.wgsl's
+// rounding into the caches: the bits of the group kernel followed by
+// rope_kv.
+
+@group(0) @binding(6) var<storage, read_write> KC: array<u32>;
+@group(0) @binding(7) var<storage, read_write> VC: array<u32>;
+// (cos, sin) of pair i at position p at CS[p * n_rot / 2 + i].
+@group(0) @binding(8) var<storage, read> CS: array<vec2<f32>>;
+
+// Rows r, r + 1 (r even) of matrix m with values (a, b), rotated and stored.
+fn rope_put(m: u32, r: u32, a: f32, b: f32) {
+    let pos = P.rope_pos;
+    if (m == 2u) {
+        let rows2 = P.rows - P.rows0 - P.rows1;
+        VC[(pos * rows2 + r) / 2u] = f32_to_f16(a) | (f32_to_f16(b) << 16u);
+        return;
+    }
+    var y = vec2<f32>(a, b);
+    let e = r % P.rope_hd;
+    if (e < P.rope_n_rot) {
+        let cs = CS[pos * (P.rope_n_rot / 2u) + e / 2u];
+        y = vec2<f32>(fma_rn(a, cs.x, -(b * cs.y)), fma_rn(a, cs.y, b * cs.x));
+    }
+    if (m == 0u) {
+        Y[r] = y.x;
+        Y[r + 1u] = y.y;
+    } else {
+        KC[(pos * P.rows1 + r) / 2u] = f32_to_f16(y.x) | (f32_to_f16(y.y) << 16u);
+    }
+}
+
 // ---- lane terms ------------------------------------------------------------
 // Lane l's share of block u as t = (a, b, c, d): the lane accumulator takes
 // fma(a, b, acc), the second accumulator fma(c, d, acc2) where the type has

@@ -185,3 +185,51 @@ fn blocks_sg_multi(
 ) {
     sg_multi_entry(wid, tid, sid, sgs, true);
 }
+
+// `*_multi_rope`: the Q/K/V group with RoPE and the KV-cache write
+// (matmul_exact.wgsl `rope_put`): each row's value to workgroup memory,
+// then a pair of rows an invocation.
+var<workgroup> sg_y: array<f32, 32>;
+
+fn sg_multi_rope_entry(wid: vec3<u32>, tid: u32, sid: u32, sgs: u32, blocks: bool) {
+    EXACT_Z = u32(P.rope_hd == 0u);
+    let sl = sg_layout(tid, sid, sgs);
+    let g = sg_row(wid, tid, sl.x);
+    let mr = multi_row(g);
+    var v: f32;
+    if (blocks) {
+        v = blocks_value(mr.z, 0u, sl);
+    } else {
+        v = lanes_value(mr.z, 0u, sl);
+    }
+    let rw = 8u * sl.x;
+    if (sid == sl.w) {
+        sg_y[tid / rw] = v;
+    }
+    workgroupBarrier();
+    let g2 = g - tid / rw + 2u * tid;
+    if (tid < 128u / rw && g2 < P.rows) {
+        let m = multi_row(g2);
+        rope_put(m.x, m.y, sg_y[2u * tid], sg_y[2u * tid + 1u]);
+    }
+}
+
+@compute @workgroup_size(256)
+fn lanes_sg_multi_rope(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) tid: u32,
+    @builtin(subgroup_invocation_id) sid: u32,
+    @builtin(subgroup_size) sgs: u32,
+) {
+    sg_multi_rope_entry(wid, tid, sid, sgs, false);
+}
+
+@compute @workgroup_size(256)
+fn blocks_sg_multi_rope(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) tid: u32,
+    @builtin(subgroup_invocation_id) sid: u32,
+    @builtin(subgroup_size) sgs: u32,
+) {
+    sg_multi_rope_entry(wid, tid, sid, sgs, true);
+}

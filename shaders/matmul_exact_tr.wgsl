@@ -262,42 +262,10 @@ fn lanes_tr_multi(
 }
 
 // ---- `lanes_tr_multi_rope`: the Q/K/V group of one token with the
-// layer's RoPE and KV-cache write as its epilogue (rope.wgsl `rope_kv` for
-// the normal order: pairs (2i, 2i + 1), so a pair is two rows of one
-// workgroup). Matrix 0 is q (rotated into Y), 1 k (rotated into the f16
-// cache KC at row rope_pos), 2 v (into VC); rows0 and rows1 are even. The
-// rotation is rope.wgsl's `rotate` with (cos, sin) from CS, the CPU's
-// table; f16.wgsl's rounding into the caches: the bits of lanes_tr_multi
-// followed by rope_kv.
-
-@group(0) @binding(6) var<storage, read_write> KC: array<u32>;
-@group(0) @binding(7) var<storage, read_write> VC: array<u32>;
-// (cos, sin) of pair i at position p at CS[p * n_rot / 2 + i].
-@group(0) @binding(8) var<storage, read> CS: array<vec2<f32>>;
+// layer's RoPE and KV-cache write as its epilogue (matmul_exact.wgsl
+// `rope_put`).
 
 var<workgroup> tr_y: array<f32, 8>;
-
-// Rows r, r + 1 (r even) of matrix m with values (a, b), rotated and stored.
-fn rope_put(m: u32, r: u32, a: f32, b: f32) {
-    let pos = P.rope_pos;
-    if (m == 2u) {
-        let rows2 = P.rows - P.rows0 - P.rows1;
-        VC[(pos * rows2 + r) / 2u] = f32_to_f16(a) | (f32_to_f16(b) << 16u);
-        return;
-    }
-    var y = vec2<f32>(a, b);
-    let e = r % P.rope_hd;
-    if (e < P.rope_n_rot) {
-        let cs = CS[pos * (P.rope_n_rot / 2u) + e / 2u];
-        y = vec2<f32>(fma_rn(a, cs.x, -(b * cs.y)), fma_rn(a, cs.y, b * cs.x));
-    }
-    if (m == 0u) {
-        Y[r] = y.x;
-        Y[r + 1u] = y.y;
-    } else {
-        KC[(pos * P.rows1 + r) / 2u] = f32_to_f16(y.x) | (f32_to_f16(y.y) << 16u);
-    }
-}
 
 @compute @workgroup_size(TR_WG)
 fn lanes_tr_multi_rope(

@@ -571,13 +571,34 @@ impl GpuContext {
 
     /// Whether [`matmul_exact_multi_rope`](GpuBatch::matmul_exact_multi_rope)
     /// takes this Q/K/V group: three matrices that
-    /// [`matmul_exact_multi`](GpuBatch::matmul_exact_multi) takes, of a 32-element
-    /// block type whose lane order has the `lanes_tr` kernel.
+    /// [`matmul_exact_multi`](GpuBatch::matmul_exact_multi) takes.
     pub fn can_matmul_exact_multi_rope(&self, ms: &[&QuantMatrix]) -> bool {
-        ms.len() == 3
-            && self.can_matmul_exact_multi(ms)
-            && dot_order(ms[0].ggml_type(), ms[0].n_rows() as usize, 0, 1)
-                .is_some_and(|o| matmul_exact_tr_variant(ms[0].ggml_type(), o, true).is_some())
+        ms.len() == 3 && self.can_matmul_exact_multi(ms)
+    }
+
+    /// The exact weight-group kernel of `ms` (one token) and its rows a
+    /// workgroup: matmul_exact_tr.wgsl's `lanes_tr_multi` for the 32-element
+    /// types' lane order, else matmul_exact_sg.wgsl's `*_multi`; with
+    /// `rope`, their `*_rope` entry (RoPE and the KV-cache write after).
+    fn exact_multi_kernel(&self, ms: &[&QuantMatrix], rope: bool) -> Result<(ShaderVariant, u64)> {
+        let ty = ms[0].ggml_type();
+        let order =
+            dot_order(ty, ms[0].n_rows() as usize, 0, 1).ok_or(WgpuError::UnsupportedType(ty))?;
+        let (mut v, rows) = match matmul_exact_tr_variant(ty, order, true) {
+            Some(v) => (v, EXACT_ROWS),
+            None => (
+                matmul_exact_multi_variant(ty, order)?,
+                exact_sg_rows(self.info().subgroup_size.1, EXACT_MULTI_NP),
+            ),
+        };
+        if rope {
+            v.entry = match v.entry {
+                "lanes_tr_multi" => "lanes_tr_multi_rope",
+                "lanes_sg_multi" => "lanes_sg_multi_rope",
+                _ => "blocks_sg_multi_rope",
+            };
+        }
+        Ok((v, rows))
     }
 }
 
@@ -2210,15 +2231,7 @@ impl<'a> GpuBatch<'a> {
         }
         want_q8_rows(OP, xq, n_cols as usize, 1)?;
         group_outputs(OP, ms, xq, ys, dummy)?;
-        let order =
-            dot_order(ty, ms[0].n_rows() as usize, 0, 1).ok_or(WgpuError::UnsupportedType(ty))?;
-        let (variant, rows_per_wg) = match matmul_exact_tr_variant(ty, order, true) {
-            Some(v) => (v, EXACT_ROWS),
-            _ => (
-                matmul_exact_multi_variant(ty, order)?,
-                exact_sg_rows(self.ctx.info().subgroup_size.1, EXACT_MULTI_NP),
-            ),
-        };
+        let (variant, rows_per_wg) = self.ctx.exact_multi_kernel(ms, false)?;
         self.group_dispatch(OP, &variant, ms, xq, ys, dummy, rows_per_wg)
     }
 
@@ -2253,7 +2266,7 @@ impl<'a> GpuBatch<'a> {
         if !self.can_matmul_exact_multi_rope(ms) {
             return Err(shape(
                 OP,
-                "not a Q/K/V group of the lanes_tr types in one buffer",
+                "not a Q/K/V group of exact matrices in one buffer",
             ));
         }
         if p.mode != RopeMode::Normal || p.n_tokens != 1 {
@@ -2272,6 +2285,13 @@ impl<'a> GpuBatch<'a> {
             return Err(shape(OP, "the matrices' rows are not q, k and v heads"));
         }
         let n_cols = ms[0].n_cols();
+        let block = Q8Mode::of(ms[0].ggml_type()).block() as u64;
+        if !n_cols.is_multiple_of(block) {
+            return Err(shape(
+                OP,
+                format!("{n_cols} columns: not a multiple of {block}"),
+            ));
+        }
         want_q8_rows(OP, xq, n_cols as usize, 1)?;
         let end = pos as u64 + 1;
         want(OP, k_cache, "k_cache", GpuDType::F16, end * rows[1])?;
@@ -2286,16 +2306,12 @@ impl<'a> GpuBatch<'a> {
             }
             None => return Err(shape(OP, "no RoPE table set")),
         };
-        let order = dot_order(ms[0].ggml_type(), ms[0].n_rows() as usize, 0, 1)
-            .ok_or(WgpuError::UnsupportedType(ms[0].ggml_type()))?;
-        let mut variant = matmul_exact_tr_variant(ms[0].ggml_type(), order, true)
-            .ok_or(WgpuError::UnsupportedType(ms[0].ggml_type()))?;
-        variant.entry = "lanes_tr_multi_rope";
+        let (variant, rows_per_wg) = self.ctx.exact_multi_kernel(ms, true)?;
         let GroupParams {
             mut params,
             grid,
             buffer,
-        } = self.group_params(OP, ms, EXACT_ROWS)?;
+        } = self.group_params(OP, ms, rows_per_wg)?;
         // n_tok (unused), then the RoPE fields.
         params.extend([0, pos, p.n_rot, p.head_dim]);
         let bindings = [

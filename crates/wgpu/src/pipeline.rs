@@ -697,8 +697,8 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
 /// per `DotOrder`, the one-token kernel — matmul_exact_tr.wgsl's for the
 /// 32-element types' lane order, else the subgroup kernel where `sg`
 /// ([`GpuContext::exact_sg`]) or the plain one — and, where `sg`, for the
-/// one-token orders its weight-group form (for matmul_exact_tr's types also
-/// the Q/K/V group with RoPE); and the prompt kernel: cooperative matrices where `coop`
+/// one-token orders its weight-group form and the Q/K/V group with RoPE;
+/// and the prompt kernel: cooperative matrices where `coop`
 /// ([`GpuContext::use_coop`]) and the order has them, else one invocation
 /// per output.
 pub(crate) fn matmul_exact_variants(ty: GgmlType, sg: bool, coop: bool) -> Vec<ShaderVariant> {
@@ -726,7 +726,17 @@ pub(crate) fn matmul_exact_variants(ty: GgmlType, sg: bool, coop: bool) -> Vec<S
                 if sg { exact_np(order) } else { 0 },
             ));
             if sg && matches!(order, DotOrder::Lanes | DotOrder::Q4KGemv) {
-                v.extend(matmul_exact_multi_variant(ty, order));
+                // The weight group, and the Q/K/V group with RoPE.
+                if let Ok(multi) = matmul_exact_multi_variant(ty, order) {
+                    let mut rope = multi.clone();
+                    rope.entry = if multi.entry == "lanes_sg_multi" {
+                        "lanes_sg_multi_rope"
+                    } else {
+                        "blocks_sg_multi_rope"
+                    };
+                    v.push(multi);
+                    v.push(rope);
+                }
             }
         }
         match matmul_exact_coop_variant(ty, order).filter(|_| coop) {

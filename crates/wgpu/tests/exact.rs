@@ -388,8 +388,9 @@ fn exact_weight_group_equals_single_matrices() {
 /// `matmul_exact_multi_rope` (the Q/K/V group with RoPE and the cache write
 /// as its epilogue) gives the bits of `matmul_exact_multi` followed by
 /// `rope_store_kv`: the rotated q, and the caches word for word (only row
-/// `pos` written), with partly rotated heads (n_rot < head_dim); it refuses
-/// the NeoX order, missing tables and groups it cannot take.
+/// `pos` written), with partly rotated heads (n_rot < head_dim), for the
+/// matmul_exact_tr and matmul_exact_sg groups; it refuses the NeoX order,
+/// missing tables and groups of two.
 #[test]
 fn exact_qkv_rope_group_equals_separate_ops() {
     use zeta_wgpu::{RopeMode, RopeParams};
@@ -404,6 +405,9 @@ fn exact_qkv_rope_group_equals_separate_ops() {
         (GgmlType::Q4_1, 576, 3, 1, 64, 64, 48),
         (GgmlType::Q5_0, 640, 2, 1, 32, 8, 32),
         (GgmlType::Q8_0, 32 * 5, 6, 3, 8, 12, 4),
+        (GgmlType::Q4_K, 256 * 3, 4, 2, 16, 16, 16),
+        (GgmlType::Q4_K, 256 * 2, 3, 1, 6, 6, 6),
+        (GgmlType::Q6_K, 256 * 2, 2, 1, 32, 32, 24),
     ] {
         let rows = [
             (nh * hd) as usize,
@@ -483,17 +487,10 @@ fn exact_qkv_rope_group_equals_separate_ops() {
             assert_eq!(a, e, "{ty}: {name} caches differ");
         }
     }
-    // A K-quant group has no such kernel.
-    let vals: Vec<f32> = (0..256 * 8).map(|_| r.uniform(1.0)).collect();
-    let kq = gguf_with(GgmlType::Q4_K, 256, 8, &vals).1;
-    let ms = ctx
-        .upload_group(&[
-            (GgmlType::Q4_K, 8, 256, kq.as_slice()),
-            (GgmlType::Q4_K, 8, 256, kq.as_slice()),
-            (GgmlType::Q4_K, 8, 256, kq.as_slice()),
-        ])
-        .unwrap();
+    // Two matrices are not a Q/K/V group.
+    let ms = random_group(&ctx, &mut r, GgmlType::Q4_0, 64, &[8, 8]);
     let refs: Vec<&zeta_wgpu::QuantMatrix> = ms.iter().collect();
+    assert!(ctx.can_matmul_exact_multi(&refs));
     assert!(!ctx.can_matmul_exact_multi_rope(&refs));
 }
 

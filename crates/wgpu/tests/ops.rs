@@ -1988,15 +1988,14 @@ fn every_variant_compiles_on_the_device() {
     // form, and the one-token kernel — matmul_exact_tr's for the lane order
     // of Q4_0, Q4_1, Q5_0 and Q8_0, else matmul_exact_sg's or (no
     // subgroups) the plain one — plus, with subgroups, for the 7 one-token
-    // orders (6 types' lanes, Q4_K gemv) its weight-group form, and for the
-    // 4 matmul_exact_tr types the Q/K/V group with RoPE: 31 or 20
-    // (Q4_K and Q6_K: 13 or 10). With
+    // orders (6 types' lanes, Q4_K gemv) its weight-group form and the
+    // Q/K/V group with RoPE: 34 or 20 (Q4_K and Q6_K: 16 or 10). With
     // cooperative matrices, matmul_exact_coop replaces the prompt kernel of
     // the Q4_0 / Q4_K gemm and Q6_K tiled orders: the same counts.
     // The cooperative-matrix matmul only where the device has it.
     let coop = if ctx.use_coop() { 15 } else { 0 };
     let int = if ctx.use_subgroups() { 3 } else { 2 };
-    let (exact_all, exact_k) = if ctx.exact_sg() { (31, 13) } else { (20, 10) };
+    let (exact_all, exact_k) = if ctx.exact_sg() { (34, 16) } else { (20, 10) };
     println!("cooperative-matrix matmul: {}", ctx.use_coop());
     assert_eq!(
         all,
