@@ -150,17 +150,20 @@ fn blocks_sg(
 // ---- `*_multi`: a weight group in one dispatch (matmul_exact.wgsl's
 // `multi_row`, `store_multi`).
 
+// The group's row at byte rb (every invocation of the row returns it).
+fn sg_multi_value(rb: u32, sl: vec4<u32>, blocks: bool) -> f32 {
+    if (blocks) {
+        return blocks_value(rb, 0u, sl);
+    }
+    return lanes_value(rb, 0u, sl);
+}
+
 // Global row g of the group (as `sg_row_entry`).
 fn sg_multi_entry(wid: vec3<u32>, tid: u32, sid: u32, sgs: u32, blocks: bool) {
     let sl = sg_layout(tid, sid, sgs);
     let g = sg_row(wid, tid, sl.x);
     let mr = multi_row(g);
-    var v: f32;
-    if (blocks) {
-        v = blocks_value(mr.z, 0u, sl);
-    } else {
-        v = lanes_value(mr.z, 0u, sl);
-    }
+    let v = sg_multi_value(mr.z, sl, blocks);
     if (g < P.rows && sid == sl.w) {
         store_multi(mr.x, mr.y, v);
     }
@@ -195,13 +198,7 @@ fn sg_multi_rope_entry(wid: vec3<u32>, tid: u32, sid: u32, sgs: u32, blocks: boo
     EXACT_Z = u32(P.rope_hd == 0u);
     let sl = sg_layout(tid, sid, sgs);
     let g = sg_row(wid, tid, sl.x);
-    let mr = multi_row(g);
-    var v: f32;
-    if (blocks) {
-        v = blocks_value(mr.z, 0u, sl);
-    } else {
-        v = lanes_value(mr.z, 0u, sl);
-    }
+    let v = sg_multi_value(multi_row(g).z, sl, blocks);
     let rw = 8u * sl.x;
     if (sid == sl.w) {
         sg_y[tid / rw] = v;

@@ -17,21 +17,40 @@
 @group(0) @binding(9) var<storage, read_write> XQ: array<u32>;
 
 // Per-invocation block statistics shared by the 8 blocks of a Q8_K block
-// (workgroups of at most 256 invocations).
-var<workgroup> q8_sh: array<vec2<f32>, 256>;
+// (workgroups of at most 256 invocations), then (put_q8_vec4) 32 blocks'.
+var<workgroup> q8_sh: array<vec2<f32>, 288>;
 
 // (amax, the signed value of the first element with |y| = amax).
 fn q8_stats(y: array<vec4<f32>, 8>) -> vec2<f32> {
     var st = vec2<f32>(0.0);
     for (var k = 0u; k < 8u; k++) {
-        for (var c = 0u; c < 4u; c++) {
-            let v = y[k][c];
-            if (abs(v) > st.x) {
-                st = vec2<f32>(abs(v), v);
-            }
+        st = q8_stats4(st, y[k]);
+    }
+    return st;
+}
+
+// `q8_stats` carried on over the four elements of y (in order).
+fn q8_stats4(st0: vec2<f32>, y: vec4<f32>) -> vec2<f32> {
+    var st = st0;
+    for (var c = 0u; c < 4u; c++) {
+        if (abs(y[c]) > st.x) {
+            st = vec2<f32>(abs(y[c]), y[c]);
         }
     }
     return st;
+}
+
+// The (amax, signed value) of q8_sh[first .. first + 8] (q8_stats) with
+// the largest amax, the first of equals.
+fn q8_first_max8(first: u32) -> vec2<f32> {
+    var m = q8_sh[first];
+    for (var j = 1u; j < 8u; j++) {
+        let o = q8_sh[first + j];
+        if (o.x > m.x) {
+            m = o;
+        }
+    }
+    return m;
 }
 
 // Q8_K: the signed max over the 8 consecutive invocations (slots) of slot's
@@ -40,14 +59,7 @@ fn q8_stats(y: array<vec4<f32>, 8>) -> vec2<f32> {
 fn q8_kmax(slot: u32, st: vec2<f32>) -> f32 {
     q8_sh[slot] = st;
     workgroupBarrier();
-    let first = slot & ~7u;
-    var m = q8_sh[first];
-    for (var j = 1u; j < 8u; j++) {
-        let o = q8_sh[first + j];
-        if (o.x > m.x) {
-            m = o;
-        }
-    }
+    let m = q8_first_max8(slot & ~7u);
     workgroupBarrier();
     return m.y;
 }
@@ -108,7 +120,6 @@ fn put_q8(base: u32, b: u32, n_blocks: u32, w: array<u32, 10>) {
 // block's quants cost one round of the workgroup, not 32 serial elements of
 // one invocation): the same words as q8_block + put_q8.
 
-var<workgroup> q8_bst: array<vec2<f32>, 32>;
 var<workgroup> q8_isum: array<i32, 256>;
 
 // Invocation t (of a workgroup of 256, all calling together: barriers) packs
@@ -120,23 +131,10 @@ var<workgroup> q8_isum: array<i32, 256>;
 fn put_q8_vec4(t: u32, base: u32, i: u32, live: bool, n_blocks: u32, y: vec4<f32>, mode: u32) {
     // (amax, the signed value of its first element) of the vec4, then of
     // the block (first in element order on ties, as q8_stats).
-    var st = vec2<f32>(0.0);
-    for (var c = 0u; c < 4u; c++) {
-        if (abs(y[c]) > st.x) {
-            st = vec2<f32>(abs(y[c]), y[c]);
-        }
-    }
-    q8_sh[t] = st;
+    q8_sh[t] = q8_stats4(vec2<f32>(0.0), y);
     workgroupBarrier();
     if (t % 8u == 0u) {
-        var m = q8_sh[t];
-        for (var j = 1u; j < 8u; j++) {
-            let o = q8_sh[t + j];
-            if (o.x > m.x) {
-                m = o;
-            }
-        }
-        q8_bst[t / 8u] = m;
+        q8_sh[256u + t / 8u] = q8_first_max8(t);
     }
     workgroupBarrier();
     let bs = t / 8u;
@@ -144,14 +142,7 @@ fn put_q8_vec4(t: u32, base: u32, i: u32, live: bool, n_blocks: u32, y: vec4<f32
     var d = 0.0;
     if (mode == 2u) {
         // Q8_K: the first largest of the 8 blocks of 256 elements.
-        let f = bs & ~7u;
-        var m = q8_bst[f];
-        for (var j = 1u; j < 8u; j++) {
-            let o = q8_bst[f + j];
-            if (o.x > m.x) {
-                m = o;
-            }
-        }
+        let m = q8_first_max8(256u + (bs & ~7u));
         var iscale = 0.0;
         if (m.y != 0.0) {
             iscale = div_rn(-127.0, m.y);
@@ -159,7 +150,7 @@ fn put_q8_vec4(t: u32, base: u32, i: u32, live: bool, n_blocks: u32, y: vec4<f32
         }
         q = vec4<i32>(min(round(y * iscale), vec4<f32>(127.0)));
     } else {
-        let amax = q8_bst[bs].x;
+        let amax = q8_sh[256u + bs].x;
         var id = 0.0;
         if (amax > 0.0) {
             d = div_rn(amax, 127.0);
