@@ -156,10 +156,12 @@ pub struct GpuContext {
     /// Largest buffer part (bytes) a weight is split into.
     pub(crate) max_part_bytes: u64,
     pub(crate) max_workgroups: u32,
-    /// Bytes between dispatch-parameter slots in a uniform buffer (64, or the
-    /// device's uniform offset alignment if larger).
+    /// Bytes between dispatch-parameter slots in a uniform buffer
+    /// (`PARAM_BYTES` rounded up to the device's uniform offset alignment).
     pub(crate) param_stride: u64,
     use_subgroups: bool,
+    /// The optional features asked for and enabled.
+    features: wgpu::Features,
     /// Whether the prefill matmul uses cooperative matrices (matmul_coop.wgsl).
     use_coop: bool,
     /// Whether WGSL's `fma` is a fused multiply-add on this device (probed
@@ -366,6 +368,7 @@ impl GpuContext {
         let (device, queue) = match pollster::block_on(adapter.request_device(&full)) {
             Ok(dq) => dq,
             Err(first) => {
+                wanted = wgpu::Features::empty();
                 // Fallback: default limits (clamped to the adapter), no optional features.
                 let fallback = wgpu::DeviceDescriptor {
                     label: Some("zeta"),
@@ -402,12 +405,14 @@ impl GpuContext {
             });
         }
         let limits = device.limits();
-        let info = info_of(&adapter, device.features(), &limits);
-        let use_subgroups = device.features().contains(wgpu::Features::SUBGROUP)
+        // The features asked for: should a device enable more by itself,
+        // they must not override `no_optional_features`.
+        let features = device.features() & wanted;
+        let info = info_of(&adapter, features, &limits);
+        let use_subgroups = features.contains(wgpu::Features::SUBGROUP)
             && info.subgroup_size.0 >= 4
             && std::env::var("ZETA_GPU_NO_SUBGROUPS").as_deref() != Ok("1");
-        let use_coop = device
-            .features()
+        let use_coop = features
             .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16)
             && info.subgroup_size == (32, 32)
             && std::env::var("ZETA_GPU_NO_COOP").as_deref() != Ok("1");
@@ -426,6 +431,7 @@ impl GpuContext {
             param_stride: crate::ops::PARAM_BYTES
                 .next_multiple_of(limits.min_uniform_buffer_offset_alignment.max(1) as u64),
             use_subgroups,
+            features,
             use_coop,
             fused_fma: false,
             gelu: std::sync::OnceLock::new(),
@@ -504,14 +510,14 @@ impl GpuContext {
         &self.info
     }
 
-    /// Whether the device has `SHADER_F16` enabled.
+    /// Whether the context asked for `SHADER_F16` and has it.
     pub fn has_shader_f16(&self) -> bool {
-        self.device.features().contains(wgpu::Features::SHADER_F16)
+        self.features.contains(wgpu::Features::SHADER_F16)
     }
 
-    /// Whether the device has `SUBGROUP` enabled.
+    /// Whether the context asked for `SUBGROUP` and has it.
     pub fn has_subgroups(&self) -> bool {
-        self.device.features().contains(wgpu::Features::SUBGROUP)
+        self.features.contains(wgpu::Features::SUBGROUP)
     }
 
     /// Whether the prefill matmul uses cooperative matrices (tensor cores):
