@@ -1687,8 +1687,9 @@ impl Backend for GpuBackend {
         let s = shape;
         // One token of the exact group kernel in the normal RoPE order,
         // f16 caches: the group's epilogue does RoPE and the cache write.
+        // (A group the kernel takes has one type and row length, so one
+        // activation mode.)
         let ms = [w[0].matrix(OP)?, w[1].matrix(OP)?, w[2].matrix(OP)?];
-        let mode = self.q8_mode(ms[0], 1);
         let fusable = s.n_tokens == 1
             && self.exact
             && params.kind == RopeKind::Normal
@@ -1696,12 +1697,9 @@ impl Backend for GpuBackend {
             && q_scale.is_none()
             && k_cache.dtype() == GpuDType::F16
             && v_cache.dtype() == GpuDType::F16
-            && w.iter().all(|m| m.cols == norm.cols)
-            && mode.is_some()
-            && ms.iter().all(|m| self.q8_mode(m, 1) == mode)
-            && self.ctx.use_subgroups()
+            && w[0].cols == norm.cols
             && self.ctx.can_matmul_exact_multi_rope(&ms);
-        let Some(mode) = mode.filter(|_| fusable) else {
+        let Some(mode) = self.q8_mode(ms[0], 1).filter(|_| fusable) else {
             return zeta_tensor::rms_norm_qkv_rope_store_kv_unfused(
                 self,
                 x,

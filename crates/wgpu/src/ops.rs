@@ -2220,16 +2220,7 @@ impl<'a> GpuBatch<'a> {
         if !self.can_matmul_exact_multi(ms) || ys.len() != ms.len() {
             return Err(shape(OP, "not a group of 2-3 exact matrices in one buffer"));
         }
-        let ty = ms[0].ggml_type();
-        let n_cols = ms[0].n_cols();
-        let block = Q8Mode::of(ty).block() as u64;
-        if !n_cols.is_multiple_of(block) {
-            return Err(shape(
-                OP,
-                format!("{n_cols} columns: not a multiple of {block}"),
-            ));
-        }
-        want_q8_rows(OP, xq, n_cols as usize, 1)?;
+        group_activations(OP, ms, xq)?;
         group_outputs(OP, ms, xq, ys, dummy)?;
         let (variant, rows_per_wg) = self.ctx.exact_multi_kernel(ms, false)?;
         self.group_dispatch(OP, &variant, ms, xq, ys, dummy, rows_per_wg)
@@ -2284,28 +2275,17 @@ impl<'a> GpuBatch<'a> {
         if ms.iter().zip(rows).any(|(m, r)| m.n_rows() != r) {
             return Err(shape(OP, "the matrices' rows are not q, k and v heads"));
         }
-        let n_cols = ms[0].n_cols();
-        let block = Q8Mode::of(ms[0].ggml_type()).block() as u64;
-        if !n_cols.is_multiple_of(block) {
-            return Err(shape(
-                OP,
-                format!("{n_cols} columns: not a multiple of {block}"),
-            ));
-        }
-        want_q8_rows(OP, xq, n_cols as usize, 1)?;
+        group_activations(OP, ms, xq)?;
         let end = pos as u64 + 1;
         want(OP, k_cache, "k_cache", GpuDType::F16, end * rows[1])?;
         want(OP, v_cache, "v_cache", GpuDType::F16, end * rows[2])?;
         distinct(OP, q, &[xq, k_cache, v_cache])?;
         distinct(OP, k_cache, &[xq, v_cache])?;
         distinct(OP, v_cache, &[xq])?;
-        let cs = match &self.rope_table {
-            Some(t) => {
-                want(OP, t, "rope table", GpuDType::F32, end * p.n_rot as u64)?;
-                t.clone()
-            }
-            None => return Err(shape(OP, "no RoPE table set")),
-        };
+        let (cs, has_cs) = self.rope_cs(OP, end, p.n_rot)?;
+        if has_cs == 0 {
+            return Err(shape(OP, "no RoPE table set"));
+        }
         let (variant, rows_per_wg) = self.ctx.exact_multi_kernel(ms, true)?;
         let GroupParams {
             mut params,
@@ -2759,6 +2739,20 @@ impl<'a> GpuBatch<'a> {
 /// The outputs of a weight-group dispatch (`matvec_q8_multi`,
 /// `matmul_exact_multi`): one f32 row per weight row each, none aliasing the
 /// activations, the dummy third output or each other.
+/// A weight group's activations: its columns a whole number of the 8-bit
+/// activation blocks, `xq` holding one token's.
+fn group_activations(op: &'static str, ms: &[&QuantMatrix], xq: &GpuTensor) -> Result<()> {
+    let n_cols = ms[0].n_cols();
+    let block = Q8Mode::of(ms[0].ggml_type()).block() as u64;
+    if !n_cols.is_multiple_of(block) {
+        return Err(shape(
+            op,
+            format!("{n_cols} columns: not a multiple of {block}"),
+        ));
+    }
+    want_q8_rows(op, xq, n_cols as usize, 1)
+}
+
 fn group_outputs(
     op: &'static str,
     ms: &[&QuantMatrix],
