@@ -64,46 +64,60 @@ fn q8_kmax(slot: u32, st: vec2<f32>) -> f32 {
     return m.y;
 }
 
+// A block's (d, the multiplier of y) in `mode` from its statistic m:
+// Q8_K's signed max, else the block's amax.
+fn q8_scale(mode: u32, m: f32) -> vec2<f32> {
+    if (mode == 2u) {
+        if (m == 0.0) {
+            return vec2<f32>(0.0);
+        }
+        let iscale = div_rn(-127.0, m);
+        return vec2<f32>(div_rn(1.0, iscale), iscale);
+    }
+    if (m > 0.0) {
+        return vec2<f32>(div_rn(m, 127.0), div_rn(127.0, m));
+    }
+    return vec2<f32>(0.0);
+}
+
+// Four quants of y with the multiplier id (`q8_scale`).
+fn q8_quant4(mode: u32, y: vec4<f32>, id: f32) -> vec4<i32> {
+    if (mode == 2u) {
+        return vec4<i32>(min(round(y * id), vec4<f32>(127.0)));
+    }
+    return vec4<i32>(clamp(round(y * id), vec4<f32>(-128.0), vec4<f32>(127.0)));
+}
+
+// A block's d and s words from d and the sum of its quants.
+fn q8_ds(mode: u32, d: f32, isum: i32) -> vec2<u32> {
+    if (mode == 2u) {
+        return vec2<u32>(bitcast<u32>(d), bitcast<u32>(isum));
+    }
+    var s = bitcast<u32>(isum);
+    if (mode == 1u) {
+        s = bitcast<u32>(round_f16(d * f32(isum)));
+    }
+    return vec2<u32>(bitcast<u32>(round_f16(d)), s);
+}
+
 // One 32-element block y in `mode` (kmax: Q8_K's signed max, else unused):
 // words 0..8 the packed quants, 8: d, 9: s.
 fn q8_block(y: array<vec4<f32>, 8>, mode: u32, kmax: f32) -> array<u32, 10> {
+    var m = kmax;
+    if (mode != 2u) {
+        m = q8_stats(y).x;
+    }
+    let sc = q8_scale(mode, m);
     var out: array<u32, 10>;
     var sum = vec4<i32>(0);
-    if (mode == 2u) {
-        var iscale = 0.0;
-        var d = 0.0;
-        if (kmax != 0.0) {
-            iscale = div_rn(-127.0, kmax);
-            d = div_rn(1.0, iscale);
-        }
-        for (var k = 0u; k < 8u; k++) {
-            let q = vec4<i32>(min(round(y[k] * iscale), vec4<f32>(127.0)));
-            sum += q;
-            out[k] = pack4xI8(q);
-        }
-        out[8] = bitcast<u32>(d);
-        out[9] = bitcast<u32>(sum.x + sum.y + sum.z + sum.w);
-        return out;
-    }
-    let amax = q8_stats(y).x;
-    var d = 0.0;
-    var id = 0.0;
-    if (amax > 0.0) {
-        d = div_rn(amax, 127.0);
-        id = div_rn(127.0, amax);
-    }
     for (var k = 0u; k < 8u; k++) {
-        let q = vec4<i32>(clamp(round(y[k] * id), vec4<f32>(-128.0), vec4<f32>(127.0)));
+        let q = q8_quant4(mode, y[k], sc.y);
         sum += q;
         out[k] = pack4xI8(q);
     }
-    let isum = sum.x + sum.y + sum.z + sum.w;
-    out[8] = bitcast<u32>(round_f16(d));
-    if (mode == 1u) {
-        out[9] = bitcast<u32>(round_f16(d * f32(isum)));
-    } else {
-        out[9] = bitcast<u32>(isum);
-    }
+    let ds = q8_ds(mode, sc.x, sum.x + sum.y + sum.z + sum.w);
+    out[8] = ds.x;
+    out[9] = ds.y;
     return out;
 }
 
@@ -118,7 +132,8 @@ fn put_q8(base: u32, b: u32, n_blocks: u32, w: array<u32, 10>) {
 
 // ---- Packing a vec4 an invocation (8 invocations a 32-element block, so a
 // block's quants cost one round of the workgroup, not 32 serial elements of
-// one invocation): the same words as q8_block + put_q8.
+// one invocation): the same words as q8_block + put_q8 (q8_scale, q8_quant4,
+// q8_ds).
 
 var<workgroup> q8_isum: array<i32, 256>;
 
@@ -138,26 +153,13 @@ fn put_q8_vec4(t: u32, base: u32, i: u32, live: bool, n_blocks: u32, y: vec4<f32
     }
     workgroupBarrier();
     let bs = t / 8u;
-    var q: vec4<i32>;
-    var d = 0.0;
+    var m = q8_sh[256u + bs].x;
     if (mode == 2u) {
         // Q8_K: the first largest of the 8 blocks of 256 elements.
-        let m = q8_first_max8(256u + (bs & ~7u));
-        var iscale = 0.0;
-        if (m.y != 0.0) {
-            iscale = div_rn(-127.0, m.y);
-            d = div_rn(1.0, iscale);
-        }
-        q = vec4<i32>(min(round(y * iscale), vec4<f32>(127.0)));
-    } else {
-        let amax = q8_sh[256u + bs].x;
-        var id = 0.0;
-        if (amax > 0.0) {
-            d = div_rn(amax, 127.0);
-            id = div_rn(127.0, amax);
-        }
-        q = vec4<i32>(clamp(round(y * id), vec4<f32>(-128.0), vec4<f32>(127.0)));
+        m = q8_first_max8(256u + (bs & ~7u)).y;
     }
+    let sc = q8_scale(mode, m);
+    let q = q8_quant4(mode, y, sc.y);
     q8_isum[t] = q.x + q.y + q.z + q.w;
     let b = i / 8u;
     if (live) {
@@ -169,15 +171,8 @@ fn put_q8_vec4(t: u32, base: u32, i: u32, live: bool, n_blocks: u32, y: vec4<f32
         for (var j = 0u; j < 8u; j++) {
             isum += q8_isum[t + j];
         }
-        var dw = bitcast<u32>(d);
-        var sw = bitcast<u32>(isum);
-        if (mode != 2u) {
-            dw = bitcast<u32>(round_f16(d));
-            if (mode == 1u) {
-                sw = bitcast<u32>(round_f16(d * f32(isum)));
-            }
-        }
-        XQ[base + n_blocks * 8u + 2u * b] = dw;
-        XQ[base + n_blocks * 8u + 2u * b + 1u] = sw;
+        let ds = q8_ds(mode, sc.x, isum);
+        XQ[base + n_blocks * 8u + 2u * b] = ds.x;
+        XQ[base + n_blocks * 8u + 2u * b + 1u] = ds.y;
     }
 }
