@@ -28,8 +28,9 @@
 // block of 16 or 8 queries)) writes the scores and `softmax` (workgroup (h, i))
 // turns them into probabilities. Entry `kqv` (one query, workgroup (d, h))
 // or `kqv_block` (batches, workgroup (h, block of 16 queries, 64 outputs))
-// reads S and writes out; `kqv_pack` (one query, head_dim_v a multiple of
-// 32) also its 8-bit quantisation into XQ (q8.wgsl, prepended).
+// reads S and writes out; `softmax_kqv` (one query, head_dim_v a multiple
+// of 32) does the softmax itself from `scores_dec`'s scores, and packs out
+// to 8 bits into XQ (q8.wgsl, prepended) when asked.
 
 struct Params {
     head_dim: u32,
@@ -46,7 +47,7 @@ struct Params {
     kq_batch: u32,
     s_stride: u32,  // floats per (query, head) row of S
     n_disp: u32,    // queries of this dispatch
-    mode: u32,      // kqv_pack: q8.wgsl's rounding mode (Q8_0 or Q8_1)
+    mode: u32,      // softmax_kqv: q8.wgsl's rounding mode (Q8_0 or Q8_1); 3: no pack
 }
 
 @group(0) @binding(0) var<storage, read> Q: array<f32>;
@@ -240,10 +241,21 @@ fn softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     softmax_row(tid, attn_row(wid.x, wid.y));
 }
 
-// The scores of row r (attn_row) in S become its probabilities: the max,
-// e of each key (every invocation busy), per group of 16 keys aligned to
-// key 0 the group's sum, the groups' float-float sum, the reciprocal.
+// The scores of row r (attn_row) in S become its probabilities
+// (`softmax_stats`, then p = f16(e · inv) in place).
 fn softmax_row(tid: u32, r: vec4<u32>) {
+    let st = softmax_stats(tid, r);
+    storageBarrier();
+    for (var j = r.z + tid; j <= r.y; j += WG) {
+        S[r.w + j] = softmax_p(S[r.w + j], st);
+    }
+}
+
+// (max, 1 / sum) of row r's softmax from its scores in S (every invocation
+// calls; S unchanged): the max, e = ggml_expf(s - max) of each key, per group
+// of 16 keys aligned to key 0 the group's sum (hsum16), the groups'
+// float-float sum, the reciprocal.
+fn softmax_stats(tid: u32, r: vec4<u32>) -> vec2<f32> {
     let pos = r.y;
     let start = r.z;
     let sb = r.w;
@@ -260,10 +272,7 @@ fn softmax_row(tid: u32, r: vec4<u32>) {
         workgroupBarrier();
     }
     mx = red[0];
-    for (var j = start + tid; j <= pos; j += WG) {
-        S[sb + j] = ggml_expf(S[sb + j] - mx);
-    }
-    storageBarrier();
+    workgroupBarrier();
     let g0 = start / 16u;
     let g1 = pos / 16u;
     var acc = vec2<f32>(0.0);
@@ -273,17 +282,18 @@ fn softmax_row(tid: u32, r: vec4<u32>) {
             let j = 16u * gi + m;
             var e = 0.0;
             if (j >= start && j <= pos) {
-                e = S[sb + j];
+                e = ggml_expf(S[sb + j] - mx);
             }
             lane[m] = e;
         }
         acc = ff_add(acc, vec2<f32>(hsum16(lane), 0.0));
     }
-    let inv = ff_recip(wg_ff_sum(tid, acc, WG));
-    storageBarrier();
-    for (var j = start + tid; j <= pos; j += WG) {
-        S[sb + j] = round_f16(S[sb + j] * inv);
-    }
+    return vec2<f32>(mx, ff_recip(wg_ff_sum(tid, acc, WG)));
+}
+
+// The probability of score s: f16(ggml_expf(s - max) · (1 / sum)).
+fn softmax_p(s: f32, st: vec2<f32>) -> f32 {
+    return round_f16(ggml_expf(s - st.x) * st.y);
 }
 
 // Entry `scores_rows` (batches: kq_batch, head_dim <= 256; workgroup (h,
@@ -395,18 +405,22 @@ fn kqv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t
     }
 }
 
-// Entry `kqv_pack` (one query; workgroup (block c of 32 outputs, h); head_dim_v
-// a multiple of 32): `kqv`'s arithmetic for outputs d0 = 32c .. d0 + 32
+// Entry `softmax_kqv` (one query; workgroup (block c of 32 outputs, h);
+// head_dim_v a multiple of 32): the softmax of `scores_dec`'s raw scores
+// (`softmax_stats`, each probability recomputed where it is used, so S stays
+// the scores) and `kqv`'s arithmetic for outputs d0 = 32c .. d0 + 32
 // (invocation t keeps lane t % 64's chains of 8 of them: its keys' V words
-// read once for the 8), the lanes reduced through workgroup memory, then the
-// 32 outputs quantised to 8 bits (q8.wgsl's `q8_block` in `P.mode`) into XQ
-// block (h · head_dim_v + d0) / 32 of the row: the output projection's
-// activations, without a packing dispatch.
+// read once for the 8), the lanes reduced through workgroup memory; with
+// P.mode < 3 also the 32 outputs quantised to 8 bits (q8.wgsl's `q8_block`
+// in that mode) into XQ block (h · head_dim_v + d0) / 32 of the row: the
+// output projection's activations. One dispatch for what `softmax`, `kqv`
+// and a pack would do in three, with their bits.
 @compute @workgroup_size(256)
-fn kqv_pack(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+fn softmax_kqv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
     EXACT_Z = u32(P.head_dim == 0u);
     let h = wid.y;
     let r = attn_row(h, 0u);
+    let st = softmax_stats(tid, r);
     let lane = tid % 64u;
     let d0 = 32u * wid.x;
     let dg = d0 + 8u * (tid / 64u);
@@ -418,7 +432,7 @@ fn kqv_pack(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
     let first = r.z + (lane + 64u - r.z % 64u) % 64u;
     let vb = r.x * P.head_dim_v + dg;
     for (var j = first; j <= r.y; j += 64u) {
-        let p = S[r.w + j];
+        let p = softmax_p(S[r.w + j], st);
         let e = (j * P.v_stride + vb) >> 1u;
         for (var k = 0u; k < 4u; k++) {
             let w = V[e + k];
@@ -441,7 +455,7 @@ fn kqv_pack(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
         red[tid] = o;
     }
     workgroupBarrier();
-    if (tid == 0u) {
+    if (P.mode < 3u && tid == 0u) {
         var y: array<vec4<f32>, 8>;
         for (var k = 0u; k < 8u; k++) {
             y[k] = vec4<f32>(red[4u * k], red[4u * k + 1u], red[4u * k + 2u], red[4u * k + 3u]);

@@ -1,7 +1,8 @@
 // matmul_exact.wgsl — Y[t, r] (+)= W[r] · x_t with x quantised to 8 bits
 // (act_quant.wgsl / q8.wgsl), summed in exactly the CPU backend's float
 // order (zeta_tensor `DotOrder`), so every output has the CPU's bits.
-// Prepended: quant.wgsl, f16.wgsl, exact.wgsl (`fma_rn`).
+// Prepended: quant.wgsl, f16.wgsl, exact.wgsl (`fma_rn`), q8.wgsl (the
+// `*_norm` entries' packing).
 //
 // W: [n_rows, n_cols] GGUF blocks (one part), XQI: per token row x_stride
 // words (q8.wgsl layout: 8 words of packed quants per 32-element unit, then
@@ -42,6 +43,9 @@ struct Params {
     rope_pos: u32,
     rope_n_rot: u32,
     rope_hd: u32,
+    // matmul_exact_tr.wgsl's `*_norm` entries only: the RMSNorm's epsilon
+    // (f32 bits).
+    norm_eps: u32,
 }
 
 @group(0) @binding(0) var<storage, read> W: array<u32>;

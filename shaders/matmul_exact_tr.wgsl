@@ -1,5 +1,7 @@
-// matmul_exact_tr.wgsl — entry points `lanes_tr` and `lanes_tr_multi` of
-// matmul_exact.wgsl (appended to it): the `lanes` order (ggml's eight FMA
+// matmul_exact_tr.wgsl — entry points `lanes_tr`, `lanes_tr_multi` and
+// `lanes_tr_multi_rope` (each group entry also `*_norm`: the RMSNorm and
+// 8-bit pack of its input done by every workgroup) of matmul_exact.wgsl
+// (appended to it): the `lanes` order (ggml's eight FMA
 // chains per row, one term per block per lane, then `hsum_float_8`) for the
 // 32-element block types, with each block's terms computed by one
 // invocation and handed to the chains through workgroup memory. No
@@ -40,6 +42,55 @@ const TR_SLOTS: u32 = TR_P * TR_SB;
 const TR_R: u32 = TR_SLOTS + (40u - TR_SLOTS % 32u) % 32u;
 
 var<workgroup> tr: array<u32, 8u * TR_R>;
+
+// ---- `*_norm` entries (one token): the group's activations are the
+// RMSNorm of NX (weight NW, epsilon P.norm_eps) packed to 8 bits, which
+// every workgroup computes for itself into `xsh` (XSH_N words: at least an
+// XQI row's 10 per 32 columns; 1 in the other entries) instead of reading
+// a `norm_pack_q8` dispatch's XQI; workgroup 0 also writes the normalised
+// row to NY. rmsnorm.wgsl `norm_pack_q8`'s arithmetic (each invocation's
+// float-float sum over the same vec4s, the same tree, scale and products)
+// and q8.wgsl's packing, so the same bits: one dispatch and one dependent
+// step fewer before the Q/K/V and gate/up groups.
+const XSH_N: u32 = XSH_Vu;
+const XSH: bool = XSH_N > 1u;
+var<workgroup> xsh: array<u32, XSH_N>;
+var<private> norm_first: bool;
+
+@group(0) @binding(10) var<storage, read> NX: array<vec4<f32>>;
+@group(0) @binding(11) var<storage, read> NW: array<vec4<f32>>;
+@group(0) @binding(12) var<storage, read_write> NY: array<vec4<f32>>;
+
+// Every invocation calls (barriers); `xsh` is ready when it returns.
+fn stage_norm(tid: u32) {
+    let nv = P.n_cols / 4u;
+    var acc = vec2<f32>(0.0);
+    for (var i = tid; i < nv; i += TR_WG) {
+        acc = sq_add4(acc, NX[i]);
+    }
+    let scale = rms_scale(wg_ff_sum(tid, acc, TR_WG), P.n_cols, bitcast<f32>(P.norm_eps));
+    // The weight type's activations: Q8_1 for Q4_1 (LANE_EXTRA), else Q8_0.
+    let mode = select(0u, 1u, LANE_EXTRA != 0u);
+    let nb = P.n_units;
+    for (var i0 = 0u; i0 < nv; i0 += TR_WG) {
+        let i = i0 + tid;
+        let live = i < nv;
+        let j = min(i, nv - 1u);
+        let y = NX[j] * scale * NW[j];
+        let r = q8_vec4(tid, y, mode);
+        if (live) {
+            if (norm_first) {
+                NY[i] = y;
+            }
+            xsh[i] = r.q;
+            if (tid % 8u == 0u) {
+                xsh[8u * nb + i / 4u] = r.ds.x;
+                xsh[8u * nb + i / 4u + 1u] = r.ds.y;
+            }
+        }
+    }
+    workgroupBarrier();
+}
 
 // ---- block terms: all eight lanes of block u into the slot at word s of
 // `tr`, the same values as matmul_exact.wgsl's `term_*` for lanes 0..7,
@@ -101,13 +152,33 @@ fn whalf(w0: u32, odd: bool) -> f32 {
     return f16_to_f32(select(w0 & 0xffffu, w0 >> 16u, odd));
 }
 
-// The eight activation words of unit u.
-fn xq8(xb: u32, u: u32) -> array<u32, 8> {
+// The eight activation words of unit u, its d and s words: from XQI, or
+// for the `*_norm` entries from the workgroup's own copy (`xsh`, the same
+// layout as an XQI row).
+fn ax8(xb: u32, u: u32) -> array<u32, 8> {
     var x: array<u32, 8>;
     for (var l = 0u; l < 8u; l++) {
-        x[l] = xq(xb, u, l);
+        if (XSH) {
+            x[l] = xsh[8u * u + l];
+        } else {
+            x[l] = xq(xb, u, l);
+        }
     }
     return x;
+}
+
+fn axd(xb: u32, u: u32) -> f32 {
+    if (XSH) {
+        return bitcast<f32>(xsh[8u * P.n_units + 2u * u]);
+    }
+    return xd(xb, u);
+}
+
+fn axs(xb: u32, u: u32) -> u32 {
+    if (XSH) {
+        return xsh[8u * P.n_units + 2u * u + 1u];
+    }
+    return xs(xb, u);
 }
 
 // Q4_0 (18 B: d, qs[16]) · Q8_0 (`term_q4_0`).
@@ -116,13 +187,13 @@ fn terms8_q4_0(w: array<u32, 9>, odd: bool, u: u32, xb: u32, s: u32) {
     for (var n = 0u; n < 4u; n++) {
         qs[n] = wmid(w[n], w[n + 1u], odd);
     }
-    let x = xq8(xb, u);
+    let x = ax8(xb, u);
     var v: array<i32, 8>;
     for (var l = 0u; l < 8u; l++) {
         v[l] = dot4I8Packed(sub_bytes(nib_of(qs[l & 3u], l), 8u), x[l]);
     }
     put8(s, v);
-    tr[s + TR_NY] = bitcast<u32>(whalf(w[0], odd) * xd(xb, u));
+    tr[s + TR_NY] = bitcast<u32>(whalf(w[0], odd) * axd(xb, u));
 }
 
 // Q4_1 (20 B: d, m, qs[16]; 4-byte aligned) · Q8_1 (`term_q4_1`).
@@ -132,15 +203,15 @@ fn terms8_q4_1(w: array<u32, 9>, odd: bool, u: u32, xb: u32, s: u32) {
     for (var n = 0u; n < 4u; n++) {
         qs[n] = w[n + 1u];
     }
-    let x = xq8(xb, u);
+    let x = ax8(xb, u);
     var v: array<i32, 8>;
     for (var l = 0u; l < 8u; l++) {
         v[l] = dot4I8Packed(nib_of(qs[l & 3u], l), x[l]);
     }
     put8(s, v);
-    tr[s + TR_NY] = bitcast<u32>(f16_to_f32(dm & 0xffffu) * xd(xb, u));
+    tr[s + TR_NY] = bitcast<u32>(f16_to_f32(dm & 0xffffu) * axd(xb, u));
     tr[s + TR_NY + 1u] = bitcast<u32>(f16_to_f32(dm >> 16u));
-    tr[s + TR_NY + 2u] = xs(xb, u);
+    tr[s + TR_NY + 2u] = axs(xb, u);
 }
 
 // Q5_0 (22 B: d, qh, qs[16]) · Q8_0 (`term_q5_0`).
@@ -151,25 +222,25 @@ fn terms8_q5_0(w: array<u32, 9>, odd: bool, u: u32, xb: u32, s: u32) {
     for (var n = 0u; n < 4u; n++) {
         qs[n] = wmid(w[n + 1u], w[n + 2u], odd);
     }
-    let x = xq8(xb, u);
+    let x = ax8(xb, u);
     var v: array<i32, 8>;
     for (var l = 0u; l < 8u; l++) {
         let q = nib_of(qs[l & 3u], l) | spread4(qh >> (4u * l));
         v[l] = dot4I8Packed(sub_bytes(q, 16u), x[l]);
     }
     put8(s, v);
-    tr[s + TR_NY] = bitcast<u32>(whalf(w[0], odd) * xd(xb, u));
+    tr[s + TR_NY] = bitcast<u32>(whalf(w[0], odd) * axd(xb, u));
 }
 
 // Q8_0 (34 B: d, qs[32]) · Q8_0 (`term_q8_0`).
 fn terms8_q8_0(w: array<u32, 9>, odd: bool, u: u32, xb: u32, s: u32) {
-    let x = xq8(xb, u);
+    let x = ax8(xb, u);
     var v: array<i32, 8>;
     for (var l = 0u; l < 8u; l++) {
         v[l] = dot4I8Packed(wmid(w[l], w[l + 1u], odd), x[l]);
     }
     put8(s, v);
-    tr[s + TR_NY] = bitcast<u32>(whalf(w[0], odd) * xd(xb, u));
+    tr[s + TR_NY] = bitcast<u32>(whalf(w[0], odd) * axd(xb, u));
 }
 
 // The chains of one workgroup's 8 rows. Producer p of row slot rp (the
@@ -188,6 +259,10 @@ fn lanes_tr_value(rb: u32, xb: u32, rp: u32, p: u32, live: bool, tid: u32) -> ve
     if (live && p < nb) {
         w = tr_words(rb, p);
     }
+    // `*_norm` variants: `stage_norm(tid);` (the activations, while the
+    // first blocks' loads fly); nothing in the others, so that they do not
+    // bind NX, NW and NY.
+    STAGE_NORM_V
     for (var k0 = 0u; k0 < nb; k0 += TR_P) {
         let k = k0 + p;
         if (live && k < nb) {
@@ -250,6 +325,21 @@ fn lanes_tr_multi(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_index) tid: u32,
 ) {
+    tr_multi(wid, tid);
+}
+
+// `lanes_tr_multi` of RMSNorm(NX) (`stage_norm`).
+@compute @workgroup_size(TR_WG)
+fn lanes_tr_multi_norm(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) tid: u32,
+) {
+    EXACT_Z = u32(P.n_cols == 0u);
+    norm_first = wid.x == 0u && wid.y == 0u;
+    tr_multi(wid, tid);
+}
+
+fn tr_multi(wid: vec3<u32>, tid: u32) {
     let g0 = (wid.x + wid.y * P.grid_x) * 8u;
     let rp = tid / TR_P;
     let st = lanes_tr_value(multi_row(g0 + rp).z, 0u, rp, tid % TR_P, g0 + rp < P.rows, tid);
@@ -263,7 +353,7 @@ fn lanes_tr_multi(
 
 // ---- `lanes_tr_multi_rope`: the Q/K/V group of one token with the
 // layer's RoPE and KV-cache write as its epilogue (matmul_exact.wgsl
-// `rope_put`).
+// `rope_put`); `lanes_tr_multi_rope_norm` of RMSNorm(NX) (`stage_norm`).
 
 var<workgroup> tr_y: array<f32, 8>;
 
@@ -273,6 +363,20 @@ fn lanes_tr_multi_rope(
     @builtin(local_invocation_index) tid: u32,
 ) {
     EXACT_Z = u32(P.rope_hd == 0u);
+    tr_multi_rope(wid, tid);
+}
+
+@compute @workgroup_size(TR_WG)
+fn lanes_tr_multi_rope_norm(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) tid: u32,
+) {
+    EXACT_Z = u32(P.rope_hd == 0u);
+    norm_first = wid.x == 0u && wid.y == 0u;
+    tr_multi_rope(wid, tid);
+}
+
+fn tr_multi_rope(wid: vec3<u32>, tid: u32) {
     let g0 = (wid.x + wid.y * P.grid_x) * 8u;
     let rp = tid / TR_P;
     let st = lanes_tr_value(multi_row(g0 + rp).z, 0u, rp, tid % TR_P, g0 + rp < P.rows, tid);

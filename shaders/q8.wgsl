@@ -144,6 +144,25 @@ var<workgroup> q8_isum: array<i32, 256>;
 // of a Q8_K block) are consecutive invocations; vec4s past the row end in
 // whole blocks (n_blocks a multiple of 8 for Q8_K).
 fn put_q8_vec4(t: u32, base: u32, i: u32, live: bool, n_blocks: u32, y: vec4<f32>, mode: u32) {
+    let r = q8_vec4(t, y, mode);
+    if (live) {
+        XQ[base + i] = r.q;
+        if (t % 8u == 0u) {
+            let b = i / 8u;
+            XQ[base + n_blocks * 8u + 2u * b] = r.ds.x;
+            XQ[base + n_blocks * 8u + 2u * b + 1u] = r.ds.y;
+        }
+    }
+}
+
+// `put_q8_vec4`'s words: the vec4's packed quants, and for the block's
+// first invocation (t % 8 == 0) the block's d and s words.
+struct Q8Vec4 {
+    q: u32,
+    ds: vec2<u32>,
+}
+
+fn q8_vec4(t: u32, y: vec4<f32>, mode: u32) -> Q8Vec4 {
     // (amax, the signed value of its first element) of the vec4, then of
     // the block (first in element order on ties, as q8_stats).
     q8_sh[t] = q8_stats4(vec2<f32>(0.0), y);
@@ -161,18 +180,14 @@ fn put_q8_vec4(t: u32, base: u32, i: u32, live: bool, n_blocks: u32, y: vec4<f32
     let sc = q8_scale(mode, m);
     let q = q8_quant4(mode, y, sc.y);
     q8_isum[t] = q.x + q.y + q.z + q.w;
-    let b = i / 8u;
-    if (live) {
-        XQ[base + i] = pack4xI8(q);
-    }
     workgroupBarrier();
-    if (live && t % 8u == 0u) {
+    var ds = vec2<u32>(0u);
+    if (t % 8u == 0u) {
         var isum = 0;
         for (var j = 0u; j < 8u; j++) {
             isum += q8_isum[t + j];
         }
-        let ds = q8_ds(mode, sc.x, isum);
-        XQ[base + n_blocks * 8u + 2u * b] = ds.x;
-        XQ[base + n_blocks * 8u + 2u * b + 1u] = ds.y;
+        ds = q8_ds(mode, sc.x, isum);
     }
+    return Q8Vec4(pack4xI8(q), ds);
 }

@@ -60,8 +60,8 @@ pub use backend::{GpuBackend, GpuWeight, KernelTime, tensor_error};
 pub use context::{GpuContext, GpuDeviceType, GpuInfo, GpuOptions, list_adapters};
 pub use error::{Result, WgpuError};
 pub use ops::{
-    ActRound, AttnParams, GluOp, GpuBatch, MAX_HEAD_DIM, Q8Mode, REG_MATMUL_MIN_TOKENS, RopeMode,
-    RopeParams, TILED_MATMUL_MIN_TOKENS, q8_stride, q8_words,
+    ActRound, AttnParams, GluOp, GpuBatch, GroupNorm, MAX_HEAD_DIM, Q8Mode, REG_MATMUL_MIN_TOKENS,
+    RopeMode, RopeParams, TILED_MATMUL_MIN_TOKENS, q8_stride, q8_words,
 };
 pub use pipeline::{
     GPU_TYPES, ShaderFile, ShaderVariant, has_exact_matmul, has_q8_matvec, shader_variants,

@@ -29,8 +29,9 @@ use crate::error::{Result, WgpuError, shape};
 use crate::pipeline::{
     EXACT_MULTI_NP, Q8_TPR, ShaderFile, ShaderVariant, attn_variant, exact_np, files,
     has_exact_matmul, matmul_exact_coop_variant, matmul_exact_multi_variant,
-    matmul_exact_tile_variant, matmul_exact_tr_variant, matmul_exact_variant, matmul_q8_variant,
-    matvec_q8_multi_variant, matvec_q8_variant, matvec_variant, quant_variant,
+    matmul_exact_tile_variant, matmul_exact_tr_norm_variant, matmul_exact_tr_variant,
+    matmul_exact_variant, matmul_q8_variant, matvec_q8_multi_variant, matvec_q8_variant,
+    matvec_variant, quant_variant,
 };
 use crate::tensor::{GpuDType, GpuTensor, QuantMatrix, WeightPart};
 use zeta_gguf::GgmlType;
@@ -574,6 +575,23 @@ impl GpuContext {
     /// [`matmul_exact_multi`](GpuBatch::matmul_exact_multi) takes.
     pub fn can_matmul_exact_multi_rope(&self, ms: &[&QuantMatrix]) -> bool {
         ms.len() == 3 && self.can_matmul_exact_multi(ms)
+    }
+
+    /// Whether the exact weight-group kernels take `ms` with the RMSNorm of
+    /// their input staged in every workgroup
+    /// ([`rms_norm_matmul_exact_multi`](GpuBatch::rms_norm_matmul_exact_multi)):
+    /// a group [`can_matmul_exact_multi`](Self::can_matmul_exact_multi) takes
+    /// in the lane order of a 32-element block type (matmul_exact_tr.wgsl),
+    /// rows of at most 8192 columns, on a device with 32 KiB of workgroup
+    /// memory.
+    pub fn can_rms_norm_matmul_exact_multi(&self, ms: &[&QuantMatrix]) -> bool {
+        self.info().max_compute_workgroup_storage_size >= crate::pipeline::WORKGROUP_BYTES_LARGE
+            && self.can_matmul_exact_multi(ms)
+            && self
+                .exact_multi_kernel(ms, false)
+                .ok()
+                .and_then(|(v, _)| matmul_exact_tr_norm_variant(v, ms[0].n_cols()))
+                .is_some()
     }
 
     /// The exact weight-group kernel of `ms` (one token) and its rows a
@@ -2223,7 +2241,44 @@ impl<'a> GpuBatch<'a> {
         group_activations(OP, ms, xq)?;
         group_outputs(OP, ms, xq, ys, dummy)?;
         let (variant, rows_per_wg) = self.ctx.exact_multi_kernel(ms, false)?;
-        self.group_dispatch(OP, &variant, ms, xq, ys, dummy, rows_per_wg)
+        self.group_dispatch(OP, &variant, ms, xq, ys, dummy, rows_per_wg, None)
+    }
+
+    /// [`GpuContext::can_rms_norm_matmul_exact_multi`].
+    pub fn can_rms_norm_matmul_exact_multi(&self, ms: &[&QuantMatrix]) -> bool {
+        self.ctx.can_rms_norm_matmul_exact_multi(ms)
+    }
+
+    /// [`rms_norm_pack_q8`](Self::rms_norm_pack_q8) of `norm` (into
+    /// `norm.xb`, and 8-bit activations in the weight type's mode), then
+    /// [`matmul_exact_multi`](Self::matmul_exact_multi) of them, in one
+    /// dispatch: every workgroup normalises and packs the row for itself
+    /// (matmul_exact_tr.wgsl `lanes_tr_multi_norm`; `xq` is bound but
+    /// neither read nor written). Same bits as the two ops.
+    pub fn rms_norm_matmul_exact_multi(
+        &mut self,
+        norm: &GroupNorm<'_>,
+        ms: &[&QuantMatrix],
+        xq: &GpuTensor,
+        ys: &[&GpuTensor],
+        dummy: &GpuTensor,
+    ) -> Result<()> {
+        const OP: &str = "rms_norm_matmul_exact_multi";
+        if !self.can_rms_norm_matmul_exact_multi(ms) || ys.len() != ms.len() {
+            return Err(shape(
+                OP,
+                "not a group of 2-3 exact matrices in one buffer that stages its norm",
+            ));
+        }
+        group_activations(OP, ms, xq)?;
+        group_outputs(OP, ms, xq, ys, dummy)?;
+        let mut outs = ys.to_vec();
+        outs.push(dummy);
+        norm.check(OP, ms[0].n_cols(), &outs)?;
+        let (variant, rows_per_wg) = self.ctx.exact_multi_kernel(ms, false)?;
+        let variant = matmul_exact_tr_norm_variant(variant, ms[0].n_cols())
+            .ok_or_else(|| shape(OP, "no staged-norm kernel"))?;
+        self.group_dispatch(OP, &variant, ms, xq, ys, dummy, rows_per_wg, Some(norm))
     }
 
     /// [`GpuContext::can_matmul_exact_multi_rope`].
@@ -2253,19 +2308,87 @@ impl<'a> GpuBatch<'a> {
         n_kv_heads: u32,
         head_dim_v: u32,
     ) -> Result<()> {
-        const OP: &str = "matmul_exact_multi_rope";
+        let kv = (k_cache, v_cache);
+        self.multi_rope(
+            "matmul_exact_multi_rope",
+            None,
+            ms,
+            xq,
+            q,
+            kv,
+            pos,
+            p,
+            n_kv_heads,
+            head_dim_v,
+        )
+    }
+
+    /// [`rms_norm_pack_q8`](Self::rms_norm_pack_q8) of `norm`, then
+    /// [`matmul_exact_multi_rope`](Self::matmul_exact_multi_rope), in one
+    /// dispatch (`lanes_tr_multi_rope_norm`; a group
+    /// [`can_rms_norm_matmul_exact_multi`](Self::can_rms_norm_matmul_exact_multi)
+    /// takes; `xq` is bound but neither read nor written). Same bits as the
+    /// two ops.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rms_norm_matmul_exact_multi_rope(
+        &mut self,
+        norm: &GroupNorm<'_>,
+        ms: &[&QuantMatrix],
+        xq: &GpuTensor,
+        q: &GpuTensor,
+        k_cache: &GpuTensor,
+        v_cache: &GpuTensor,
+        pos: u32,
+        p: &RopeParams,
+        n_kv_heads: u32,
+        head_dim_v: u32,
+    ) -> Result<()> {
+        const OP: &str = "rms_norm_matmul_exact_multi_rope";
+        if !self.can_rms_norm_matmul_exact_multi(ms) {
+            return Err(shape(OP, "not a group that stages its norm"));
+        }
+        norm.check(OP, ms[0].n_cols(), &[q, k_cache, v_cache, xq])?;
+        let kv = (k_cache, v_cache);
+        self.multi_rope(
+            OP,
+            Some(norm),
+            ms,
+            xq,
+            q,
+            kv,
+            pos,
+            p,
+            n_kv_heads,
+            head_dim_v,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn multi_rope(
+        &mut self,
+        op: &'static str,
+        norm: Option<&GroupNorm<'_>>,
+        ms: &[&QuantMatrix],
+        xq: &GpuTensor,
+        q: &GpuTensor,
+        (k_cache, v_cache): (&GpuTensor, &GpuTensor),
+        pos: u32,
+        p: &RopeParams,
+        n_kv_heads: u32,
+        head_dim_v: u32,
+    ) -> Result<()> {
         if !self.can_matmul_exact_multi_rope(ms) {
             return Err(shape(
-                OP,
+                op,
                 "not a Q/K/V group of exact matrices in one buffer",
             ));
         }
         if p.mode != RopeMode::Normal || p.n_tokens != 1 {
-            return Err(shape(OP, "one token in the normal RoPE order"));
+            return Err(shape(op, "one token in the normal RoPE order"));
         }
-        self.rope_check(OP, q, p)?;
+        self.rope_check(op, q, p)?;
         if head_dim_v == 0 || !head_dim_v.is_multiple_of(2) {
-            return Err(shape(OP, format!("head_dim_v {head_dim_v} must be even")));
+            return Err(shape(op, format!("head_dim_v {head_dim_v} must be even")));
         }
         let rows = [
             p.n_heads as u64 * p.head_dim as u64,
@@ -2273,28 +2396,33 @@ impl<'a> GpuBatch<'a> {
             n_kv_heads as u64 * head_dim_v as u64,
         ];
         if ms.iter().zip(rows).any(|(m, r)| m.n_rows() != r) {
-            return Err(shape(OP, "the matrices' rows are not q, k and v heads"));
+            return Err(shape(op, "the matrices' rows are not q, k and v heads"));
         }
-        group_activations(OP, ms, xq)?;
+        group_activations(op, ms, xq)?;
         let end = pos as u64 + 1;
-        want(OP, k_cache, "k_cache", GpuDType::F16, end * rows[1])?;
-        want(OP, v_cache, "v_cache", GpuDType::F16, end * rows[2])?;
-        distinct(OP, q, &[xq, k_cache, v_cache])?;
-        distinct(OP, k_cache, &[xq, v_cache])?;
-        distinct(OP, v_cache, &[xq])?;
-        let (cs, has_cs) = self.rope_cs(OP, end, p.n_rot)?;
+        want(op, k_cache, "k_cache", GpuDType::F16, end * rows[1])?;
+        want(op, v_cache, "v_cache", GpuDType::F16, end * rows[2])?;
+        distinct(op, q, &[xq, k_cache, v_cache])?;
+        distinct(op, k_cache, &[xq, v_cache])?;
+        distinct(op, v_cache, &[xq])?;
+        let (cs, has_cs) = self.rope_cs(op, end, p.n_rot)?;
         if has_cs == 0 {
-            return Err(shape(OP, "no RoPE table set"));
+            return Err(shape(op, "no RoPE table set"));
         }
-        let (variant, rows_per_wg) = self.ctx.exact_multi_kernel(ms, true)?;
+        let (mut variant, rows_per_wg) = self.ctx.exact_multi_kernel(ms, true)?;
+        if norm.is_some() {
+            variant = matmul_exact_tr_norm_variant(variant, ms[0].n_cols())
+                .ok_or_else(|| shape(op, "no staged-norm kernel"))?;
+        }
         let GroupParams {
             mut params,
             grid,
             buffer,
-        } = self.group_params(OP, ms, rows_per_wg)?;
-        // n_tok (unused), then the RoPE fields.
+        } = self.group_params(op, ms, rows_per_wg)?;
+        // n_tok (unused), then the RoPE fields and the norm's epsilon.
         params.extend([0, pos, p.n_rot, p.head_dim]);
-        let bindings = [
+        params.push(norm.map_or(0, |n| n.eps.to_bits()));
+        let mut bindings = vec![
             (0, &buffer, 0, 0),
             (1, &xq.buffer, 0, 0),
             (2, &q.buffer, 0, 0),
@@ -2302,6 +2430,9 @@ impl<'a> GpuBatch<'a> {
             (7, &v_cache.buffer, 0, 0),
             (8, &cs.buffer, 0, 0),
         ];
+        if let Some(n) = norm {
+            bindings.extend(n.bindings());
+        }
         self.dispatch_ranged(&variant, &bindings, 3, &params, grid)
     }
 
@@ -2320,20 +2451,26 @@ impl<'a> GpuBatch<'a> {
         ys: &[&GpuTensor],
         dummy: &GpuTensor,
         rows_per_wg: u64,
+        norm: Option<&GroupNorm<'_>>,
     ) -> Result<()> {
         let GroupParams {
-            params,
+            mut params,
             grid,
             buffer,
         } = self.group_params(op, ms, rows_per_wg)?;
         let y2 = ys.get(2).copied().unwrap_or(dummy);
-        let bindings = [
+        let mut bindings = vec![
             (0, &buffer, 0, 0),
             (1, &xq.buffer, 0, 0),
             (2, &ys[0].buffer, 0, 0),
             (4, &ys[1].buffer, 0, 0),
             (5, &y2.buffer, 0, 0),
         ];
+        if let Some(n) = norm {
+            // n_tok and the RoPE fields (unused), then the epsilon.
+            params.extend([0, 0, 0, 0, n.eps.to_bits()]);
+            bindings.extend(n.bindings());
+        }
         self.dispatch_ranged(variant, &bindings, 3, &params, grid)
     }
 
@@ -2430,7 +2567,7 @@ impl<'a> GpuBatch<'a> {
         group_outputs(OP, ms, xq, ys, dummy)?;
         let tpr = q8_tpr((n_cols / 32) as u32);
         let variant = matvec_q8_multi_variant(ms[0].ggml_type(), tpr)?;
-        self.group_dispatch(OP, &variant, ms, xq, ys, dummy, (64 / tpr) as u64)
+        self.group_dispatch(OP, &variant, ms, xq, ys, dummy, (64 / tpr) as u64, None)
     }
 
     /// Attention of one query over the KV cache (split-K flash-decoding):
@@ -2481,7 +2618,7 @@ impl<'a> GpuBatch<'a> {
     /// [`attention_exact`](Self::attention_exact) of one query that also
     /// writes its output quantised to 8 bits into `xq` (as
     /// [`pack_q8`](Self::pack_q8) in `mode` would; Q8_0 or Q8_1, head_dim_v
-    /// a multiple of 32) in its last dispatch (`kqv_pack`).
+    /// a multiple of 32) in its last dispatch (`softmax_kqv`).
     #[allow(clippy::too_many_arguments)]
     pub fn attention_exact_pack(
         &mut self,
@@ -2557,16 +2694,21 @@ impl<'a> GpuBatch<'a> {
                 u32::from(kq_batch),
                 p.n_kv,
                 nb,
-                pack.map_or(0, |(_, m)| m as u32),
+                // softmax_kqv: the rounding mode, 3 = no pack.
+                pack.map_or(3, |(_, m)| m as u32),
             ];
+            // One query with whole 32-output blocks: `softmax_kqv` does the
+            // softmax itself (and the pack when asked).
+            let fused = n_q == 1 && p.head_dim_v.is_multiple_of(32);
             // Raw scores for blocks of `rows_q` queries (each key chunk
             // staged once for the block), or for one query 16 keys a
             // workgroup (16 invocations a key), then the softmax a row at a
-            // time; else `scores` (scores and softmax, a workgroup a row).
+            // time unless fused; else `scores` (scores and softmax, a
+            // workgroup a row).
             let (scores, groups, softmax) = if rows {
                 ("scores_rows", (p.n_head, nb.div_ceil(rows_q), 1), true)
             } else if n_q == 1 {
-                ("scores_dec", (p.n_head, p.n_kv.div_ceil(16), 1), true)
+                ("scores_dec", (p.n_head, p.n_kv.div_ceil(16), 1), !fused)
             } else {
                 ("scores", (p.n_head, nb, 1), false)
             };
@@ -2590,12 +2732,22 @@ impl<'a> GpuBatch<'a> {
                 )?;
             }
             // Batches: one workgroup per head, block of 16 queries and group
-            // of 64 outputs (`kqv_block`); one query: a workgroup per output
-            // (`kqv`), or, packed for the output projection, a workgroup per
-            // head and 32 outputs (`kqv_pack`).
-            let packed = pack.filter(|_| n_q == 1);
-            let (entry, groups) = if packed.is_some() {
-                ("kqv_pack", (p.head_dim_v / 32, p.n_head, 1))
+            // of 64 outputs (`kqv_block`); one query: a workgroup per head
+            // and 32 outputs with the softmax (`softmax_kqv`, packing for
+            // the output projection when asked), else a workgroup per
+            // output (`kqv`).
+            let no_pack;
+            let packed = match pack.filter(|_| n_q == 1) {
+                Some((xq, _)) => Some(xq),
+                None if fused => {
+                    // softmax_kqv binds XQ even when it does not pack.
+                    no_pack = self.ctx.scratch("attn_no_pack", 16, GpuDType::U32)?;
+                    Some(&no_pack)
+                }
+                None => None,
+            };
+            let (entry, groups) = if fused {
+                ("softmax_kqv", (p.head_dim_v / 32, p.n_head, 1))
             } else if kqv_batch {
                 (
                     "kqv_block",
@@ -2607,7 +2759,7 @@ impl<'a> GpuBatch<'a> {
             let bindings: Vec<(u32, &wgpu::Buffer)> =
                 [(2, &v.buffer), (3, &scratch.buffer), (5, &out.buffer)]
                     .into_iter()
-                    .chain(packed.map(|(xq, _)| (9, &xq.buffer)))
+                    .chain(packed.map(|xq| (9, &xq.buffer)))
                     .collect();
             self.dispatch(
                 &ShaderVariant::plain(files::ATTN_EXACT, entry),
@@ -2741,6 +2893,48 @@ impl<'a> GpuBatch<'a> {
 /// activations, the dummy third output or each other.
 /// A weight group's activations: its columns a whole number of the 8-bit
 /// activation blocks, `xq` holding one token's.
+/// The RMSNorm a weight group's `*_norm` kernel applies to its input
+/// ([`GpuBatch::rms_norm_matmul_exact_multi`]): `x` (one row of the
+/// matrices' columns, f32) normalised with weight `w` and epsilon `eps`;
+/// the normalised row is also written to `xb`.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupNorm<'t> {
+    /// The row to normalise.
+    pub x: &'t GpuTensor,
+    /// The norm's weight.
+    pub w: &'t GpuTensor,
+    /// Receives the normalised row.
+    pub xb: &'t GpuTensor,
+    /// The epsilon.
+    pub eps: f32,
+}
+
+impl GroupNorm<'_> {
+    /// Sizes (`n_cols` f32 each) and aliasing: `xb` aliases neither input
+    /// nor any of `outs` (the kernel's other outputs and bound buffers),
+    /// which alias neither input.
+    fn check(&self, op: &'static str, n_cols: u64, outs: &[&GpuTensor]) -> Result<()> {
+        want(op, self.x, "x", GpuDType::F32, n_cols)?;
+        want(op, self.w, "w", GpuDType::F32, n_cols)?;
+        want(op, self.xb, "xb", GpuDType::F32, n_cols)?;
+        let mut others = vec![self.x, self.w];
+        others.extend_from_slice(outs);
+        distinct(op, self.xb, &others)?;
+        for o in outs {
+            distinct(op, o, &[self.x, self.w])?;
+        }
+        Ok(())
+    }
+
+    fn bindings(&self) -> [(u32, &wgpu::Buffer, u64, u64); 3] {
+        [
+            (10, &self.x.buffer, 0, 0),
+            (11, &self.w.buffer, 0, 0),
+            (12, &self.xb.buffer, 0, 0),
+        ]
+    }
+}
+
 fn group_activations(op: &'static str, ms: &[&QuantMatrix], xq: &GpuTensor) -> Result<()> {
     let n_cols = ms[0].n_cols();
     let block = Q8Mode::of(ms[0].ggml_type()).block() as u64;

@@ -48,13 +48,15 @@ pub const F16_EXACT_Q8: &str = concat!(
     "\n",
     include_str!("../../../shaders/q8.wgsl")
 );
-/// [`QUANT`] then [`F16_EXACT`]: the exact matmul's prelude.
+/// [`QUANT`] then [`F16_EXACT_Q8`]: the exact matmul's prelude.
 pub const QUANT_EXACT: &str = concat!(
     include_str!("../../../shaders/quant.wgsl"),
     "\n",
     include_str!("../../../shaders/f16.wgsl"),
     "\n",
-    include_str!("../../../shaders/exact.wgsl")
+    include_str!("../../../shaders/exact.wgsl"),
+    "\n",
+    include_str!("../../../shaders/q8.wgsl")
 );
 
 /// A shader file: name, source, and the shared code prepended to it.
@@ -156,6 +158,21 @@ impl ShaderVariant {
     /// features EXPERIMENTAL_COOPERATIVE_MATRIX and SHADER_F16; SPIR-V only).
     pub fn needs_coop(&self) -> bool {
         self.file == files::MATMUL_COOP || self.suffix == Some(files::MATMUL_EXACT_COOP)
+    }
+
+    /// The workgroup memory the variant may use (bytes): 16 KiB, half of
+    /// what Metal guarantees, for all but the cooperative-matrix matmul
+    /// (Vulkan only) and the weight-group kernels that stage their input's
+    /// RMSNorm (`*_norm`, a row of up to 8192 8-bit activations next to the
+    /// kernel's own term store), which may use Metal's and Vulkan's
+    /// guaranteed 32 KiB: contexts take those only where the device allows
+    /// [`WORKGROUP_BYTES_LARGE`] (`GpuContext::can_rms_norm_matmul_exact_multi`).
+    pub fn workgroup_budget(&self) -> u32 {
+        if self.needs_coop() || self.entry.ends_with("_norm") {
+            WORKGROUP_BYTES_LARGE
+        } else {
+            WORKGROUP_BYTES
+        }
     }
 
     /// Whether the variant uses subgroup operations (device feature SUBGROUP).
@@ -485,10 +502,54 @@ pub(crate) fn matmul_exact_tr_variant(
     // 16 bits (a slot of 5 or 7 words).
     let pack = ty != GgmlType::Q8_0;
     v.defines.push(("TERMS8", terms));
+    // `*_norm` entries only (`matmul_exact_tr_norm_variant`): the staged
+    // activations' words.
+    v.defines.push(("XSH_V", "1"));
+    v.defines.push(("STAGE_NORM_V", ""));
     v.defines.push(("TR_BB_V", bb));
     v.defines.push(("TR_NW_V", nw));
     v.defines
         .push(("TR_PACK_V", if pack { "true" } else { "false" }));
+    Some(v)
+}
+
+/// Workgroup memory a variant may use ([`ShaderVariant::workgroup_budget`]).
+pub const WORKGROUP_BYTES: u32 = 16 * 1024;
+/// The larger budget of some variants: Metal's and Vulkan's guaranteed 32 KiB.
+pub const WORKGROUP_BYTES_LARGE: u32 = 32 * 1024;
+
+/// The most columns the `*_norm` group entries take (their workgroup copy
+/// of the activations: 10 words a 32-column unit, 10 KiB at this size).
+pub(crate) const NORM_STAGE_MAX_COLS: u64 = 8192;
+
+/// `v`, a `lanes_tr_multi` or `lanes_tr_multi_rope` variant, as its
+/// `*_norm` entry for rows of `n_cols` columns (the RMSNorm and 8-bit pack
+/// of the input in every workgroup; its copy sized for 32-column units up
+/// to the next power of two, at least 32); `None` for other entries and
+/// rows over [`NORM_STAGE_MAX_COLS`].
+pub(crate) fn matmul_exact_tr_norm_variant(
+    mut v: ShaderVariant,
+    n_cols: u64,
+) -> Option<ShaderVariant> {
+    let words = match n_cols.div_ceil(32) {
+        0..=32 => "320",
+        33..=64 => "640",
+        65..=128 => "1280",
+        129..=256 => "2560",
+        _ => return None,
+    };
+    v.entry = match v.entry {
+        "lanes_tr_multi" => "lanes_tr_multi_norm",
+        "lanes_tr_multi_rope" => "lanes_tr_multi_rope_norm",
+        _ => return None,
+    };
+    for d in &mut v.defines {
+        match d.0 {
+            "XSH_V" => d.1 = words,
+            "STAGE_NORM_V" => d.1 = "stage_norm(tid);",
+            _ => {}
+        }
+    }
     Some(v)
 }
 
@@ -677,7 +738,7 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
     v.push(ShaderVariant::plain(files::ATTN_EXACT, "scores_rows"));
     v.push(ShaderVariant::plain(files::ATTN_EXACT, "softmax"));
     v.push(ShaderVariant::plain(files::ATTN_EXACT, "scores_dec"));
-    v.push(ShaderVariant::plain(files::ATTN_EXACT, "kqv_pack"));
+    v.push(ShaderVariant::plain(files::ATTN_EXACT, "softmax_kqv"));
     for ty in GPU_TYPES {
         for sg in [false, true] {
             for x in [false, true]
@@ -713,9 +774,13 @@ pub(crate) fn matmul_exact_variants(ty: GgmlType, sg: bool, coop: bool) -> Vec<S
         if let Some(tr) = matmul_exact_tr_variant(ty, order, false) {
             v.push(tr);
             if let Some(multi) = matmul_exact_tr_variant(ty, order, true).filter(|_| sg) {
-                // The weight group, and the Q/K/V group with RoPE.
+                // The weight group, and the Q/K/V group with RoPE; both
+                // with the RMSNorm staged (the largest copy).
                 let mut rope = multi.clone();
                 rope.entry = "lanes_tr_multi_rope";
+                for g in [&multi, &rope] {
+                    v.extend(matmul_exact_tr_norm_variant(g.clone(), NORM_STAGE_MAX_COLS));
+                }
                 v.push(multi);
                 v.push(rope);
             }

@@ -494,6 +494,145 @@ fn exact_qkv_rope_group_equals_separate_ops() {
     assert!(!ctx.can_matmul_exact_multi_rope(&refs));
 }
 
+/// The weight-group kernels that stage the RMSNorm of their input in every
+/// workgroup (`rms_norm_matmul_exact_multi`, `..._rope`: matmul_exact_tr.wgsl
+/// `*_norm`) give the bits of `rms_norm_pack_q8` followed by the group op:
+/// every output, the normalised row and (RoPE) both caches, over rows of
+/// one to several staging rounds (296 and 1024 vec4s a row); rows over
+/// 8192 columns and the subgroup types are refused.
+#[test]
+fn exact_norm_staged_group_equals_norm_then_group() {
+    use zeta_wgpu::{GroupNorm, RopeMode, RopeParams};
+    let Some(ctx) = ctx() else { return };
+    if !ctx.exact_sg() {
+        return;
+    }
+    let mut r = Rng(73);
+    let eps = 1e-5f32;
+    let nan = |n: usize| ctx.upload_f32(&vec![f32::NAN; n]).unwrap();
+    let same = |what: &str, a: &zeta_wgpu::GpuTensor, e: &zeta_wgpu::GpuTensor| {
+        let (a, e) = (ctx.read_f32(a).unwrap(), ctx.read_f32(e).unwrap());
+        assert!(a.iter().all(|v| v.is_finite()), "{what}: unwritten");
+        let bad = a
+            .iter()
+            .zip(&e)
+            .filter(|(a, e)| a.to_bits() != e.to_bits())
+            .count();
+        assert_eq!(bad, 0, "{what}: {bad} of {} differ", a.len());
+    };
+    // (type, cols, rows of the group; three rows: also as a Q/K/V group of
+    // heads of 8, one kv head)
+    for (ty, cols, rows) in [
+        (GgmlType::Q4_0, 32 * 37, &[16usize, 8, 8][..]),
+        (GgmlType::Q4_1, 4096, &[24, 8, 8][..]),
+        (GgmlType::Q5_0, 32 * 9, &[13, 7][..]),
+        (GgmlType::Q8_0, 640, &[16, 8, 8][..]),
+    ] {
+        let ms = random_group(&ctx, &mut r, ty, cols, rows);
+        let refs: Vec<&zeta_wgpu::QuantMatrix> = ms.iter().collect();
+        assert!(
+            ctx.can_rms_norm_matmul_exact_multi(&refs),
+            "{ty}: not taken"
+        );
+        // Residual-stream-like values and a norm weight around 1.
+        let x: Vec<f32> = (0..cols).map(|_| r.uniform(3.0)).collect();
+        let w: Vec<f32> = (0..cols).map(|_| 1.0 + r.uniform(0.5)).collect();
+        let (gx, gw) = (ctx.upload_f32(&x).unwrap(), ctx.upload_f32(&w).unwrap());
+        let xq = || {
+            ctx.zeros(zeta_wgpu::q8_stride(cols), GpuDType::U32)
+                .unwrap()
+        };
+        let (xq1, xq2) = (xq(), xq());
+        let (xb1, xb2) = (nan(cols), nan(cols));
+        let y1: Vec<_> = rows.iter().map(|&n| nan(n)).collect();
+        let y2: Vec<_> = rows.iter().map(|&n| nan(n)).collect();
+        let dummy = nan(4);
+        let mode = Q8Mode::of(ty);
+        let norm = GroupNorm {
+            x: &gx,
+            w: &gw,
+            xb: &xb2,
+            eps,
+        };
+        let mut b = ctx.batch();
+        b.rms_norm_pack_q8(&gx, &gw, &xb1, &xq1, cols as u32, eps, mode)
+            .unwrap();
+        b.matmul_exact_multi(&refs, &xq1, &y1.iter().collect::<Vec<_>>(), &dummy)
+            .unwrap();
+        b.rms_norm_matmul_exact_multi(&norm, &refs, &xq2, &y2.iter().collect::<Vec<_>>(), &dummy)
+            .unwrap();
+        // The normalised row must not alias the inputs.
+        let bad_norm = GroupNorm { xb: &gx, ..norm };
+        assert!(
+            b.rms_norm_matmul_exact_multi(
+                &bad_norm,
+                &refs,
+                &xq2,
+                &y2.iter().collect::<Vec<_>>(),
+                &dummy
+            )
+            .is_err()
+        );
+        b.submit().unwrap();
+        same(&format!("{ty} xb"), &xb2, &xb1);
+        for (i, (a, e)) in y2.iter().zip(&y1).enumerate() {
+            same(&format!("{ty} member {i}"), a, e);
+        }
+        if rows.len() != 3 {
+            continue;
+        }
+        // As a Q/K/V group with RoPE (heads of 8: n_heads = rows[0] / 8).
+        let (hd, pos, n_pos) = (8u32, 3u32, 4usize);
+        let p = RopeParams {
+            head_dim: hd,
+            n_heads: rows[0] as u32 / hd,
+            n_tokens: 1,
+            n_rot: hd,
+            mode: RopeMode::Normal,
+            freq_base: 10000.0,
+            freq_scale: 1.0,
+        };
+        let n_kv = rows[1] as u32 / hd;
+        let table: Vec<f32> = (0..n_pos * hd as usize).map(|_| r.uniform(1.0)).collect();
+        let table = ctx.upload_f32(&table).unwrap();
+        let cache = |n: usize| ctx.zeros(n_pos * n, GpuDType::F16).unwrap();
+        let (kc1, vc1, kc2, vc2) = (
+            cache(rows[1]),
+            cache(rows[2]),
+            cache(rows[1]),
+            cache(rows[2]),
+        );
+        let (q1, q2, xb3) = (nan(rows[0]), nan(rows[0]), nan(cols));
+        let norm = GroupNorm { xb: &xb3, ..norm };
+        let mut b = ctx.batch();
+        b.set_rope_table(Some(table));
+        b.rms_norm_pack_q8(&gx, &gw, &xb1, &xq1, cols as u32, eps, mode)
+            .unwrap();
+        b.matmul_exact_multi_rope(&refs, &xq1, &q1, &kc1, &vc1, pos, &p, n_kv, hd)
+            .unwrap();
+        b.rms_norm_matmul_exact_multi_rope(&norm, &refs, &xq2, &q2, &kc2, &vc2, pos, &p, n_kv, hd)
+            .unwrap();
+        b.submit().unwrap();
+        same(&format!("{ty} rope xb"), &xb3, &xb1);
+        same(&format!("{ty} rope q"), &q2, &q1);
+        for (name, c1, c2) in [("k", &kc1, &kc2), ("v", &vc1, &vc2)] {
+            let (a, e) = (ctx.read_raw(c2).unwrap(), ctx.read_raw(c1).unwrap());
+            assert!(a.iter().any(|&w| w != 0), "{ty}: {name} cache unwritten");
+            assert_eq!(a, e, "{ty}: {name} caches differ");
+        }
+    }
+    // Refused: rows over 8192 columns, and the subgroup kernels' types.
+    for (ty, cols) in [(GgmlType::Q4_0, 8192 + 32), (GgmlType::Q4_K, 256)] {
+        let ms = random_group(&ctx, &mut r, ty, cols, &[8, 8]);
+        let refs: Vec<&zeta_wgpu::QuantMatrix> = ms.iter().collect();
+        assert!(ctx.can_matmul_exact_multi(&refs), "{ty} {cols}: no group");
+        assert!(
+            !ctx.can_rms_norm_matmul_exact_multi(&refs),
+            "{ty} {cols}: taken"
+        );
+    }
+}
+
 /// `attention` of `n_q` queries at positions `pos0..` over an f16 cache of
 /// the first `pos0 + n_q` keys, on backend `be`.
 fn attention_with<B: Backend>(
@@ -522,8 +661,10 @@ fn attention_with<B: Backend>(
 }
 
 /// Exact-mode attention (attn_exact.wgsl: `scores`, or for batches with
-/// head_dim <= 256 in 16-element steps `scores_rows` + `softmax`; `kqv` for
-/// one query or `kqv_block` for several) gives the CPU backend's bits: GQA,
+/// head_dim <= 256 in 16-element steps `scores_rows` + `softmax`, then
+/// `kqv_block`; for one query `scores_dec`, then `softmax_kqv` (the softmax
+/// fused; value heads a multiple of 32) or `softmax` + `kqv`) gives the CPU
+/// backend's bits: GQA,
 /// sliding windows that cut the first 16-key group, head sizes with and
 /// without the 16-lane orders, value heads of another size.
 #[test]

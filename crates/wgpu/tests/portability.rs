@@ -1,19 +1,17 @@
 //! Portability: every shader specialisation the ops use must parse and
 //! validate with naga and translate to MSL (Metal), SPIR-V (Vulkan) and HLSL
 //! (DX12), stay within Metal's workgroup-memory budget and use no 64-bit
-//! atomics. Needs no GPU. Exception: the cooperative-matrix matmul
-//! (`needs_coop`), which only runs on Vulkan adapters that report its shape,
-//! is checked for SPIR-V alone, against Vulkan's 32 KiB workgroup budget.
+//! atomics (each variant's `workgroup_budget`: 16 KiB, or the guaranteed
+//! 32 KiB for the few that a context takes only where the device allows it).
+//! Needs no GPU. Exception: the cooperative-matrix matmul (`needs_coop`),
+//! which only runs on Vulkan adapters that report its shape, is checked for
+//! SPIR-V alone.
 #![allow(clippy::unwrap_used)]
 
 use naga::valid::{Capabilities, ValidationFlags, Validator};
+use zeta_wgpu::pipeline::WORKGROUP_BYTES;
 
-/// Metal guarantees 32 KiB of threadgroup memory; we keep to 16 KiB.
-const MAX_WORKGROUP_BYTES: u32 = 16 * 1024;
-/// The cooperative-matrix kernel (Vulkan only): the guaranteed 32 KiB.
-const MAX_WORKGROUP_BYTES_COOP: u32 = 32 * 1024;
-
-fn check(label: &str, src: &str, subgroups: bool, coop: bool) -> Result<(), String> {
+fn check(label: &str, src: &str, subgroups: bool, coop: bool, budget: u32) -> Result<(), String> {
     let module = naga::front::wgsl::parse_str(src).map_err(|e| e.emit_to_string(src))?;
     // Only the subgroup and cooperative-matrix variants may need a
     // capability; everything else must validate with none at all.
@@ -43,13 +41,7 @@ fn check(label: &str, src: &str, subgroups: bool, coop: bool) -> Result<(), Stri
                 shared += layouter[var.ty].size;
             }
         }
-        if shared
-            > if coop {
-                MAX_WORKGROUP_BYTES_COOP
-            } else {
-                MAX_WORKGROUP_BYTES
-            }
-        {
+        if shared > budget {
             return Err(format!("{}: {shared} bytes of workgroup memory", ep.name));
         }
     }
@@ -113,13 +105,26 @@ fn every_shader_variant_validates_and_translates() {
             "{}: unsubstituted token",
             v.label()
         );
-        if let Err(e) = check(&v.label(), &src, v.needs_subgroups(), v.needs_coop()) {
+        let budget = v.workgroup_budget();
+        if let Err(e) = check(
+            &v.label(),
+            &src,
+            v.needs_subgroups(),
+            v.needs_coop(),
+            budget,
+        ) {
             failures.push(format!("{}: {e}", v.label()));
         }
         // With exact.wgsl's native-fma branch (devices whose `fma` is fused).
         let fused = v.source_for(true);
         if fused != src
-            && let Err(e) = check(&v.label(), &fused, v.needs_subgroups(), v.needs_coop())
+            && let Err(e) = check(
+                &v.label(),
+                &fused,
+                v.needs_subgroups(),
+                v.needs_coop(),
+                budget,
+            )
         {
             failures.push(format!("{} (fused fma): {e}", v.label()));
         }
@@ -161,13 +166,14 @@ fn every_shader_file_is_covered() {
 
 #[test]
 fn a_broken_shader_is_rejected() {
-    assert!(check("broken", "fn main( { }", false, false).is_err());
+    assert!(check("broken", "fn main( { }", false, false, WORKGROUP_BYTES).is_err());
     assert!(
         check(
             "big",
             "var<workgroup> a: array<f32, 8192>;\n@compute @workgroup_size(1) fn main() { a[0] = 1.0; }",
             false,
-            false
+            false,
+            WORKGROUP_BYTES
         )
         .is_err()
     );
@@ -176,11 +182,11 @@ fn a_broken_shader_is_rejected() {
         .into_iter()
         .find(|v| v.needs_subgroups())
         .unwrap();
-    assert!(check("sg", &sg.source(), false, false).is_err());
+    assert!(check("sg", &sg.source(), false, false, WORKGROUP_BYTES).is_err());
     // So do the cooperative-matrix ones.
     let coop = zeta_wgpu::shader_variants()
         .into_iter()
         .find(|v| v.needs_coop())
         .unwrap();
-    assert!(check("coop", &coop.source(), false, false).is_err());
+    assert!(check("coop", &coop.source(), false, false, WORKGROUP_BYTES).is_err());
 }
