@@ -972,6 +972,9 @@ impl GpuContext {
             if v.needs_coop() && !self.use_coop() {
                 continue;
             }
+            if v.workgroup_budget() > self.info().max_compute_workgroup_storage_size {
+                continue; // a variant this device's kernel choice never takes
+            }
             let ty_ok = if v.file == files::MATMUL_EXACT {
                 // The exact matmuls of the given types (all when none) that
                 // this device's kernel choice uses.

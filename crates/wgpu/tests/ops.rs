@@ -1996,13 +1996,24 @@ fn every_variant_compiles_on_the_device() {
     // of Q4_0, Q4_1, Q5_0 and Q8_0, else matmul_exact_sg's or (no
     // subgroups) the plain one — plus, with subgroups, for the 7 one-token
     // orders (6 types' lanes, Q4_K gemv) its weight-group form and the
-    // Q/K/V group with RoPE: 34 or 20 (Q4_K and Q6_K: 16 or 10). With
-    // cooperative matrices, matmul_exact_coop replaces the prompt kernel of
-    // the Q4_0 / Q4_K gemm and Q6_K tiled orders: the same counts.
-    // The cooperative-matrix matmul only where the device has it.
+    // Q/K/V group with RoPE: 34 or 20 (Q4_K and Q6_K: 16 or 10); the two
+    // group kernels of matmul_exact_tr's four types also with the RMSNorm
+    // staged (`*_norm`, 8 more) where the device has 32 KiB of workgroup
+    // memory. With cooperative matrices, matmul_exact_coop replaces the
+    // prompt kernel of the Q4_0 / Q4_K gemm and Q6_K tiled orders: the same
+    // counts. The cooperative-matrix matmul only where the device has it.
     let coop = if ctx.use_coop() { 15 } else { 0 };
     let int = if ctx.use_subgroups() { 3 } else { 2 };
-    let (exact_all, exact_k) = if ctx.exact_sg() { (34, 16) } else { (20, 10) };
+    let norm = if ctx.info().max_compute_workgroup_storage_size >= 32 * 1024 {
+        8
+    } else {
+        0
+    };
+    let (exact_all, exact_k) = if ctx.exact_sg() {
+        (34 + norm, 16)
+    } else {
+        (20, 10)
+    };
     println!("cooperative-matrix matmul: {}", ctx.use_coop());
     assert_eq!(
         all,
