@@ -1432,7 +1432,7 @@ fn attention_pack_q8_equals_attention_then_pack() {
         if !f16kv {
             continue;
         }
-        // Exact mode (`kqv_pack`): the same against attention_exact +
+        // Exact mode (`softmax_kqv`): the same against attention_exact +
         // pack_q8, with and without a window.
         for window in [0, 29] {
             let p = AttnParams { window, ..p };
