@@ -214,6 +214,17 @@ fn matrix_types(gguf: &Gguf) -> Vec<zeta_gguf::GgmlType> {
     types
 }
 
+/// The distinct row lengths of the GGUF's matrices.
+fn matrix_cols(gguf: &Gguf) -> Vec<u64> {
+    let mut cols = Vec::new();
+    for t in gguf.tensors() {
+        if t.dims.len() >= 2 && !cols.contains(&t.row_len()) {
+            cols.push(t.row_len());
+        }
+    }
+    cols
+}
+
 /// A loaded model: weights (memory-mapped, or uploaded to the GPU),
 /// tokenizer and chat template. Sessions borrow it; any number of sessions
 /// can share one engine.
@@ -278,7 +289,7 @@ impl Engine {
                 // first token does not pay for pipeline creation.
                 model
                     .backend()
-                    .precompile(&matrix_types(&gguf))
+                    .precompile(&matrix_types(&gguf), &matrix_cols(&gguf))
                     .map_err(ModelError::from)?;
                 Loaded::Gpu(Box::new(model))
             }

@@ -941,11 +941,16 @@ impl GpuBackend {
     }
 
     /// Compiles the pipelines for weights of `types` now (instead of at
-    /// first use); returns how many were compiled or cached.
-    pub fn precompile(&self, types: &[GgmlType]) -> Result<usize, TensorError> {
-        self.ctx
-            .precompile(types)
-            .map_err(|e| tensor_error("precompile", e))
+    /// first use), in exact mode also the staged-norm group kernels for rows
+    /// of `cols` columns (their workgroup copy is sized by the row);
+    /// returns how many were compiled or cached.
+    pub fn precompile(&self, types: &[GgmlType], cols: &[u64]) -> Result<usize, TensorError> {
+        let err = |e| tensor_error("precompile", e);
+        let mut n = self.ctx.precompile(types).map_err(err)?;
+        if self.exact {
+            n += self.ctx.precompile_staged_norm(types, cols).map_err(err)?;
+        }
+        Ok(n)
     }
 }
 

@@ -1009,6 +1009,37 @@ impl GpuContext {
         Ok(n)
     }
 
+    /// Compiles the staged-norm weight-group kernels (`*_norm`, plain and
+    /// with RoPE) of `types` for rows of `cols` columns, where this device
+    /// takes them (subgroup exact kernels, 32 KiB of workgroup memory; rows
+    /// of at most [`NORM_STAGE_MAX_COLS`]); returns how many.
+    pub fn precompile_staged_norm(&self, types: &[GgmlType], cols: &[u64]) -> Result<usize> {
+        if !self.exact_sg()
+            || self.info().max_compute_workgroup_storage_size < WORKGROUP_BYTES_LARGE
+        {
+            return Ok(0);
+        }
+        let mut seen = Vec::new();
+        for &ty in types {
+            let Some(multi) = matmul_exact_tr_variant(ty, DotOrder::Lanes, true) else {
+                continue;
+            };
+            let mut rope = multi.clone();
+            rope.entry = "lanes_tr_multi_rope";
+            for &c in cols {
+                for g in [&multi, &rope] {
+                    if let Some(v) = matmul_exact_tr_norm_variant(g.clone(), c)
+                        && !seen.contains(&v)
+                    {
+                        self.pipeline(&v)?;
+                        seen.push(v);
+                    }
+                }
+            }
+        }
+        Ok(seen.len())
+    }
+
     /// Number of compiled pipelines in the cache.
     pub fn cached_pipelines(&self) -> usize {
         self.pipelines.len()
