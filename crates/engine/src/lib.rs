@@ -203,26 +203,18 @@ fn gpu_error(e: WgpuError) -> EngineError {
 }
 
 /// The distinct types of the file's matrices (the weights the GPU kernels
-/// dequantize), in file order.
-fn matrix_types(gguf: &Gguf) -> Vec<zeta_gguf::GgmlType> {
-    let mut types = Vec::new();
-    for t in gguf.tensors() {
-        if t.dims.len() >= 2 && !types.contains(&t.ggml_type) {
+/// dequantize) and their distinct row lengths, in file order.
+fn matrix_types(gguf: &Gguf) -> (Vec<zeta_gguf::GgmlType>, Vec<u64>) {
+    let (mut types, mut cols) = (Vec::new(), Vec::new());
+    for t in gguf.tensors().iter().filter(|t| t.dims.len() >= 2) {
+        if !types.contains(&t.ggml_type) {
             types.push(t.ggml_type);
         }
-    }
-    types
-}
-
-/// The distinct row lengths of the GGUF's matrices.
-fn matrix_cols(gguf: &Gguf) -> Vec<u64> {
-    let mut cols = Vec::new();
-    for t in gguf.tensors() {
-        if t.dims.len() >= 2 && !cols.contains(&t.row_len()) {
+        if !cols.contains(&t.row_len()) {
             cols.push(t.row_len());
         }
     }
-    cols
+    (types, cols)
 }
 
 /// A loaded model: weights (memory-mapped, or uploaded to the GPU),
@@ -287,9 +279,10 @@ impl Engine {
                 let model = Model::load(Arc::clone(&gguf), backend)?;
                 // Compile every kernel the model will use now, so that the
                 // first token does not pay for pipeline creation.
+                let (types, cols) = matrix_types(&gguf);
                 model
                     .backend()
-                    .precompile(&matrix_types(&gguf), &matrix_cols(&gguf))
+                    .precompile(&types, &cols)
                     .map_err(ModelError::from)?;
                 Loaded::Gpu(Box::new(model))
             }

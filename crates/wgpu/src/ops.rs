@@ -585,20 +585,21 @@ impl GpuContext {
     /// rows of at most 8192 columns, on a device with 32 KiB of workgroup
     /// memory.
     pub fn can_rms_norm_matmul_exact_multi(&self, ms: &[&QuantMatrix]) -> bool {
-        self.info().max_compute_workgroup_storage_size >= crate::pipeline::WORKGROUP_BYTES_LARGE
-            && self.can_matmul_exact_multi(ms)
-            && self
-                .exact_multi_kernel(ms, false)
-                .ok()
-                .and_then(|(v, _)| matmul_exact_tr_norm_variant(v, ms[0].n_cols()))
-                .is_some()
+        self.can_matmul_exact_multi(ms) && self.exact_multi_kernel(ms, false, true).is_ok()
     }
 
     /// The exact weight-group kernel of `ms` (one token) and its rows a
     /// workgroup: matmul_exact_tr.wgsl's `lanes_tr_multi` for the 32-element
     /// types' lane order, else matmul_exact_sg.wgsl's `*_multi`; with
-    /// `rope`, their `*_rope` entry (RoPE and the KV-cache write after).
-    fn exact_multi_kernel(&self, ms: &[&QuantMatrix], rope: bool) -> Result<(ShaderVariant, u64)> {
+    /// `rope`, their `*_rope` entry (RoPE and the KV-cache write after); with
+    /// `norm`, the `*_norm` entry that stages the input's RMSNorm (an error
+    /// where there is none, or the device lacks its workgroup memory).
+    fn exact_multi_kernel(
+        &self,
+        ms: &[&QuantMatrix],
+        rope: bool,
+        norm: bool,
+    ) -> Result<(ShaderVariant, u64)> {
         let ty = ms[0].ggml_type();
         let order =
             dot_order(ty, ms[0].n_rows() as usize, 0, 1).ok_or(WgpuError::UnsupportedType(ty))?;
@@ -615,6 +616,19 @@ impl GpuContext {
                 "lanes_sg_multi" => "lanes_sg_multi_rope",
                 _ => "blocks_sg_multi_rope",
             };
+        }
+        if norm {
+            const OP: &str = "exact_multi_kernel";
+            if self.info().max_compute_workgroup_storage_size
+                < crate::pipeline::WORKGROUP_BYTES_LARGE
+            {
+                return Err(shape(
+                    OP,
+                    "the device lacks the staged norm's workgroup memory",
+                ));
+            }
+            v = matmul_exact_tr_norm_variant(v, ms[0].n_cols())
+                .ok_or_else(|| shape(OP, "no staged-norm kernel for this group"))?;
         }
         Ok((v, rows))
     }
@@ -2240,7 +2254,7 @@ impl<'a> GpuBatch<'a> {
         }
         group_activations(OP, ms, xq)?;
         group_outputs(OP, ms, xq, ys, dummy)?;
-        let (variant, rows_per_wg) = self.ctx.exact_multi_kernel(ms, false)?;
+        let (variant, rows_per_wg) = self.ctx.exact_multi_kernel(ms, false, false)?;
         self.group_dispatch(OP, &variant, ms, xq, ys, dummy, rows_per_wg, None)
     }
 
@@ -2264,20 +2278,15 @@ impl<'a> GpuBatch<'a> {
         dummy: &GpuTensor,
     ) -> Result<()> {
         const OP: &str = "rms_norm_matmul_exact_multi";
-        if !self.can_rms_norm_matmul_exact_multi(ms) || ys.len() != ms.len() {
-            return Err(shape(
-                OP,
-                "not a group of 2-3 exact matrices in one buffer that stages its norm",
-            ));
+        if !self.can_matmul_exact_multi(ms) || ys.len() != ms.len() {
+            return Err(shape(OP, "not a group of 2-3 exact matrices in one buffer"));
         }
+        let (variant, rows_per_wg) = self.ctx.exact_multi_kernel(ms, false, true)?;
         group_activations(OP, ms, xq)?;
         group_outputs(OP, ms, xq, ys, dummy)?;
         let mut outs = ys.to_vec();
         outs.push(dummy);
         norm.check(OP, ms[0].n_cols(), &outs)?;
-        let (variant, rows_per_wg) = self.ctx.exact_multi_kernel(ms, false)?;
-        let variant = matmul_exact_tr_norm_variant(variant, ms[0].n_cols())
-            .ok_or_else(|| shape(OP, "no staged-norm kernel"))?;
         self.group_dispatch(OP, &variant, ms, xq, ys, dummy, rows_per_wg, Some(norm))
     }
 
@@ -2344,8 +2353,12 @@ impl<'a> GpuBatch<'a> {
         head_dim_v: u32,
     ) -> Result<()> {
         const OP: &str = "rms_norm_matmul_exact_multi_rope";
-        if !self.can_rms_norm_matmul_exact_multi(ms) {
-            return Err(shape(OP, "not a group that stages its norm"));
+        // (multi_rope refuses groups without a staged-norm kernel.)
+        if !self.can_matmul_exact_multi_rope(ms) {
+            return Err(shape(
+                OP,
+                "not a Q/K/V group of exact matrices in one buffer",
+            ));
         }
         norm.check(OP, ms[0].n_cols(), &[q, k_cache, v_cache, xq])?;
         let kv = (k_cache, v_cache);
@@ -2409,11 +2422,7 @@ impl<'a> GpuBatch<'a> {
         if has_cs == 0 {
             return Err(shape(op, "no RoPE table set"));
         }
-        let (mut variant, rows_per_wg) = self.ctx.exact_multi_kernel(ms, true)?;
-        if norm.is_some() {
-            variant = matmul_exact_tr_norm_variant(variant, ms[0].n_cols())
-                .ok_or_else(|| shape(op, "no staged-norm kernel"))?;
-        }
+        let (variant, rows_per_wg) = self.ctx.exact_multi_kernel(ms, true, norm.is_some())?;
         let GroupParams {
             mut params,
             grid,

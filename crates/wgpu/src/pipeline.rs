@@ -518,6 +518,15 @@ pub const WORKGROUP_BYTES: u32 = 16 * 1024;
 /// The larger budget of some variants: Metal's and Vulkan's guaranteed 32 KiB.
 pub const WORKGROUP_BYTES_LARGE: u32 = 32 * 1024;
 
+/// matmul_exact_tr.wgsl's weight-group kernels of `ty` in `order`:
+/// `lanes_tr_multi` and the Q/K/V group with RoPE, `lanes_tr_multi_rope`.
+fn tr_group_variants(ty: GgmlType, order: DotOrder) -> Option<[ShaderVariant; 2]> {
+    let multi = matmul_exact_tr_variant(ty, order, true)?;
+    let mut rope = multi.clone();
+    rope.entry = "lanes_tr_multi_rope";
+    Some([multi, rope])
+}
+
 /// The most columns the `*_norm` group entries take (their workgroup copy
 /// of the activations: 10 words a 32-column unit, 10 KiB at this size).
 pub(crate) const NORM_STAGE_MAX_COLS: u64 = 8192;
@@ -773,16 +782,13 @@ pub(crate) fn matmul_exact_variants(ty: GgmlType, sg: bool, coop: bool) -> Vec<S
     ] {
         if let Some(tr) = matmul_exact_tr_variant(ty, order, false) {
             v.push(tr);
-            if let Some(multi) = matmul_exact_tr_variant(ty, order, true).filter(|_| sg) {
+            if let Some(groups) = tr_group_variants(ty, order).filter(|_| sg) {
                 // The weight group, and the Q/K/V group with RoPE; both
                 // with the RMSNorm staged (the largest copy).
-                let mut rope = multi.clone();
-                rope.entry = "lanes_tr_multi_rope";
-                for g in [&multi, &rope] {
+                for g in &groups {
                     v.extend(matmul_exact_tr_norm_variant(g.clone(), NORM_STAGE_MAX_COLS));
                 }
-                v.push(multi);
-                v.push(rope);
+                v.extend(groups);
             }
         } else {
             v.extend(matmul_exact_variant(
@@ -1021,13 +1027,11 @@ impl GpuContext {
         }
         let mut seen = Vec::new();
         for &ty in types {
-            let Some(multi) = matmul_exact_tr_variant(ty, DotOrder::Lanes, true) else {
+            let Some(groups) = tr_group_variants(ty, DotOrder::Lanes) else {
                 continue;
             };
-            let mut rope = multi.clone();
-            rope.entry = "lanes_tr_multi_rope";
             for &c in cols {
-                for g in [&multi, &rope] {
+                for g in &groups {
                     if let Some(v) = matmul_exact_tr_norm_variant(g.clone(), c)
                         && !seen.contains(&v)
                     {
