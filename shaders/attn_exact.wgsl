@@ -263,16 +263,7 @@ fn softmax_stats(tid: u32, r: vec4<u32>) -> vec2<f32> {
     for (var j = start + tid; j <= pos; j += WG) {
         mx = max(mx, S[sb + j]);
     }
-    red[tid] = mx;
-    workgroupBarrier();
-    for (var st = WG / 2u; st > 0u; st >>= 1u) {
-        if (tid < st) {
-            red[tid] = max(red[tid], red[tid + st]);
-        }
-        workgroupBarrier();
-    }
-    mx = red[0];
-    workgroupBarrier();
+    mx = wg_max(tid, mx, pos + 1u - start);
     let g0 = start / 16u;
     let g1 = pos / 16u;
     var acc = vec2<f32>(0.0);
@@ -288,7 +279,31 @@ fn softmax_stats(tid: u32, r: vec4<u32>) -> vec2<f32> {
         }
         acc = ff_add(acc, vec2<f32>(hsum16(lane), 0.0));
     }
-    return vec2<f32>(mx, ff_recip(wg_ff_sum(tid, acc, WG)));
+    return vec2<f32>(mx, ff_recip(wg_ff_sum(tid, acc, pow2_cover(g1 + 1u - g0))));
+}
+
+// The max of the invocations' mx, of which the first n may hold values
+// (the others -3e38): a tree from the smallest power of two covering n, the
+// levels above it only combining empty values, so the full tree's result
+// with fewer barriers on short rows (wg_ff_sum's trees, likewise).
+fn wg_max(tid: u32, mx: f32, n: u32) -> f32 {
+    red[tid] = mx;
+    workgroupBarrier();
+    for (var st = pow2_cover(n) / 2u; st > 0u; st >>= 1u) {
+        if (tid < st) {
+            red[tid] = max(red[tid], red[tid + st]);
+        }
+        workgroupBarrier();
+    }
+    let m = red[0];
+    workgroupBarrier();
+    return m;
+}
+
+// The smallest power of two >= min(n, WG) (1 for n <= 1).
+fn pow2_cover(n: u32) -> u32 {
+    let c = min(max(n, 1u), WG);
+    return 1u << (32u - countLeadingZeros(c - 1u));
 }
 
 // The probability of score s: f16(ggml_expf(s - max) · (1 / sum)).
@@ -412,9 +427,10 @@ fn kqv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t
 // (invocation t keeps lane t % 64's chains of 8 of them: its keys' V words
 // read once for the 8), the lanes reduced through workgroup memory; with
 // P.mode < 3 also the 32 outputs quantised to 8 bits (q8.wgsl's `q8_block`
-// in that mode) into XQ block (h · head_dim_v + d0) / 32 of the row: the
-// output projection's activations. One dispatch for what `softmax`, `kqv`
-// and a pack would do in three, with their bits.
+// in that mode, by 8 invocations: `put_q8_vec4`) into XQ block
+// (h · head_dim_v + d0) / 32 of the row: the output projection's
+// activations. One dispatch for what `softmax`, `kqv` and a pack would do
+// in three, with their bits.
 @compute @workgroup_size(256)
 fn softmax_kqv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
     EXACT_Z = u32(P.head_dim == 0u);
@@ -455,13 +471,17 @@ fn softmax_kqv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         red[tid] = o;
     }
     workgroupBarrier();
-    if (P.mode < 3u && tid == 0u) {
-        var y: array<vec4<f32>, 8>;
-        for (var k = 0u; k < 8u; k++) {
-            y[k] = vec4<f32>(red[4u * k], red[4u * k + 1u], red[4u * k + 2u], red[4u * k + 3u]);
+    if (P.mode < 3u) {
+        // Invocations 0..8 pack the 32 outputs, a vec4 each (q8.wgsl's
+        // `put_q8_vec4`, every invocation calling: the same words as
+        // `q8_block` of the 32 in one invocation, without its serial chain).
+        let live = tid < 8u;
+        var y = vec4<f32>(0.0);
+        if (live) {
+            y = vec4<f32>(red[4u * tid], red[4u * tid + 1u], red[4u * tid + 2u], red[4u * tid + 3u]);
         }
         let nb = P.n_head * P.head_dim_v / 32u;
-        put_q8(0u, (h * P.head_dim_v + d0) / 32u, nb, q8_block(y, P.mode, 0.0));
+        put_q8_vec4(tid, 0u, (h * P.head_dim_v + d0) / 4u + tid, live, nb, y, P.mode);
     }
 }
 

@@ -108,11 +108,15 @@ fn inplace_add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     norm_inplace(wid.x, tid, true);
 }
 
-// One row (n_cols a multiple of 32; of 256 for Q8_K): invocation t takes
-// 32-element blocks t, t + WG, ...: y as above, then the block's 8-bit
-// quants, d and s in q8.wgsl's rounding mode `P.mode`.
+// One row (n_cols a multiple of 32; of 256 for Q8_K), workgroup w taking
+// its vec4s WG w .. WG (w + 1): every workgroup sums the whole row's squares
+// (the same order, so the same scale), then invocation t takes vec4
+// WG w + t: y as above, then (8 invocations a 32-element block, q8.wgsl's
+// `put_q8_vec4`) the block's 8-bit quants, d and s in q8.wgsl's rounding
+// mode `P.mode`. A row of 1024 vec4s is 4 workgroups working side by side
+// rather than 4 rounds (each with the pack's barriers) of one.
 @compute @workgroup_size(WG)
-fn norm_pack_q8(@builtin(local_invocation_index) tid: u32) {
+fn norm_pack_q8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
     EXACT_Z = u32(P.eps < 0.0);
     let nb = P.n_cols / 32u;
     // Σx² over vec4s tid, tid + WG, ... (every invocation busy; the
@@ -129,26 +133,15 @@ fn norm_pack_q8(@builtin(local_invocation_index) tid: u32) {
         acc = sq_add4(acc, X[i]);
     }
     let scale = wg_scale(tid, acc);
-    // Uniform trip count (Q8_K's block max has barriers).
-    for (var b0 = 0u; b0 < nb; b0 += WG) {
-        let b = b0 + tid;
-        let live = b < nb;
-        let bi = min(b, nb - 1u);
-        var y: array<vec4<f32>, 8>;
-        for (var k = 0u; k < 8u; k++) {
-            y[k] = X[8u * bi + k] * scale * Wt[8u * bi + k];
-        }
-        var kmax = 0.0;
-        if (P.mode == 2u) {
-            kmax = q8_kmax(tid, q8_stats(y));
-        }
-        if (live) {
-            for (var k = 0u; k < 8u; k++) {
-                Y[8u * b + k] = y[k];
-            }
-            put_q8(0u, b, nb, q8_block(y, P.mode, kmax));
-        }
+    // This workgroup's vec4s; those past the row end fill whole blocks
+    // (n_cols is a multiple of 32, of 256 for Q8_K).
+    let iv = WG * wid.x + tid;
+    let live = iv < nv;
+    let y = X[min(iv, nv - 1u)] * scale * Wt[min(iv, nv - 1u)];
+    if (live) {
+        Y[iv] = y;
     }
+    put_q8_vec4(tid, 0u, iv, live, nb, y, P.mode);
 }
 
 // Entry `post_add_norm_pack_q8` (one row; n_cols a multiple of 32, of 256
@@ -191,23 +184,13 @@ fn post_add_norm_pack_q8(@builtin(local_invocation_index) tid: u32) {
         acc = sq_add4(acc, Y[i]);
     }
     let scale = wg_scale(tid, acc);
-    for (var b0 = 0u; b0 < nb; b0 += WG) {
-        let b = b0 + tid;
-        let live = b < nb;
-        let bi = min(b, nb - 1u);
-        var y: array<vec4<f32>, 8>;
-        for (var k = 0u; k < 8u; k++) {
-            y[k] = Y[8u * bi + k] * scale * Wt[8u * bi + k];
-        }
-        var kmax = 0.0;
-        if (P.mode == 2u) {
-            kmax = q8_kmax(tid, q8_stats(y));
-        }
+    for (var i0 = 0u; i0 < nv; i0 += WG) {
+        let i = i0 + tid;
+        let live = i < nv;
+        let y = Y[min(i, nv - 1u)] * scale * Wt[min(i, nv - 1u)];
         if (live) {
-            for (var k = 0u; k < 8u; k++) {
-                XB[8u * b + k] = y[k];
-            }
-            put_q8(0u, b, nb, q8_block(y, P.mode, kmax));
+            XB[i] = y;
         }
+        put_q8_vec4(tid, 0u, i, live, nb, y, P.mode);
     }
 }

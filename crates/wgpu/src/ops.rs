@@ -1235,7 +1235,8 @@ impl<'a> GpuBatch<'a> {
             ],
             3,
             &[n_cols, 1, eps.to_bits(), mode as u32],
-            (1, 1, 1),
+            // A workgroup per 256 vec4s of the row (rmsnorm.wgsl).
+            (n_cols.div_ceil(4 * 256), 1, 1),
         )
     }
 

@@ -693,13 +693,17 @@ fn exact_attention_equals_cpu_bit_for_bit() {
         (4, 1, 256, 256, 3, 45, Some(30), 12.0),
         (2, 2, 192, 64, 0, 21, None, 2.0),
         (2, 1, 288, 288, 2, 9, None, 2.0),
-        // One query (`scores_dec`): Gemma 3's heads with a window, a tail
-        // past the 64-element steps, head_dim 288, long caches (one query
-        // has few probabilities: thousands of keys make a changed KQ lane
-        // order fail).
+        // One query (`scores_dec` + `softmax_kqv`; `kqv` where head_dim_v
+        // is no multiple of 32): Gemma 3's heads with a window, a tail past
+        // the 64-element steps, head_dim 288, rows of 2^k keys and one more
+        // (the reduction trees' sizes), long caches (one query has few
+        // probabilities: thousands of keys make a changed KQ lane order
+        // fail).
         (4, 1, 256, 256, 200, 1, Some(100), 12.0),
         (2, 1, 80, 80, 33, 1, None, 12.0),
         (2, 2, 288, 288, 17, 1, None, 2.0),
+        (4, 2, 128, 128, 511, 1, None, 12.0),
+        (4, 2, 64, 64, 512, 1, Some(600), 12.0),
         (8, 4, 64, 64, 1000, 1, None, 12.0),
         (8, 2, 128, 128, 3000, 1, None, 4.0),
         (4, 1, 256, 256, 3000, 1, None, 4.0),

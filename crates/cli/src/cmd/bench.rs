@@ -223,6 +223,19 @@ fn format_profile(model: &str, test: &str, kernels: &[KernelTime], n_tokens: usi
     out
 }
 
+/// The host's time recording a decode step ahead (median, seconds) against
+/// the measured time per token: where it comes near, the host's recording
+/// bounds the step rate, not the device.
+fn format_recording(median_s: f64, samples: &[Duration], n_tokens: usize) -> String {
+    let secs: Vec<f64> = samples.iter().map(Duration::as_secs_f64).collect();
+    let wall = percentile(&secs, 50.0).unwrap_or(0.0) * 1e6 / n_tokens.max(1) as f64;
+    format!(
+        "host time recording a step ahead: {:.1} µs per token (median), against {wall:.1} µs \
+         per token measured\n",
+        median_s * 1e6
+    )
+}
+
 /// The device's busy time per token (whole compute passes, recorded as
 /// they are unprofiled) against the measured wall-clock time per token.
 fn format_busy(passes: &[KernelTime], wall: Duration, n_tokens: usize) -> String {
@@ -340,6 +353,7 @@ impl Ctx<'_> {
         let mut session = self.engine.session(Some(self.n_ctx(n_gen)?))?;
         let mut samples = Vec::with_capacity(self.args.repetitions);
         let mut latencies_ms = Vec::with_capacity(self.args.repetitions * n_gen);
+        let mut recording = Vec::with_capacity(self.args.repetitions * n_gen);
         // Warm-up: one decode step, like llama-bench.
         for _ in 0..self.args.warmup {
             session.reset();
@@ -351,7 +365,12 @@ impl Ctx<'_> {
             session.reset();
             let tokens = self.random_tokens(n_gen, rng);
             let start = Instant::now();
-            decode(&mut session, &tokens, |d| latencies_ms.push(ms(d)))?;
+            decode(&mut session, &tokens, |d, rec| {
+                latencies_ms.push(ms(d));
+                if let Some(r) = rec {
+                    recording.push(r.as_secs_f64());
+                }
+            })?;
             let elapsed = start.elapsed();
             progress(&self.info.filename, &name, i, 0, total, n_gen, elapsed);
             samples.push(elapsed);
@@ -363,8 +382,11 @@ impl Ctx<'_> {
         if self.args.profile {
             let tokens = self.random_tokens(n_gen, rng);
             self.profile(&name, &mut session, n_gen, &samples, |s| {
-                decode(s, &tokens, |_| {})
+                decode(s, &tokens, |_, _| {})
             })?;
+            if let Some(r) = percentile(&recording, 50.0) {
+                eprint!("{}", format_recording(r, &samples, n_gen));
+            }
         }
         Ok(r)
     }
@@ -455,20 +477,25 @@ impl Ctx<'_> {
 /// the next step starts (llama-bench's `test_gen`), as generation runs
 /// them: the step is submitted, the next one recorded ahead while the
 /// device runs it (GPU), then the logits are read. `step` gets each step's
-/// wall time.
+/// wall time and, where the next step was recorded ahead, the host time
+/// that recording took.
 fn decode(
     session: &mut zeta_engine::Session<'_>,
     tokens: &[u32],
-    mut step: impl FnMut(Duration),
+    mut step: impl FnMut(Duration, Option<Duration>),
 ) -> Result<()> {
     for (i, &t) in tokens.iter().enumerate() {
         let t0 = Instant::now();
         session.submit(&[t])?;
+        let mut recorded = None;
         if i + 1 < tokens.len() {
-            session.record_ahead()?;
+            let r0 = Instant::now();
+            if session.record_ahead()? {
+                recorded = Some(r0.elapsed());
+            }
         }
         session.read_logits()?;
-        step(t0.elapsed());
+        step(t0.elapsed(), recorded);
     }
     Ok(())
 }
@@ -1053,6 +1080,20 @@ mod tests {
         assert_eq!(lines[5], "| matvec:main | 3.00 | 3.00 | 75.0% |");
         assert_eq!(lines[6], "| add:main | 1.00 | 1.00 | 25.0% |");
         assert_eq!(lines.len(), 7);
+    }
+
+    #[test]
+    fn recording_per_token() {
+        let t = format_recording(
+            250e-6,
+            &[Duration::from_micros(900), Duration::from_micros(1100)],
+            2,
+        );
+        assert_eq!(
+            t,
+            "host time recording a step ahead: 250.0 µs per token (median), against 500.0 µs \
+             per token measured\n"
+        );
     }
 
     #[test]
