@@ -16,7 +16,7 @@ struct Params {
     n_blocks: u32,
     block: u32,
     kind: u32,
-    stride: u32,    // invocations per grid row (gx * 64)
+    stride: u32,    // invocations per grid row (gx * 64; pack_q8: gx * 256)
     // pack_q8 only:
     n_rows: u32,    // rows of n_blocks 32-element blocks each
     row_words: u32, // XQ words per row (q8_stride)
@@ -97,28 +97,22 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 // ---- pack_q8: x [n_rows, 32 n_blocks] → 8-bit activations for
 // matvec_q8.wgsl / matmul_q8.wgsl (q8.wgsl's layout and rounding modes);
-// one invocation per 32-element block, a workgroup's 64 blocks consecutive
-// (so the 8 blocks of a Q8_K block share a workgroup: n_blocks % 8 == 0
-// for mode 2, which the host checks) ----
+// one invocation per vec4, 8 a 32-element block (q8.wgsl `put_q8_vec4`: a
+// block's quants are one round of the workgroup, not 32 serial elements of
+// one invocation). Rows hold 8 n_blocks vec4s, a multiple of 64 for mode 2
+// (n_blocks % 8 == 0, which the host checks), and workgroups start at
+// multiples of 256, so a block (a Q8_K block) never straddles workgroups or
+// rows; the vec4s past the end are whole blocks of their own ----
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(256)
 fn pack_q8(
     @builtin(global_invocation_id) gid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
+    let nv = 8u * P.n_blocks;
+    let total = nv * P.n_rows;
     let g = gid.x + gid.y * P.stride;
-    let live = g < P.n_blocks * P.n_rows;
-    let i = min(g, P.n_blocks * P.n_rows - 1u);
-    var y: array<vec4<f32>, 8>;
-    for (var k = 0u; k < 8u; k++) {
-        y[k] = X[8u * i + k];
-    }
-    var kmax = 0.0;
-    if (P.mode == 2u) {
-        kmax = q8_kmax(lid, q8_stats(y));
-    }
-    if (live) {
-        let r = i / P.n_blocks;
-        put_q8(r * P.row_words, i % P.n_blocks, P.n_blocks, q8_block(y, P.mode, kmax));
-    }
+    let live = g < total;
+    let i = min(g, total - 1u);
+    put_q8_vec4(lid, (i / nv) * P.row_words, i % nv, live, P.n_blocks, X[i], P.mode);
 }

@@ -2040,12 +2040,13 @@ impl<'a> GpuBatch<'a> {
         if all == 0 {
             return Ok(());
         }
-        let (gx, gy) = self.grid(OP, (all as u64).div_ceil(64))?;
+        // A workgroup per 32 blocks (256 vec4s, 8 a block).
+        let (gx, gy) = self.grid(OP, (all as u64).div_ceil(32))?;
         self.dispatch(
             &ShaderVariant::plain(files::ACT_QUANT, "pack_q8"),
             &[(0, &x.buffer), (9, &xq.buffer)],
             2,
-            &[n_blocks, 32, 0, gx * 64, rows, stride as u32, mode as u32],
+            &[n_blocks, 32, 0, gx * 256, rows, stride as u32, mode as u32],
             (gx, gy, 1),
         )
     }
