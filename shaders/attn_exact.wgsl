@@ -254,7 +254,8 @@ fn softmax_row(tid: u32, r: vec4<u32>) {
 // (max, 1 / sum) of row r's softmax from its scores in S (every invocation
 // calls; S unchanged): the max, e = ggml_expf(s - max) of each key, per group
 // of 16 keys aligned to key 0 the group's sum (hsum16), the groups'
-// float-float sum, the reciprocal.
+// float-float sum (the CPU's f64 one to ~2^-47 in any order: short rows
+// and long ones take different ones), the reciprocal.
 fn softmax_stats(tid: u32, r: vec4<u32>) -> vec2<f32> {
     let pos = r.y;
     let start = r.z;
@@ -266,7 +267,32 @@ fn softmax_stats(tid: u32, r: vec4<u32>) -> vec2<f32> {
     mx = wg_max(tid, mx, pos + 1u - start);
     let g0 = start / 16u;
     let g1 = pos / 16u;
+    let ng = g1 + 1u - g0;
     var acc = vec2<f32>(0.0);
+    if (ng < 64u) {
+        // Up to 1024 keys: an invocation a key's e (rounds of WG keys from
+        // group g0), each group's hsum16 by invocation (group - g0) % 16
+        // from workgroup memory, so a round costs one expf a lane rather
+        // than a group's 16 in one invocation.
+        for (var k0 = 0u; k0 < 16u * ng; k0 += WG) {
+            let j = 16u * g0 + k0 + tid;
+            var e = 0.0;
+            if (j >= start && j <= pos) {
+                e = ggml_expf(S[sb + j] - mx);
+            }
+            red[tid] = e;
+            workgroupBarrier();
+            if (tid < 16u) {
+                var lane: array<f32, 16>;
+                for (var m = 0u; m < 16u; m++) {
+                    lane[m] = red[16u * tid + m];
+                }
+                acc = ff_add(acc, vec2<f32>(hsum16(lane), 0.0));
+            }
+            workgroupBarrier();
+        }
+        return vec2<f32>(mx, ff_recip(wg_ff_sum(tid, acc, pow2_cover(min(ng, 16u)))));
+    }
     for (var gi = g0 + tid; gi <= g1; gi += WG) {
         var lane: array<f32, 16>;
         for (var m = 0u; m < 16u; m++) {
@@ -279,7 +305,7 @@ fn softmax_stats(tid: u32, r: vec4<u32>) -> vec2<f32> {
         }
         acc = ff_add(acc, vec2<f32>(hsum16(lane), 0.0));
     }
-    return vec2<f32>(mx, ff_recip(wg_ff_sum(tid, acc, pow2_cover(g1 + 1u - g0))));
+    return vec2<f32>(mx, ff_recip(wg_ff_sum(tid, acc, pow2_cover(ng))));
 }
 
 // The max of the invocations' mx, of which the first n may hold values
