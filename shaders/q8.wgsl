@@ -16,8 +16,8 @@
 
 @group(0) @binding(9) var<storage, read_write> XQ: array<u32>;
 
-// Per-invocation block statistics shared by the 8 blocks of a Q8_K block
-// (workgroups of at most 256 invocations), then (put_q8_vec4) 32 blocks'.
+// put_q8_vec4's statistics: a vec4's per invocation (up to 256), then
+// 32 blocks' (each 8 invocations'), shared by the 8 blocks of a Q8_K block.
 var<workgroup> q8_sh: array<vec2<f32>, 288>;
 
 // (amax, the signed value of the first element with |y| = amax).
@@ -51,17 +51,6 @@ fn q8_first_max8(first: u32) -> vec2<f32> {
         }
     }
     return m;
-}
-
-// Q8_K: the signed max over the 8 consecutive invocations (slots) of slot's
-// 256-element block, each passing its own block's `q8_stats`. Every
-// invocation of the workgroup calls it (it has barriers).
-fn q8_kmax(slot: u32, st: vec2<f32>) -> f32 {
-    q8_sh[slot] = st;
-    workgroupBarrier();
-    let m = q8_first_max8(slot & ~7u);
-    workgroupBarrier();
-    return m.y;
 }
 
 // A block's (d, the multiplier of y) in `mode` from its statistic m:
