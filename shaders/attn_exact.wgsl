@@ -275,12 +275,7 @@ fn softmax_stats(tid: u32, r: vec4<u32>) -> vec2<f32> {
         // from workgroup memory, so a round costs one expf a lane rather
         // than a group's 16 in one invocation.
         for (var k0 = 0u; k0 < 16u * ng; k0 += WG) {
-            let j = 16u * g0 + k0 + tid;
-            var e = 0.0;
-            if (j >= start && j <= pos) {
-                e = ggml_expf(S[sb + j] - mx);
-            }
-            red[tid] = e;
+            red[tid] = key_e(r, 16u * g0 + k0 + tid, mx);
             workgroupBarrier();
             if (tid < 16u) {
                 var lane: array<f32, 16>;
@@ -296,16 +291,20 @@ fn softmax_stats(tid: u32, r: vec4<u32>) -> vec2<f32> {
     for (var gi = g0 + tid; gi <= g1; gi += WG) {
         var lane: array<f32, 16>;
         for (var m = 0u; m < 16u; m++) {
-            let j = 16u * gi + m;
-            var e = 0.0;
-            if (j >= start && j <= pos) {
-                e = ggml_expf(S[sb + j] - mx);
-            }
-            lane[m] = e;
+            lane[m] = key_e(r, 16u * gi + m, mx);
         }
         acc = ff_add(acc, vec2<f32>(hsum16(lane), 0.0));
     }
     return vec2<f32>(mx, ff_recip(wg_ff_sum(tid, acc, pow2_cover(ng))));
+}
+
+// Key j's e = ggml_expf(s - mx) from its score in row r (attn_row) of S;
+// 0 outside the row's keys.
+fn key_e(r: vec4<u32>, j: u32, mx: f32) -> f32 {
+    if (j >= r.z && j <= r.y) {
+        return ggml_expf(S[r.w + j] - mx);
+    }
+    return 0.0;
 }
 
 // The max of the invocations' mx, of which the first n may hold values

@@ -340,15 +340,26 @@ fn lanes_tr_multi_norm(
 }
 
 fn tr_multi(wid: vec3<u32>, tid: u32) {
-    let g0 = (wid.x + wid.y * P.grid_x) * 8u;
-    let rp = tid / TR_P;
-    let st = lanes_tr_value(multi_row(g0 + rp).z, 0u, rp, tid % TR_P, g0 + rp < P.rows, tid);
-    let v = lanes_tr_total(tid, st);
+    let g0 = tr_group_row0(wid);
+    let v = tr_group_value(g0, tid);
     let g = g0 + tid / 8u;
     if (tid < 64u && tid % 8u == 0u && g < P.rows) {
         let mr = multi_row(g);
         store_multi(mr.x, mr.y, v);
     }
+}
+
+// The first of the workgroup's 8 global rows of the group.
+fn tr_group_row0(wid: vec3<u32>) -> u32 {
+    return (wid.x + wid.y * P.grid_x) * 8u;
+}
+
+// Row g0 + r's result for invocation 8 r (every invocation must call):
+// `lanes_tr_value` over the group row's matrix and bytes, then the total.
+fn tr_group_value(g0: u32, tid: u32) -> f32 {
+    let rp = tid / TR_P;
+    let st = lanes_tr_value(multi_row(g0 + rp).z, 0u, rp, tid % TR_P, g0 + rp < P.rows, tid);
+    return lanes_tr_total(tid, st);
 }
 
 // ---- `lanes_tr_multi_rope`: the Q/K/V group of one token with the
@@ -377,10 +388,8 @@ fn lanes_tr_multi_rope_norm(
 }
 
 fn tr_multi_rope(wid: vec3<u32>, tid: u32) {
-    let g0 = (wid.x + wid.y * P.grid_x) * 8u;
-    let rp = tid / TR_P;
-    let st = lanes_tr_value(multi_row(g0 + rp).z, 0u, rp, tid % TR_P, g0 + rp < P.rows, tid);
-    let v = lanes_tr_total(tid, st);
+    let g0 = tr_group_row0(wid);
+    let v = tr_group_value(g0, tid);
     if (tid < 64u && tid % 8u == 0u) {
         tr_y[tid / 8u] = v;
     }

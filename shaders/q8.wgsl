@@ -1,6 +1,7 @@
 // q8.wgsl — writing 8-bit activations for matvec_q8.wgsl / matmul_q8.wgsl
 // (prepended after f16.wgsl to the kernels that produce them: act_quant
-// `pack_q8`, rmsnorm `norm_pack_q8`, glu `*_assign_q8`).
+// `pack_q8`, rmsnorm `norm_pack_q8`, glu `*_assign_q8`, attn_exact
+// `softmax_kqv`, matmul_exact_tr's `*_norm` entries).
 // XQ layout of one row of n_blocks 32-element blocks (rows `q8_stride` words
 // apart): words 8b .. 8b + 8 the packed int8 quants of block b (element
 // order), then per block two words at n_blocks * 8 + 2b: d (f32) and s.

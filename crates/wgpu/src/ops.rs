@@ -2354,18 +2354,11 @@ impl<'a> GpuBatch<'a> {
         n_kv_heads: u32,
         head_dim_v: u32,
     ) -> Result<()> {
-        const OP: &str = "rms_norm_matmul_exact_multi_rope";
-        // (multi_rope refuses groups without a staged-norm kernel.)
-        if !self.can_matmul_exact_multi_rope(ms) {
-            return Err(shape(
-                OP,
-                "not a Q/K/V group of exact matrices in one buffer",
-            ));
-        }
-        norm.check(OP, ms[0].n_cols(), &[q, k_cache, v_cache, xq])?;
+        // (multi_rope checks the norm and refuses groups without a
+        // staged-norm kernel.)
         let kv = (k_cache, v_cache);
         self.multi_rope(
-            OP,
+            "rms_norm_matmul_exact_multi_rope",
             Some(norm),
             ms,
             xq,
@@ -2397,6 +2390,9 @@ impl<'a> GpuBatch<'a> {
                 op,
                 "not a Q/K/V group of exact matrices in one buffer",
             ));
+        }
+        if let Some(n) = norm {
+            n.check(op, ms[0].n_cols(), &[q, k_cache, v_cache, xq])?;
         }
         if p.mode != RopeMode::Normal || p.n_tokens != 1 {
             return Err(shape(op, "one token in the normal RoPE order"));

@@ -233,11 +233,7 @@ fn exact_matmul_on(ctx: &GpuContext) {
                 b.matmul_exact(&gw, &xq, &gy, n_tok as u32, false).unwrap();
                 b.submit().unwrap();
                 let got = ctx.read_f32(&gy).unwrap();
-                let bad = got
-                    .iter()
-                    .zip(&want)
-                    .filter(|(g, w)| g.to_bits() != w.to_bits())
-                    .count();
+                let bad = bit_diffs(&got, &want);
                 assert_eq!(
                     bad,
                     0,
@@ -333,6 +329,15 @@ fn random_group(
     ctx.upload_group(&group).unwrap()
 }
 
+/// How many of the pairs of `a` and `b` (up to the shorter length) differ
+/// in their bits.
+fn bit_diffs(a: &[f32], b: &[f32]) -> usize {
+    a.iter()
+        .zip(b)
+        .filter(|(x, y)| x.to_bits() != y.to_bits())
+        .count()
+}
+
 /// `matmul_exact_multi` (a weight group's 2-3 matrices in one dispatch,
 /// one token) gives every member the bits of `matmul_exact` on it alone,
 /// i.e. the CPU's: the lane and the one-chain (repacked Q4_K gemv) orders.
@@ -375,11 +380,7 @@ fn exact_weight_group_equals_single_matrices() {
                 s.iter().all(|v| v.is_finite()),
                 "{ty} member {i}: unwritten"
             );
-            let bad = a
-                .iter()
-                .zip(&s)
-                .filter(|(a, s)| a.to_bits() != s.to_bits())
-                .count();
+            let bad = bit_diffs(&a, &s);
             assert_eq!(bad, 0, "{ty} member {i} of {rows:?}: {bad} differ");
         }
     }
@@ -475,11 +476,7 @@ fn exact_qkv_rope_group_equals_separate_ops() {
         b.submit().unwrap();
         let (a, e) = (ctx.read_f32(&q1).unwrap(), ctx.read_f32(&q2).unwrap());
         assert!(a.iter().all(|v| v.is_finite()), "{ty}: q unwritten");
-        let bad = a
-            .iter()
-            .zip(&e)
-            .filter(|(a, e)| a.to_bits() != e.to_bits())
-            .count();
+        let bad = bit_diffs(&a, &e);
         assert_eq!(bad, 0, "{ty}: {bad} of q differ");
         for (name, c1, c2) in [("k", &kc1, &kc2), ("v", &vc1, &vc2)] {
             let (a, e) = (ctx.read_raw(c1).unwrap(), ctx.read_raw(c2).unwrap());
@@ -513,11 +510,7 @@ fn exact_norm_staged_group_equals_norm_then_group() {
     let same = |what: &str, a: &zeta_wgpu::GpuTensor, e: &zeta_wgpu::GpuTensor| {
         let (a, e) = (ctx.read_f32(a).unwrap(), ctx.read_f32(e).unwrap());
         assert!(a.iter().all(|v| v.is_finite()), "{what}: unwritten");
-        let bad = a
-            .iter()
-            .zip(&e)
-            .filter(|(a, e)| a.to_bits() != e.to_bits())
-            .count();
+        let bad = bit_diffs(&a, &e);
         assert_eq!(bad, 0, "{what}: {bad} of {} differ", a.len());
     };
     // (type, cols, rows of the group; three rows: also as a Q/K/V group of
@@ -725,11 +718,7 @@ fn exact_attention_equals_cpu_bit_for_bit() {
         let v = vals(n_kv * nkv * hdv, 1.0);
         let want = attention_with(&cpu, &p, &q, &k, &v);
         let got = attention_with(&gpu, &p, &q, &k, &v);
-        let bad = want
-            .iter()
-            .zip(&got)
-            .filter(|(a, b)| a.to_bits() != b.to_bits())
-            .count();
+        let bad = bit_diffs(&want, &got);
         assert_eq!(
             bad,
             0,

@@ -2004,7 +2004,9 @@ fn every_variant_compiles_on_the_device() {
     // counts. The cooperative-matrix matmul only where the device has it.
     let coop = if ctx.use_coop() { 15 } else { 0 };
     let int = if ctx.use_subgroups() { 3 } else { 2 };
-    let norm = if ctx.info().max_compute_workgroup_storage_size >= 32 * 1024 {
+    let norm = if ctx.info().max_compute_workgroup_storage_size
+        >= zeta_wgpu::pipeline::WORKGROUP_BYTES_LARGE
+    {
         8
     } else {
         0
