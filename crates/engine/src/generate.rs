@@ -249,14 +249,17 @@ impl<'s, 'e> Generation<'s, 'e> {
             .max_tokens
             .is_none_or(|max| self.tokens.len() + 1 < max)
             && self.session.cached.len() < self.session.n_ctx();
-        if next_may_run {
-            self.session.record_ahead()?;
-        }
+        let ahead = next_may_run && self.session.record_ahead()?;
         let token = if self.sampler.is_plain_argmax()
             && self.session.engine().backend() == BackendKind::Gpu
         {
-            // Greedy on the GPU: the argmax runs there; only the id comes back.
-            let id = self.session.read_argmax()?;
+            // Greedy on the GPU: the argmax runs there; only the id comes
+            // back, and the step recorded ahead already runs with it.
+            let id = if ahead {
+                self.session.read_argmax_feed()?
+            } else {
+                self.session.read_argmax()?
+            };
             self.timings.argmax_on_device += 1;
             if first {
                 self.timings.prompt_eval = t0.elapsed();

@@ -163,6 +163,10 @@ impl Loaded {
     fn read_argmax(&self, state: &mut SessionState) -> Result<u32> {
         Ok(on_model!(self, state, |m, s| m.read_argmax(s)?))
     }
+
+    fn read_argmax_feed(&self, state: &mut SessionState) -> Result<u32> {
+        Ok(on_model!(self, state, |m, s| m.read_argmax_feed(s)?))
+    }
 }
 
 impl SessionState {
@@ -575,6 +579,17 @@ impl<'e> Session<'e> {
     /// last position's logits (on a device backend, computed there).
     pub fn read_argmax(&mut self) -> Result<u32> {
         self.engine.model().read_argmax(&mut self.state)
+    }
+
+    /// [`Session::read_argmax`] for greedy decoding after
+    /// [`Session::record_ahead`]: the step recorded ahead starts on the
+    /// device with the argmax as its token before it comes back, and the
+    /// next [`Session::submit`] of that token only accepts it (the device
+    /// runs step after step without waiting for the host). Until then the
+    /// last logits are not readable. Submitting another token, or
+    /// anything else, simply runs that instead.
+    pub fn read_argmax_feed(&mut self) -> Result<u32> {
+        self.engine.model().read_argmax_feed(&mut self.state)
     }
 
     /// Evaluates `tokens` and returns the last position's logits.

@@ -114,6 +114,10 @@ pub struct State<B: Backend> {
     /// A one-token step at this position recorded ahead on the backend,
     /// under this ticket ([`Model::record_ahead`]).
     ahead: Option<(usize, u64)>,
+    /// The step at this position already running on the device with this
+    /// token, its greedy choice ([`Model::read_argmax_feed`]), not yet
+    /// accepted by [`Model::submit`].
+    fed: Option<(usize, u32)>,
     /// Whether `logits_dev` row 0 holds the logits of the last step
     /// [`Model::submit`] ran (what [`Model::read_logits`] reads).
     submitted: bool,
@@ -135,6 +139,7 @@ impl<B: Backend> State<B> {
         if pos < self.pos {
             self.pos = pos;
             self.ahead = None;
+            self.fed = None;
             self.submitted = false;
         }
     }
@@ -324,6 +329,7 @@ impl<B: Backend> Model<B> {
             logits: Vec::new(),
             shape: self.shape_key(),
             ahead: None,
+            fed: None,
             submitted: false,
         })
     }
@@ -403,6 +409,17 @@ impl<B: Backend> Model<B> {
     pub fn submit(&self, state: &mut State<B>, tokens: &[u32]) -> Result<(), ModelError> {
         self.check_tokens(state, tokens)?;
         state.submitted = false;
+        if let Some((pos, id)) = state.fed.take()
+            && pos == state.pos
+            && tokens == [id]
+        {
+            // Already running (`read_argmax_feed`); a step recorded ahead
+            // for this position is stale.
+            state.ahead = None;
+            state.pos += 1;
+            state.submitted = true;
+            return Ok(());
+        }
         if let Some((pos, ticket)) = state.ahead.take()
             && pos == state.pos
             && tokens.len() == 1
@@ -476,6 +493,37 @@ impl<B: Backend> Model<B> {
             .argmax(&state.logits_dev, 0, self.config.n_vocab)?)
     }
 
+    /// [`Model::read_argmax`] for greedy decoding, pipelined further: where
+    /// a step is recorded ahead for the next position
+    /// ([`Model::record_ahead`]) and the backend can, that step starts on
+    /// the device with the argmax as its token before the host knows it,
+    /// so the device does not wait for the host between steps.
+    /// [`Model::submit`] of that token then accepts the running step; any
+    /// other call runs as usual (the speculative step's cache row and
+    /// logits are overwritten). Until that submit the logits are no longer
+    /// readable ([`ModelError::NotSubmitted`]).
+    pub fn read_argmax_feed(&self, state: &mut State<B>) -> Result<u32, ModelError> {
+        if !state.submitted {
+            return Err(ModelError::NotSubmitted);
+        }
+        let ahead = state.ahead.filter(|&(pos, _)| pos == state.pos);
+        let Some((pos, ticket)) = ahead else {
+            return self.read_argmax(state);
+        };
+        if self.config.final_logit_softcap.is_some() {
+            return self.read_argmax(state);
+        }
+        let (id, ran) =
+            self.backend
+                .argmax_feed_ahead(&state.logits_dev, 0, self.config.n_vocab, ticket)?;
+        if ran {
+            state.ahead = None;
+            state.fed = Some((pos, id));
+            state.submitted = false;
+        }
+        Ok(id)
+    }
+
     /// Records one micro-batch at `state.pos` and its last position's
     /// logits into `logits_dev` row 0.
     fn record_step(&self, s: &mut State<B>, ids: StepIds<'_>) -> Result<(), ModelError> {
@@ -530,8 +578,9 @@ impl<B: Backend> Model<B> {
     ) -> Result<usize, ModelError> {
         let c = &self.config;
         self.check_tokens(state, tokens)?;
-        // A step recorded ahead for this position would now be stale.
+        // A step recorded ahead (or fed) for this position would now be stale.
         state.ahead = None;
+        state.fed = None;
         state.submitted = false;
         let n_out = match logits {
             Logits::Last => 1,

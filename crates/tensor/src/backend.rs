@@ -262,6 +262,26 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         Ok(false)
     }
 
+    /// Greedy decoding's pipelining: [`Backend::argmax`] of
+    /// `buf[offset .. offset+n]`, and the work held under `ticket` (a
+    /// one-id step, [`Backend::begin_ahead`]) run with that argmax as its
+    /// id, on the device, before the host knows it: the device goes on
+    /// from one step to the next without waiting for the host. Returns the
+    /// argmax (waiting for it, not for the held work) and whether the held
+    /// work runs; where it does not (none held under `ticket`, or a device
+    /// backend that cannot), nothing but the argmax ran. The default:
+    /// the argmax alone.
+    fn argmax_feed_ahead(
+        &self,
+        buf: &Self::Buffer,
+        offset: usize,
+        n: usize,
+        ticket: u64,
+    ) -> Result<(u32, bool), TensorError> {
+        let _ = ticket;
+        Ok((self.argmax(buf, offset, n)?, false))
+    }
+
     /// `dst[dst_off .. dst_off+n] = src[src_off .. src_off+n]`.
     fn copy(
         &self,

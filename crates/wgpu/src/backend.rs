@@ -1383,6 +1383,88 @@ impl Backend for GpuBackend {
         Ok(true)
     }
 
+    fn argmax_feed_ahead(
+        &self,
+        buf: &GpuTensor,
+        offset: usize,
+        n: usize,
+        ticket: u64,
+    ) -> Result<(u32, bool), TensorError> {
+        const OP: &str = "argmax_feed_ahead";
+        if n == 0 {
+            return Err(shape_err(OP, "no values"));
+        }
+        need(OP, offset.saturating_add(n), buf.len())?;
+        to_u32(OP, n)?;
+        let ids_gpu = self
+            .ahead_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let held = {
+            let mut a = self.ahead.lock().unwrap_or_else(|e| e.into_inner());
+            // A one-id step whose embedding takes any argmax (< n <= rows).
+            let fits = a.ticket == ticket
+                && a.recording.is_none()
+                && a.n_ids == 1
+                && n <= a.table_rows
+                && ids_gpu.is_some();
+            if fits { a.ready.take() } else { None }
+        };
+        let (Some(ready), Some(ids_gpu)) = (held, ids_gpu) else {
+            return Ok((Backend::argmax(self, buf, offset, n)?, false));
+        };
+        let mut slot = self.argmax_out.lock().unwrap_or_else(|e| e.into_inner());
+        let out = self
+            .reused(&mut slot, 1, GpuDType::U32)
+            .map_err(|e| tensor_error(OP, e))?;
+        let src = if offset == 0 {
+            None
+        } else {
+            Some(
+                self.ctx
+                    .scratch("argmax_src", n, GpuDType::F32)
+                    .map_err(|e| tensor_error(OP, e))?,
+            )
+        };
+        // The argmax, and its copy into the held step's ids.
+        self.record(OP, |b| {
+            match &src {
+                Some(tmp) => {
+                    b.copy(buf, offset, tmp, 0, n)?;
+                    b.argmax(tmp, n, &out)?;
+                }
+                None => b.argmax(buf, n, &out)?,
+            }
+            b.copy(&out, 0, &ids_gpu, 0, 1)
+        })?;
+        let read = {
+            let mut guard = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            // What `q8x` holds after the step is the step's business.
+            self.forget_q8_src();
+            if let Some(b) = guard.take() {
+                self.submit_batch(b).map_err(|e| tensor_error(OP, e))?;
+            }
+            // The id's read-back before the held step: waiting for it does
+            // not wait for the step.
+            let read = self
+                .ctx
+                .start_read_u32(&out, 1)
+                .map_err(|e| tensor_error(OP, e))?;
+            ready.submit().map_err(|e| tensor_error(OP, e))?;
+            read
+        };
+        let v = self
+            .ctx
+            .finish_read_u32(read)
+            .map_err(|e| tensor_error(OP, e))?;
+        let id = v
+            .first()
+            .copied()
+            .ok_or_else(|| tensor_error(OP, WgpuError::ReadBack("empty argmax".to_string())))?;
+        Ok((id, true))
+    }
+
     fn matmul(
         &self,
         w: &GpuWeight,

@@ -66,7 +66,7 @@ pub use ops::{
 pub use pipeline::{
     GPU_TYPES, ShaderFile, ShaderVariant, has_exact_matmul, has_q8_matvec, shader_variants,
 };
-pub use tensor::{GpuDType, GpuTensor, QuantMatrix, WeightPart};
+pub use tensor::{GpuDType, GpuTensor, PendingRead, QuantMatrix, WeightPart};
 pub use zeta_gguf::GgmlType;
 
 // The backend trait needs these to cross threads.

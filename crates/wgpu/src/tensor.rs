@@ -756,6 +756,78 @@ impl GpuContext {
         Ok(())
     }
 
+    /// Starts reading the first `n` elements of a u32 tensor back: their
+    /// copy is submitted now, so work submitted after it does not delay
+    /// [`finish_read_u32`](Self::finish_read_u32), which waits for this
+    /// submission only (greedy decoding reads a step's token id while the
+    /// next step, fed that id on the device, already runs).
+    pub fn start_read_u32(&self, t: &GpuTensor, n: usize) -> Result<PendingRead> {
+        check_span("start_read_u32", t, GpuDType::U32, 0, n)?;
+        let size = (n as u64 * 4).max(4);
+        let staging = self.scoped(
+            || {
+                self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("read-back (pending)"),
+                    size,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            },
+            |m, _| WgpuError::ReadBack(m),
+        )?;
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("read-back (pending)"),
+            });
+        enc.copy_buffer_to_buffer(&t.buffer, 0, &staging, 0, size);
+        let index = self.queue.submit([enc.finish()]);
+        Ok(PendingRead {
+            staging,
+            size,
+            n,
+            index,
+        })
+    }
+
+    /// Waits for a read [`start_read_u32`](Self::start_read_u32) started
+    /// (its submission only) and returns the values.
+    pub fn finish_read_u32(&self, read: PendingRead) -> Result<Vec<u32>> {
+        let PendingRead {
+            staging,
+            size,
+            n,
+            index,
+        } = read;
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, ..size, move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: None,
+            })
+            .map_err(|e| WgpuError::ReadBack(e.to_string()))?;
+        self.check()?;
+        match rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(WgpuError::ReadBack(e.to_string())),
+            Err(_) => return Err(WgpuError::ReadBack("map callback dropped".to_string())),
+        }
+        let out = {
+            let view = staging
+                .get_mapped_range(..size)
+                .map_err(|e| WgpuError::ReadBack(e.to_string()))?;
+            view.chunks_exact(4)
+                .take(n)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        };
+        staging.unmap();
+        Ok(out)
+    }
+
     /// Reads a u32 tensor back.
     pub fn read_u32(&self, t: &GpuTensor) -> Result<Vec<u32>> {
         if t.dtype != GpuDType::U32 {
@@ -768,6 +840,15 @@ impl GpuContext {
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect())
     }
+}
+
+/// A read-back submitted by [`GpuContext::start_read_u32`], not yet waited for.
+#[derive(Debug)]
+pub struct PendingRead {
+    staging: wgpu::Buffer,
+    size: u64,
+    n: usize,
+    index: wgpu::SubmissionIndex,
 }
 
 /// That `t` holds `want` elements and `offset .. offset + n` is inside it

@@ -672,6 +672,95 @@ fn memory_counter_follows_allocations() {
     assert_eq!(c.allocated_bytes(), base);
 }
 
+/// Greedy decoding fed on the device (`Model::read_argmax_feed`: the step
+/// recorded ahead starts with the argmax before the host reads it) gives
+/// the tokens of plain greedy decoding by `forward` and a host argmax; a
+/// fed step's logits are not readable until its token is submitted (then
+/// they are that step's, bit for bit), and submitting another token
+/// instead, or truncating, runs that (the speculative step overwritten).
+#[test]
+fn greedy_decode_fed_on_the_device_matches_forward() {
+    let Some(ctx) = ctx() else { return };
+    for name in ["llama-tiny.gguf", "qwen2-tiny.gguf", "gemma3-tiny.gguf"] {
+        let g = synth(name);
+        let gpu = Model::load(Arc::clone(&g), GpuBackend::with_context(Arc::clone(&ctx))).unwrap();
+        let nv = gpu.config().n_vocab;
+        let prompt: Vec<u32> = (0..5u64)
+            .map(|i| ((i * 7919 + 13) % nv as u64) as u32)
+            .collect();
+        let argmax = |l: &[f32]| {
+            let mut best = 0;
+            for (i, &v) in l.iter().enumerate() {
+                if v > l[best] {
+                    best = i;
+                }
+            }
+            best as u32
+        };
+        // The reference: forward, host argmax, one step at a time.
+        let mut r = gpu.new_state(64).unwrap();
+        let mut want = vec![argmax(gpu.forward(&mut r, &prompt, Logits::Last).unwrap())];
+        let mut want_logits = Vec::new();
+        for _ in 0..12 {
+            let t = *want.last().unwrap();
+            let l = gpu.forward(&mut r, &[t], Logits::Last).unwrap().to_vec();
+            want.push(argmax(&l));
+            want_logits.push(l);
+        }
+        // Fed: submit, record ahead, read the argmax (the next step starts).
+        let mut s = gpu.new_state(64).unwrap();
+        gpu.submit(&mut s, &prompt).unwrap();
+        let mut got = Vec::new();
+        for (i, step_logits) in want_logits.iter().enumerate() {
+            assert!(gpu.record_ahead(&mut s).unwrap());
+            let id = gpu.read_argmax_feed(&mut s).unwrap();
+            got.push(id);
+            assert!(
+                matches!(
+                    gpu.read_logits(&mut s),
+                    Err(zeta_model::ModelError::NotSubmitted)
+                ),
+                "{name}: logits while a fed step runs"
+            );
+            gpu.submit(&mut s, &[id]).unwrap();
+            if i % 4 == 3 {
+                assert_eq!(
+                    gpu.read_logits(&mut s).unwrap(),
+                    &step_logits[..],
+                    "{name}: fed step {i}"
+                );
+            }
+        }
+        assert_eq!(got, want[..12], "{name}: greedy tokens");
+        assert_eq!(s.pos(), prompt.len() + 12);
+        // Fed, then another token submitted: that token runs.
+        let other = (want[12] + 1) % nv as u32;
+        assert!(gpu.record_ahead(&mut s).unwrap());
+        assert_eq!(gpu.read_argmax_feed(&mut s).unwrap(), want[12]);
+        gpu.submit(&mut s, &[other]).unwrap();
+        // (The reference state has run the prompt and want[..12].)
+        let l = gpu
+            .forward(&mut r, &[other], Logits::Last)
+            .unwrap()
+            .to_vec();
+        assert_eq!(
+            gpu.read_logits(&mut s).unwrap(),
+            &l[..],
+            "{name}: other token"
+        );
+        // Fed, then truncated back one position and resubmitted.
+        assert!(gpu.record_ahead(&mut s).unwrap());
+        gpu.read_argmax_feed(&mut s).unwrap();
+        s.truncate(s.pos() - 1);
+        gpu.submit(&mut s, &[other]).unwrap();
+        assert_eq!(
+            gpu.read_logits(&mut s).unwrap(),
+            &l[..],
+            "{name}: truncated"
+        );
+    }
+}
+
 /// Pipelined decoding (`Model::submit`, `record_ahead`, `read_logits` /
 /// `read_argmax`) gives the logits of plain `forward`, bit for bit, on the
 /// GPU (where the steps are recorded ahead) and on the CPU (where they are

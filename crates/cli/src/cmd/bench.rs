@@ -89,6 +89,12 @@ pub struct Args {
     /// Never download: fail if a models.lock model is not in the store.
     #[arg(long)]
     pub offline: bool,
+    /// tg as greedy generation runs it (test `tgN-greedy`): each step's
+    /// token is the argmax of the step before (computed on the device; on
+    /// the GPU the next step starts there with it before the id comes back)
+    /// instead of a random id after a read-back of the logits.
+    #[arg(long)]
+    pub greedy: bool,
     /// Seed of the random token ids.
     #[arg(long, default_value_t = 1234)]
     pub seed: u64,
@@ -349,7 +355,12 @@ impl Ctx<'_> {
     }
 
     fn bench_tg(&self, n_gen: usize, rng: &mut SplitMix64) -> Result<Record> {
-        let name = format!("tg{n_gen}");
+        let name = if self.args.greedy {
+            format!("tg{n_gen}-greedy")
+        } else {
+            format!("tg{n_gen}")
+        };
+        let greedy = self.args.greedy;
         let mut session = self.engine.session(Some(self.n_ctx(n_gen)?))?;
         let mut samples = Vec::with_capacity(self.args.repetitions);
         let mut latencies_ms = Vec::with_capacity(self.args.repetitions * n_gen);
@@ -365,7 +376,7 @@ impl Ctx<'_> {
             session.reset();
             let tokens = self.random_tokens(n_gen, rng);
             let start = Instant::now();
-            decode(&mut session, &tokens, |d, rec| {
+            decode(&mut session, &tokens, greedy, |d, rec| {
                 latencies_ms.push(ms(d));
                 if let Some(r) = rec {
                     recording.push(r.as_secs_f64());
@@ -382,7 +393,7 @@ impl Ctx<'_> {
         if self.args.profile {
             let tokens = self.random_tokens(n_gen, rng);
             self.profile(&name, &mut session, n_gen, &samples, |s| {
-                decode(s, &tokens, |_, _| {})
+                decode(s, &tokens, greedy, |_, _| {})
             })?;
             if let Some(r) = percentile(&recording, 50.0) {
                 eprint!("{}", format_recording(r, &samples, n_gen));
@@ -467,6 +478,7 @@ impl Ctx<'_> {
             latency_p95_ms: None,
             latency_p99_ms: None,
             load_ms: ms(self.engine.load_time()),
+            greedy: self.args.greedy,
             peak_rss_bytes: peak_rss_bytes(),
             peak_gpu_bytes: self.engine.gpu_peak_bytes(),
         }
@@ -476,15 +488,24 @@ impl Ctx<'_> {
 /// One-token decode steps of `tokens`, each step's logits read back before
 /// the next step starts (llama-bench's `test_gen`), as generation runs
 /// them: the step is submitted, the next one recorded ahead while the
-/// device runs it (GPU), then the logits are read. `step` gets each step's
-/// wall time and, where the next step was recorded ahead, the host time
-/// that recording took.
+/// device runs it (GPU), then the logits are read. With `greedy`, only the
+/// first token is taken from `tokens` and each step's token is the argmax
+/// of the one before, read as greedy generation reads it
+/// (`Session::read_argmax_feed`). `step` gets each step's wall time and,
+/// where the next step was recorded ahead, the host time that recording
+/// took.
 fn decode(
     session: &mut zeta_engine::Session<'_>,
     tokens: &[u32],
+    greedy: bool,
     mut step: impl FnMut(Duration, Option<Duration>),
 ) -> Result<()> {
-    for (i, &t) in tokens.iter().enumerate() {
+    let mut next = tokens.first().copied();
+    for i in 0..tokens.len() {
+        let t = match next {
+            Some(t) if greedy => t,
+            _ => tokens[i],
+        };
         let t0 = Instant::now();
         session.submit(&[t])?;
         let mut recorded = None;
@@ -494,7 +515,15 @@ fn decode(
                 recorded = Some(r0.elapsed());
             }
         }
-        session.read_logits()?;
+        if greedy {
+            next = Some(if recorded.is_some() {
+                session.read_argmax_feed()?
+            } else {
+                session.read_argmax()?
+            });
+        } else {
+            session.read_logits()?;
+        }
         step(t0.elapsed(), recorded);
     }
     Ok(())
@@ -595,6 +624,8 @@ pub struct Record {
     pub load_ms: f64,
     pub peak_rss_bytes: Option<u64>,
     pub peak_gpu_bytes: Option<u64>,
+    /// tg steps fed the argmax of the step before (`--greedy`).
+    pub greedy: bool,
 }
 
 impl Record {
@@ -627,12 +658,18 @@ impl Record {
         self.samples_ns.iter().map(|&n| n as f64).collect()
     }
 
-    /// llama-bench's test name: `pp512`, `tg128` or `pp512+tg128`.
+    /// llama-bench's test name: `pp512`, `tg128` or `pp512+tg128`
+    /// (`tg128-greedy` with `--greedy`).
     pub fn test_name(&self) -> String {
-        match (self.n_prompt, self.n_gen) {
+        let name = match (self.n_prompt, self.n_gen) {
             (p, 0) => format!("pp{p}"),
             (0, n) => format!("tg{n}"),
             (p, n) => format!("pp{p}+tg{n}"),
+        };
+        if self.greedy && self.n_gen > 0 {
+            name + "-greedy"
+        } else {
+            name
         }
     }
 
@@ -667,6 +704,7 @@ impl Record {
             ("peak_rss_bytes", json!(self.peak_rss_bytes)),
             ("peak_gpu_bytes", json!(self.peak_gpu_bytes)),
             ("adapter", json!(self.adapter)),
+            ("greedy", json!(self.greedy)),
         ]
     }
 
@@ -873,6 +911,7 @@ impl Record {
             load_ms: 0.0,
             peak_rss_bytes: None,
             peak_gpu_bytes: None,
+            greedy: false,
         }
     }
 }
@@ -1162,6 +1201,7 @@ mod tests {
             load_ms: 12.5,
             peak_rss_bytes: Some(1 << 20),
             peak_gpu_bytes: None,
+            greedy: false,
         }
     }
 
@@ -1173,6 +1213,11 @@ mod tests {
         assert!(close(r.avg_ts(), 96.0));
         assert!(close(r.stddev_ts(), (2.0f64 * 32.0 * 32.0).sqrt()));
         assert_eq!(r.test_name(), "tg128");
+        let g = Record {
+            greedy: true,
+            ..r.clone()
+        };
+        assert_eq!(g.test_name(), "tg128-greedy");
         let mut pp = r.clone();
         pp.n_prompt = 512;
         pp.n_gen = 0;
