@@ -19,103 +19,42 @@
 // to four copies of its chain with subgroup shuffles; H100, llama-8b
 // shapes: [14336, 4096] Q4_0 46.6 -> 29.9 us, [4096, 14336] 48.2 -> 31.0.)
 //
-// The term store `tr` (f32), lane-major: in row slot r (TR_R words), lane
-// l's terms of the chunk's 32 blocks at words TR_L l + p, then the blocks'
-// a (d_w d_x, the same for every lane) as array 8 and for Q4_1 (LANE_EXTRA:
-// lane 0's second chain) their m as array 9; Q4_1's activation s once,
-// after the 8 slots. TR_L = 4 and TR_R = 1 (mod 32): the 32 chains of a
-// subgroup (4 rows) read 32 banks, the 32 producers of a row write 32
-// consecutive words. (Chains reading vec4s of 4 blocks took twice the
-// registers — 60 against 29 for Q4_0, half the occupancy: the NVIDIA
-// compiler loads the whole chunk's vec4s ahead.)
-//
-// The activations, `xsh`: 3 vec4s (12 words) a 32-column unit — its 8
-// words of quants, d, s (an XQI row's, q8.wgsl) and 2 unused — so that the
-// 8 producers of a quarter subgroup read their units' vec4s from distinct
-// banks. The `*_norm` entries hold the whole row (`stage_norm`); the others
-// the chunk's 32 units, copied from XQI by the workgroup (a word an
-// invocation, coalesced) into one of two buffers: the next chunk's words
-// load with the block words and are stored while the chains run. (Each
-// producer reading its unit's 9 or 10 words from XQI itself, as before,
-// cost ~70 L1 requests a row and chunk: the kernel's limit.)
+// A block's slot in `tr` (TR_SB words): its lane terms' integer b
+// components, as 16-bit pairs (TR_PACK: lane 2i low, 2i + 1 high in word i;
+// |b| < 2^15 for Q4_0, Q4_1, Q5_0) or one word each (Q8_0), then the
+// block's a (the same for every lane), then for Q4_1 (LANE_EXTRA: lane 0's
+// second chain) its c and d. TERMS8, the type's `terms8_*`, writes a slot.
+// A row's 32 slots take TR_R words, TR_R = 8 (mod 32), and TR_SB is odd (5,
+// 7 or 9), so the 32 producers of a subgroup (one row) write to 32 banks
+// and the 32 chains of a subgroup (4 rows) read from distinct words' banks.
 
 // Bytes per block and the words a block's loads span (from its first byte
 // rounded down to a word): Q4_0 18 / 5, Q4_1 20 / 5, Q5_0 22 / 6, Q8_0 34 / 9.
 const TR_BB: u32 = TR_BB_Vu;
 const TR_NW: u32 = TR_NW_Vu;
-// Producers per row, the workgroup (8 rows), a lane's words and a row slot's.
+const TR_PACK: bool = TR_PACK_V;
+const TR_NY: u32 = select(8u, 4u, TR_PACK);
+const TR_SB: u32 = TR_NY + select(1u, 3u, LANE_EXTRA != 0u);
+// Producers per row, the workgroup (8 rows) and a row's slots.
 const TR_P: u32 = 32u;
 const TR_WG: u32 = 8u * TR_P;
-const TR_L: u32 = 36u;
-const TR_R0: u32 = select(9u, 10u, LANE_EXTRA != 0u) * TR_L;
-const TR_R: u32 = TR_R0 + (33u - TR_R0 % 32u) % 32u;
-// Q4_1's activation s of the chunk's blocks, after the row slots.
-const TR_S: u32 = 8u * TR_R;
+const TR_SLOTS: u32 = TR_P * TR_SB;
+const TR_R: u32 = TR_SLOTS + (40u - TR_SLOTS % 32u) % 32u;
 
-var<workgroup> tr: array<f32, TR_S + select(0u, TR_L, LANE_EXTRA != 0u)>;
-
-// XSH_N vec4s: the `*_norm` entries' whole row (XSH_ROW), else two chunks.
-const XSH_N: u32 = XSH_Vu;
-const XSH_ROW: bool = XSH_ROW_V;
-var<workgroup> xsh: array<vec4<u32>, XSH_N>;
-
-// The first vec4 of unit k in `xsh`.
-fn xslot(k: u32) -> u32 {
-    if (XSH_ROW) {
-        return 3u * k;
-    }
-    return 3u * (((k / TR_P) & 1u) * TR_P + k % TR_P);
-}
-
-// Unit k's activations: quant words, d, s (f32 bits).
-struct Act {
-    q: array<u32, 8>,
-    d: f32,
-    s: u32,
-}
-
-fn act(k: u32) -> Act {
-    let i = xslot(k);
-    let a = xsh[i];
-    let b = xsh[i + 1u];
-    let ds = xsh[i + 2u];
-    return Act(array<u32, 8>(a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w), bitcast<f32>(ds.x), ds.y);
-}
-
-// An invocation's share of chunk k0's activations in XQI (row at word xb):
-// quant word `tid` of the chunk and, for tid < 64, (d, s) word tid.
-struct XStage {
-    q: u32,
-    ds: u32,
-}
-
-fn x_load(xb: u32, k0: u32, tid: u32) -> XStage {
-    let nb = P.n_units;
-    var r: XStage;
-    if (k0 + tid / 8u < nb) {
-        r.q = XQI[xb + 8u * k0 + tid];
-    }
-    if (tid < 64u && k0 + tid / 2u < nb) {
-        r.ds = XQI[xb + 8u * nb + 2u * k0 + tid];
-    }
-    return r;
-}
-
-fn x_store(k0: u32, tid: u32, r: XStage) {
-    xsh[xslot(k0 + tid / 8u) + (tid % 8u) / 4u][tid % 4u] = r.q;
-    if (tid < 64u) {
-        xsh[xslot(k0 + tid / 2u) + 2u][tid % 2u] = r.ds;
-    }
-}
+var<workgroup> tr: array<u32, 8u * TR_R>;
 
 // ---- `*_norm` entries (one token): the group's activations are the
 // RMSNorm of NX (weight NW, epsilon P.norm_eps) packed to 8 bits, which
-// every workgroup computes for itself into `xsh` instead of reading
+// every workgroup computes for itself into `xsh` (XSH_N words: at least an
+// XQI row's 10 per 32 columns; 1 in the other entries) instead of reading
 // a `norm_pack_q8` dispatch's XQI; workgroup 0 also writes the normalised
 // row to NY. rmsnorm.wgsl `norm_pack_q8`'s arithmetic (each invocation's
 // float-float sum over the same vec4s, the same tree, scale and products)
 // and q8.wgsl's packing, so the same bits: one dispatch and one dependent
 // step fewer before the Q/K/V and gate/up groups.
+const XSH_N: u32 = XSH_Vu;
+const XSH: bool = XSH_N > 1u;
+var<workgroup> xsh: array<u32, XSH_N>;
 var<private> norm_first: bool;
 
 @group(0) @binding(10) var<storage, read> NX: array<vec4<f32>>;
@@ -132,6 +71,7 @@ fn stage_norm(tid: u32) {
     let scale = rms_scale(wg_ff_sum(tid, acc, TR_WG), P.n_cols, bitcast<f32>(P.norm_eps));
     // The weight type's activations: Q8_1 for Q4_1 (LANE_EXTRA), else Q8_0.
     let mode = select(0u, 1u, LANE_EXTRA != 0u);
+    let nb = P.n_units;
     for (var i0 = 0u; i0 < nv; i0 += TR_WG) {
         let i = i0 + tid;
         let live = i < nv;
@@ -142,21 +82,20 @@ fn stage_norm(tid: u32) {
             if (norm_first) {
                 NY[i] = y;
             }
-            // Word i % 8 of unit i / 8.
-            let s = xslot(i / 8u);
-            xsh[s + (i % 8u) / 4u][i % 4u] = r.q;
+            xsh[i] = r.q;
             if (tid % 8u == 0u) {
-                xsh[s + 2u] = vec4<u32>(r.ds, 0u, 0u);
+                xsh[8u * nb + i / 4u] = r.ds.x;
+                xsh[8u * nb + i / 4u + 1u] = r.ds.y;
             }
         }
     }
     workgroupBarrier();
 }
 
-// ---- block terms: all eight lanes of block u with activations x into
-// row slot word i0 of `tr` (`put_terms`), the same values as
-// matmul_exact.wgsl's `term_*` for lanes 0..7, from the block's words w
-// (`tr_words`; `odd`: the block starts at byte 2 of w[0], else at byte 0).
+// ---- block terms: all eight lanes of block u into the slot at word s of
+// `tr`, the same values as matmul_exact.wgsl's `term_*` for lanes 0..7,
+// from the block's words w (`tr_words`; `odd`: the block starts at byte 2
+// of w[0], else at byte 0).
 
 // The TR_NW words of W holding block u (TR_BB bytes) of the row at byte rb
 // (the rest of the array unused).
@@ -173,23 +112,32 @@ fn tr_odd(rb: u32, u: u32) -> bool {
     return ((rb + u * TR_BB) & 2u) != 0u;
 }
 
-fn tr_set(i: u32, v: f32) {
-    tr[i] = v;
-}
-
-// The lane terms' integer parts (as f32: |v| < 2^24) and the block's a.
-fn put_terms(i0: u32, v: array<i32, 8>, a: f32) {
-    for (var l = 0u; l < 8u; l++) {
-        tr_set(i0 + l * TR_L, f32(v[l]));
+// Lane terms' integer parts into the slot (packed or not).
+fn put8(s: u32, v: array<i32, 8>) {
+    if (TR_PACK) {
+        for (var i = 0u; i < 4u; i++) {
+            tr[s + i] = (bitcast<u32>(v[2u * i]) & 0xffffu) | (bitcast<u32>(v[2u * i + 1u]) << 16u);
+        }
+    } else {
+        for (var l = 0u; l < 8u; l++) {
+            tr[s + l] = bitcast<u32>(v[l]);
+        }
     }
-    tr_set(i0 + 8u * TR_L, a);
 }
 
-// Four unsigned bytes less `off` (8 or 16; each byte below 128 + off) as
-// signed bytes, so one packed dot product gives Σ (q - off) x: q + 128 -
-// off stays in a byte, and flipping its top bit subtracts 128.
+// Lane l's integer part from the slot at s.
+fn get1(s: u32, l: u32) -> i32 {
+    if (TR_PACK) {
+        let w = bitcast<i32>(tr[s + l / 2u]);
+        return select((w << 16u) >> 16u, w >> 16u, (l & 1u) == 1u);
+    }
+    return bitcast<i32>(tr[s + l]);
+}
+
+// Four unsigned bytes less `off` (0..128 each: 8 for Q4_0, 16 for Q5_0) as
+// signed bytes, so one packed dot product gives Σ (q - off) x.
 fn sub_bytes(q: u32, off: u32) -> u32 {
-    return (q + (0x80u - off) * ONES) ^ 0x80808080u;
+    return ((q | 0x80808080u) - off * ONES) ^ 0x80808080u;
 }
 
 // Word i of a block at an even byte b read as words of W from b & ~3: the
@@ -204,56 +152,95 @@ fn whalf(w0: u32, odd: bool) -> f32 {
     return f16_to_f32(select(w0 & 0xffffu, w0 >> 16u, odd));
 }
 
-// Q4_0 (18 B: d, qs[16]) · Q8_0 (`term_q4_0`).
-fn terms8_q4_0(w: array<u32, 9>, odd: bool, x: Act, i0: u32) {
-    var v: array<i32, 8>;
-    for (var n = 0u; n < 4u; n++) {
-        let qs = wmid(w[n], w[n + 1u], odd);
-        v[n] = dot4I8Packed(sub_bytes(qs & LO4, 8u), x.q[n]);
-        v[n + 4u] = dot4I8Packed(sub_bytes((qs >> 4u) & LO4, 8u), x.q[n + 4u]);
+// The eight activation words of unit u, its d and s words: from XQI, or
+// for the `*_norm` entries from the workgroup's own copy (`xsh`, the same
+// layout as an XQI row).
+fn ax8(xb: u32, u: u32) -> array<u32, 8> {
+    var x: array<u32, 8>;
+    for (var l = 0u; l < 8u; l++) {
+        if (XSH) {
+            x[l] = xsh[8u * u + l];
+        } else {
+            x[l] = xq(xb, u, l);
+        }
     }
-    put_terms(i0, v, whalf(w[0], odd) * x.d);
+    return x;
+}
+
+fn axd(xb: u32, u: u32) -> f32 {
+    if (XSH) {
+        return bitcast<f32>(xsh[8u * P.n_units + 2u * u]);
+    }
+    return xd(xb, u);
+}
+
+fn axs(xb: u32, u: u32) -> u32 {
+    if (XSH) {
+        return xsh[8u * P.n_units + 2u * u + 1u];
+    }
+    return xs(xb, u);
+}
+
+// Q4_0 (18 B: d, qs[16]) · Q8_0 (`term_q4_0`).
+fn terms8_q4_0(w: array<u32, 9>, odd: bool, u: u32, xb: u32, s: u32) {
+    var qs: array<u32, 4>;
+    for (var n = 0u; n < 4u; n++) {
+        qs[n] = wmid(w[n], w[n + 1u], odd);
+    }
+    let x = ax8(xb, u);
+    var v: array<i32, 8>;
+    for (var l = 0u; l < 8u; l++) {
+        v[l] = dot4I8Packed(sub_bytes(nib_of(qs[l & 3u], l), 8u), x[l]);
+    }
+    put8(s, v);
+    tr[s + TR_NY] = bitcast<u32>(whalf(w[0], odd) * axd(xb, u));
 }
 
 // Q4_1 (20 B: d, m, qs[16]; 4-byte aligned) · Q8_1 (`term_q4_1`).
-fn terms8_q4_1(w: array<u32, 9>, odd: bool, x: Act, i0: u32) {
+fn terms8_q4_1(w: array<u32, 9>, odd: bool, u: u32, xb: u32, s: u32) {
     let dm = w[0];
-    var v: array<i32, 8>;
+    var qs: array<u32, 4>;
     for (var n = 0u; n < 4u; n++) {
-        let qs = w[n + 1u];
-        v[n] = dot4I8Packed(qs & LO4, x.q[n]);
-        v[n + 4u] = dot4I8Packed((qs >> 4u) & LO4, x.q[n + 4u]);
+        qs[n] = w[n + 1u];
     }
-    put_terms(i0, v, f16_to_f32(dm & 0xffffu) * x.d);
-    tr_set(i0 + 9u * TR_L, f16_to_f32(dm >> 16u));
-    // Row slot 0's producers (i0 = p) write the chunk's s.
-    if (i0 < TR_P) {
-        tr_set(TR_S + i0, bitcast<f32>(x.s));
+    let x = ax8(xb, u);
+    var v: array<i32, 8>;
+    for (var l = 0u; l < 8u; l++) {
+        v[l] = dot4I8Packed(nib_of(qs[l & 3u], l), x[l]);
     }
+    put8(s, v);
+    tr[s + TR_NY] = bitcast<u32>(f16_to_f32(dm & 0xffffu) * axd(xb, u));
+    tr[s + TR_NY + 1u] = bitcast<u32>(f16_to_f32(dm >> 16u));
+    tr[s + TR_NY + 2u] = axs(xb, u);
 }
 
 // Q5_0 (22 B: d, qh, qs[16]) · Q8_0 (`term_q5_0`).
-fn terms8_q5_0(w: array<u32, 9>, odd: bool, x: Act, i0: u32) {
+fn terms8_q5_0(w: array<u32, 9>, odd: bool, u: u32, xb: u32, s: u32) {
     // qh at byte b + 2 (word 0 of the block), qs at b + 6 (words 1..4).
     let qh = wmid(w[0], w[1], odd);
-    var v: array<i32, 8>;
+    var qs: array<u32, 4>;
     for (var n = 0u; n < 4u; n++) {
-        let qs = wmid(w[n + 1u], w[n + 2u], odd);
-        let lo = (qs & LO4) | spread4(qh >> (4u * n));
-        let hi = ((qs >> 4u) & LO4) | spread4(qh >> (4u * n + 16u));
-        v[n] = dot4I8Packed(sub_bytes(lo, 16u), x.q[n]);
-        v[n + 4u] = dot4I8Packed(sub_bytes(hi, 16u), x.q[n + 4u]);
+        qs[n] = wmid(w[n + 1u], w[n + 2u], odd);
     }
-    put_terms(i0, v, whalf(w[0], odd) * x.d);
+    let x = ax8(xb, u);
+    var v: array<i32, 8>;
+    for (var l = 0u; l < 8u; l++) {
+        let q = nib_of(qs[l & 3u], l) | spread4(qh >> (4u * l));
+        v[l] = dot4I8Packed(sub_bytes(q, 16u), x[l]);
+    }
+    put8(s, v);
+    tr[s + TR_NY] = bitcast<u32>(whalf(w[0], odd) * axd(xb, u));
 }
 
 // Q8_0 (34 B: d, qs[32]) · Q8_0 (`term_q8_0`).
-fn terms8_q8_0(w: array<u32, 9>, odd: bool, x: Act, i0: u32) {
+fn terms8_q8_0(w: array<u32, 9>, odd: bool, u: u32, xb: u32, s: u32) {
+    let x = ax8(xb, u);
     var v: array<i32, 8>;
     for (var l = 0u; l < 8u; l++) {
-        v[l] = dot4I8Packed(wmid(w[l], w[l + 1u], odd), x.q[l]);
+        v[l] = dot4I8Packed(wmid(w[l], w[l + 1u], odd), x[l]);
     }
-    put_terms(i0, v, whalf(w[0], odd) * x.d);
+    put8(s, v);
+    tr[s + TR_NY] = bitcast<u32>(whalf(w[0], odd) * axd(xb, u));
 }
 
 // The chains of one workgroup's 8 rows. Producer p of row slot rp (the
@@ -273,20 +260,13 @@ fn lanes_tr_value(rb: u32, xb: u32, rp: u32, p: u32, live: bool, tid: u32) -> ve
         w = tr_words(rb, p);
     }
     // `*_norm` variants: `stage_norm(tid);` (the activations, while the
-    // first blocks' loads fly); the others stage the first chunk's
-    // activations (`x_store(0u, tid, x_load(xb, 0u, tid));
-    // workgroupBarrier();`), so that they do not bind NX, NW and NY.
-    STAGE_V
-    var xn: XStage;
+    // first blocks' loads fly); nothing in the others, so that they do not
+    // bind NX, NW and NY.
+    STAGE_NORM_V
     for (var k0 = 0u; k0 < nb; k0 += TR_P) {
         let k = k0 + p;
-        let more = k0 + TR_P < nb;
-        // The next chunk's activations: loaded now, stored after the chains.
-        if (!XSH_ROW && more) {
-            xn = x_load(xb, k0 + TR_P, tid);
-        }
         if (live && k < nb) {
-            TERMS8(w, tr_odd(rb, k), act(k), rp * TR_R + p);
+            TERMS8(w, tr_odd(rb, k), k, xb, rp * TR_R + p * TR_SB);
         }
         if (live && k + TR_P < nb) {
             w = tr_words(rb, k + TR_P);
@@ -294,19 +274,15 @@ fn lanes_tr_value(rb: u32, xb: u32, rp: u32, p: u32, live: bool, tid: u32) -> ve
         workgroupBarrier();
         if (tid < 64u) {
             let n = min(TR_P, nb - k0);
-            let lw = rc * TR_R + j * TR_L;
-            let aw = rc * TR_R + 8u * TR_L;
             for (var b = 0u; b < n; b++) {
-                st.x = fma_rn(tr[aw + b], tr[lw + b], st.x);
-                if (LANE_EXTRA != 0u && j == 0u) {
-                    st.y = fma_rn(tr[aw + TR_L + b], tr[TR_S + b], st.y);
+                let s = rc * TR_R + b * TR_SB;
+                var t = vec4<f32>(bitcast<f32>(tr[s + TR_NY]), f32(get1(s, j)), 0.0, 0.0);
+                if (LANE_EXTRA != 0u) {
+                    t.z = bitcast<f32>(tr[s + TR_NY + 1u]);
+                    t.w = bitcast<f32>(tr[s + TR_NY + 2u]);
                 }
+                st = apply(t, j, st);
             }
-        }
-        // Into the other buffer (last read by the chunk before this one's
-        // producers).
-        if (!XSH_ROW && more) {
-            x_store(k0 + TR_P, tid, xn);
         }
         workgroupBarrier();
     }
