@@ -281,6 +281,29 @@ pub fn tensor_error(op: &'static str, e: WgpuError) -> TensorError {
 }
 
 /// Checks that a buffer of `have` elements holds at least `need` (the CPU backend's error).
+/// The argument checks of [`Backend::argmax`]: a non-empty range of `buf`
+/// whose length fits the kernel's u32.
+fn check_argmax(
+    op: &'static str,
+    buf: &GpuTensor,
+    offset: usize,
+    n: usize,
+) -> Result<(), TensorError> {
+    if n == 0 {
+        return Err(shape_err(op, "no values"));
+    }
+    need(op, offset.saturating_add(n), buf.len())?;
+    to_u32(op, n)?;
+    Ok(())
+}
+
+/// The id of an argmax read back.
+fn first_id(op: &'static str, v: &[u32]) -> Result<u32, TensorError> {
+    v.first()
+        .copied()
+        .ok_or_else(|| tensor_error(op, WgpuError::ReadBack("empty argmax".to_string())))
+}
+
 fn need(op: &'static str, need: usize, have: usize) -> Result<(), TensorError> {
     if have < need {
         Err(TensorError::BufferTooSmall { op, need, have })
@@ -502,6 +525,43 @@ impl GpuBackend {
     }
 
     /// Submits `b`; a timed batch waits and adds its kernels' times to the profile.
+    /// Records the argmax of `buf[offset .. offset + n]` into `out` (one
+    /// u32) and, with `feed`, its copy into `feed`'s first id. The kernel
+    /// reads from element 0: an offset range is copied to the front of a
+    /// scratch buffer first.
+    fn record_argmax(
+        &self,
+        op: &'static str,
+        buf: &GpuTensor,
+        offset: usize,
+        n: usize,
+        out: &GpuTensor,
+        feed: Option<&GpuTensor>,
+    ) -> Result<(), TensorError> {
+        let src = if offset == 0 {
+            None
+        } else {
+            Some(
+                self.ctx
+                    .scratch("argmax_src", n, GpuDType::F32)
+                    .map_err(|e| tensor_error(op, e))?,
+            )
+        };
+        self.record(op, |b| {
+            match &src {
+                Some(tmp) => {
+                    b.copy(buf, offset, tmp, 0, n)?;
+                    b.argmax(tmp, n, out)?;
+                }
+                None => b.argmax(buf, n, out)?,
+            }
+            match feed {
+                Some(ids) => b.copy(out, 0, ids, 0, 1),
+                None => Ok(()),
+            }
+        })
+    }
+
     fn submit_batch(&self, b: GpuBatch<'static>) -> Result<(), WgpuError> {
         if !b.is_timed() {
             return b.submit();
@@ -1164,38 +1224,15 @@ impl Backend for GpuBackend {
 
     fn argmax(&self, buf: &GpuTensor, offset: usize, n: usize) -> Result<u32, TensorError> {
         const OP: &str = "argmax";
-        if n == 0 {
-            return Err(shape_err(OP, "no values"));
-        }
-        need(OP, offset.saturating_add(n), buf.len())?;
-        to_u32(OP, n)?;
-        // The kernel reads from element 0: copy an offset range to the front
-        // of a scratch buffer first.
+        check_argmax(OP, buf, offset, n)?;
         let mut slot = self.argmax_out.lock().unwrap_or_else(|e| e.into_inner());
         let out = self
             .reused(&mut slot, 1, GpuDType::U32)
             .map_err(|e| tensor_error(OP, e))?;
-        let src = if offset == 0 {
-            None
-        } else {
-            Some(
-                self.ctx
-                    .scratch("argmax_src", n, GpuDType::F32)
-                    .map_err(|e| tensor_error(OP, e))?,
-            )
-        };
-        self.record(OP, |b| match &src {
-            Some(tmp) => {
-                b.copy(buf, offset, tmp, 0, n)?;
-                b.argmax(tmp, n, &out)
-            }
-            None => b.argmax(buf, n, &out),
-        })?;
+        self.record_argmax(OP, buf, offset, n, &out, None)?;
         self.flush()?;
         let v = self.ctx.read_u32(&out).map_err(|e| tensor_error(OP, e))?;
-        v.first()
-            .copied()
-            .ok_or_else(|| tensor_error(OP, WgpuError::ReadBack("empty argmax".to_string())))
+        first_id(OP, &v)
     }
 
     fn copy(
@@ -1391,11 +1428,7 @@ impl Backend for GpuBackend {
         ticket: u64,
     ) -> Result<(u32, bool), TensorError> {
         const OP: &str = "argmax_feed_ahead";
-        if n == 0 {
-            return Err(shape_err(OP, "no values"));
-        }
-        need(OP, offset.saturating_add(n), buf.len())?;
-        to_u32(OP, n)?;
+        check_argmax(OP, buf, offset, n)?;
         let ids_gpu = self
             .ahead_ids
             .lock()
@@ -1418,26 +1451,8 @@ impl Backend for GpuBackend {
         let out = self
             .reused(&mut slot, 1, GpuDType::U32)
             .map_err(|e| tensor_error(OP, e))?;
-        let src = if offset == 0 {
-            None
-        } else {
-            Some(
-                self.ctx
-                    .scratch("argmax_src", n, GpuDType::F32)
-                    .map_err(|e| tensor_error(OP, e))?,
-            )
-        };
         // The argmax, and its copy into the held step's ids.
-        self.record(OP, |b| {
-            match &src {
-                Some(tmp) => {
-                    b.copy(buf, offset, tmp, 0, n)?;
-                    b.argmax(tmp, n, &out)?;
-                }
-                None => b.argmax(buf, n, &out)?,
-            }
-            b.copy(&out, 0, &ids_gpu, 0, 1)
-        })?;
+        self.record_argmax(OP, buf, offset, n, &out, Some(&ids_gpu))?;
         let read = {
             let mut guard = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             // What `q8x` holds after the step is the step's business.
@@ -1458,11 +1473,7 @@ impl Backend for GpuBackend {
             .ctx
             .finish_read_u32(read)
             .map_err(|e| tensor_error(OP, e))?;
-        let id = v
-            .first()
-            .copied()
-            .ok_or_else(|| tensor_error(OP, WgpuError::ReadBack("empty argmax".to_string())))?;
-        Ok((id, true))
+        Ok((first_id(OP, &v)?, true))
     }
 
     fn matmul(

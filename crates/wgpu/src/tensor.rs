@@ -678,19 +678,47 @@ impl GpuContext {
         size: u64,
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<R> {
+        self.copy_to_staging(buffer, offset, staging, size);
+        self.map_staging(staging, size, None, f)
+    }
+
+    /// Submits the copy of `size` bytes from `offset` of `buffer` into
+    /// `staging` on its own.
+    fn copy_to_staging(
+        &self,
+        buffer: &wgpu::Buffer,
+        offset: u64,
+        staging: &wgpu::Buffer,
+        size: u64,
+    ) -> wgpu::SubmissionIndex {
         let mut enc = self
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("read-back"),
             });
         enc.copy_buffer_to_buffer(buffer, offset, staging, 0, size);
-        self.queue.submit([enc.finish()]);
+        self.queue.submit([enc.finish()])
+    }
+
+    /// Maps the first `size` bytes of `staging` once its copy has run
+    /// (waiting for submission `until`, or for the latest one), gives `f`
+    /// the bytes and unmaps it.
+    fn map_staging<R>(
+        &self,
+        staging: &wgpu::Buffer,
+        size: u64,
+        until: Option<wgpu::SubmissionIndex>,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
         let (tx, rx) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, ..size, move |r| {
             let _ = tx.send(r);
         });
         self.device
-            .poll(wgpu::PollType::wait_indefinitely())
+            .poll(wgpu::PollType::Wait {
+                submission_index: until,
+                timeout: None,
+            })
             .map_err(|e| WgpuError::ReadBack(e.to_string()))?;
         self.check()?;
         match rx.recv() {
@@ -775,13 +803,7 @@ impl GpuContext {
             },
             |m, _| WgpuError::ReadBack(m),
         )?;
-        let mut enc = self
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("read-back (pending)"),
-            });
-        enc.copy_buffer_to_buffer(&t.buffer, 0, &staging, 0, size);
-        let index = self.queue.submit([enc.finish()]);
+        let index = self.copy_to_staging(&t.buffer, 0, &staging, size);
         Ok(PendingRead {
             staging,
             size,
@@ -799,33 +821,7 @@ impl GpuContext {
             n,
             index,
         } = read;
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, ..size, move |r| {
-            let _ = tx.send(r);
-        });
-        self.device
-            .poll(wgpu::PollType::Wait {
-                submission_index: Some(index),
-                timeout: None,
-            })
-            .map_err(|e| WgpuError::ReadBack(e.to_string()))?;
-        self.check()?;
-        match rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(WgpuError::ReadBack(e.to_string())),
-            Err(_) => return Err(WgpuError::ReadBack("map callback dropped".to_string())),
-        }
-        let out = {
-            let view = staging
-                .get_mapped_range(..size)
-                .map_err(|e| WgpuError::ReadBack(e.to_string()))?;
-            view.chunks_exact(4)
-                .take(n)
-                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect()
-        };
-        staging.unmap();
-        Ok(out)
+        self.map_staging(&staging, size, Some(index), |b| le_u32s(b, n))
     }
 
     /// Reads a u32 tensor back.
@@ -834,12 +830,17 @@ impl GpuContext {
             return Err(shape("read_u32", format!("tensor is {:?}", t.dtype)));
         }
         let bytes = self.read_bytes(&t.buffer, t.len as u64 * 4)?;
-        Ok(bytes
-            .chunks_exact(4)
-            .take(t.len)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
+        Ok(le_u32s(&bytes, t.len))
     }
+}
+
+/// The first `n` little-endian u32 of `bytes`.
+fn le_u32s(bytes: &[u8], n: usize) -> Vec<u32> {
+    bytes
+        .chunks_exact(4)
+        .take(n)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 /// A read-back submitted by [`GpuContext::start_read_u32`], not yet waited for.

@@ -500,12 +500,10 @@ fn decode(
     greedy: bool,
     mut step: impl FnMut(Duration, Option<Duration>),
 ) -> Result<()> {
-    let mut next = tokens.first().copied();
-    for i in 0..tokens.len() {
-        let t = match next {
-            Some(t) if greedy => t,
-            _ => tokens[i],
-        };
+    // The argmax of the step before (`greedy` only).
+    let mut next = None;
+    for (i, &given) in tokens.iter().enumerate() {
+        let t = next.unwrap_or(given);
         let t0 = Instant::now();
         session.submit(&[t])?;
         let mut recorded = None;
