@@ -55,6 +55,15 @@ fn round_f16(x: f32) -> f32 {
 // probe's result; exact.wgsl's `fma_rn` uses it too).
 const FMA_FUSED: bool = FMA_FUSED_V;
 
+// Whether WGSL's f16 pair unpacking builtin was found to give every f16's
+// exact f32 on this device, subnormals included (`GpuContext::f16_unpack`,
+// f16_probe.wgsl; the host substitutes its result): the exact matvecs then
+// convert block scales with it (matmul_exact_tr.wgsl `halves`: the host
+// substitutes the builtin's name there, else quant.wgsl's integer
+// `f16_halves`, so that the builtin, which needs a capability GL lacks,
+// appears only where the probe said yes).
+const F16_UNPACK: bool = F16_UNPACK_V;
+
 // The next f32 above / below a positive finite x.
 fn next_up(x: f32) -> f32 {
     return bitcast<f32>(bitcast<u32>(x) + 1u);

@@ -10,8 +10,9 @@
 // A workgroup of 256 takes 8 rows of one token: 32 producers a row, and 64
 // chain invocations (8 a row; they are producers too). Per chunk of 32
 // blocks, producer p computes the terms of all eight lanes of block p
-// (each word of the block and of the activations read once) into `tr`, and
-// issues the loads of its block of the next chunk; after a barrier, chain j
+// (each word of the block read once, the activations from the chunk's
+// workgroup copy `xc`) into `tr`, and issues the loads of its block and its
+// word of the next chunk's activations; after a barrier, chain j
 // of a row runs lane j's FMA chain over the chunk's blocks in block order:
 // the same FMAs in the same order as the CPU, so the same bits. (`lanes_sg`
 // has the invocations of a lane each compute that lane's term of one
@@ -56,6 +57,45 @@ const XSH_N: u32 = XSH_Vu;
 const XSH: bool = XSH_N > 1u;
 var<workgroup> xsh: array<u32, XSH_N>;
 var<private> norm_first: bool;
+
+// ---- the other entries: the chunk's activations staged from XQI. The 32
+// units of the chunk, 3 vec4s (12 words) a unit — its 8 quant words, d, s
+// (an XQI row's, q8.wgsl) and 2 unused — so that the 8 producers of a
+// quarter subgroup read their units' vec4s from distinct banks. Every
+// invocation loads one word of the next chunk (coalesced; the first 64 also
+// a (d, s) word) with its block words, and stores it after the chains of
+// this chunk: the chunk's terms were read before the barrier that starts
+// the chains, the next chunk's are read after the one that ends them. (Each
+// producer reading its unit's 9 or 10 words from XQI itself, 8 rows a
+// workgroup doing so for the same units, cost ~20% of llama-8b's exact
+// matvec time on the H100.)
+var<workgroup> xc: array<vec4<u32>, 3u * TR_P>;
+
+// An invocation's share of the chunk at unit k0: quant word `tid` of the
+// chunk and, for tid < 64, its (d, s) word tid.
+struct XStage {
+    q: u32,
+    ds: u32,
+}
+
+fn x_load(xb: u32, k0: u32, tid: u32) -> XStage {
+    let nb = P.n_units;
+    var r: XStage;
+    if (k0 + tid / 8u < nb) {
+        r.q = XQI[xb + 8u * k0 + tid];
+    }
+    if (tid < 64u && k0 + tid / 2u < nb) {
+        r.ds = XQI[xb + 8u * nb + 2u * k0 + tid];
+    }
+    return r;
+}
+
+fn x_store(tid: u32, r: XStage) {
+    xc[3u * (tid / 8u) + (tid % 8u) / 4u][tid % 4u] = r.q;
+    if (tid < 64u) {
+        xc[3u * (tid / 2u) + 2u][tid % 2u] = r.ds;
+    }
+}
 
 @group(0) @binding(10) var<storage, read> NX: array<vec4<f32>>;
 @group(0) @binding(11) var<storage, read> NW: array<vec4<f32>>;
@@ -134,10 +174,11 @@ fn get1(s: u32, l: u32) -> i32 {
     return bitcast<i32>(tr[s + l]);
 }
 
-// Four unsigned bytes less `off` (0..128 each: 8 for Q4_0, 16 for Q5_0) as
-// signed bytes, so one packed dot product gives Σ (q - off) x.
+// Four unsigned bytes less `off` (8 for Q4_0, 16 for Q5_0; each byte below
+// 128 + off) as signed bytes, so one packed dot product gives Σ (q - off) x:
+// q + 128 - off stays in its byte, and flipping its top bit subtracts 128.
 fn sub_bytes(q: u32, off: u32) -> u32 {
-    return ((q | 0x80808080u) - off * ONES) ^ 0x80808080u;
+    return (q + (128u - off) * ONES) ^ 0x80808080u;
 }
 
 // Word i of a block at an even byte b read as words of W from b & ~3: the
@@ -147,22 +188,37 @@ fn wmid(w0: u32, w1: u32, odd: bool) -> u32 {
     return select((w0 >> 16u) | (w1 << 16u), w1, odd);
 }
 
+// The two f16 of a word (low, high): WGSL's unpacking builtin where the
+// device was found to convert every f16 exactly, else integer ops (the
+// host substitutes the function's name: f16.wgsl F16_UNPACK). H100,
+// llama-8b Q4_0: the exact matvecs 3% faster.
+fn halves(w: u32) -> vec2<f32> {
+    return F16_HALVES_V(w);
+}
+
 // The f16 at byte b (even) from the word holding it.
 fn whalf(w0: u32, odd: bool) -> f32 {
+    if (F16_UNPACK) {
+        let h = halves(w0);
+        return select(h.x, h.y, odd);
+    }
     return f16_to_f32(select(w0 & 0xffffu, w0 >> 16u, odd));
 }
 
-// The eight activation words of unit u, its d and s words: from XQI, or
-// for the `*_norm` entries from the workgroup's own copy (`xsh`, the same
-// layout as an XQI row).
+// The eight activation words of unit u, its d and s words: for the
+// `*_norm` entries from the workgroup's own row (`xsh`, the same layout as
+// an XQI row), else from the chunk's staged units (`xc`).
 fn ax8(xb: u32, u: u32) -> array<u32, 8> {
     var x: array<u32, 8>;
-    for (var l = 0u; l < 8u; l++) {
-        if (XSH) {
+    if (XSH) {
+        for (var l = 0u; l < 8u; l++) {
             x[l] = xsh[8u * u + l];
-        } else {
-            x[l] = xq(xb, u, l);
         }
+    } else {
+        let i = 3u * (u % TR_P);
+        let a = xc[i];
+        let b = xc[i + 1u];
+        x = array<u32, 8>(a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w);
     }
     return x;
 }
@@ -171,14 +227,14 @@ fn axd(xb: u32, u: u32) -> f32 {
     if (XSH) {
         return bitcast<f32>(xsh[8u * P.n_units + 2u * u]);
     }
-    return xd(xb, u);
+    return bitcast<f32>(xc[3u * (u % TR_P) + 2u].x);
 }
 
 fn axs(xb: u32, u: u32) -> u32 {
     if (XSH) {
         return xsh[8u * P.n_units + 2u * u + 1u];
     }
-    return xs(xb, u);
+    return xc[3u * (u % TR_P) + 2u].y;
 }
 
 // Q4_0 (18 B: d, qs[16]) · Q8_0 (`term_q4_0`).
@@ -209,8 +265,9 @@ fn terms8_q4_1(w: array<u32, 9>, odd: bool, u: u32, xb: u32, s: u32) {
         v[l] = dot4I8Packed(nib_of(qs[l & 3u], l), x[l]);
     }
     put8(s, v);
-    tr[s + TR_NY] = bitcast<u32>(f16_to_f32(dm & 0xffffu) * axd(xb, u));
-    tr[s + TR_NY + 1u] = bitcast<u32>(f16_to_f32(dm >> 16u));
+    let h = halves(dm);
+    tr[s + TR_NY] = bitcast<u32>(h.x * axd(xb, u));
+    tr[s + TR_NY + 1u] = bitcast<u32>(h.y);
     tr[s + TR_NY + 2u] = axs(xb, u);
 }
 
@@ -263,6 +320,11 @@ fn lanes_tr_value(rb: u32, xb: u32, rp: u32, p: u32, live: bool, tid: u32) -> ve
     // first blocks' loads fly); nothing in the others, so that they do not
     // bind NX, NW and NY.
     STAGE_NORM_V
+    var xn: XStage;
+    if (!XSH) {
+        x_store(tid, x_load(xb, 0u, tid));
+        workgroupBarrier();
+    }
     for (var k0 = 0u; k0 < nb; k0 += TR_P) {
         let k = k0 + p;
         if (live && k < nb) {
@@ -270,6 +332,9 @@ fn lanes_tr_value(rb: u32, xb: u32, rp: u32, p: u32, live: bool, tid: u32) -> ve
         }
         if (live && k + TR_P < nb) {
             w = tr_words(rb, k + TR_P);
+        }
+        if (!XSH) {
+            xn = x_load(xb, k0 + TR_P, tid);
         }
         workgroupBarrier();
         if (tid < 64u) {
@@ -283,6 +348,9 @@ fn lanes_tr_value(rb: u32, xb: u32, rp: u32, p: u32, live: bool, tid: u32) -> ve
                 }
                 st = apply(t, j, st);
             }
+        }
+        if (!XSH) {
+            x_store(tid, xn);
         }
         workgroupBarrier();
     }

@@ -33,6 +33,11 @@ fn f16_to_f32(h: u32) -> f32 {
     return bitcast<f32>(sign | ((e + 112u) << 23u) | (m << 13u));
 }
 
+// Both f16 of a word (low, high) as quant.wgsl's `f16_to_f32`.
+fn f16_halves(w: u32) -> vec2<f32> {
+    return vec2<f32>(f16_to_f32(w & 0xffffu), f16_to_f32(w >> 16u));
+}
+
 fn rd_f16(off: u32) -> f32 {
     return f16_to_f32(rd_u16(off));
 }

@@ -144,6 +144,10 @@ pub struct GpuOptions {
     /// Do not request the optional features (SHADER_F16, SUBGROUP,
     /// TIMESTAMP_QUERY) even when present.
     pub no_optional_features: bool,
+    /// Convert f16 block scales with integer ops even where the device's
+    /// `unpack2x16float` passes the probe ([`GpuContext::f16_unpack`];
+    /// for tests of that path; `ZETA_GPU_NO_F16_UNPACK=1` does the same).
+    pub no_f16_unpack: bool,
 }
 
 /// A wgpu device and queue plus everything the kernels need: the pipeline
@@ -167,6 +171,9 @@ pub struct GpuContext {
     /// Whether WGSL's `fma` is a fused multiply-add on this device (probed
     /// at creation; exact.wgsl emulates it in integers where it is not).
     fused_fma: bool,
+    /// Whether `unpack2x16float` gives every f16's exact f32 on this device
+    /// (probed at creation; the exact matvecs use it for block scales).
+    f16_unpack: bool,
     /// ggml's f16 GELU table (glu.wgsl), uploaded on first use.
     gelu: std::sync::OnceLock<crate::tensor::GpuTensor>,
     /// Bytes written with `queue.write_buffer` since the last flush.
@@ -333,10 +340,11 @@ impl GpuContext {
         let adapter = adapter.ok_or_else(|| WgpuError::NoAdapter {
             wanted: opts.adapter.clone(),
         })?;
-        Self::from_adapter(adapter, opts.no_optional_features)
+        Self::from_adapter(adapter, opts)
     }
 
-    fn from_adapter(adapter: wgpu::Adapter, no_optional: bool) -> Result<Self> {
+    fn from_adapter(adapter: wgpu::Adapter, opts: &GpuOptions) -> Result<Self> {
+        let no_optional = opts.no_optional_features;
         let name = adapter.get_info().name;
         let mut wanted = if no_optional {
             wgpu::Features::empty()
@@ -434,6 +442,7 @@ impl GpuContext {
             features,
             use_coop,
             fused_fma: false,
+            f16_unpack: false,
             gelu: std::sync::OnceLock::new(),
             staged: AtomicU64::new(0),
             mem: Arc::default(),
@@ -446,11 +455,17 @@ impl GpuContext {
         };
         // A failed probe leaves the (always exact) integer emulation on.
         ctx.fused_fma = ctx.probe_fused_fma().unwrap_or(false);
+        ctx.f16_unpack = !opts.no_f16_unpack
+            && std::env::var("ZETA_GPU_NO_F16_UNPACK").as_deref() != Ok("1")
+            && ctx.probe_f16_unpack().unwrap_or(false);
         ctx.pipelines.clear();
-        // The probe's buffers are not the caller's peak.
+        // The probes' buffers are not the caller's peak.
         ctx.reset_peak_bytes();
         if ctx.fused_fma {
             ctx.info.features.push("fused-fma".to_string());
+        }
+        if ctx.f16_unpack {
+            ctx.info.features.push("f16-unpack".to_string());
         }
         Ok(ctx)
     }
@@ -468,6 +483,41 @@ impl GpuContext {
     /// exact kernels then use it; otherwise they emulate it in integers).
     pub fn fused_fma(&self) -> bool {
         self.fused_fma
+    }
+
+    /// Whether WGSL's `unpack2x16float` was found to convert every f16 to
+    /// its exact f32 (the exact matvecs then use it for block scales;
+    /// otherwise integer ops).
+    pub fn f16_unpack(&self) -> bool {
+        self.f16_unpack
+    }
+
+    /// Converts all 65536 f16 bit patterns with `unpack2x16float`
+    /// (f16_probe.wgsl), as the low and as the high half of a word, and
+    /// compares with the exact conversion: the same bits for every number
+    /// (subnormals included: a device that flushes them fails), a NaN for
+    /// every NaN (its payload may differ: a NaN scale makes a NaN block
+    /// either way). A device without the builtin fails to build the
+    /// pipeline: an error, so no.
+    fn probe_f16_unpack(&self) -> Result<bool> {
+        // Word 2h holds h low, word 2h + 1 high (the other half a NaN's).
+        let x: Vec<u32> = (0..=u16::MAX as u32)
+            .flat_map(|h| [h | 0x7e00_0000, (h << 16) | 0x7e00])
+            .collect();
+        let xt = self.upload_u32(&x)?;
+        let yt = self.zeros(x.len(), crate::tensor::GpuDType::F32)?;
+        let mut b = self.batch();
+        b.f16_probe(&xt, &yt, x.len())?;
+        b.submit()?;
+        let y = self.read_f32(&yt)?;
+        Ok(y.iter().enumerate().all(|(i, r)| {
+            let want = half::f16::from_bits((i / 2) as u16).to_f32();
+            if want.is_nan() {
+                r.is_nan()
+            } else {
+                want.to_bits() == r.to_bits()
+            }
+        }))
     }
 
     /// Runs WGSL's `fma` on 512 random triples (spread over magnitudes and

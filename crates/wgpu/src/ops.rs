@@ -2525,6 +2525,27 @@ impl<'a> GpuBatch<'a> {
         })
     }
 
+    /// `y[i]` = `unpack2x16float(x[i])`'s low half (even `i`) or high half
+    /// (odd `i`) for `n` words (f16_probe.wgsl; the probe behind
+    /// [`GpuContext::f16_unpack`]).
+    pub(crate) fn f16_probe(&mut self, x: &GpuTensor, y: &GpuTensor, n: usize) -> Result<()> {
+        const OP: &str = "f16_probe";
+        want(OP, x, "x", GpuDType::U32, n as u64)?;
+        want(OP, y, "y", GpuDType::F32, n as u64)?;
+        distinct(OP, y, &[x])?;
+        let groups = u32::try_from(n.div_ceil(64))
+            .ok()
+            .filter(|&g| g <= self.ctx.max_workgroups)
+            .ok_or_else(|| shape(OP, "too many inputs"))?;
+        self.dispatch(
+            &ShaderVariant::plain(files::F16_PROBE, "main"),
+            &[(0, &x.buffer), (1, &y.buffer)],
+            2,
+            &[n as u32],
+            (groups.max(1), 1, 1),
+        )
+    }
+
     /// `y[i] = f(x[i])` for one of exact.wgsl's helpers (`which`, see
     /// exact_eval.wgsl) over `n` input vec4s (x: `4 n` f32): their tests,
     /// and the probe for a fused `fma` (`which` = 0 is WGSL's own `fma`).

@@ -34,7 +34,8 @@ pub const F16_Q8: &str = concat!(
 
 /// `shaders/f16.wgsl` then `shaders/exact.wgsl`: exact arithmetic
 /// (`fma_rn`, float-float sums, correctly rounded sqrt, ggml's expf);
-/// variants substitute `FMA_FUSED_V` ([`GpuContext::fma_define`]).
+/// variants substitute `FMA_FUSED_V` and `F16_UNPACK_V` (the context's
+/// probes, [`ShaderVariant::source_for`]).
 pub const F16_EXACT: &str = concat!(
     include_str!("../../../shaders/f16.wgsl"),
     "\n",
@@ -123,6 +124,7 @@ pub mod files {
     shader!(KV_STORE, "kv_store", super::F16);
     shader!(ACT_QUANT, "act_quant", super::F16_Q8);
     shader!(EXACT_EVAL, "exact_eval", super::F16_EXACT);
+    shader!(F16_PROBE, "f16_probe", "");
     shader!(MATMUL_EXACT, "matmul_exact", super::QUANT_EXACT);
     shader!(MATMUL_EXACT_SG, "matmul_exact_sg", "");
     shader!(MATMUL_EXACT_TR, "matmul_exact_tr", "");
@@ -184,14 +186,16 @@ impl ShaderVariant {
     }
 
     /// The complete WGSL text of this variant (exact.wgsl's `fma_rn`
-    /// emulated in integers; a context compiles [`Self::source_for`] with
-    /// its probed `fma`).
+    /// emulated in integers, f16 scales converted with integer ops; a
+    /// context compiles [`Self::source_for`] with its probes' results).
     pub fn source(&self) -> String {
-        self.source_for(false)
+        self.source_for(false, false)
     }
 
-    /// [`Self::source`] with exact.wgsl's `FMA_FUSED_V` set to `fused_fma`.
-    pub fn source_for(&self, fused_fma: bool) -> String {
+    /// [`Self::source`] with f16.wgsl's `FMA_FUSED_V` set to `fused_fma`
+    /// ([`GpuContext::fused_fma`]) and `F16_UNPACK_V` to `f16_unpack`
+    /// ([`GpuContext::f16_unpack`]).
+    pub fn source_for(&self, fused_fma: bool, f16_unpack: bool) -> String {
         // `enable ...;` directives must precede every declaration, the
         // prelude's included: they go first (the suffix's too, once).
         let split = |src: &'static str| -> (Vec<&'static str>, Vec<&'static str>) {
@@ -230,7 +234,17 @@ impl ShaderVariant {
         for (token, rep) in &self.defines {
             s = s.replace(token, rep);
         }
-        s.replace("FMA_FUSED_V", if fused_fma { "true" } else { "false" })
+        let flag = |b: bool| if b { "true" } else { "false" };
+        s.replace("FMA_FUSED_V", flag(fused_fma))
+            .replace("F16_UNPACK_V", flag(f16_unpack))
+            .replace(
+                "F16_HALVES_V",
+                if f16_unpack {
+                    "unpack2x16float"
+                } else {
+                    "f16_halves"
+                },
+            )
     }
 
     /// A short label, e.g. `matvec:main[deq_TYPE=deq_q4_k]`.
@@ -741,6 +755,7 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
         }
     }
     v.push(ShaderVariant::plain(files::EXACT_EVAL, "main"));
+    v.push(ShaderVariant::plain(files::F16_PROBE, "main"));
     v.push(ShaderVariant::plain(files::ATTN_EXACT, "scores"));
     v.push(ShaderVariant::plain(files::ATTN_EXACT, "kqv"));
     v.push(ShaderVariant::plain(files::ATTN_EXACT, "kqv_block"));
@@ -862,8 +877,8 @@ impl PipelineCache {
         self.map.lock().map(|m| m.len()).unwrap_or(0)
     }
 
-    /// Drops every pipeline (after the `fma` probe: they were compiled
-    /// before `FMA_FUSED_V` was known).
+    /// Drops every pipeline (after the probes: they were compiled before
+    /// `FMA_FUSED_V` and `F16_UNPACK_V` were known).
     pub(crate) fn clear(&self) {
         if let Ok(mut m) = self.map.lock() {
             m.clear();
@@ -881,7 +896,7 @@ impl GpuContext {
             return Ok(p.clone());
         }
         let label = variant.label();
-        let src = variant.source_for(self.fused_fma());
+        let src = variant.source_for(self.fused_fma(), self.f16_unpack());
         let err = |message: String, _oom: bool| WgpuError::Shader {
             shader: variant.file.name.to_string(),
             entry: variant.entry.to_string(),
@@ -980,6 +995,9 @@ impl GpuContext {
             }
             if v.workgroup_budget() > self.info().max_compute_workgroup_storage_size {
                 continue; // a variant this device's kernel choice never takes
+            }
+            if v.file == files::F16_PROBE && !self.f16_unpack() {
+                continue; // the probe's kernel: built only where it passed
             }
             let ty_ok = if v.file == files::MATMUL_EXACT {
                 // The exact matmuls of the given types (all when none) that

@@ -17,9 +17,10 @@ fn ctx() -> Option<GpuContext> {
     match GpuContext::new() {
         Ok(c) => {
             println!(
-                "GPU adapter: {} (fused fma: {})",
+                "GPU adapter: {} (fused fma: {}, f16 unpack: {})",
                 c.info().name,
-                c.fused_fma()
+                c.fused_fma(),
+                c.f16_unpack()
             );
             Some(c)
         }
@@ -169,12 +170,15 @@ fn exact_matmul_equals_cpu_bit_for_bit() {
     // then without (matmul_exact.wgsl's `lanes`).
     assert!(ctx.use_subgroups(), "lavapipe and the H100 have subgroups");
     exact_matmul_on(&ctx);
+    // ... and with f16 block scales converted by integer ops where the
+    // device's `unpack2x16float` passed the probe (lavapipe's does).
     let plain = GpuContext::with_options(&GpuOptions {
         no_optional_features: true,
+        no_f16_unpack: true,
         ..GpuOptions::default()
     })
     .unwrap();
-    assert!(!plain.use_subgroups());
+    assert!(!plain.use_subgroups() && !plain.f16_unpack());
     exact_matmul_on(&plain);
 }
 
@@ -198,7 +202,11 @@ fn exact_matmul_on(ctx: &GpuContext) {
         // 24 rows: multiples of 8 (repacked orders); 13: not; 72 with 70
         // tokens: more than one 64 x 64 tile of the cooperative-matrix kernel.
         for rows in [24usize, 13, 72] {
-            let vals: Vec<f32> = (0..rows * cols).map(|_| r.uniform(1.0)).collect();
+            // Row 1 tiny: its blocks' f16 scales are subnormal (the scale
+            // conversion must keep them: `GpuContext::f16_unpack`).
+            let vals: Vec<f32> = (0..rows * cols)
+                .map(|i| r.uniform(1.0) * if i / cols == 1 { 2f32.powi(-12) } else { 1.0 })
+                .collect();
             let (g, data) = gguf_with(ty, cols, rows, &vals);
             let w = cpu.upload_weight(&g, "w").unwrap();
             // Tiny parts: several dispatches per matrix.

@@ -422,6 +422,7 @@ fn matvec_q8_all_types_and_shapes() {
     let plain = GpuContext::with_options(&zeta_wgpu::GpuOptions {
         adapter: Some(def.info().name.clone()),
         no_optional_features: true,
+        ..Default::default()
     })
     .unwrap();
     let types = [
@@ -668,6 +669,7 @@ fn matvec_shared_memory_reduction_path() {
     let plain = GpuContext::with_options(&zeta_wgpu::GpuOptions {
         adapter: Some(def.info().name.clone()),
         no_optional_features: true,
+        ..Default::default()
     })
     .unwrap();
     assert!(!plain.use_subgroups());
@@ -1922,13 +1924,19 @@ fn info_and_adapter_selection() {
     let by_name = GpuContext::with_options(&zeta_wgpu::GpuOptions {
         adapter: Some(info.name.to_uppercase()),
         no_optional_features: true,
+        ..Default::default()
     })
     .unwrap();
     assert_eq!(by_name.info().name, info.name);
-    // No optional wgpu feature; "fused-fma" is a property of the device's
-    // `fma` (probed), not a feature (the H100 lists it, lavapipe does not).
+    // No optional wgpu feature; "fused-fma" and "f16-unpack" are properties
+    // of the device's `fma` and `unpack2x16float` (probed), not features
+    // (the H100 lists both, lavapipe the second).
     assert!(
-        by_name.info().features.iter().all(|f| f == "fused-fma"),
+        by_name
+            .info()
+            .features
+            .iter()
+            .all(|f| f == "fused-fma" || f == "f16-unpack"),
         "{:?} with no optional features ({})",
         by_name.info().features,
         by_name.info().backend
@@ -1936,6 +1944,7 @@ fn info_and_adapter_selection() {
     let missing = GpuContext::with_options(&zeta_wgpu::GpuOptions {
         adapter: Some("no such adapter 1234".into()),
         no_optional_features: false,
+        ..Default::default()
     });
     assert!(matches!(missing, Err(WgpuError::NoAdapter { .. })));
 }
@@ -1990,6 +1999,7 @@ fn every_variant_compiles_on_the_device() {
     // matvec), + 36 others: rmsnorm 6, glu 6, add 7, softmax,
     // argmax, kv_store, act_quant 2, attention 4 x (f32, f16), rope 4;
     // + 8 exact-mode kernels whatever the types (exact_eval, attn_exact 7)
+    // and the f16 probe's where it passed
     // and the exact matmuls: per weight type and `DotOrder` (10: Q4_0 2
     // orders, Q4_1, Q5_0, Q8_0, Q4_K 3, Q6_K 2) the one-invocation-per-output
     // form, and the one-token kernel — matmul_exact_tr's for the lane order
@@ -2019,12 +2029,15 @@ fn every_variant_compiles_on_the_device() {
     println!("cooperative-matrix matmul: {}", ctx.use_coop());
     assert_eq!(
         all,
-        15 * 5 + coop + 6 * 4 * int + 36 + 8 + exact_all,
+        15 * 5 + coop + 6 * 4 * int + 36 + 8 + usize::from(ctx.f16_unpack()) + exact_all,
         "variants compiled"
     );
     assert_eq!(ctx.cached_pipelines(), all);
     let some = ctx.precompile(&[GgmlType::Q4_K, GgmlType::Q6_K]).unwrap();
-    assert_eq!(some, 2 * 5 + coop / 15 * 2 + 2 * 4 * int + 36 + 8 + exact_k);
+    assert_eq!(
+        some,
+        2 * 5 + coop / 15 * 2 + 2 * 4 * int + 36 + 8 + usize::from(ctx.f16_unpack()) + exact_k
+    );
     assert_eq!(
         ctx.cached_pipelines(),
         all,

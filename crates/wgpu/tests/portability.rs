@@ -15,13 +15,19 @@ fn check(label: &str, src: &str, subgroups: bool, coop: bool, budget: u32) -> Re
     let module = naga::front::wgsl::parse_str(src).map_err(|e| e.emit_to_string(src))?;
     // Only the subgroup and cooperative-matrix variants may need a
     // capability; everything else must validate with none at all.
-    let caps = if coop {
+    let mut caps = if coop {
         Capabilities::COOPERATIVE_MATRIX | Capabilities::SHADER_FLOAT16
     } else if subgroups {
         Capabilities::SUBGROUP
     } else {
         Capabilities::empty()
     };
+    // `unpack2x16float` (f16_probe.wgsl, and the exact matvecs' scales on
+    // devices that passed that probe) needs SHADER_FLOAT16_IN_FLOAT32,
+    // which Vulkan, Metal and DX12 have.
+    if src.contains("unpack2x16float(") {
+        caps |= Capabilities::SHADER_FLOAT16_IN_FLOAT32;
+    }
     let info = Validator::new(ValidationFlags::all(), caps)
         .validate(&module)
         .map_err(|e| e.emit_to_string(src))?;
@@ -105,6 +111,12 @@ fn every_shader_variant_validates_and_translates() {
             "{}: unsubstituted token",
             v.label()
         );
+        // Without the probe's yes, only the probe itself names the builtin.
+        assert!(
+            v.label().starts_with("f16_probe:") || !src.contains("unpack2x16float("),
+            "{}: unpack2x16float without the f16 probe",
+            v.label()
+        );
         let budget = v.workgroup_budget();
         if let Err(e) = check(
             &v.label(),
@@ -116,7 +128,7 @@ fn every_shader_variant_validates_and_translates() {
             failures.push(format!("{}: {e}", v.label()));
         }
         // With exact.wgsl's native-fma branch (devices whose `fma` is fused).
-        let fused = v.source_for(true);
+        let fused = v.source_for(true, true);
         if fused != src
             && let Err(e) = check(
                 &v.label(),
@@ -126,7 +138,7 @@ fn every_shader_variant_validates_and_translates() {
                 budget,
             )
         {
-            failures.push(format!("{} (fused fma): {e}", v.label()));
+            failures.push(format!("{} (fused fma, f16 unpack): {e}", v.label()));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
@@ -145,8 +157,10 @@ fn every_shader_file_is_covered() {
         let on_disk = std::fs::read_to_string(&path).unwrap();
         if stem == "quant" || stem == "f16" || stem == "q8" || stem == "exact" {
             // Libraries prepended to other shaders: covered through them
-            // (exact.wgsl with its `FMA_FUSED_V` substituted).
-            let text = on_disk.replace("FMA_FUSED_V", "false");
+            // (f16.wgsl with its `FMA_FUSED_V` and `F16_UNPACK_V` substituted).
+            let text = on_disk
+                .replace("FMA_FUSED_V", "false")
+                .replace("F16_UNPACK_V", "false");
             assert!(
                 variants.iter().any(|v| v.source().contains(&text)),
                 "shaders/{stem}.wgsl is prepended to no variant"
