@@ -11,7 +11,7 @@
 // chain invocations (8 a row; they are producers too). Per chunk of 32
 // blocks, producer p computes the terms of all eight lanes of block p
 // (each word of the block read once, the activations from the chunk's
-// workgroup copy `xc`) into `tr`, and issues the loads of its block and its
+// workgroup copy `xsh`) into `tr`, and issues the loads of its block and its
 // word of the next chunk's activations; after a barrier, chain j
 // of a row runs lane j's FMA chain over the chunk's blocks in block order:
 // the same FMAs in the same order as the CPU, so the same bits. (`lanes_sg`
@@ -44,32 +44,39 @@ const TR_R: u32 = TR_SLOTS + (40u - TR_SLOTS % 32u) % 32u;
 
 var<workgroup> tr: array<u32, 8u * TR_R>;
 
-// ---- `*_norm` entries (one token): the group's activations are the
-// RMSNorm of NX (weight NW, epsilon P.norm_eps) packed to 8 bits, which
-// every workgroup computes for itself into `xsh` (XSH_N words: at least an
-// XQI row's 10 per 32 columns; 1 in the other entries) instead of reading
-// a `norm_pack_q8` dispatch's XQI; workgroup 0 also writes the normalised
-// row to NY. rmsnorm.wgsl `norm_pack_q8`'s arithmetic (each invocation's
-// float-float sum over the same vec4s, the same tree, scale and products)
-// and q8.wgsl's packing, so the same bits: one dispatch and one dependent
-// step fewer before the Q/K/V and gate/up groups.
+// ---- the activations in workgroup memory, `xsh`: 3 vec4s (12 words) a
+// 32-column unit — its 8 quant words, d, s (an XQI row's, q8.wgsl) and 2
+// unused — so that the 8 producers of a quarter subgroup read their units'
+// vec4s from distinct banks. XSH_N vec4s: the `*_norm` entries (XSH) hold
+// the whole row (`stage_norm`), the others the chunk's 32 units, staged
+// from XQI: every invocation loads one word of the next chunk (coalesced;
+// the first 64 also a (d, s) word) with its block words, and stores it after
+// the chains of this chunk: the chunk's terms were read before the barrier
+// that starts the chains, the next chunk's are read after the one that
+// ends them. (Each producer reading its unit's 9 or 10 words from XQI
+// itself, 8 rows a workgroup doing so for the same units, cost ~20% of
+// llama-8b's exact matvec time on the H100.)
+//
+// `*_norm` entries (one token): the group's activations are the RMSNorm of
+// NX (weight NW, epsilon P.norm_eps) packed to 8 bits, which every
+// workgroup computes for itself instead of reading a `norm_pack_q8`
+// dispatch's XQI; workgroup 0 also writes the normalised row to NY.
+// rmsnorm.wgsl `norm_pack_q8`'s arithmetic (each invocation's float-float
+// sum over the same vec4s, the same tree, scale and products) and q8.wgsl's
+// packing, so the same bits: one dispatch and one dependent step fewer
+// before the Q/K/V and gate/up groups.
 const XSH_N: u32 = XSH_Vu;
-const XSH: bool = XSH_N > 1u;
-var<workgroup> xsh: array<u32, XSH_N>;
+const XSH: bool = XSH_ROW_V;
+var<workgroup> xsh: array<vec4<u32>, XSH_N>;
 var<private> norm_first: bool;
 
-// ---- the other entries: the chunk's activations staged from XQI. The 32
-// units of the chunk, 3 vec4s (12 words) a unit — its 8 quant words, d, s
-// (an XQI row's, q8.wgsl) and 2 unused — so that the 8 producers of a
-// quarter subgroup read their units' vec4s from distinct banks. Every
-// invocation loads one word of the next chunk (coalesced; the first 64 also
-// a (d, s) word) with its block words, and stores it after the chains of
-// this chunk: the chunk's terms were read before the barrier that starts
-// the chains, the next chunk's are read after the one that ends them. (Each
-// producer reading its unit's 9 or 10 words from XQI itself, 8 rows a
-// workgroup doing so for the same units, cost ~20% of llama-8b's exact
-// matvec time on the H100.)
-var<workgroup> xc: array<vec4<u32>, 3u * TR_P>;
+// The first vec4 of unit u in `xsh`.
+fn xslot(u: u32) -> u32 {
+    if (XSH) {
+        return 3u * u;
+    }
+    return 3u * (u % TR_P);
+}
 
 // An invocation's share of the chunk at unit k0: quant word `tid` of the
 // chunk and, for tid < 64, its (d, s) word tid.
@@ -91,9 +98,9 @@ fn x_load(xb: u32, k0: u32, tid: u32) -> XStage {
 }
 
 fn x_store(tid: u32, r: XStage) {
-    xc[3u * (tid / 8u) + (tid % 8u) / 4u][tid % 4u] = r.q;
+    xsh[3u * (tid / 8u) + (tid % 8u) / 4u][tid % 4u] = r.q;
     if (tid < 64u) {
-        xc[3u * (tid / 2u) + 2u][tid % 2u] = r.ds;
+        xsh[3u * (tid / 2u) + 2u][tid % 2u] = r.ds;
     }
 }
 
@@ -111,7 +118,6 @@ fn stage_norm(tid: u32) {
     let scale = rms_scale(wg_ff_sum(tid, acc, TR_WG), P.n_cols, bitcast<f32>(P.norm_eps));
     // The weight type's activations: Q8_1 for Q4_1 (LANE_EXTRA), else Q8_0.
     let mode = select(0u, 1u, LANE_EXTRA != 0u);
-    let nb = P.n_units;
     for (var i0 = 0u; i0 < nv; i0 += TR_WG) {
         let i = i0 + tid;
         let live = i < nv;
@@ -122,10 +128,11 @@ fn stage_norm(tid: u32) {
             if (norm_first) {
                 NY[i] = y;
             }
-            xsh[i] = r.q;
+            // Quant word i % 8 of unit i / 8.
+            let s = xslot(i / 8u);
+            xsh[s + (i % 8u) / 4u][i % 4u] = r.q;
             if (tid % 8u == 0u) {
-                xsh[8u * nb + i / 4u] = r.ds.x;
-                xsh[8u * nb + i / 4u + 1u] = r.ds.y;
+                xsh[s + 2u] = vec4<u32>(r.ds, 0u, 0u);
             }
         }
     }
@@ -205,36 +212,20 @@ fn whalf(w0: u32, odd: bool) -> f32 {
     return f16_to_f32(select(w0 & 0xffffu, w0 >> 16u, odd));
 }
 
-// The eight activation words of unit u, its d and s words: for the
-// `*_norm` entries from the workgroup's own row (`xsh`, the same layout as
-// an XQI row), else from the chunk's staged units (`xc`).
+// The eight activation words of unit u, its d and s words (`xsh`).
 fn ax8(xb: u32, u: u32) -> array<u32, 8> {
-    var x: array<u32, 8>;
-    if (XSH) {
-        for (var l = 0u; l < 8u; l++) {
-            x[l] = xsh[8u * u + l];
-        }
-    } else {
-        let i = 3u * (u % TR_P);
-        let a = xc[i];
-        let b = xc[i + 1u];
-        x = array<u32, 8>(a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w);
-    }
-    return x;
+    let i = xslot(u);
+    let a = xsh[i];
+    let b = xsh[i + 1u];
+    return array<u32, 8>(a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w);
 }
 
 fn axd(xb: u32, u: u32) -> f32 {
-    if (XSH) {
-        return bitcast<f32>(xsh[8u * P.n_units + 2u * u]);
-    }
-    return bitcast<f32>(xc[3u * (u % TR_P) + 2u].x);
+    return bitcast<f32>(xsh[xslot(u) + 2u].x);
 }
 
 fn axs(xb: u32, u: u32) -> u32 {
-    if (XSH) {
-        return xsh[8u * P.n_units + 2u * u + 1u];
-    }
-    return xc[3u * (u % TR_P) + 2u].y;
+    return xsh[xslot(u) + 2u].y;
 }
 
 // Q4_0 (18 B: d, qs[16]) · Q8_0 (`term_q4_0`).

@@ -516,9 +516,12 @@ pub(crate) fn matmul_exact_tr_variant(
     // 16 bits (a slot of 5 or 7 words).
     let pack = ty != GgmlType::Q8_0;
     v.defines.push(("TERMS8", terms));
-    // `*_norm` entries only (`matmul_exact_tr_norm_variant`): the staged
-    // activations' words.
-    v.defines.push(("XSH_V", "1"));
+    // The activations' workgroup copy (3 vec4s a unit): a chunk's 32 units
+    // staged from XQI; the `*_norm` entries hold the whole row instead
+    // (`matmul_exact_tr_norm_variant`).
+    v.defines.push(("XSH_V", "96"));
+    v.defines.push(("XSH_ROW_V", "false"));
+    // `stage_norm(tid);` in the `*_norm` entries only.
     v.defines.push(("STAGE_NORM_V", ""));
     v.defines.push(("TR_BB_V", bb));
     v.defines.push(("TR_NW_V", nw));
@@ -542,7 +545,7 @@ fn tr_group_variants(ty: GgmlType, order: DotOrder) -> Option<[ShaderVariant; 2]
 }
 
 /// The most columns the `*_norm` group entries take (their workgroup copy
-/// of the activations: 10 words a 32-column unit, 10 KiB at this size).
+/// of the activations: 12 words a 32-column unit, 12 KiB at this size).
 pub(crate) const NORM_STAGE_MAX_COLS: u64 = 8192;
 
 /// `v`, a `lanes_tr_multi` or `lanes_tr_multi_rope` variant, as its
@@ -554,11 +557,12 @@ pub(crate) fn matmul_exact_tr_norm_variant(
     mut v: ShaderVariant,
     n_cols: u64,
 ) -> Option<ShaderVariant> {
-    let words = match n_cols.div_ceil(32) {
-        0..=32 => "320",
-        33..=64 => "640",
-        65..=128 => "1280",
-        129..=256 => "2560",
+    // 3 vec4s a unit.
+    let vec4s = match n_cols.div_ceil(32) {
+        0..=32 => "96",
+        33..=64 => "192",
+        65..=128 => "384",
+        129..=256 => "768",
         _ => return None,
     };
     v.entry = match v.entry {
@@ -568,7 +572,8 @@ pub(crate) fn matmul_exact_tr_norm_variant(
     };
     for d in &mut v.defines {
         match d.0 {
-            "XSH_V" => d.1 = words,
+            "XSH_V" => d.1 = vec4s,
+            "XSH_ROW_V" => d.1 = "true",
             "STAGE_NORM_V" => d.1 = "stage_norm(tid);",
             _ => {}
         }
