@@ -64,17 +64,40 @@ const UNROLL: u32 = UNROLL_Vu;
 var<workgroup> lane_acc: array<vec2<f32>, 64>;
 var<workgroup> parts: array<vec2<i32>, 512>;
 
-// Word k (0..8) of unit u's activation quants; unit u's d and s words.
+// Word k (0..8) of unit u's activation quants; unit u's d and s words:
+// from XQI (`*_global`), or where the variant stages them in workgroup
+// memory (matmul_exact_sg.wgsl's `blocks_sg*`: `*_staged`) from there. The
+// host substitutes X_SRC.
 fn xq(xb: u32, u: u32, k: u32) -> u32 {
-    return XQI[xb + 8u * u + k];
+    return xq_X_SRC(xb, u, k);
 }
 
 fn xd(xb: u32, u: u32) -> f32 {
-    return bitcast<f32>(XQI[xb + 8u * P.n_units + 2u * u]);
+    return xd_X_SRC(xb, u);
 }
 
 fn xs(xb: u32, u: u32) -> u32 {
+    return xs_X_SRC(xb, u);
+}
+
+fn xq_global(xb: u32, u: u32, k: u32) -> u32 {
+    return XQI[xb + 8u * u + k];
+}
+
+fn xd_global(xb: u32, u: u32) -> f32 {
+    return bitcast<f32>(XQI[xb + 8u * P.n_units + 2u * u]);
+}
+
+fn xs_global(xb: u32, u: u32) -> u32 {
     return XQI[xb + 8u * P.n_units + 2u * u + 1u];
+}
+
+// The two f16 of a word (low, high): WGSL's unpacking builtin where the
+// device was found to convert every f16 exactly, else integer ops (the
+// host substitutes the function's name: f16.wgsl F16_UNPACK). H100,
+// llama-8b Q4_0: the exact matvecs 3% faster.
+fn halves(w: u32) -> vec2<f32> {
+    return F16_HALVES_V(w);
 }
 
 // Σ of the four signed bytes of x.
@@ -246,7 +269,7 @@ fn term_q6_k(rb: u32, k: u32, l: u32, xb: u32) -> vec4<f32> {
 // Q4_K unit s (0..8) of 256-block k: (sc_s Σ q x over its 32 columns, m_s Σ x)
 // for lane = -1, or lane l's 4 columns (sc_s Σ q x only) for lane = l.
 fn q4k_unit_lane(b: u32, k: u32, s: u32, l: u32, xb: u32) -> i32 {
-    let w = rd_u32(b + 16u + 32u * (s / 2u) + 4u * l);
+    let w = rd_u32_aligned(b + 16u + 32u * (s / 2u) + 4u * l);
     let q = (w >> (4u * (s & 1u))) & LO4;
     return dot4I8Packed(q, xq(xb, 8u * k + s, l));
 }
@@ -379,7 +402,9 @@ fn part_q4_k(rb: u32, k: u32, l: u32, xb: u32) -> vec2<i32> {
 fn packet_q4_k(rb: u32, k: u32, xb: u32, v: vec2<i32>) -> vec4<f32> {
     let b = rb + k * 144u;
     let yd = xd(xb, 8u * k);
-    return vec4<f32>(f32(v.x), rd_f16(b) * yd, f32(v.y), rd_f16(b + 2u) * yd);
+    // d and dmin: the block's first word.
+    let dm = halves(rd_u32_aligned(b));
+    return vec4<f32>(f32(v.x), dm.x * yd, f32(v.y), dm.y * yd);
 }
 
 // Q6_K tiled: lane parts as `q6k_lane`; fma(d_w · isum, d_x, acc).

@@ -75,19 +75,93 @@ fn lanes_value(rb: u32, xb: u32, sl: vec4<u32>) -> f32 {
     return lanes_total(a);
 }
 
+// ---- the block orders' activations, staged: the blocks of a chunk
+// (NP_MAX of them, SG_CU units of 32 columns) are the same for every row of
+// the workgroup, so the workgroup copies their words from XQI once (a
+// coalesced word an invocation, loaded while the chunk before computes)
+// into `xsg`, 3 vec4s a unit (8 quant words, d, s, 2 unused; the layout of
+// matmul_exact_tr.wgsl's `xsh`), and the parts and packets read them there
+// (X_SRC = staged). Each lane reading its unit's words from XQI, the 8 rows
+// of a workgroup the same units, was the exact Q4_0 matvec's largest cost
+// (gpu-speed-log.md 57).
+const SG_CU: u32 = NP_MAX * UNIT_STEPu;
+var<workgroup> xsg: array<vec4<u32>, 96>;
+// The invocation's local index (set by every entry).
+var<private> sg_tid: u32;
+
+fn xq_staged(xb: u32, u: u32, k: u32) -> u32 {
+    return xsg[3u * (u % SG_CU) + k / 4u][k % 4u];
+}
+
+fn xd_staged(xb: u32, u: u32) -> f32 {
+    return bitcast<f32>(xsg[3u * (u % SG_CU) + 2u].x);
+}
+
+fn xs_staged(xb: u32, u: u32) -> u32 {
+    return xsg[3u * (u % SG_CU) + 2u].y;
+}
+
+// An invocation's share of the chunk at unit u0: quant word `sg_tid` and,
+// for sg_tid < 2 SG_CU, (d, s) word sg_tid.
+struct SgStage {
+    q: u32,
+    ds: u32,
+}
+
+fn sg_load(xb: u32, u0: u32) -> SgStage {
+    let t = sg_tid;
+    let nu = P.n_units;
+    var r: SgStage;
+    if (t < 8u * SG_CU && u0 + t / 8u < nu) {
+        r.q = XQI[xb + 8u * u0 + t];
+    }
+    if (t < 2u * SG_CU && u0 + t / 2u < nu) {
+        r.ds = XQI[xb + 8u * nu + 2u * u0 + t];
+    }
+    return r;
+}
+
+fn sg_store(r: SgStage) {
+    let t = sg_tid;
+    if (t < 8u * SG_CU) {
+        xsg[3u * (t / 8u) + (t % 8u) / 4u][t % 4u] = r.q;
+    }
+    if (t < 2u * SG_CU) {
+        xsg[3u * (t / 2u) + 2u][t % 2u] = r.ds;
+    }
+}
+
 // The block orders (matmul_exact.wgsl's `blocks`) in the same layout:
 // phase p's 8 lanes compute block k + p's parts, add them up (exact
 // integers) with subgroupShuffleXor, make the block's BLOCK_NSUB fold
 // packets (lane 2j: packet j); then every invocation of the row folds the
-// np blocks' packets, fetched with subgroupShuffle, in block order.
+// np blocks' packets, fetched with subgroupShuffle, in block order. Chunks
+// of NP_MAX blocks (np divides NP_MAX) with their activations staged;
+// every invocation of the workgroup must call (barriers).
 fn blocks_value(rb: u32, xb: u32, sl: vec4<u32>) -> f32 {
+    let nb = P.n_units / UNIT_STEPu;
+    var st = vec2<f32>(0.0);
+    sg_store(sg_load(xb, 0u));
+    workgroupBarrier();
+    for (var k0 = 0u; k0 < nb; k0 += NP_MAX) {
+        let xn = sg_load(xb, (k0 + NP_MAX) * UNIT_STEPu);
+        st = blocks_chunk(rb, xb, sl, k0, st);
+        workgroupBarrier();
+        sg_store(xn);
+        workgroupBarrier();
+    }
+    return st.x - st.y;
+}
+
+// The folds of chunk k0's blocks into st.
+fn blocks_chunk(rb: u32, xb: u32, sl: vec4<u32>, k0: u32, st_in: vec2<f32>) -> vec2<f32> {
     let np = sl.x;
     let l = sl.y;
     let p = sl.z;
     let base = sl.w;
     let nb = P.n_units / UNIT_STEPu;
-    var st = vec2<f32>(0.0);
-    for (var k = 0u; k < nb; k += np) {
+    var st = st_in;
+    for (var k = k0; k < min(k0 + NP_MAX, nb); k += np) {
         // Phases past the last block compute it again (unused).
         let kb = min(k + p, nb - 1u);
         let part = BLOCK_PART(rb, kb, l, xb);
@@ -105,12 +179,13 @@ fn blocks_value(rb: u32, xb: u32, sl: vec4<u32>) -> f32 {
             }
         }
     }
-    return st.x - st.y;
+    return st;
 }
 
 // One row of one token per 8 np invocations (`blocks`: the block orders,
 // else the lane order); rows past the end read row 0 and store nothing.
 fn sg_row_entry(wid: vec3<u32>, tid: u32, sid: u32, sgs: u32, blocks: bool) {
+    sg_tid = tid;
     let sl = sg_layout(tid, sid, sgs);
     let row = sg_row(wid, tid, sl.x);
     let live = row < P.rows;
@@ -160,6 +235,7 @@ fn sg_multi_value(rb: u32, sl: vec4<u32>, blocks: bool) -> f32 {
 
 // Global row g of the group (as `sg_row_entry`).
 fn sg_multi_entry(wid: vec3<u32>, tid: u32, sid: u32, sgs: u32, blocks: bool) {
+    sg_tid = tid;
     let sl = sg_layout(tid, sid, sgs);
     let g = sg_row(wid, tid, sl.x);
     let mr = multi_row(g);
@@ -196,6 +272,7 @@ var<workgroup> sg_y: array<f32, 32>;
 
 fn sg_multi_rope_entry(wid: vec3<u32>, tid: u32, sid: u32, sgs: u32, blocks: bool) {
     EXACT_Z = u32(P.rope_hd == 0u);
+    sg_tid = tid;
     let sl = sg_layout(tid, sid, sgs);
     let g = sg_row(wid, tid, sl.x);
     let v = sg_multi_value(multi_row(g).z, sl, blocks);

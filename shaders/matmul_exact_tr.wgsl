@@ -195,14 +195,6 @@ fn wmid(w0: u32, w1: u32, odd: bool) -> u32 {
     return select((w0 >> 16u) | (w1 << 16u), w1, odd);
 }
 
-// The two f16 of a word (low, high): WGSL's unpacking builtin where the
-// device was found to convert every f16 exactly, else integer ops (the
-// host substitutes the function's name: f16.wgsl F16_UNPACK). H100,
-// llama-8b Q4_0: the exact matvecs 3% faster.
-fn halves(w: u32) -> vec2<f32> {
-    return F16_HALVES_V(w);
-}
-
 // The f16 at byte b (even) from the word holding it.
 fn whalf(w0: u32, odd: bool) -> f32 {
     if (F16_UNPACK) {

@@ -51,6 +51,15 @@ fn rd_u32(off: u32) -> u32 {
     return (W[i] >> sh) | ((W[i + 1u] << 16u) << (16u - sh));
 }
 
+// `rd_u32` with one load where `off` is a multiple of 4 (Q4_K's blocks of
+// 144 bytes in rows starting at words: always; the test is uniform there).
+fn rd_u32_aligned(off: u32) -> u32 {
+    if ((off & 3u) == 0u) {
+        return W[off >> 2u];
+    }
+    return rd_u32(off);
+}
+
 // Four consecutive bytes as a vec4 of their values (even offset).
 fn rd_4b(off: u32) -> vec4<u32> {
     let v = rd_u32(off);

@@ -2529,40 +2529,40 @@ impl<'a> GpuBatch<'a> {
     /// (odd `i`) for `n` words (f16_probe.wgsl; the probe behind
     /// [`GpuContext::f16_unpack`]).
     pub(crate) fn f16_probe(&mut self, x: &GpuTensor, y: &GpuTensor, n: usize) -> Result<()> {
-        const OP: &str = "f16_probe";
-        want(OP, x, "x", GpuDType::U32, n as u64)?;
-        want(OP, y, "y", GpuDType::F32, n as u64)?;
-        distinct(OP, y, &[x])?;
-        let groups = u32::try_from(n.div_ceil(64))
-            .ok()
-            .filter(|&g| g <= self.ctx.max_workgroups)
-            .ok_or_else(|| shape(OP, "too many inputs"))?;
-        self.dispatch(
-            &ShaderVariant::plain(files::F16_PROBE, "main"),
-            &[(0, &x.buffer), (1, &y.buffer)],
-            2,
-            &[n as u32],
-            (groups.max(1), 1, 1),
-        )
+        want("f16_probe", x, "x", GpuDType::U32, n as u64)?;
+        self.per_input("f16_probe", files::F16_PROBE, x, y, n, &[n as u32])
     }
 
     /// `y[i] = f(x[i])` for one of exact.wgsl's helpers (`which`, see
     /// exact_eval.wgsl) over `n` input vec4s (x: `4 n` f32): their tests,
     /// and the probe for a fused `fma` (`which` = 0 is WGSL's own `fma`).
     pub fn exact_eval(&mut self, which: u32, x: &GpuTensor, y: &GpuTensor, n: usize) -> Result<()> {
-        const OP: &str = "exact_eval";
-        want(OP, x, "x", GpuDType::F32, 4 * n as u64)?;
-        want(OP, y, "y", GpuDType::F32, n as u64)?;
-        distinct(OP, y, &[x])?;
+        want("exact_eval", x, "x", GpuDType::F32, 4 * n as u64)?;
+        self.per_input("exact_eval", files::EXACT_EVAL, x, y, n, &[n as u32, which])
+    }
+
+    /// One f32 `y[i]` an input `x[i]` (x checked by the caller), 64 a
+    /// workgroup, by `file`'s `main` with parameters `params`.
+    fn per_input(
+        &mut self,
+        op: &'static str,
+        file: ShaderFile,
+        x: &GpuTensor,
+        y: &GpuTensor,
+        n: usize,
+        params: &[u32],
+    ) -> Result<()> {
+        want(op, y, "y", GpuDType::F32, n as u64)?;
+        distinct(op, y, &[x])?;
         let groups = u32::try_from(n.div_ceil(64))
             .ok()
             .filter(|&g| g <= self.ctx.max_workgroups)
-            .ok_or_else(|| shape(OP, "too many inputs"))?;
+            .ok_or_else(|| shape(op, "too many inputs"))?;
         self.dispatch(
-            &ShaderVariant::plain(files::EXACT_EVAL, "main"),
+            &ShaderVariant::plain(file, "main"),
             &[(0, &x.buffer), (1, &y.buffer)],
             2,
-            &[n as u32, which],
+            params,
             (groups.max(1), 1, 1),
         )
     }

@@ -488,6 +488,16 @@ pub(crate) fn matmul_exact_variant(
             ("BLOCK_PACKET", packet),
             ("BLOCK_NSUB", nsub),
             ("NP_MAX_V", if sg { np } else { "1" }),
+            // matmul_exact.wgsl's activation reads: staged in workgroup
+            // memory by matmul_exact_sg.wgsl's block orders.
+            (
+                "X_SRC",
+                if sg && entry == "blocks" {
+                    "staged"
+                } else {
+                    "global"
+                },
+            ),
         ],
     })
 }
