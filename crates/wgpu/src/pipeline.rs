@@ -761,6 +761,8 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
     }
     v.push(ShaderVariant::plain(files::SOFTMAX, "main"));
     v.push(ShaderVariant::plain(files::ARGMAX, "main"));
+    v.push(ShaderVariant::plain(files::ARGMAX, "partial"));
+    v.push(ShaderVariant::plain(files::ARGMAX, "finish"));
     v.push(ShaderVariant::plain(files::KV_STORE, "main"));
     v.push(ShaderVariant::plain(files::ACT_QUANT, "main"));
     v.push(ShaderVariant::plain(files::ACT_QUANT, "pack_q8"));

@@ -601,7 +601,9 @@ fn activation_rounding_matches_cpu_quantization() {
 }
 
 /// `Backend::argmax` on the GPU gives the CPU backend's answer: NaNs skipped,
-/// ties to the lowest index, any offset, all-NaN → 0, empty → error.
+/// ties to the lowest index (in one workgroup's share and across them: rows
+/// over `ARGMAX_ONE_PASS` take two passes), any offset, all-NaN → 0, empty →
+/// error.
 #[test]
 fn argmax_matches_cpu() {
     let Some(ctx) = ctx() else { return };
@@ -620,11 +622,14 @@ fn argmax_matches_cpu() {
     gpu.write(&mut g, 0, &v).unwrap();
     let mut c = cpu.alloc(n).unwrap();
     cpu.write(&mut c, 0, &v).unwrap();
+    assert_eq!(zeta_wgpu::ops::ARGMAX_ONE_PASS, 8192);
     for (off, len) in [
         (0, n),
         (0, 69_999),
         (1, 45_000),
         (45_000, 20_000),
+        (39_000, 8_192),
+        (39_000, 8_193),
         (123, 1),
         (7, 3),
     ] {
@@ -638,6 +643,21 @@ fn argmax_matches_cpu() {
     assert_eq!(cpu.argmax(&c, 0, n - 1).unwrap(), 40_000);
     assert_eq!(cpu.argmax(&c, 0, n).unwrap(), 69_999);
     assert_eq!(cpu.argmax(&c, 123, 1).unwrap(), 0);
+    // All NaN, two passes: 0, as in one.
+    let nan = vec![f32::NAN; 20_000];
+    let mut gn = gpu.alloc(nan.len()).unwrap();
+    gpu.write(&mut gn, 0, &nan).unwrap();
+    assert_eq!(gpu.argmax(&gn, 0, nan.len()).unwrap(), 0);
+    // A tie inside one workgroup's share (indices 256 apart: one invocation's
+    // strided values) and one across workgroups, past the one-pass size.
+    let mut t = vec![-1.0f32; 30_000];
+    t[9_000] = 5.0;
+    t[9_256] = 5.0;
+    t[29_000] = 5.0;
+    let mut gt = gpu.alloc(t.len()).unwrap();
+    gpu.write(&mut gt, 0, &t).unwrap();
+    assert_eq!(gpu.argmax(&gt, 0, t.len()).unwrap(), 9_000);
+    assert_eq!(gpu.argmax(&gt, 9_001, 20_999).unwrap(), 255);
     assert!(gpu.argmax(&g, 0, 0).is_err());
     assert!(matches!(
         gpu.argmax(&g, 1, n),

@@ -1996,8 +1996,8 @@ fn every_variant_compiles_on_the_device() {
     let all = ctx.precompile(&[]).unwrap();
     // 15 types x (matvec + matmul + 2 tiled matmuls + embed), 6 types x 4
     // integer widths x (matvec, matmul_q8, and with subgroups the grouped
-    // matvec), + 36 others: rmsnorm 6, glu 6, add 7, softmax,
-    // argmax, kv_store, act_quant 2, attention 4 x (f32, f16), rope 4;
+    // matvec), + 38 others: rmsnorm 6, glu 6, add 7, softmax,
+    // argmax 3, kv_store, act_quant 2, attention 4 x (f32, f16), rope 4;
     // + 8 exact-mode kernels whatever the types (exact_eval, attn_exact 7)
     // and the f16 probe's where it passed
     // and the exact matmuls: per weight type and `DotOrder` (10: Q4_0 2
@@ -2029,14 +2029,14 @@ fn every_variant_compiles_on_the_device() {
     println!("cooperative-matrix matmul: {}", ctx.use_coop());
     assert_eq!(
         all,
-        15 * 5 + coop + 6 * 4 * int + 36 + 8 + usize::from(ctx.f16_unpack()) + exact_all,
+        15 * 5 + coop + 6 * 4 * int + 38 + 8 + usize::from(ctx.f16_unpack()) + exact_all,
         "variants compiled"
     );
     assert_eq!(ctx.cached_pipelines(), all);
     let some = ctx.precompile(&[GgmlType::Q4_K, GgmlType::Q6_K]).unwrap();
     assert_eq!(
         some,
-        2 * 5 + coop / 15 * 2 + 2 * 4 * int + 36 + 8 + usize::from(ctx.f16_unpack()) + exact_k
+        2 * 5 + coop / 15 * 2 + 2 * 4 * int + 38 + 8 + usize::from(ctx.f16_unpack()) + exact_k
     );
     assert_eq!(
         ctx.cached_pipelines(),
