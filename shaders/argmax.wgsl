@@ -63,18 +63,25 @@ fn reduce(tid: u32, bv: f32, bi: u32) -> vec2<u32> {
     return vec2<u32>(bitcast<u32>(best_v[0]), best_i[0]);
 }
 
-@compute @workgroup_size(WG)
-fn main(@builtin(local_invocation_index) tid: u32) {
+// The invocation's best of X[first], X[first + step], ... below P.n, as
+// `reduce`'s (value bits, index).
+fn scan(first: u32, step: u32) -> vec2<u32> {
     var bv = 0.0;
     var bi = NONE;
-    for (var i = tid; i < P.n; i += WG) {
+    for (var i = first; i < P.n; i += step) {
         let v = bitcast<f32>(X[i]);
         if (better(v, i, bv, bi)) {
             bv = v;
             bi = i;
         }
     }
-    let r = reduce(tid, bv, bi);
+    return vec2<u32>(bitcast<u32>(bv), bi);
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(local_invocation_index) tid: u32) {
+    let b = scan(tid, WG);
+    let r = reduce(tid, bitcast<f32>(b.x), b.y);
     if (tid == 0u) {
         OUT[0] = select(r.y, 0u, r.y == NONE);
     }
@@ -85,16 +92,8 @@ fn partial(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_index) tid: u32,
 ) {
-    var bv = 0.0;
-    var bi = NONE;
-    for (var i = wid.x * WG + tid; i < P.n; i += P.n_wg * WG) {
-        let v = bitcast<f32>(X[i]);
-        if (better(v, i, bv, bi)) {
-            bv = v;
-            bi = i;
-        }
-    }
-    let r = reduce(tid, bv, bi);
+    let b = scan(wid.x * WG + tid, P.n_wg * WG);
+    let r = reduce(tid, bitcast<f32>(b.x), b.y);
     if (tid == 0u) {
         OUT[2u * wid.x] = r.x;
         OUT[2u * wid.x + 1u] = r.y;
