@@ -34,12 +34,12 @@ use crate::pipeline::{
     matvec_variant, quant_variant,
 };
 use crate::tensor::{GpuDType, GpuTensor, QuantMatrix, WeightPart};
+use zeta_gguf::GgmlType;
+use zeta_tensor::cpu::kernels::{DotOrder, dot_order};
 
 /// The most values [`GpuBatch::argmax`] takes in one workgroup (above: two
 /// passes; a 262144-entry vocabulary took ~0.1 ms in one on the H100).
 pub const ARGMAX_ONE_PASS: usize = 8192;
-use zeta_gguf::GgmlType;
-use zeta_tensor::cpu::kernels::{DotOrder, dot_order};
 
 /// RoPE element order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

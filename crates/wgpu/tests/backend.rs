@@ -708,23 +708,14 @@ fn greedy_decode_fed_on_the_device_matches_forward() {
         let prompt: Vec<u32> = (0..5u64)
             .map(|i| ((i * 7919 + 13) % nv as u64) as u32)
             .collect();
-        let argmax = |l: &[f32]| {
-            let mut best = 0;
-            for (i, &v) in l.iter().enumerate() {
-                if v > l[best] {
-                    best = i;
-                }
-            }
-            best as u32
-        };
         // The reference: forward, host argmax, one step at a time.
         let mut r = gpu.new_state(64).unwrap();
-        let mut want = vec![argmax(gpu.forward(&mut r, &prompt, Logits::Last).unwrap())];
+        let mut want = vec![argmax(gpu.forward(&mut r, &prompt, Logits::Last).unwrap()) as u32];
         let mut want_logits = Vec::new();
         for _ in 0..12 {
             let t = *want.last().unwrap();
             let l = gpu.forward(&mut r, &[t], Logits::Last).unwrap().to_vec();
-            want.push(argmax(&l));
+            want.push(argmax(&l) as u32);
             want_logits.push(l);
         }
         // Fed: submit, record ahead, read the argmax (the next step starts).
