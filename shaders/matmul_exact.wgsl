@@ -238,31 +238,44 @@ fn term_q8_0(rb: u32, u: u32, l: u32, xb: u32) -> vec4<f32> {
 fn q6k_lane(rb: u32, k: u32, l: u32, xb: u32) -> i32 {
     let b = rb + k * 210u;
     let u0 = 8u * k;
+    // The 16 scale bytes (b + 192) as 4 words: five loads, not a load a byte.
+    let sc4 = rd_u32x4(b + 192u);
     var s = 0;
     for (var j = 0u; j < 2u; j++) {
         let qhw = rd_u32(b + 128u + 32u * j + 4u * l);
         for (var c = 0u; c < 4u; c++) {
             let qlw = rd_u32(b + 64u * j + 32u * (c & 1u) + 4u * l);
             let q = ((qlw >> (4u * (c >> 1u))) & LO4) | (((qhw >> (2u * c)) & 0x03030303u) << 4u);
-            let sc = bitcast<i32>(rd_u8(b + 192u + 8u * j + 2u * c + l / 4u) << 24u) >> 24;
+            // Scale 8j + 2c + l/4: byte 2 (c & 1) + l/4 of word 2j + c/2.
+            let sc = i8_at(sc4[2u * j + (c >> 1u)], 2u * (c & 1u) + l / 4u);
             s += sc * dot4I8Packed(q, xq(xb, u0 + 4u * j + c, l));
         }
     }
+    // Scales 2l, 2l + 1: bytes 2 (l % 2) + h of word l / 2.
+    let l2 = l / 2u;
+    let sw = select(select(sc4[0], sc4[1], l2 == 1u), select(sc4[2], sc4[3], l2 == 3u), l2 >= 2u);
     for (var h = 0u; h < 2u; h++) {
         let g = 2u * l + h;
         let u = u0 + g / 2u;
         let w0 = 4u * (g % 2u);
         let bs = bsum4(xq(xb, u, w0)) + bsum4(xq(xb, u, w0 + 1u)) + bsum4(xq(xb, u, w0 + 2u))
             + bsum4(xq(xb, u, w0 + 3u));
-        let sc = bitcast<i32>(rd_u8(b + 192u + g) << 24u) >> 24;
-        s -= 32 * bs * sc;
+        s -= 32 * bs * i8_at(sw, 2u * (l % 2u) + h);
     }
     return s;
 }
 
-// Q6_K · Q8_K, 256-block k.
+// Byte i of w as a signed value.
+fn i8_at(w: u32, i: u32) -> i32 {
+    return bitcast<i32>(w << (24u - 8u * i)) >> 24u;
+}
+
+// Q6_K · Q8_K, 256-block k (d: the f16 at byte 208, i.e. half (b & 2) of
+// the word at b + 208 rounded down).
 fn term_q6_k(rb: u32, k: u32, l: u32, xb: u32) -> vec4<f32> {
-    let d = xd(xb, 8u * k) * rd_f16(rb + k * 210u + 208u);
+    let o = rb + k * 210u + 208u;
+    let h = halves(W[o >> 2u]);
+    let d = xd(xb, 8u * k) * select(h.x, h.y, (o & 2u) != 0u);
     return vec4<f32>(d, f32(q6k_lane(rb, k, l, xb)), 0.0, 0.0);
 }
 

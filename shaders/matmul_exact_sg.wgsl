@@ -36,8 +36,13 @@ fn sg_row(wid: vec3<u32>, tid: u32, np: u32) -> u32 {
 }
 
 // The `lanes` order of the row at byte rb (every invocation of the row
-// returns it; all invocations must call).
+// returns it; all invocations must call). 256-element blocks: one block a
+// phase (UNROLL_SG = 1) in chunks of NP_MAX blocks with their activations
+// staged (`lanes_staged`); the rest read them from XQI.
 fn lanes_value(rb: u32, xb: u32, sl: vec4<u32>) -> f32 {
+    if (UNIT_STEPu > 1u) {
+        return lanes_staged(rb, xb, sl);
+    }
     let np = sl.x;
     let l = sl.y;
     let p = sl.z;
@@ -67,12 +72,50 @@ fn lanes_value(rb: u32, xb: u32, sl: vec4<u32>) -> f32 {
             }
         }
     }
-    // hsum_float_8 over the row's lanes.
+    return lanes_hsum(st, base);
+}
+
+// hsum_float_8 over the row's lanes (chains st; the row's first invocation
+// in the subgroup at `base`).
+fn lanes_hsum(st: vec2<f32>, base: u32) -> f32 {
     var a: array<vec2<f32>, 8>;
     for (var j = 0u; j < 8u; j++) {
         a[j] = subgroupShuffle(st, base + j);
     }
     return lanes_total(a);
+}
+
+// `lanes_value` for 256-element blocks (X_SRC = staged): phase p computes
+// the terms of blocks k0 + p, k0 + np + p, ... of each chunk of NP_MAX
+// blocks from the chunk's staged activations; the chains apply them in
+// block order as above. Every invocation of the workgroup must call
+// (barriers).
+fn lanes_staged(rb: u32, xb: u32, sl: vec4<u32>) -> f32 {
+    let np = sl.x;
+    let l = sl.y;
+    let p = sl.z;
+    let base = sl.w;
+    let nb = P.n_units / UNIT_STEPu;
+    var st = vec2<f32>(0.0);
+    sg_store(sg_load(xb, 0u));
+    workgroupBarrier();
+    for (var k0 = 0u; k0 < nb; k0 += NP_MAX) {
+        let xn = sg_load(xb, (k0 + NP_MAX) * UNIT_STEPu);
+        for (var k = k0; k < min(k0 + NP_MAX, nb); k += np) {
+            // Phases past the last block compute it again (unused).
+            let t = LANE_TERM(rb, min(k + p, nb - 1u), l, xb);
+            for (var q = 0u; q < np; q++) {
+                let v = subgroupShuffle(t, base + 8u * q + l);
+                if (k + q < nb) {
+                    st = apply(v, l, st);
+                }
+            }
+        }
+        workgroupBarrier();
+        sg_store(xn);
+        workgroupBarrier();
+    }
+    return lanes_hsum(st, base);
 }
 
 // ---- the block orders' activations, staged: the blocks of a chunk
@@ -102,16 +145,30 @@ fn xs_staged(xb: u32, u: u32) -> u32 {
 }
 
 // An invocation's share of the chunk at unit u0: quant word `sg_tid` and,
-// for sg_tid < 2 SG_CU, (d, s) word sg_tid.
+// for sg_tid < 2 SG_CU, (d, s) word sg_tid. With SG_F32 (one token of a
+// 256-element block type: Q8_K activations) XQI holds the f32 row itself
+// and invocation t loads the chunk's vec4 t (`y`), which `sg_store` packs
+// (q8.wgsl's `q8_vec4`, the words `pack_q8` would write): the consumer
+// packs its input instead of a `pack_q8` dispatch before it.
+const SG_F32: bool = SG_F32_V;
+
 struct SgStage {
     q: u32,
     ds: u32,
+    y: vec4<f32>,
 }
 
 fn sg_load(xb: u32, u0: u32) -> SgStage {
     let t = sg_tid;
     let nu = P.n_units;
     var r: SgStage;
+    if (SG_F32) {
+        if (t < 8u * SG_CU && u0 + t / 8u < nu) {
+            let e = 32u * u0 + 4u * t;
+            r.y = bitcast<vec4<f32>>(vec4<u32>(XQI[e], XQI[e + 1u], XQI[e + 2u], XQI[e + 3u]));
+        }
+        return r;
+    }
     if (t < 8u * SG_CU && u0 + t / 8u < nu) {
         r.q = XQI[xb + 8u * u0 + t];
     }
@@ -121,8 +178,20 @@ fn sg_load(xb: u32, u0: u32) -> SgStage {
     return r;
 }
 
+// Every invocation of the workgroup must call (SG_F32: barriers).
 fn sg_store(r: SgStage) {
     let t = sg_tid;
+    if (SG_F32) {
+        // Q8_K (mode 2): units past the row end pack zeros, read by no one.
+        let p = q8_vec4(t, r.y, 2u);
+        if (t < 8u * SG_CU) {
+            xsg[3u * (t / 8u) + (t % 8u) / 4u][t % 4u] = p.q;
+            if (t % 8u == 0u) {
+                xsg[3u * (t / 8u) + 2u] = vec4<u32>(p.ds, 0u, 0u);
+            }
+        }
+        return;
+    }
     if (t < 8u * SG_CU) {
         xsg[3u * (t / 8u) + (t % 8u) / 4u][t % 4u] = r.q;
     }

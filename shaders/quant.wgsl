@@ -51,6 +51,18 @@ fn rd_u32(off: u32) -> u32 {
     return (W[i] >> sh) | ((W[i + 1u] << 16u) << (16u - sh));
 }
 
+// Four consecutive `rd_u32` words at even offset `off`, from five loads.
+fn rd_u32x4(off: u32) -> array<u32, 4> {
+    let i = off >> 2u;
+    let sh = (off & 2u) * 8u;
+    let w = array<u32, 5>(W[i], W[i + 1u], W[i + 2u], W[i + 3u], W[i + 4u]);
+    var r: array<u32, 4>;
+    for (var n = 0u; n < 4u; n++) {
+        r[n] = (w[n] >> sh) | ((w[n + 1u] << 16u) << (16u - sh));
+    }
+    return r;
+}
+
 // `rd_u32` with one load where `off` is a multiple of 4 (Q4_K's blocks of
 // 144 bytes in rows starting at words: always; the test is uniform there).
 fn rd_u32_aligned(off: u32) -> u32 {

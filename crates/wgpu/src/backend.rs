@@ -82,6 +82,16 @@ fn norm_staging_pays(ms: &[&QuantMatrix]) -> bool {
     rows.div_ceil(8).saturating_mul(cols) <= MAX_WORK
 }
 
+/// The longest rows for which a lone one-token Q4_K / Q6_K projection packs
+/// its f32 input itself (`GpuBatch::matmul_exact_f32`) rather than after a
+/// `pack_q8` dispatch: every workgroup packs each 1024-column chunk it
+/// reads, which costs more than the dispatch it saves once rows take
+/// several chunks. Measured on the H100 (p50 a token): Gemma 3's output
+/// projection (1024 columns, one chunk) 1.79–1.83 → 1.78–1.79 ms (greedy
+/// 1.62 → 1.59); llama-1b Q4_K_M (2048) unchanged; llama-8b Q4_K_M (4096)
+/// 5.69–5.71 → 5.79–5.82, slower.
+const F32_PACK_MAX_COLS: u64 = 1024;
+
 /// The ops that pack their own output for the next projection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Packer {
@@ -852,6 +862,19 @@ impl GpuBackend {
                     _ => false,
                 };
                 if !(fused || noted) {
+                    // A lone Q4_K / Q6_K projection of one token with short
+                    // rows (e.g. Gemma 3's output projection, after an
+                    // attention that does not pack Q8_K): it packs its input
+                    // itself, one dispatch fewer.
+                    if let [(m, out)] = &mut outs[..]
+                        && n_tok == 1
+                        && m.n_cols() <= F32_PACK_MAX_COLS
+                        && exact_group(m)
+                        && b.can_matmul_exact_f32(m)
+                    {
+                        b.matmul_exact_f32(m, x, out, accumulate)?;
+                        continue;
+                    }
                     b.pack_q8_rows(x, xq, cols, n_tok, mode)?;
                 }
                 // Weights of one group buffer (Q/K/V, gate/up): one dispatch.

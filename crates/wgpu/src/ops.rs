@@ -28,10 +28,10 @@ use crate::context::GpuContext;
 use crate::error::{Result, WgpuError, shape};
 use crate::pipeline::{
     EXACT_MULTI_NP, Q8_TPR, ShaderFile, ShaderVariant, attn_variant, exact_np, files,
-    has_exact_matmul, matmul_exact_coop_variant, matmul_exact_multi_variant,
-    matmul_exact_tile_variant, matmul_exact_tr_norm_variant, matmul_exact_tr_variant,
-    matmul_exact_variant, matmul_q8_variant, matvec_q8_multi_variant, matvec_q8_variant,
-    matvec_variant, quant_variant,
+    has_exact_matmul, matmul_exact_coop_variant, matmul_exact_f32_variant,
+    matmul_exact_multi_variant, matmul_exact_tile_variant, matmul_exact_tr_norm_variant,
+    matmul_exact_tr_variant, matmul_exact_variant, matmul_q8_variant, matvec_q8_multi_variant,
+    matvec_q8_variant, matvec_variant, quant_variant,
 };
 use crate::tensor::{GpuDType, GpuTensor, QuantMatrix, WeightPart};
 use zeta_gguf::GgmlType;
@@ -2259,6 +2259,72 @@ impl<'a> GpuBatch<'a> {
                 self.dispatch_part(&variant, part, &xq.buffer, &y.buffer, &params, (gx, gy, gz))?;
             }
             t0 = t1;
+        }
+        Ok(())
+    }
+
+    /// Whether [`matmul_exact_f32`](Self::matmul_exact_f32) takes `w`: Q4_K
+    /// or Q6_K in the order the CPU sums one token of it, on a device with
+    /// the subgroup exact kernels.
+    pub fn can_matmul_exact_f32(&self, w: &QuantMatrix) -> bool {
+        self.ctx.exact_sg()
+            && dot_order(w.ggml_type(), w.n_rows() as usize, 0, 1)
+                .and_then(|o| matmul_exact_f32_variant(w.ggml_type(), o))
+                .is_some()
+    }
+
+    /// y (+)= W x for one token of f32 activations `x` (`[n_cols]`): what
+    /// [`pack_q8_rows`](Self::pack_q8_rows) in Q8_K then
+    /// [`matmul_exact`](Self::matmul_exact) give, bit for bit, in one
+    /// dispatch: every workgroup packs each chunk of x it reads
+    /// (matmul_exact_sg.wgsl, SG_F32). Types that
+    /// [`can_matmul_exact_f32`](Self::can_matmul_exact_f32) takes.
+    pub fn matmul_exact_f32(
+        &mut self,
+        w: &QuantMatrix,
+        x: &GpuTensor,
+        y: &GpuTensor,
+        accumulate: bool,
+    ) -> Result<()> {
+        const OP: &str = "matmul_exact_f32";
+        let ty = w.ggml_type();
+        let o = dot_order(ty, w.n_rows() as usize, 0, 1).ok_or(WgpuError::UnsupportedType(ty))?;
+        let variant = match matmul_exact_f32_variant(ty, o) {
+            Some(v) if self.ctx.exact_sg() => v,
+            _ => return Err(WgpuError::UnsupportedType(ty)),
+        };
+        let n_cols = w.n_cols();
+        if !n_cols.is_multiple_of(256) {
+            return Err(shape(
+                OP,
+                format!("{n_cols} columns: not a multiple of 256"),
+            ));
+        }
+        want(OP, x, "x", GpuDType::F32, n_cols)?;
+        want(OP, y, "y", GpuDType::F32, w.n_rows())?;
+        distinct(OP, y, &[x])?;
+        let rows_per_wg = exact_sg_rows(self.ctx.info().subgroup_size.1, exact_np(o));
+        for part in w.parts() {
+            let (gx, gy) = self.grid(OP, part.n_rows.div_ceil(rows_per_wg))?;
+            let params = [
+                n_cols as u32,
+                (n_cols / 32) as u32,
+                w.row_bytes() as u32,
+                part.n_rows as u32,
+                part.first_row as u32,
+                gx,
+                u32::from(accumulate),
+                0,
+                w.n_rows() as u32,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                1,
+            ];
+            self.dispatch_part(&variant, part, &x.buffer, &y.buffer, &params, (gx, gy, 1))?;
         }
         Ok(())
     }

@@ -488,11 +488,15 @@ pub(crate) fn matmul_exact_variant(
             ("BLOCK_PACKET", packet),
             ("BLOCK_NSUB", nsub),
             ("NP_MAX_V", if sg { np } else { "1" }),
+            // matmul_exact_sg.wgsl: the activations as Q8 words
+            // (`matmul_exact_f32_variant` sets the f32 row).
+            ("SG_F32_V", "false"),
             // matmul_exact.wgsl's activation reads: staged in workgroup
-            // memory by matmul_exact_sg.wgsl's block orders.
+            // memory by matmul_exact_sg.wgsl's block orders and its lane
+            // order of 256-element blocks.
             (
                 "X_SRC",
-                if sg && entry == "blocks" {
+                if sg && (entry == "blocks" || unit == "8") {
                     "staged"
                 } else {
                     "global"
@@ -500,6 +504,26 @@ pub(crate) fn matmul_exact_variant(
             ),
         ],
     })
+}
+
+/// The one-token exact matmul of a 256-element block type that packs its
+/// f32 input itself (matmul_exact_sg.wgsl with SG_F32: each chunk's
+/// activations packed to Q8_K in workgroup memory): `lanes_sg` for Q4_K and
+/// Q6_K in the lane order, `blocks_sg` for Q4_K in the gemv order; `None`
+/// otherwise.
+pub(crate) fn matmul_exact_f32_variant(ty: GgmlType, order: DotOrder) -> Option<ShaderVariant> {
+    match (ty, order) {
+        (GgmlType::Q4_K | GgmlType::Q6_K, DotOrder::Lanes)
+        | (GgmlType::Q4_K, DotOrder::Q4KGemv) => {}
+        _ => return None,
+    }
+    let mut v = matmul_exact_variant(ty, order, exact_np(order)).ok()?;
+    for d in &mut v.defines {
+        if d.0 == "SG_F32_V" {
+            d.1 = "true";
+        }
+    }
+    Some(v)
 }
 
 /// The lane order's decode kernel of matmul_exact_tr.wgsl (`lanes_tr`, or
@@ -812,6 +836,9 @@ pub(crate) fn matmul_exact_variants(ty: GgmlType, sg: bool, coop: bool) -> Vec<S
         DotOrder::Q4KGemm,
         DotOrder::Q6KTiled,
     ] {
+        if let Some(f) = matmul_exact_f32_variant(ty, order).filter(|_| sg) {
+            v.push(f);
+        }
         if let Some(tr) = matmul_exact_tr_variant(ty, order, false) {
             v.push(tr);
             if let Some(groups) = tr_group_variants(ty, order).filter(|_| sg) {

@@ -249,9 +249,49 @@ fn exact_matmul_on(ctx: &GpuContext) {
                     &got[..4.min(got.len())],
                     &want[..4.min(want.len())]
                 );
+                if n_tok == 1 {
+                    exact_f32_matches(ctx, ty, &gw, &gx, &xq, &want);
+                }
             }
         }
     }
+}
+
+/// `matmul_exact_f32` (one token; the kernel packs its f32 input itself)
+/// gives `pack_q8_rows` + `matmul_exact`'s bits (`want`, the CPU's), and
+/// accumulates like it; taken by exactly the Q4_K and Q6_K matrices where
+/// the device has the subgroup exact kernels.
+fn exact_f32_matches(
+    ctx: &GpuContext,
+    ty: GgmlType,
+    w: &zeta_wgpu::QuantMatrix,
+    x: &zeta_wgpu::GpuTensor,
+    xq: &zeta_wgpu::GpuTensor,
+    want: &[f32],
+) {
+    let mut b = ctx.batch();
+    let takes = ctx.exact_sg() && matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K);
+    assert_eq!(b.can_matmul_exact_f32(w), takes, "{ty}");
+    if !takes {
+        assert!(b.matmul_exact_f32(w, x, x, false).is_err());
+        return;
+    }
+    let rows = want.len();
+    let y0: Vec<f32> = (0..rows).map(|i| i as f32 * 0.37 - 2.0).collect();
+    let gy = ctx.upload_f32(&vec![f32::NAN; rows]).unwrap();
+    let (ga, gb) = (ctx.upload_f32(&y0).unwrap(), ctx.upload_f32(&y0).unwrap());
+    b.matmul_exact_f32(w, x, &gy, false).unwrap();
+    b.matmul_exact_f32(w, x, &ga, true).unwrap();
+    b.matmul_exact(w, xq, &gb, 1, true).unwrap();
+    b.submit().unwrap();
+    let got = ctx.read_f32(&gy).unwrap();
+    assert_eq!(bit_diffs(&got, want), 0, "{ty} f32 input, rows {rows}");
+    let (a, e) = (ctx.read_f32(&ga).unwrap(), ctx.read_f32(&gb).unwrap());
+    assert_eq!(
+        bit_diffs(&a, &e),
+        0,
+        "{ty} f32 input accumulated, rows {rows}"
+    );
 }
 
 /// RMSNorm (rmsnorm.wgsl) against `CpuBackend::rms_norm`, bit for bit: the
