@@ -36,12 +36,12 @@ fn sg_row(wid: vec3<u32>, tid: u32, np: u32) -> u32 {
 }
 
 // The `lanes` order of the row at byte rb (every invocation of the row
-// returns it; all invocations must call). 256-element blocks: one block a
-// phase (UNROLL_SG = 1) in chunks of NP_MAX blocks with their activations
-// staged (`lanes_staged`); the rest read them from XQI.
+// returns it; all invocations must call). 256-element blocks (X_SRC =
+// staged): one block a phase (UNROLL_SG = 1) in chunks of NP_MAX blocks,
+// their activations staged (`staged_value`); the rest read them from XQI.
 fn lanes_value(rb: u32, xb: u32, sl: vec4<u32>) -> f32 {
     if (UNIT_STEPu > 1u) {
-        return lanes_staged(rb, xb, sl);
+        return lanes_hsum(staged_value(rb, xb, sl, false), sl.w);
     }
     let np = sl.x;
     let l = sl.y;
@@ -62,17 +62,28 @@ fn lanes_value(rb: u32, xb: u32, sl: vec4<u32>) -> f32 {
             }
         }
     }
-    for (; k < nb; k += np) {
+    st = lanes_steps(rb, xb, sl, k, nb, st);
+    return lanes_hsum(st, base);
+}
+
+// The lane order's blocks k_from.. k_to (a block a phase, np at a time)
+// applied to the chains st.
+fn lanes_steps(rb: u32, xb: u32, sl: vec4<u32>, k_from: u32, k_to: u32, st_in: vec2<f32>) -> vec2<f32> {
+    let np = sl.x;
+    let l = sl.y;
+    let nb = P.n_units / UNIT_STEPu;
+    var st = st_in;
+    for (var k = k_from; k < k_to; k += np) {
         // Phases past the last block load it again (unused).
-        let t = LANE_TERM(rb, min(k + p, nb - 1u), l, xb);
+        let t = LANE_TERM(rb, min(k + sl.z, nb - 1u), l, xb);
         for (var q = 0u; q < np; q++) {
-            let v = subgroupShuffle(t, base + 8u * q + l);
+            let v = subgroupShuffle(t, sl.w + 8u * q + l);
             if (k + q < nb) {
                 st = apply(v, l, st);
             }
         }
     }
-    return lanes_hsum(st, base);
+    return st;
 }
 
 // hsum_float_8 over the row's lanes (chains st; the row's first invocation
@@ -85,40 +96,8 @@ fn lanes_hsum(st: vec2<f32>, base: u32) -> f32 {
     return lanes_total(a);
 }
 
-// `lanes_value` for 256-element blocks (X_SRC = staged): phase p computes
-// the terms of blocks k0 + p, k0 + np + p, ... of each chunk of NP_MAX
-// blocks from the chunk's staged activations; the chains apply them in
-// block order as above. Every invocation of the workgroup must call
-// (barriers).
-fn lanes_staged(rb: u32, xb: u32, sl: vec4<u32>) -> f32 {
-    let np = sl.x;
-    let l = sl.y;
-    let p = sl.z;
-    let base = sl.w;
-    let nb = P.n_units / UNIT_STEPu;
-    var st = vec2<f32>(0.0);
-    sg_store(sg_load(xb, 0u));
-    workgroupBarrier();
-    for (var k0 = 0u; k0 < nb; k0 += NP_MAX) {
-        let xn = sg_load(xb, (k0 + NP_MAX) * UNIT_STEPu);
-        for (var k = k0; k < min(k0 + NP_MAX, nb); k += np) {
-            // Phases past the last block compute it again (unused).
-            let t = LANE_TERM(rb, min(k + p, nb - 1u), l, xb);
-            for (var q = 0u; q < np; q++) {
-                let v = subgroupShuffle(t, base + 8u * q + l);
-                if (k + q < nb) {
-                    st = apply(v, l, st);
-                }
-            }
-        }
-        workgroupBarrier();
-        sg_store(xn);
-        workgroupBarrier();
-    }
-    return lanes_hsum(st, base);
-}
-
-// ---- the block orders' activations, staged: the blocks of a chunk
+// ---- the activations, staged (the block orders; the lane order of
+// 256-element blocks): the blocks of a chunk
 // (NP_MAX of them, SG_CU units of 32 columns) are the same for every row of
 // the workgroup, so the workgroup copies their words from XQI once (a
 // coalesced word an invocation, loaded while the chunk before computes)
@@ -208,18 +187,31 @@ fn sg_store(r: SgStage) {
 // of NP_MAX blocks (np divides NP_MAX) with their activations staged;
 // every invocation of the workgroup must call (barriers).
 fn blocks_value(rb: u32, xb: u32, sl: vec4<u32>) -> f32 {
+    let st = staged_value(rb, xb, sl, true);
+    return st.x - st.y;
+}
+
+// The chains of the row over chunks of NP_MAX blocks, each chunk's
+// activations staged in `xsg` (the next chunk's loaded while this one
+// computes): the block orders (`blocks`) or the lane order. Every
+// invocation of the workgroup must call (barriers).
+fn staged_value(rb: u32, xb: u32, sl: vec4<u32>, blocks: bool) -> vec2<f32> {
     let nb = P.n_units / UNIT_STEPu;
     var st = vec2<f32>(0.0);
     sg_store(sg_load(xb, 0u));
     workgroupBarrier();
     for (var k0 = 0u; k0 < nb; k0 += NP_MAX) {
         let xn = sg_load(xb, (k0 + NP_MAX) * UNIT_STEPu);
-        st = blocks_chunk(rb, xb, sl, k0, st);
+        if (blocks) {
+            st = blocks_chunk(rb, xb, sl, k0, st);
+        } else {
+            st = lanes_steps(rb, xb, sl, k0, min(k0 + NP_MAX, nb), st);
+        }
         workgroupBarrier();
         sg_store(xn);
         workgroupBarrier();
     }
-    return st.x - st.y;
+    return st;
 }
 
 // The folds of chunk k0's blocks into st.

@@ -157,6 +157,17 @@ fn exact_sg_rows(sg_max: u32, np_max: u32) -> u64 {
     32 / u64::from((sg_max / 8).clamp(1, np_max.max(1)))
 }
 
+/// Where an exact matmul dispatch adds and which tokens it reads
+/// (`GpuBatch::exact_parts`): accumulate into y, the first token, the
+/// activation rows' stride in words, the tokens.
+#[derive(Clone, Copy)]
+struct ExactAt {
+    accumulate: bool,
+    tok0: u32,
+    x_stride: u32,
+    run: u32,
+}
+
 /// Recorded GPU work; [`submit`](Self::submit) sends it to the queue.
 pub struct GpuBatch<'a> {
     ctx: CtxRef<'a>,
@@ -2236,28 +2247,13 @@ impl<'a> GpuBatch<'a> {
                     format!("{n_tok} tokens exceed the dispatch limit"),
                 ));
             }
-            for part in w.parts() {
-                let (gx, gy) = self.grid(OP, part.n_rows.div_ceil(rows_per_wg))?;
-                let params = [
-                    n_cols as u32,
-                    (n_cols / 32) as u32,
-                    w.row_bytes() as u32,
-                    part.n_rows as u32,
-                    part.first_row as u32,
-                    gx,
-                    u32::from(accumulate),
-                    t0 as u32,
-                    w.n_rows() as u32,
-                    stride as u32,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    run,
-                ];
-                self.dispatch_part(&variant, part, &xq.buffer, &y.buffer, &params, (gx, gy, gz))?;
-            }
+            let at = ExactAt {
+                accumulate,
+                tok0: t0 as u32,
+                x_stride: stride as u32,
+                run,
+            };
+            self.exact_parts(OP, &variant, w, rows_per_wg, &xq.buffer, y, at, gz)?;
             t0 = t1;
         }
         Ok(())
@@ -2304,8 +2300,33 @@ impl<'a> GpuBatch<'a> {
         want(OP, y, "y", GpuDType::F32, w.n_rows())?;
         distinct(OP, y, &[x])?;
         let rows_per_wg = exact_sg_rows(self.ctx.info().subgroup_size.1, exact_np(o));
+        let at = ExactAt {
+            accumulate,
+            tok0: 0,
+            x_stride: 0,
+            run: 1,
+        };
+        self.exact_parts(OP, &variant, w, rows_per_wg, &x.buffer, y, at, 1)
+    }
+
+    /// One dispatch of an exact matmul `variant` per part of `w`
+    /// (`rows_per_wg` rows a workgroup, `gz` token workgroups), activations
+    /// `x`, output `y`: matmul_exact.wgsl's parameters.
+    #[allow(clippy::too_many_arguments)]
+    fn exact_parts(
+        &mut self,
+        op: &'static str,
+        variant: &ShaderVariant,
+        w: &QuantMatrix,
+        rows_per_wg: u64,
+        x: &wgpu::Buffer,
+        y: &GpuTensor,
+        at: ExactAt,
+        gz: u32,
+    ) -> Result<()> {
+        let n_cols = w.n_cols();
         for part in w.parts() {
-            let (gx, gy) = self.grid(OP, part.n_rows.div_ceil(rows_per_wg))?;
+            let (gx, gy) = self.grid(op, part.n_rows.div_ceil(rows_per_wg))?;
             let params = [
                 n_cols as u32,
                 (n_cols / 32) as u32,
@@ -2313,18 +2334,18 @@ impl<'a> GpuBatch<'a> {
                 part.n_rows as u32,
                 part.first_row as u32,
                 gx,
-                u32::from(accumulate),
-                0,
+                u32::from(at.accumulate),
+                at.tok0,
                 w.n_rows() as u32,
+                at.x_stride,
                 0,
                 0,
                 0,
                 0,
                 0,
-                0,
-                1,
+                at.run,
             ];
-            self.dispatch_part(&variant, part, &x.buffer, &y.buffer, &params, (gx, gy, 1))?;
+            self.dispatch_part(variant, part, x, &y.buffer, &params, (gx, gy, gz))?;
         }
         Ok(())
     }

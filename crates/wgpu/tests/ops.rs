@@ -2006,7 +2006,9 @@ fn every_variant_compiles_on_the_device() {
     // of Q4_0, Q4_1, Q5_0 and Q8_0, else matmul_exact_sg's or (no
     // subgroups) the plain one — plus, with subgroups, for the 7 one-token
     // orders (6 types' lanes, Q4_K gemv) its weight-group form and the
-    // Q/K/V group with RoPE: 34 or 20 (Q4_K and Q6_K: 16 or 10); the two
+    // Q/K/V group with RoPE, and for the 3 one-token orders of Q4_K and
+    // Q6_K (lanes, Q4_K gemv) the form that packs its f32 input
+    // (`matmul_exact_f32`): 37 or 20 (Q4_K and Q6_K: 19 or 10); the two
     // group kernels of matmul_exact_tr's four types also with the RMSNorm
     // staged (`*_norm`, 8 more) where the device has 32 KiB of workgroup
     // memory. With cooperative matrices, matmul_exact_coop replaces the
@@ -2022,7 +2024,7 @@ fn every_variant_compiles_on_the_device() {
         0
     };
     let (exact_all, exact_k) = if ctx.exact_sg() {
-        (34 + norm, 16)
+        (37 + norm, 19)
     } else {
         (20, 10)
     };
