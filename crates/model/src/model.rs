@@ -689,6 +689,10 @@ impl<B: Backend> Model<B> {
 
         // Rows still being computed (all, until the last layer selects the outputs).
         let mut n_act = n;
+        // The previous layer's FFN post-norm weight (gemma3), its output in
+        // `proj` not yet normalised and added to x: done together with this
+        // layer's attention norm, one op where the backend fuses them.
+        let mut pending_post: Option<&B::Weight> = None;
         for (il, lw) in w.layers.iter().enumerate() {
             // --- attention ---
             let swa = c.is_swa(il);
@@ -722,6 +726,9 @@ impl<B: Backend> Model<B> {
                 && lw.q_norm.is_none()
                 && lw.k_norm.is_none();
             if plain {
+                if let Some(pn) = pending_post.take() {
+                    b.rms_norm_add(&mut s.x, &mut s.proj, pn, n, c.rms_eps)?;
+                }
                 // Projections, RoPE and the cache write: one fused op where
                 // the backend has one.
                 b.rms_norm_qkv_rope_store_kv(
@@ -739,14 +746,22 @@ impl<B: Backend> Model<B> {
                     c.q_prescale,
                 )?;
             } else {
-                b.rms_norm_matmul_many(
-                    &s.x,
-                    &lw.attn_norm,
-                    &mut s.xb,
-                    &mut [(&lw.wq, &mut s.q), (&lw.wk, &mut s.k), (&lw.wv, &mut s.v)],
-                    n,
-                    c.rms_eps,
-                )?;
+                let qkv = &mut [(&lw.wq, &mut s.q), (&lw.wk, &mut s.k), (&lw.wv, &mut s.v)];
+                match pending_post.take() {
+                    Some(pn) => b.rms_norm_add_matmul_many(
+                        &mut s.x,
+                        &mut s.proj,
+                        pn,
+                        &lw.attn_norm,
+                        &mut s.xb,
+                        qkv,
+                        n,
+                        c.rms_eps,
+                    )?,
+                    None => {
+                        b.rms_norm_matmul_many(&s.x, &lw.attn_norm, &mut s.xb, qkv, n, c.rms_eps)?
+                    }
+                }
                 if let Some(bq) = &lw.bq {
                     b.add_bias(&mut s.q, bq, n)?;
                 }
@@ -846,7 +861,11 @@ impl<B: Backend> Model<B> {
                 None => b.matmul_add(&lw.ffn_down, &s.gate, &mut s.x, &mut s.proj, n)?,
                 Some(pn) => {
                     b.matmul(&lw.ffn_down, &s.gate, &mut s.proj, n)?;
-                    b.rms_norm_add(&mut s.x, &mut s.proj, pn, n, c.rms_eps)?;
+                    if il + 1 == c.n_layer {
+                        b.rms_norm_add(&mut s.x, &mut s.proj, pn, n, c.rms_eps)?;
+                    } else {
+                        pending_post = Some(pn);
+                    }
                 }
             }
         }
