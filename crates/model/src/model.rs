@@ -19,6 +19,10 @@
 //!   proj = gate·w_downᵀ (gemma3: rms_norm * ffn_post_norm) ; x += proj
 //! logits [n_out, n_vocab] = (rms_norm(x) * output_norm)·outputᵀ
 //! ```
+//! Each post-norm and residual add is recorded with the norm that follows
+//! it (`Backend::rms_norm_add_matmul_many`): the attention's with the FFN
+//! norm, the FFN's with the next layer's attention norm (the last layer's
+//! on its own), so a backend can fuse the pair.
 
 use std::sync::Arc;
 
