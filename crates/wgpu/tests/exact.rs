@@ -257,6 +257,58 @@ fn exact_matmul_on(ctx: &GpuContext) {
     }
 }
 
+/// The Q8_K pack inside `matmul_exact_f32` finds each 256-block's largest
+/// |x| wherever it sits in the block (the rest of the block is smaller),
+/// with ties of opposite signs far apart, within a vec4 and in neighbouring
+/// vec4s, and a block of zeros; the CPU's bits.
+/// (Which of two tied opposite values sets the sign is not observable: it
+/// flips every quant and d together.)
+#[test]
+fn exact_f32_pack_finds_each_blocks_max() {
+    let Some(ctx) = ctx() else { return };
+    if !ctx.exact_sg() {
+        return;
+    }
+    let mut r = Rng(5);
+    let cpu = CpuBackend::with_threads(2);
+    let (rows, cols) = (9usize, 256 * 5);
+    for ty in [GgmlType::Q4_K, GgmlType::Q6_K] {
+        let vals: Vec<f32> = (0..rows * cols).map(|_| r.uniform(1.0)).collect();
+        let (g, data) = gguf_with(ty, cols, rows, &vals);
+        let w = cpu.upload_weight(&g, "w").unwrap();
+        let gw = ctx
+            .upload_matrix_split(ty, rows as u64, cols as u64, &data, 1 << 20)
+            .unwrap();
+        let mut x: Vec<f32> = (0..cols).map(|_| r.uniform(0.9)).collect();
+        // Block 0: -3 before +3, 195 elements (48 vec4s) apart.
+        x[5] = -3.0;
+        x[200] = 3.0;
+        // Block 1: a tie inside one vec4, then a later one.
+        x[256 + 130] = 3.0;
+        x[256 + 131] = -3.0;
+        x[256 + 250] = -3.0;
+        // Block 2: +2 before -2 in neighbouring vec4s.
+        x[512 + 63] = 2.0;
+        x[512 + 64] = -2.0;
+        // Block 3: zeros.
+        x[768..1024].fill(0.0);
+        let mut cx = cpu.alloc(cols).unwrap();
+        cpu.write(&mut cx, 0, &x).unwrap();
+        let mut cy = cpu.alloc(rows).unwrap();
+        cpu.matmul(&w, &cx, &mut cy, 1).unwrap();
+        let mut want = vec![0f32; rows];
+        cpu.read(&cy, 0, &mut want).unwrap();
+        let gx = ctx.upload_f32(&x).unwrap();
+        let xq = ctx
+            .zeros(zeta_wgpu::q8_stride(cols), GpuDType::U32)
+            .unwrap();
+        let mut b = ctx.batch();
+        b.pack_q8_rows(&gx, &xq, cols, 1, Q8Mode::of(ty)).unwrap();
+        b.submit().unwrap();
+        exact_f32_matches(&ctx, ty, &gw, &gx, &xq, &want);
+    }
+}
+
 /// `matmul_exact_f32` (one token; the kernel packs its f32 input itself)
 /// gives `pack_q8_rows` + `matmul_exact`'s bits (`want`, the CPU's), and
 /// accumulates like it; taken by exactly the Q4_K and Q6_K matrices where
