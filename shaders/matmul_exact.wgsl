@@ -66,8 +66,9 @@ var<workgroup> parts: array<vec2<i32>, 512>;
 
 // Word k (0..8) of unit u's activation quants; unit u's d and s words:
 // from XQI (`*_global`), or where the variant stages them in workgroup
-// memory (matmul_exact_sg.wgsl's `blocks_sg*`: `*_staged`) from there. The
-// host substitutes X_SRC.
+// memory (matmul_exact_sg.wgsl's kernels of 256-element blocks, the block
+// orders and the lane order: `*_staged`) from there. The host substitutes
+// X_SRC.
 fn xq(xb: u32, u: u32, k: u32) -> u32 {
     return xq_X_SRC(xb, u, k);
 }

@@ -47,8 +47,12 @@ fn rd_f16(off: u32) -> f32 {
 // The second word is read even when unused (robust access keeps it in bounds).
 fn rd_u32(off: u32) -> u32 {
     let i = off >> 2u;
-    let sh = (off & 2u) * 8u; // 0 or 16
-    return (W[i] >> sh) | ((W[i + 1u] << 16u) << (16u - sh));
+    return join_u32(W[i], W[i + 1u], (off & 2u) * 8u);
+}
+
+// The 32 bits from bit sh (0 or 16) of the word pair (w0, w1).
+fn join_u32(w0: u32, w1: u32, sh: u32) -> u32 {
+    return (w0 >> sh) | ((w1 << 16u) << (16u - sh));
 }
 
 // Four consecutive `rd_u32` words at even offset `off`, from five loads.
@@ -58,7 +62,7 @@ fn rd_u32x4(off: u32) -> array<u32, 4> {
     let w = array<u32, 5>(W[i], W[i + 1u], W[i + 2u], W[i + 3u], W[i + 4u]);
     var r: array<u32, 4>;
     for (var n = 0u; n < 4u; n++) {
-        r[n] = (w[n] >> sh) | ((w[n + 1u] << 16u) << (16u - sh));
+        r[n] = join_u32(w[n], w[n + 1u], sh);
     }
     return r;
 }

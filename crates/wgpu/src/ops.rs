@@ -2263,10 +2263,15 @@ impl<'a> GpuBatch<'a> {
     /// or Q6_K in the order the CPU sums one token of it, on a device with
     /// the subgroup exact kernels.
     pub fn can_matmul_exact_f32(&self, w: &QuantMatrix) -> bool {
-        self.ctx.exact_sg()
-            && dot_order(w.ggml_type(), w.n_rows() as usize, 0, 1)
-                .and_then(|o| matmul_exact_f32_variant(w.ggml_type(), o))
-                .is_some()
+        self.exact_f32_kernel(w).is_some()
+    }
+
+    /// [`matmul_exact_f32`](Self::matmul_exact_f32)'s kernel for `w` and the
+    /// order it sums in, where this device has one.
+    fn exact_f32_kernel(&self, w: &QuantMatrix) -> Option<(ShaderVariant, DotOrder)> {
+        let o = dot_order(w.ggml_type(), w.n_rows() as usize, 0, 1)?;
+        let v = matmul_exact_f32_variant(w.ggml_type(), o).filter(|_| self.ctx.exact_sg())?;
+        Some((v, o))
     }
 
     /// y (+)= W x for one token of f32 activations `x` (`[n_cols]`): what
@@ -2283,12 +2288,9 @@ impl<'a> GpuBatch<'a> {
         accumulate: bool,
     ) -> Result<()> {
         const OP: &str = "matmul_exact_f32";
-        let ty = w.ggml_type();
-        let o = dot_order(ty, w.n_rows() as usize, 0, 1).ok_or(WgpuError::UnsupportedType(ty))?;
-        let variant = match matmul_exact_f32_variant(ty, o) {
-            Some(v) if self.ctx.exact_sg() => v,
-            _ => return Err(WgpuError::UnsupportedType(ty)),
-        };
+        let (variant, o) = self
+            .exact_f32_kernel(w)
+            .ok_or(WgpuError::UnsupportedType(w.ggml_type()))?;
         let n_cols = w.n_cols();
         if !n_cols.is_multiple_of(256) {
             return Err(shape(
