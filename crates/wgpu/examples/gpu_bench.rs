@@ -220,6 +220,71 @@ fn main() -> Result<(), WgpuError> {
             fmt_busy(busy)
         );
     }
+    // The same decode products with the weights past the device's L2: a
+    // model reads each weight once a token, while the loop above reads one
+    // matrix again and again (the H100's 50 MB L2 holds every one of those
+    // shapes). Copies of the matrix (together ≥ 320 MB) take turns; GPU
+    // busy a dispatch, one pass, each dispatch writing the same y.
+    // (`docs/bench/gpu-speed-log.md` 73.)
+    for (ty, rows, cols) in [
+        (GgmlType::Q4_0, 4096usize, 4096usize),
+        (GgmlType::Q4_0, 14336, 4096),
+        (GgmlType::Q4_0, 4096, 14336),
+        (GgmlType::Q4_K, 14336, 4096),
+        (GgmlType::Q4_K, 4096, 14336),
+        (GgmlType::Q6_K, 4096, 14336),
+    ] {
+        let row_bytes = ty.row_bytes(cols as u64).unwrap_or(0) as usize;
+        let bytes = rows * row_bytes;
+        let copies = (320_000_000 / bytes.max(1)).max(2);
+        let mut data = vec![0x3cu8; bytes];
+        let ws = (0..copies)
+            .map(|i| {
+                // Copies differ (a driver cannot share them).
+                data[0] = i as u8;
+                ctx.upload_matrix(ty, rows as u64, cols as u64, &data)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let x = ctx.upload_f32(&vec![0.5; cols])?;
+        let xq = ctx.zeros(zeta_wgpu::q8_words(cols), GpuDType::U32)?;
+        let y = ctx.zeros(rows, GpuDType::F32)?;
+        let mut b = ctx.batch();
+        b.pack_q8(&x, &xq, cols, zeta_wgpu::Q8Mode::of(ty))?;
+        b.submit()?;
+        ctx.wait()?;
+        // The best of three rounds (the first touch of fresh buffers is slow).
+        let rotate = |exact: bool| -> Result<Option<f64>, WgpuError> {
+            let next = std::cell::Cell::new(0usize);
+            let mut best: Option<f64> = None;
+            for _ in 0..3 {
+                let us = busy_us(&ctx, iters.max(copies), |b| {
+                    let w = &ws[next.get() % copies];
+                    next.set(next.get() + 1);
+                    if exact {
+                        b.matmul_exact(w, &xq, &y, 1, false)
+                    } else {
+                        b.matvec_q8(w, &xq, &y, false)
+                    }
+                })?;
+                best = match (best, us) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+            Ok(best)
+        };
+        let gbs = |us: Option<f64>| us.map_or(0.0, |us| bytes as f64 / us / 1e3);
+        let (exact, fast) = (rotate(true)?, rotate(false)?);
+        println!(
+            "past the L2 ({copies} copies) {:<5} [{rows:>5}, {cols:>5}]: exact {} ({:.0} GB/s), fast {} ({:.0} GB/s)",
+            ty.name(),
+            fmt_busy(exact),
+            gbs(exact),
+            fmt_busy(fast),
+            gbs(fast)
+        );
+    }
+
     // The floor: a chain of tiny dependent dispatches.
     let v = ctx.upload_f32(&[1.0; 64])?;
     let mut b = ctx.batch();
