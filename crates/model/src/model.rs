@@ -695,7 +695,8 @@ impl<B: Backend> Model<B> {
         let mut n_act = n;
         // The previous layer's FFN post-norm weight (gemma3), its output in
         // `proj` not yet normalised and added to x: done together with this
-        // layer's attention norm, one op where the backend fuses them.
+        // layer's attention norm, one op where the backend fuses them (after
+        // the loop for the last layer).
         let mut pending_post: Option<&B::Weight> = None;
         for (il, lw) in w.layers.iter().enumerate() {
             // --- attention ---
@@ -865,13 +866,13 @@ impl<B: Backend> Model<B> {
                 None => b.matmul_add(&lw.ffn_down, &s.gate, &mut s.x, &mut s.proj, n)?,
                 Some(pn) => {
                     b.matmul(&lw.ffn_down, &s.gate, &mut s.proj, n)?;
-                    if il + 1 == c.n_layer {
-                        b.rms_norm_add(&mut s.x, &mut s.proj, pn, n, c.rms_eps)?;
-                    } else {
-                        pending_post = Some(pn);
-                    }
+                    pending_post = Some(pn);
                 }
             }
+        }
+        // The last layer's FFN post-norm has no attention norm to go with.
+        if let Some(pn) = pending_post {
+            b.rms_norm_add(&mut s.x, &mut s.proj, pn, n_act, c.rms_eps)?;
         }
 
         Ok(n_act)
