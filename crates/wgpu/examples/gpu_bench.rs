@@ -266,10 +266,7 @@ fn main() -> Result<(), WgpuError> {
                         b.matvec_q8(w, &xq, &y, false)
                     }
                 })?;
-                best = match (best, us) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
+                best = best.into_iter().chain(us).reduce(f64::min);
             }
             Ok(best)
         };
